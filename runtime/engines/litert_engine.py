@@ -1,0 +1,84 @@
+"""LiteRT (TFLite) engine: ai_edge_litert, else tflite_runtime, else tensorflow.lite."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from ..errors import EngineError, EngineNotInstalledError
+from ..specs import QuantParams, TensorSpec
+
+
+def interpreter_class():
+    """The first TFLite interpreter found, preferring the slim packages a device has."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+        return Interpreter
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+        return Interpreter
+    except ImportError:
+        pass
+    try:
+        import tensorflow as tf
+        return tf.lite.Interpreter
+    except ImportError as e:
+        raise EngineNotInstalledError(
+            "no TFLite interpreter is installed; pip install 'edgepack[litert]'") from e
+
+
+class LiteRTEngine:
+    name = "litert"
+
+    def __init__(self, model: bytes, *, threads: int | None = None):
+        cls = interpreter_class()
+        self.interpreter = cls(model_content=bytes(model), num_threads=threads or None)
+        self.interpreter.allocate_tensors()
+        self._inputs = self.interpreter.get_input_details()
+        self._outputs = self.interpreter.get_output_details()
+        self._input_index = {d["name"]: d["index"] for d in self._inputs}
+        self._shapes = {d["name"]: tuple(d["shape"]) for d in self._inputs}
+        # An interpreter owns mutable tensor buffers: one invocation at a time.
+        self._lock = threading.Lock()
+
+    def inputs(self) -> list[TensorSpec]:
+        return [_spec(d) for d in self._inputs]
+
+    def outputs(self) -> list[TensorSpec]:
+        return [_spec(d) for d in self._outputs]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        interp = self.interpreter
+        with self._lock:
+            try:
+                resized = False
+                for name, value in feeds.items():
+                    if value.shape != self._shapes[name]:
+                        interp.resize_tensor_input(self._input_index[name], value.shape)
+                        self._shapes[name] = value.shape
+                        resized = True
+                if resized:
+                    interp.allocate_tensors()
+                for name, value in feeds.items():
+                    interp.set_tensor(self._input_index[name], value)
+                interp.invoke()
+                return {d["name"]: interp.get_tensor(d["index"]) for d in self._outputs}
+            except (ValueError, RuntimeError) as e:
+                raise EngineError(f"LiteRT failed to run the model: {e}") from e
+
+    def close(self) -> None:
+        self.interpreter = None
+
+
+def _spec(detail: dict) -> TensorSpec:
+    shape = tuple(int(d) for d in detail.get("shape_signature", detail["shape"]))
+    dtype = np.dtype(detail["dtype"]).name
+    q = detail.get("quantization_parameters") or {}
+    scales, zeros = q.get("scales"), q.get("zero_points")
+    quant = None
+    if scales is not None and len(scales):
+        axis = int(q.get("quantized_dimension", 0)) if len(scales) > 1 else None
+        quant = QuantParams(tuple(float(s) for s in scales), tuple(int(z) for z in zeros), axis)
+    return TensorSpec(detail["name"], shape, dtype, None, quant)

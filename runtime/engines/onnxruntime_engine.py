@@ -1,0 +1,54 @@
+"""ONNX Runtime engine (CPU execution provider)."""
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+
+from ..errors import EngineError
+from ..specs import TensorSpec
+
+# ONNX element type strings as ORT reports them -> numpy dtype names.
+_ORT_TYPES = {
+    "tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+    "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(int16)": "int16",
+    "tensor(uint16)": "uint16", "tensor(int32)": "int32", "tensor(int64)": "int64",
+    "tensor(bool)": "bool", "tensor(string)": "string",
+}
+
+
+class OnnxRuntimeEngine:
+    name = "onnxruntime"
+
+    def __init__(self, model: bytes, *, threads: int | None = None):
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        self._output_names = [o.name for o in self.session.get_outputs()]
+
+    def inputs(self) -> list[TensorSpec]:
+        return [_spec(a) for a in self.session.get_inputs()]
+
+    def outputs(self) -> list[TensorSpec]:
+        return [_spec(a) for a in self.session.get_outputs()]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            results = self.session.run(self._output_names, feeds)
+        except Exception as e:  # ORT raises its own Fail/InvalidArgument types
+            raise EngineError(f"onnxruntime failed to run the model: {e}") from e
+        return dict(zip(self._output_names, results))
+
+    def close(self) -> None:
+        self.session = None
+
+
+def _spec(arg) -> TensorSpec:
+    dtype = _ORT_TYPES.get(arg.type)
+    if dtype is None:
+        raise EngineError(f"tensor {arg.name!r} has type {arg.type}, which edgepack cannot feed")
+    shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or []))
+    return TensorSpec(arg.name, shape, dtype)

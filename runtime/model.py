@@ -1,0 +1,204 @@
+"""`load()` and `Model`: a verified bundle bound to an engine, with its pipelines compiled."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from . import engines
+from .bundle import Bundle, BundleLimits, read_bundle
+from .errors import BundleError, InputError
+from .ops import Context, compile_steps
+from .specs import TensorSpec, format_shape
+
+log = logging.getLogger(__name__)
+
+
+def load(path: str | os.PathLike | Bundle, *, engine: str | None = None,
+         threads: int | None = None, hooks: Mapping[str, Callable[..., Any]] | None = None,
+         trusted_key: bytes | str | os.PathLike | None = None,
+         limits: BundleLimits = BundleLimits()) -> "Model":
+    """Verify a bundle, open its engine and compile its pre/post-processing.
+
+    `engine` overrides the manifest's engine name (e.g. a custom one registered under the
+    `edgepack.engines` entry-point group); `threads` sets the engine's intra-op threads;
+    `hooks` adds application hooks for this model only. Raises BundleError, EngineError,
+    PipelineError/HookError: all problems surface here, not at the first request.
+    """
+    bundle = path if isinstance(path, Bundle) else read_bundle(
+        path, limits=limits, trusted_key=trusted_key)
+    return Model(bundle, engine=engine, threads=threads, hooks=hooks)
+
+
+class Model:
+    """A loaded bundle. `run` takes raw tensors; `predict` applies the manifest's pipelines."""
+
+    def __init__(self, bundle: Bundle, *, engine: str | None = None, threads: int | None = None,
+                 hooks: Mapping[str, Callable[..., Any]] | None = None):
+        manifest = bundle.manifest
+        self.bundle = bundle
+        self.manifest = manifest
+        self.name, self.version = manifest.name, manifest.version
+        self.inputs: tuple[TensorSpec, ...] = manifest.inputs
+        self.outputs: tuple[TensorSpec, ...] = manifest.outputs
+        labels = bundle.labels()
+        self.labels = tuple(labels) if labels is not None else None
+        self.engine_name = engine or manifest.model.engine
+        self.threads = threads
+        hooks = dict(hooks or {})
+        self._preprocess = {
+            s.name: compile_steps(manifest.preprocess.get(s.name, []),
+                                  Context(s, self.labels, hooks), f"preprocess[{s.name!r}]")
+            for s in self.inputs}
+        self._postprocess = {
+            s.name: compile_steps(manifest.postprocess.get(s.name, []),
+                                  Context(s, self.labels, hooks), f"postprocess[{s.name!r}]")
+            for s in self.outputs}
+        self._checks = [_Check(s) for s in self.inputs]
+        self._engine = engines.open_engine(self.engine_name, bundle.model_bytes(), threads=threads)
+        self._check_engine_agrees()
+        log.debug("loaded %s %s on %s", self.name, self.version, self.engine_name)
+
+    def _check_engine_agrees(self) -> None:
+        for kind, declared, actual in (("input", self.inputs, self._engine.inputs()),
+                                       ("output", self.outputs, self._engine.outputs())):
+            found = {s.name: s for s in actual}
+            for spec in declared:
+                real = found.get(spec.name)
+                if real is None:
+                    raise BundleError(
+                        f"{self.bundle.path}: manifest {kind} {spec.name!r} is not in the model "
+                        f"(model has {sorted(found)}); repack the bundle")
+                if real.dtype != spec.dtype or len(real.shape) != len(spec.shape):
+                    raise BundleError(
+                        f"{self.bundle.path}: manifest {kind} {spec.name!r} is {spec.dtype} "
+                        f"{format_shape(spec.shape)} but the model has {real.dtype} "
+                        f"{format_shape(real.shape)}; repack the bundle")
+
+    # -- raw tensors --------------------------------------------------------------------
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run the model on raw tensors keyed by input name; returns raw outputs by name."""
+        if not isinstance(feeds, Mapping):
+            raise InputError(f"run() takes a dict of input name -> array, got {type(feeds).__name__}")
+        if len(feeds) != len(self._checks):
+            self._explain_names(feeds)
+        for check in self._checks:
+            value = feeds.get(check.name)
+            if value is None:
+                self._explain_names(feeds)
+            check(value)
+        return self._engine.run(dict(feeds))
+
+    def _explain_names(self, feeds: Mapping[str, Any]):
+        expected = [s.name for s in self.inputs]
+        missing = [n for n in expected if n not in feeds]
+        extra = [n for n in feeds if n not in expected]
+        raise InputError(f"model {self.name!r} takes inputs {expected}; missing {missing}, "
+                         f"unexpected {extra}")
+
+    # -- with the manifest's pipelines ----------------------------------------------------
+    def preprocess(self, raw: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        feeds = {}
+        for spec in self.inputs:
+            if spec.name not in raw:
+                self._explain_names(raw)
+            value = self._preprocess[spec.name](raw[spec.name])
+            feeds[spec.name] = _fit(np.asarray(value), spec)
+        return feeds
+
+    def postprocess(self, outputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        result = {}
+        for spec in self.outputs:
+            value = outputs[spec.name]
+            if spec.is_quantized and np.issubdtype(value.dtype, np.integer):
+                q = spec.quantization
+                value = _dequantize(value, q.scale, q.zero_point, q.axis)
+            result[spec.name] = self._postprocess[spec.name](value)
+        return result
+
+    def predict(self, *args: Any, **inputs: Any) -> dict[str, Any]:
+        """Preprocess -> run -> postprocess.
+
+        `predict(x)` for a one-input model, `predict(name=x, ...)` or `predict({...})` for
+        several. Quantized (int8/uint8) inputs are quantized and outputs dequantized here.
+        """
+        if args:
+            if len(args) > 1 or inputs:
+                raise InputError("predict() takes one positional input, or inputs by name")
+            if isinstance(args[0], Mapping):
+                inputs = dict(args[0])
+            elif len(self.inputs) == 1:
+                inputs = {self.inputs[0].name: args[0]}
+            else:
+                raise InputError(f"model {self.name!r} has inputs {[s.name for s in self.inputs]}; "
+                                 "pass them by name")
+        return self.postprocess(self.run(self.preprocess(inputs)))
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    def __enter__(self) -> "Model":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<edgepack Model {self.name} {self.version} on {self.engine_name}>"
+
+
+class _Check:
+    """Precomputed spec check: run() sits on the hot path, so avoid per-call work."""
+
+    __slots__ = ("name", "spec", "dtype", "rank", "static")
+
+    def __init__(self, spec: TensorSpec):
+        self.name, self.spec = spec.name, spec
+        self.dtype = np.dtype(spec.dtype) if spec.dtype != "string" else None
+        self.rank = len(spec.shape)
+        self.static = [(i, d) for i, d in enumerate(spec.shape) if d != -1]
+
+    def __call__(self, value: Any) -> None:
+        if not isinstance(value, np.ndarray):
+            raise InputError(f"input {self.name!r} must be a numpy array, got "
+                             f"{type(value).__name__}; wrap it with numpy.asarray")
+        shape = value.shape
+        if (self.dtype is not None and value.dtype != self.dtype) or len(shape) != self.rank \
+                or any(shape[i] != d for i, d in self.static):
+            self.spec.check(value)
+
+
+def _fit(value: np.ndarray, spec: TensorSpec) -> np.ndarray:
+    """Last touches predict() makes: batch axis, quantization, float width."""
+    if value.ndim == len(spec.shape) - 1 and spec.shape and spec.shape[0] in (-1, 1):
+        value = value[None]
+    if spec.is_quantized and np.issubdtype(value.dtype, np.floating):
+        q = spec.quantization
+        info = np.iinfo(spec.dtype)
+        scale = _along(np.asarray(q.scale, np.float32), value.ndim, q.axis)
+        zero = _along(np.asarray(q.zero_point, np.float32), value.ndim, q.axis)
+        value = np.clip(np.rint(value / scale) + zero, info.min, info.max).astype(spec.dtype)
+    elif np.issubdtype(value.dtype, np.number) and spec.dtype != "string" and \
+            value.dtype != np.dtype(spec.dtype) and np.can_cast(value.dtype, spec.dtype, "same_kind"):
+        value = value.astype(spec.dtype)
+    elif np.issubdtype(value.dtype, np.integer) and spec.dtype.startswith("float"):
+        value = value.astype(spec.dtype)
+    return value
+
+
+def _along(values: np.ndarray, ndim: int, axis: int | None) -> np.ndarray:
+    if values.size == 1 or axis is None:
+        return values.reshape(()) if values.size == 1 else values
+    shape = [1] * ndim
+    shape[axis] = -1
+    return values.reshape(shape)
+
+
+def _dequantize(value: np.ndarray, scale, zero, axis) -> np.ndarray:
+    s = _along(np.asarray(scale, np.float32), value.ndim, axis)
+    z = _along(np.asarray(zero, np.float32), value.ndim, axis)
+    return (value.astype(np.float32) - z) * s

@@ -1,0 +1,116 @@
+"""Tensor specifications: what a model takes and gives, as plain frozen data."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+
+from .errors import InputError, ManifestError
+
+#: dtypes a bundle may declare; names are numpy's.
+DTYPES = frozenset(
+    {"float32", "float16", "float64", "int8", "uint8", "int16", "uint16", "int32", "int64",
+     "bool", "string"}
+)
+
+
+@dataclass(frozen=True)
+class QuantParams:
+    """Affine quantization: real = scale * (q - zero_point); per-tensor or along `axis`."""
+
+    scale: tuple[float, ...]
+    zero_point: tuple[int, ...]
+    axis: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"scale": list(self.scale), "zero_point": list(self.zero_point)}
+        if self.axis is not None:
+            d["axis"] = self.axis
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> "QuantParams | None":
+        if data is None:
+            return None
+        if not isinstance(data, Mapping):
+            raise ManifestError(f"{where}.quantization must be an object or null")
+        scale, zero = data.get("scale"), data.get("zero_point")
+        if not _is_number_list(scale) or not scale:
+            raise ManifestError(f"{where}.quantization.scale must be a non-empty list of numbers")
+        if not _is_int_list(zero) or len(zero) != len(scale):
+            raise ManifestError(
+                f"{where}.quantization.zero_point must be a list of integers as long as scale")
+        if any(not np.isfinite(s) or s <= 0 for s in scale):
+            raise ManifestError(f"{where}.quantization.scale must be finite and positive")
+        axis = data.get("axis")
+        if axis is not None and (not isinstance(axis, int) or isinstance(axis, bool)):
+            raise ManifestError(f"{where}.quantization.axis must be an integer or absent")
+        return cls(tuple(float(s) for s in scale), tuple(int(z) for z in zero), axis)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape (-1 for a dynamic dimension), numpy dtype name, layout, quantization."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    layout: str | None = None
+    quantization: QuantParams | None = None
+
+    @property
+    def is_quantized(self) -> bool:
+        return self.quantization is not None and self.dtype in ("int8", "uint8", "int16")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "dtype": self.dtype,
+            "layout": self.layout,
+            "quantization": self.quantization.to_dict() if self.quantization else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str) -> "TensorSpec":
+        if not isinstance(data, Mapping):
+            raise ManifestError(f"{where} must be an object with name, shape and dtype")
+        name, shape, dtype = data.get("name"), data.get("shape"), data.get("dtype")
+        if not isinstance(name, str) or not name:
+            raise ManifestError(f"{where}.name must be a non-empty string")
+        if not _is_int_list(shape) or any(d < -1 for d in shape):
+            raise ManifestError(f"{where}.shape must be a list of integers (-1 for dynamic)")
+        if dtype not in DTYPES:
+            raise ManifestError(f"{where}.dtype {dtype!r} is not one of {sorted(DTYPES)}")
+        layout = data.get("layout")
+        if layout is not None and not isinstance(layout, str):
+            raise ManifestError(f"{where}.layout must be a string or null")
+        quant = QuantParams.from_dict(data.get("quantization"), where)
+        return cls(name, tuple(shape), dtype, layout, quant)
+
+    def check(self, array: np.ndarray) -> None:
+        """Raise InputError unless `array` fits this spec (rank, static dims, dtype)."""
+        if array.dtype != np.dtype(self.dtype) and self.dtype != "string":
+            raise InputError(
+                f"input {self.name!r}: expected dtype {self.dtype}, got {array.dtype}; "
+                f"convert with array.astype('{self.dtype}') or use predict() to preprocess")
+        if array.ndim != len(self.shape) or any(
+                want != -1 and want != got for want, got in zip(self.shape, array.shape)):
+            raise InputError(
+                f"input {self.name!r}: expected shape {format_shape(self.shape)}, "
+                f"got {format_shape(array.shape)}")
+
+
+def format_shape(shape: tuple[int, ...] | list[int]) -> str:
+    return "[" + ", ".join("?" if d == -1 else str(d) for d in shape) + "]"
+
+
+def _is_int_list(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value)
+
+
+def _is_number_list(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
