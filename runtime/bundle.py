@@ -235,11 +235,13 @@ def _read_directory(path: Path, limits: BundleLimits) -> dict[str, bytes]:
 
 # --- writing -------------------------------------------------------------------------------
 def write_bundle(path: str | os.PathLike, manifest: Manifest, members: Mapping[str, bytes],
-                 *, directory: bool = False, signature: bytes | None = None) -> Path:
+                 *, directory: bool = False,
+                 signing_key: bytes | str | os.PathLike | None = None) -> Path:
     """Write `members` plus a manifest whose `files` table is computed here.
 
     The zip is written to a temporary file and renamed into place, so a crash never leaves
-    a half-written bundle under the final name. Returns the path written.
+    a half-written bundle under the final name. With `signing_key` (Ed25519 private key),
+    signature.ed25519 is computed over the exact manifest bytes written. Returns the path.
     """
     path = Path(path)
     for name in members:
@@ -255,10 +257,12 @@ def write_bundle(path: str | os.PathLike, manifest: Manifest, members: Mapping[s
     _verify_members(path, parse_check, dict(members))
 
     entries = {MANIFEST: manifest_bytes, **dict(sorted(members.items()))}
-    if signature is not None:
-        entries[SIGNATURE] = signature
+    if signing_key is not None:
+        from .signing import sign_manifest
+        entries[SIGNATURE] = sign_manifest(manifest_bytes, signing_key)
     if directory:
         path.mkdir(parents=True, exist_ok=True)
+        (path / SIGNATURE).unlink(missing_ok=True)
         for name, data in entries.items():
             target = path / name
             target.parent.mkdir(parents=True, exist_ok=True)

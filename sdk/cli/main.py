@@ -1,0 +1,68 @@
+"""`edgepack` command line: a thin click layer over the library.
+
+Every EdgepackError becomes one line on stderr and the error's exit code; a traceback is
+shown only with --debug. Commands from other areas register themselves through a
+`register(cli)` function in their module, listed in COMMAND_MODULES.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from edgepack.runtime.errors import EdgepackError
+
+COMMAND_MODULES = (
+    "edgepack.cli.runtime_cmds",
+    "edgepack.cli.convert_cmd",
+    "edgepack.cli.devices_cmds",
+    "edgepack.cli.serve_cmd",
+    "edgepack.cli.optimize_cmd",
+    "edgepack.cli.compare_cmd",
+)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EdgepackError as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"error: {e}", err=True)
+            ctx.exit(getattr(e, "exit_code", 1))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
+@click.version_option(package_name="edgepack")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Package trained models into verified edge bundles, and run them."""
+    ctx.ensure_object(dict)["debug"] = debug
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+
+
+def _register_commands() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name == name:  # that area is not part of this installation
+                continue
+            raise
+        module.register(cli)
+
+
+_register_commands()
+
+
+def main() -> None:
+    cli(prog_name="edgepack")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""Bundle commands: pack, inspect, verify, run, bench, sign, keygen."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import numpy as np
+
+from edgepack.runtime import engines, load, pack_bundle, read_bundle
+from edgepack.runtime.errors import InputError
+from edgepack.runtime.pack import detect_engine
+from edgepack.runtime.specs import format_shape
+
+from ..benchmark import benchmark
+from ..inputs import example_feeds, input_sets
+from ..packing import ImagePipeline, onnx_opset, read_labels, read_pipeline_file
+
+
+def _floats(text: str | None) -> tuple[float, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{text!r} must be comma-separated numbers") from None
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    parts = text.lower().replace("x", ",").split(",")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} must be HEIGHT,WIDTH") from None
+    return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
+
+
+@click.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Bundle path [MODEL.edgepack].")
+@click.option("--name", help="Bundle name [model file stem].")
+@click.option("--version", "version_", default="1.0.0", show_default=True)
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Text file, one label per line.")
+@click.option("--pipeline", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="TOML/JSON file with preprocess/postprocess/layouts tables.")
+@click.option("--resize", help="Resize images to HEIGHT,WIDTH.")
+@click.option("--resize-reference", type=click.Choice(["pillow", "opencv"]), default="pillow",
+              show_default=True, help="Library whose resize semantics to reproduce.")
+@click.option("--color", type=click.Choice(["RGB", "BGR", "GRAY"]), help="Convert RGB input to this.")
+@click.option("--scale", type=float, help="Multiply pixels by this (e.g. 0.00392157).")
+@click.option("--mean", help="Per-channel mean, comma-separated.")
+@click.option("--std", help="Per-channel std, comma-separated.")
+@click.option("--layout", help="Input layout change, e.g. HWC:NCHW.")
+@click.option("--softmax", is_flag=True, help="Apply softmax to the output.")
+@click.option("--topk", type=int, help="Report the top K classes with labels.")
+@click.option("--directory", is_flag=True, help="Write an unpacked bundle directory.")
+def pack(model, output, name, version_, labels, pipeline, resize, resize_reference, color, scale,
+         mean, std, layout, softmax, topk, directory):
+    """Wrap an existing .onnx or .tflite MODEL into a bundle (specs read from the model)."""
+    data = model.read_bytes()
+    flags = ImagePipeline(resize=_size(resize), reference=resize_reference, color=color,
+                          scale=scale, mean=_floats(mean), std=_floats(std), layout=layout,
+                          softmax=softmax, topk=topk)
+    tables = read_pipeline_file(pipeline) if pipeline else {}
+    preprocess, postprocess = dict(tables.get("preprocess", {})), dict(tables.get("postprocess", {}))
+    # Read the specs once here: the flags apply to the single input/output and need its name.
+    engine = engines.open_engine(detect_engine(data), data)
+    inputs, outputs = engine.inputs(), engine.outputs()
+    engine.close()
+    for steps, specs, table, kind in ((flags.preprocess_steps(), inputs, preprocess, "input"),
+                                      (flags.postprocess_steps(), outputs, postprocess, "output")):
+        if steps:
+            if len(specs) != 1:
+                raise click.UsageError(f"the model has several {kind}s; use --pipeline FILE")
+            table.setdefault(specs[0].name, steps)
+    layouts = dict(tables.get("layouts", {}))
+    if layout and len(inputs) == 1:
+        layouts.setdefault(inputs[0].name, layout.partition(":")[2])
+    out = pack_bundle(output or model.with_suffix(".edgepack"), data, name=name or model.stem,
+                version=version_, inputs=inputs, outputs=outputs, preprocess=preprocess,
+                postprocess=postprocess, labels=read_labels(labels) if labels else None,
+                layouts=layouts or None, opset=onnx_opset(data) if model.suffix == ".onnx" else None,
+                source={"framework": model.suffix.lstrip("."), "converter": "edgepack pack"},
+                directory=directory)
+    click.echo(f"wrote {out}")
+
+
+def _spec_rows(specs):
+    for s in specs:
+        quant = ""
+        if s.quantization:
+            q = s.quantization
+            quant = f"scale={q.scale[0]:.4g} zp={q.zero_point[0]}" + (
+                f" (+{len(q.scale) - 1} ch)" if len(q.scale) > 1 else "")
+        yield f"  {s.name:<24} {s.dtype:<8} {format_shape(s.shape):<18} {s.layout or '':<6} {quant}"
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(exists=True, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def inspect(bundle, as_json):
+    """Show what a bundle holds: specs, pipelines, labels, provenance, accuracy kept."""
+    b = read_bundle(bundle)
+    m = b.manifest
+    if as_json:
+        click.echo(json.dumps(m.to_dict(), indent=2))
+        return
+    size = m.files[m.model.path].bytes
+    click.echo(f"{m.name} {m.version}  ({m.model.engine}, {m.model.path}, {size / 1024:.1f} KiB"
+               + (f", opset {m.model.opset}" if m.model.opset else "") + ")")
+    click.echo(f"created {m.created}; source: " + ", ".join(f"{k}={v}" for k, v in m.source.items()))
+    click.echo("inputs:")
+    for row in _spec_rows(m.inputs):
+        click.echo(row)
+    click.echo("outputs:")
+    for row in _spec_rows(m.outputs):
+        click.echo(row)
+    for kind, table in (("preprocess", m.preprocess), ("postprocess", m.postprocess)):
+        for tensor, steps in table.items():
+            click.echo(f"{kind} {tensor}: " + " -> ".join(
+                s["op"] if s["op"] != "hook" else f"hook:{s.get('name')}" for s in steps))
+    labels = b.labels()
+    if labels:
+        click.echo(f"labels: {len(labels)} ({', '.join(labels[:5])}{', …' if len(labels) > 5 else ''})")
+    if m.quantization:
+        click.echo("quantization: " + json.dumps(m.quantization))
+    if m.validation:
+        click.echo("validation: " + json.dumps(m.validation))
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(exists=True, path_type=Path))
+@click.option("--key", "trusted_key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Trusted Ed25519 public key: the signature must verify.")
+@click.option("--no-run", is_flag=True, help="Check files only; do not open the engine.")
+def verify(bundle, trusted_key, no_run):
+    """Verify checksums, manifest and (with --key) signature; then load and run once."""
+    b = read_bundle(bundle, trusted_key=trusted_key)
+    if no_run:
+        click.echo(f"ok: {bundle} ({len(b.members)} members verified)")
+        return
+    with load(b) as model:
+        outputs = model.run(example_feeds(model.inputs))
+    bad = [n for n, v in outputs.items()
+           if np.issubdtype(v.dtype, np.floating) and not np.all(np.isfinite(v))]
+    if bad:
+        raise InputError(f"{bundle}: outputs {bad} are not finite on a random input; the model is broken")
+    click.echo(f"ok: {bundle} ({len(b.members)} members verified, one inference on "
+               f"{model.engine_name})")
+
+
+def _jsonable(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _describe(value) -> str:
+    if isinstance(value, np.ndarray):
+        flat = value.reshape(-1)[:8]
+        return f"{value.dtype} {list(value.shape)} [{', '.join(f'{v:.4g}' for v in flat.tolist())}" \
+               f"{', …' if value.size > 8 else ''}]"
+    if isinstance(value, list) and value and isinstance(value[0], list):
+        value = value[0]
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return "  ".join(f"{d['label']} {d['score']:.3f}" for d in value)
+    return str(value)
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(exists=True, path_type=Path))
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--raw", is_flag=True, help="Feed tensors as they are (no pre/post-processing).")
+@click.option("--threads", type=int)
+@click.option("--json", "as_json", is_flag=True)
+def run(bundle, inputs, raw, threads, as_json):
+    """Run BUNDLE on INPUTS (.npy, .npz, images; name=path for several inputs)."""
+    with load(bundle, threads=threads) as model:
+        results = []
+        for feeds in input_sets(inputs, model.inputs):
+            results.append(model.run(feeds) if raw else model.predict(feeds))
+    if as_json:
+        click.echo(json.dumps([{k: _jsonable(v) for k, v in r.items()} for r in results]))
+        return
+    for argument, result in zip(inputs, results):
+        for name, value in result.items():
+            click.echo(f"{argument}: {name}: {_describe(value)}")
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(exists=True, path_type=Path))
+@click.option("--runs", type=int, default=200, show_default=True)
+@click.option("--warmup", type=int, default=20, show_default=True)
+@click.option("--threads", type=int, help="Engine intra-op threads [engine default].")
+@click.option("--batch", type=int, default=1, show_default=True, help="Batch for dynamic dims.")
+@click.option("--json", "as_json", is_flag=True)
+def bench(bundle, runs, warmup, threads, batch, as_json):
+    """Measure latency (p50/p90/p99), throughput and peak memory of BUNDLE."""
+    with load(bundle, threads=threads) as model:
+        feeds = example_feeds(model.inputs, batch=batch)
+        result = benchmark(lambda: model.run(feeds), runs=runs, warmup=warmup, threads=threads)
+    if as_json:
+        click.echo(json.dumps({"bundle": str(bundle), **result.to_dict()}))
+        return
+    click.echo(f"{bundle}: {runs} runs after {warmup} warm-up, threads={threads or 'default'}")
+    click.echo(f"  latency ms  p50 {result.p50_ms:.3f}  p90 {result.p90_ms:.3f}  "
+               f"p99 {result.p99_ms:.3f}  mean {result.mean_ms:.3f}")
+    click.echo(f"  throughput  {result.throughput_per_s * batch:.1f} samples/s   "
+               f"peak RSS {result.peak_rss_mb:.1f} MB")
+
+
+@click.command()
+@click.argument("bundle", type=click.Path(exists=True, path_type=Path))
+@click.option("--key", "private_key", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Ed25519 private key file (from `edgepack keygen`).")
+def sign(bundle, private_key):
+    """Sign BUNDLE's manifest in place (detached signature.ed25519)."""
+    from edgepack.runtime.bundle import write_bundle
+    b = read_bundle(bundle)
+    members = {name: b.read(name) for name in b.members}
+    write_bundle(bundle, b.manifest, members, directory=bundle.is_dir(), signing_key=private_key)
+    click.echo(f"signed {bundle}")
+
+
+@click.command()
+@click.argument("prefix", type=click.Path(path_type=Path))
+def keygen(prefix):
+    """Write an Ed25519 key pair: PREFIX.key (private) and PREFIX.pub (public)."""
+    from edgepack.runtime.signing import generate_keypair
+    private, public = generate_keypair()
+    key = prefix.with_suffix(".key")
+    key.write_text(private + "\n")
+    key.chmod(0o600)
+    prefix.with_suffix(".pub").write_text(public + "\n")
+    click.echo(f"wrote {key} and {prefix.with_suffix('.pub')}")
+
+
+def register(cli: click.Group) -> None:
+    for command in (pack, inspect, verify, run, bench, sign, keygen):
+        cli.add_command(command)
