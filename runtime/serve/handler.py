@@ -1,0 +1,293 @@
+"""HTTP request handler: routes of the Open Inference Protocol v2 REST API.
+
+One handler thread per connection (HTTP/1.1 keep-alive); inference itself is bounded by the
+server's worker semaphore. Every refusal is a JSON ``{"error": "..."}`` with a 4xx status and
+the connection stays usable, except after a body that could not be read, where the server
+closes the connection because the stream position is lost.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+import zlib
+from http.server import BaseHTTPRequestHandler
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote, urlsplit
+
+from .errors import RequestError
+from .inference import PIPELINE_PARAMETER, jsonable_results, predict, run_pipeline, run_raw
+from .inference import decode_file
+from .protocol import (decode_infer_request, encode_infer_response, error_body,
+                       parse_header_length, v2_datatype)
+
+if TYPE_CHECKING:
+    from .server import ModelServer
+
+log = logging.getLogger(__name__)
+
+_MODEL_ROUTE = re.compile(
+    r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
+    r"(?P<action>/ready|/infer|/predict)?/?$")
+#: Content types accepted by /infer: JSON, and the binary extension's (clients differ; tritonclient
+#: sends none at all).
+_INFER_TYPES = {"", "application/json", "application/octet-stream",
+                "application/vnd.sagemaker-triton.binary+json"}
+#: A rejected body up to this size is read and discarded so the client sees the 413 instead of
+#: a reset connection; a larger one is not read at all.
+_DRAIN_LIMIT = 8 * 1024 * 1024
+
+
+class V2Handler(BaseHTTPRequestHandler):
+    """Serves one connection; `self.server.app` is the owning `ModelServer`."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "edgepack-serve"
+    app: "ModelServer"
+
+    def setup(self) -> None:
+        self.app = self.server.app  # type: ignore[attr-defined]
+        # Idle keep-alive connections (and slow senders) give their thread back after this.
+        self.timeout = self.app.config.keepalive_timeout
+        super().setup()
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("%s %s", self.address_string(), format % args)
+
+    # --- dispatch ------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_HEAD(self) -> None:
+        self._dispatch("HEAD")
+
+    def _dispatch(self, method: str) -> None:
+        self._status = 500
+        try:
+            self._route(method, urlsplit(self.path).path)
+        except RequestError as exc:
+            self._fail(exc.status, exc.message)
+        except Exception:  # a bug must cost one request, not the server
+            log.exception("unhandled error serving %s %s", method, self.path)
+            self._fail(500, "internal server error; see the server log")
+        finally:
+            self.app.metrics.inc("edgepack_http_requests_total", (("code", str(self._status)),))
+
+    def _route(self, method: str, path: str) -> None:
+        if path in ("/v2/health/live", "/v2/health/ready", "/v2", "/metrics",
+                    "/v2/repository/index"):
+            if path == "/v2/repository/index":
+                self._require(method, "GET", "POST")
+                self._drain_body()
+                self._json(200, [{"name": r.model, "version": r.version, "state": r.state,
+                                  "reason": r.reason} for r in self.app.manager.index()])
+                return
+            self._require(method, "GET", "HEAD")
+            if path == "/v2/health/live":
+                self._json(200, {"live": True})
+            elif path == "/v2/health/ready":
+                ready = self.app.manager.ready()
+                self._json(200 if ready else 503, {"ready": ready})
+            elif path == "/v2":
+                self._json(200, self.app.server_metadata())
+            else:
+                self._send(200, self.app.metrics.render().encode("utf-8"),
+                           "text/plain; version=0.0.4; charset=utf-8")
+            return
+        match = _MODEL_ROUTE.match(path)
+        if match is None:
+            raise RequestError(404, f"no route {path!r}; see /v2 and the Open Inference "
+                                    "Protocol REST paths")
+        model = unquote(match["model"])
+        version = unquote(match["version"]) if match["version"] else None
+        action = match["action"] or ""
+        if action in ("/infer", "/predict"):
+            self._require(method, "POST")
+            if action == "/infer":
+                self._infer(model, version)
+            else:
+                self._predict(model, version)
+            return
+        self._require(method, "GET", "HEAD")
+        with self.app.manager.lease(model, version) as lv:
+            if action == "/ready":
+                self._json(200, {"name": model, "version": lv.version, "ready": True})
+            else:
+                self._json(200, self.app.model_metadata(lv, version is None))
+
+    def _require(self, method: str, *allowed: str) -> None:
+        if method not in allowed:
+            raise RequestError(405, f"method {method} not allowed here; use "
+                                    f"{' or '.join(allowed)}")
+
+    # --- inference -----------------------------------------------------------------------
+    def _infer(self, model: str, version: str | None) -> None:
+        ctype = self._content_type()
+        if ctype not in _INFER_TYPES:
+            self._drain_body()
+            raise RequestError(415, f"content type {ctype!r} is not supported by /infer; send "
+                                    "application/json (or the binary tensor extension)")
+        body = self._read_body()
+        start = time.perf_counter()
+        header_length = parse_header_length(self.headers.get("Inference-Header-Content-Length"),
+                                            len(body))
+        labels = None
+        try:
+            request = decode_infer_request(body, header_length)
+            del body
+            with self.app.manager.lease(model, version) as lv:
+                labels = lv.labels
+                with self.app.workers:
+                    if request.parameters.get(PIPELINE_PARAMETER):
+                        outputs = run_pipeline(lv.model, request)
+                    else:
+                        outputs = run_raw(lv.model, request)
+                out, out_header = encode_infer_response(lv.model_name, lv.version, request.id,
+                                                        outputs)
+        except RequestError as exc:
+            self._count_error(model, labels, exc.status)
+            raise
+        headers = {}
+        ctype_out = "application/json"
+        if out_header is not None:
+            headers["Inference-Header-Content-Length"] = str(out_header)
+            ctype_out = "application/octet-stream"
+        self._send(200, out, ctype_out, headers)
+        self.app.metrics.inc("edgepack_requests_total", labels)
+        self.app.metrics.observe(labels, time.perf_counter() - start)
+
+    def _predict(self, model: str, version: str | None) -> None:
+        """edgepack route: the body is one file (image or .npy); answers postprocessed JSON."""
+        ctype = self._content_type()
+        if not (ctype in ("", "application/octet-stream", "application/x-npy")
+                or ctype.startswith("image/")):
+            self._drain_body()
+            raise RequestError(415, f"content type {ctype!r} is not supported by /predict; "
+                                    "send image/* or application/octet-stream bytes")
+        body = self._read_body()
+        start = time.perf_counter()
+        labels = None
+        try:
+            with self.app.manager.lease(model, version) as lv:
+                labels = lv.labels
+                inputs = lv.model.inputs
+                if len(inputs) != 1:
+                    raise RequestError(400, f"/predict takes one file but model {model!r} has "
+                                            f"{len(inputs)} inputs; use /infer with "
+                                            f"parameters.{PIPELINE_PARAMETER}")
+                array = decode_file(body, inputs[0].name)
+                with self.app.workers:
+                    result = predict(lv.model, {inputs[0].name: array})
+                payload = {"model_name": lv.model_name, "model_version": lv.version,
+                           "outputs": jsonable_results(result)}
+        except RequestError as exc:
+            self._count_error(model, labels, exc.status)
+            raise
+        self._json(200, payload)
+        self.app.metrics.inc("edgepack_requests_total", labels)
+        self.app.metrics.observe(labels, time.perf_counter() - start)
+
+    def _count_error(self, model: str, labels: Any, status: int) -> None:
+        # Unknown model names are not used as label values: a client could grow the metrics
+        # without bound by inventing names.
+        if labels is None:
+            if model not in self.app.manager.snapshot():
+                return
+            labels = (("model", model), ("version", ""))
+        self.app.metrics.inc("edgepack_request_errors_total", labels + (("code", str(status)),))
+
+    # --- bodies --------------------------------------------------------------------------
+    def _content_type(self) -> str:
+        return (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+
+    def _content_length(self) -> int:
+        if self.headers.get("Transfer-Encoding"):
+            self.close_connection = True
+            raise RequestError(411, "chunked request bodies are not supported; send "
+                                    "Content-Length")
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            return 0
+        try:
+            length = int(raw)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.close_connection = True
+            raise RequestError(400, f"bad Content-Length {raw!r}")
+        return length
+
+    def _drain_body(self) -> None:
+        """Read and drop a body we refuse, keeping the connection in a known state."""
+        length = self._content_length()
+        if length > _DRAIN_LIMIT:
+            self.close_connection = True
+            return
+        while length > 0:
+            chunk = self.rfile.read(min(length, 65536))
+            if not chunk:
+                self.close_connection = True
+                return
+            length -= len(chunk)
+
+    def _read_body(self) -> bytes:
+        length = self._content_length()
+        limit = self.app.config.max_body_bytes
+        if length > limit:
+            self._drain_body()
+            self.close_connection = True
+            raise RequestError(413, f"request body of {length} bytes is over the limit of "
+                                    f"{limit} bytes (edgepack serve --max-body)")
+        body = self.rfile.read(length)
+        if len(body) != length:
+            self.close_connection = True
+            raise RequestError(400, f"body ended after {len(body)} of {length} bytes")
+        encoding = (self.headers.get("Content-Encoding") or "identity").strip().lower()
+        if encoding == "identity":
+            return body
+        if encoding not in ("gzip", "deflate"):
+            raise RequestError(415, f"content encoding {encoding!r} is not supported; use gzip, "
+                                    "deflate or none")
+        # Bounded inflate: a small compressed body must not expand past the body limit.
+        inflater = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+        try:
+            data = inflater.decompress(body, limit + 1)
+        except zlib.error as exc:
+            raise RequestError(400, f"body is not valid {encoding} data: {exc}") from None
+        if len(data) > limit or inflater.unconsumed_tail:
+            raise RequestError(413, f"decompressed body is over the limit of {limit} bytes")
+        return data
+
+    # --- responses -----------------------------------------------------------------------
+    def _json(self, status: int, payload: Any) -> None:
+        self._send(status, json.dumps(payload, separators=(",", ":")).encode("utf-8"),
+                   "application/json")
+
+    def _fail(self, status: int, message: str) -> None:
+        if status >= 500:
+            log.error("answering %d to %s %s: %s", status, self.command, self.path, message)
+        self._send(status, error_body(message), "application/json")
+
+    def _send(self, status: int, body: bytes, content_type: str,
+              headers: dict[str, str] | None = None) -> None:
+        self._status = status
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
+def tensor_metadata(specs: Any) -> list[dict[str, Any]]:
+    """V2 tensor metadata (name, datatype, shape; -1 = dynamic) from TensorSpecs."""
+    return [{"name": s.name, "datatype": v2_datatype(s.dtype), "shape": list(s.shape)}
+            for s in specs]

@@ -1,0 +1,205 @@
+"""Running a decoded V2 request on one model: raw tensors, or the bundle's own pipeline.
+
+Raw mode (default) checks each input against the model's TensorSpec (name, datatype, rank,
+static dims) so the client gets a 400 naming the input instead of an engine stack trace.
+
+Pipeline mode (request parameter ``"edgepack_pipeline": true``) runs `Model.predict`, i.e.
+the bundle's preprocess -> run -> postprocess. A BYTES input element is decoded as a file:
+an image (JPEG/PNG/..., through Pillow when installed) or a ``.npy`` array; each element is
+one sample. Structured results (top-k lists) come back as BYTES tensors holding JSON text.
+"""
+from __future__ import annotations
+
+import io
+import json
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import EdgepackError, InputError, PipelineError
+from .errors import RequestError
+from .protocol import InferRequest, v2_datatype
+
+Output = tuple[str, np.ndarray, bool]
+
+PIPELINE_PARAMETER = "edgepack_pipeline"
+
+
+def check_inputs(model: Any, request: InferRequest) -> dict[str, np.ndarray]:
+    """Match request tensors to the model's input specs; 400 on the first mismatch."""
+    specs = {spec.name: spec for spec in model.inputs}
+    feeds: dict[str, np.ndarray] = {}
+    for tensor in request.inputs:
+        spec = specs.get(tensor.name)
+        if spec is None:
+            raise RequestError(400, f"model has no input {tensor.name!r}; its inputs are "
+                                    f"{', '.join(specs)}")
+        expected = v2_datatype(spec.dtype)
+        if tensor.datatype != expected:
+            raise RequestError(400, f"input {tensor.name!r} must be {expected}, got "
+                                    f"{tensor.datatype}")
+        if len(tensor.shape) != len(spec.shape) or any(
+                want >= 0 and want != got for want, got in zip(spec.shape, tensor.shape)):
+            raise RequestError(400, f"input {tensor.name!r} must have shape {list(spec.shape)} "
+                                    f"(-1 = any size), got {list(tensor.shape)}")
+        feeds[tensor.name] = tensor.array
+    missing = [name for name in specs if name not in feeds]
+    if missing:
+        raise RequestError(400, f"missing input(s) {', '.join(missing)}")
+    return feeds
+
+
+def run_raw(model: Any, request: InferRequest) -> list[Output]:
+    """Raw tensors in, raw tensors out (plus optional classification of an output)."""
+    feeds = check_inputs(model, request)
+    try:
+        results = model.run(feeds)
+    except InputError as exc:
+        raise RequestError(400, str(exc)) from None
+    except EdgepackError as exc:
+        raise RequestError(500, f"inference failed: {exc}") from None
+    order = [spec.name for spec in model.outputs]
+    labels = getattr(model, "labels", None)
+    if not request.outputs:
+        return [(name, np.asarray(results[name]), request.binary_output_default)
+                for name in order]
+    chosen = []
+    for wanted in request.outputs:
+        if wanted.name not in results:
+            raise RequestError(400, f"model has no output {wanted.name!r}; its outputs are "
+                                    f"{', '.join(order)}")
+        array = np.asarray(results[wanted.name])
+        if wanted.classification is not None:
+            array = classify(array, wanted.classification, labels)
+        binary = request.binary_output_default if wanted.binary is None else wanted.binary
+        chosen.append((wanted.name, array, binary))
+    return chosen
+
+
+def classify(scores: np.ndarray, k: int, labels: Sequence[str] | None) -> np.ndarray:
+    """Classification extension: top-k per row as BYTES ``"score:index[:label]"``."""
+    if scores.ndim == 0 or scores.dtype.kind not in "iuf":
+        raise RequestError(400, "classification needs a numeric output with a class axis")
+    rows = scores.reshape(-1, scores.shape[-1]).astype(np.float64)
+    k = min(k, rows.shape[1])
+    out = np.empty((rows.shape[0], k), dtype=object)
+    for r, row in enumerate(rows):
+        best = np.argsort(-row, kind="stable")[:k]
+        for j, index in enumerate(best):
+            text = f"{row[index]:g}:{int(index)}"
+            if labels and index < len(labels):
+                text += f":{labels[index]}"
+            out[r, j] = text.encode("utf-8")
+    return out.reshape(scores.shape[:-1] + (k,))
+
+
+def decode_file(data: bytes, name: str) -> np.ndarray:
+    """A BYTES element as an array: ``.npy`` bytes, or an image decoded by Pillow."""
+    if data[:6] == b"\x93NUMPY":
+        try:
+            return np.load(io.BytesIO(data), allow_pickle=False)
+        except ValueError as exc:
+            raise RequestError(400, f"input {name!r}: unreadable .npy data: {exc}") from None
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise RequestError(415, f"input {name!r}: decoding images needs Pillow on the server "
+                                "(pip install pillow), or send a .npy array") from None
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            if image.mode in ("L", "I;16", "I", "F"):
+                return np.asarray(image.convert("L"))
+            return np.asarray(image.convert("RGB"))
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise RequestError(400, f"input {name!r}: not an image Pillow can read ({exc}); send "
+                                "JPEG/PNG bytes or a .npy array") from None
+
+
+def run_pipeline(model: Any, request: InferRequest) -> list[Output]:
+    """Bundle pre/post-processing around the model, one sample per BYTES element."""
+    samples = _samples(model, request)
+    per_sample = [predict(model, feeds) for feeds in samples]
+    names = list(per_sample[0])
+    wanted = [o.name for o in request.outputs] or names
+    outputs = []
+    for name in wanted:
+        if name not in per_sample[0]:
+            raise RequestError(400, f"pipeline has no output {name!r}; it gives "
+                                    f"{', '.join(names)}")
+        values = [result[name] for result in per_sample]
+        binary = _binary_flag(request, name)
+        outputs.append((name, _combine(name, values), binary))
+    return outputs
+
+
+def predict(model: Any, feeds: Mapping[str, Any]) -> dict[str, Any]:
+    """`model.predict` with its errors turned into HTTP answers."""
+    try:
+        return model.predict(**feeds)
+    except (InputError, PipelineError) as exc:
+        raise RequestError(400, f"pre/post-processing refused the input: {exc}") from None
+    except EdgepackError as exc:
+        raise RequestError(500, f"inference failed: {exc}") from None
+
+
+def _binary_flag(request: InferRequest, name: str) -> bool:
+    for wanted in request.outputs:
+        if wanted.name == name and wanted.binary is not None:
+            return wanted.binary
+    return request.binary_output_default
+
+
+def _samples(model: Any, request: InferRequest) -> list[dict[str, Any]]:
+    specs = {spec.name for spec in model.inputs}
+    counts = set()
+    decoded: dict[str, Any] = {}
+    for tensor in request.inputs:
+        if tensor.name not in specs:
+            raise RequestError(400, f"model has no input {tensor.name!r}; its inputs are "
+                                    f"{', '.join(sorted(specs))}")
+        if tensor.datatype == "BYTES":
+            items = [decode_file(bytes(x), tensor.name) for x in tensor.array.ravel()]
+            if not items:
+                raise RequestError(400, f"input {tensor.name!r} holds no element")
+            counts.add(len(items))
+            decoded[tensor.name] = items
+        else:
+            decoded[tensor.name] = [tensor.array]
+    missing = specs - set(decoded)
+    if missing:
+        raise RequestError(400, f"missing input(s) {', '.join(sorted(missing))}")
+    if len(counts) > 1:
+        raise RequestError(400, "every BYTES input must hold the same number of samples")
+    n = counts.pop() if counts else 1
+    return [{name: items[i] if len(items) == n else items[0] for name, items in decoded.items()}
+            for i in range(n)]
+
+
+def _combine(name: str, values: list[Any]) -> np.ndarray:
+    """Stack per-sample arrays; structured results become JSON text (BYTES)."""
+    if all(isinstance(v, np.ndarray) for v in values):
+        if len(values) == 1:
+            return values[0]
+        if len({v.shape for v in values}) == 1:
+            return np.stack(values)
+    out = np.empty(len(values), dtype=object)
+    out[:] = [json.dumps(_jsonable(v)).encode("utf-8") for v in values]
+    return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def jsonable_results(result: Mapping[str, Any]) -> dict[str, Any]:
+    """A predict() result as plain JSON data (for the /predict route)."""
+    return {name: _jsonable(value) for name, value in result.items()}

@@ -1,0 +1,302 @@
+"""Loaded model versions: background loading, verification, atomic swap, drain and release.
+
+Concurrency model:
+
+- The set of loaded versions is an immutable snapshot ``{model: {version: LoadedVersion}}``
+  replaced in one assignment under `_lock`. A request takes a *lease* on one version under the
+  same lock, so it either sees the old snapshot or the new one, never a half-loaded model
+  (versions are fully loaded and smoke-tested before they enter a snapshot).
+- A version dropped from the snapshot is *retired*: no new lease can reach it, requests
+  already holding it finish on it, and the last one out closes it (releasing the engine's
+  memory). Nothing waits on a timer.
+- Only one thread (`sync`, called by the watcher) loads and publishes, serialised by
+  `_sync_lock`, so loads never race each other.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from .config import ServeConfig
+from .errors import RequestError, ServeError
+from .metrics import Metrics
+from .repository import Candidate, Fingerprint, scan, version_key
+
+log = logging.getLogger(__name__)
+
+Loader = Callable[[Path], Any]
+
+
+@dataclass(eq=False)
+class LoadedVersion:
+    """One loaded model version and its lease count (guarded by the manager's lock)."""
+
+    model_name: str
+    version: str
+    path: Path
+    fingerprint: Fingerprint
+    model: Any
+    load_seconds: float
+    refs: int = 0
+    retired: bool = False
+    closed: bool = False
+    labels: tuple[tuple[str, str], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.labels = (("model", self.model_name), ("version", self.version))
+
+
+@dataclass(frozen=True)
+class VersionState:
+    """What the repository index reports about one version."""
+
+    model: str
+    version: str
+    state: str          # "READY" | "UNAVAILABLE"
+    reason: str = ""
+
+
+def smoke_test(model: Any) -> None:
+    """Run one inference on zeros shaped like the manifest's inputs (dynamic dims -> 1).
+
+    Raises `ServeError` when an output the manifest declares does not come back.
+    """
+    feeds = {}
+    for spec in model.inputs:
+        if spec.dtype == "string":
+            log.info("smoke test skipped for %s: input %r is a string tensor", model.name,
+                     spec.name)
+            return
+        shape = tuple(1 if d < 0 else d for d in spec.shape)
+        feeds[spec.name] = np.zeros(shape, dtype=spec.dtype)
+    outputs = model.run(feeds)
+    missing = [s.name for s in model.outputs if s.name not in outputs]
+    if missing:
+        raise ServeError(f"smoke inference did not return outputs {missing}")
+
+
+class ModelManager:
+    """Keeps the versions a repository's policy asks for loaded, and hands out leases."""
+
+    def __init__(self, root: Path, config: ServeConfig, metrics: Metrics,
+                 loader: Loader | None = None):
+        self.root = Path(root)
+        self.config = config
+        self.metrics = metrics
+        self._loader = loader or self._default_loader
+        self._lock = threading.Lock()
+        self._sync_lock = threading.Lock()
+        self._state: dict[str, dict[str, LoadedVersion]] = {}
+        self._failed: dict[tuple[str, str], tuple[Fingerprint, str]] = {}
+        self._seen: dict[tuple[str, str], Fingerprint] = {}
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self.synced = threading.Event()
+
+    # --- loading -----------------------------------------------------------------------
+    def _default_loader(self, path: Path) -> Any:
+        from edgepack.runtime import load   # lazy: keeps this module importable alone
+
+        return load(path, engine=self.config.engine, threads=self.config.engine_threads)
+
+    def _load(self, cand: Candidate) -> LoadedVersion:
+        start = time.perf_counter()
+        model = self._loader(cand.path)
+        try:
+            if self.config.smoke_test:
+                smoke_test(model)
+        except Exception:
+            model.close()
+            raise
+        seconds = time.perf_counter() - start
+        log.info("loaded %s version %s from %s in %.3f s", cand.model, cand.version, cand.path,
+                 seconds)
+        return LoadedVersion(cand.model, cand.version, cand.path, cand.fingerprint, model,
+                             seconds)
+
+    def sync(self, settle: bool = True) -> None:
+        """Scan the repository once; load, swap in and retire versions as the policy says.
+
+        With `settle`, a new or changed bundle is loaded only once its fingerprint is the same
+        as in the previous scan, so a file still being copied is not read half-written.
+        Raises `ServeError` only when the repository itself is unreadable.
+        """
+        with self._sync_lock:
+            candidates = scan(self.root)
+            by_model: dict[str, dict[str, Candidate]] = {}
+            for (model, version), cand in candidates.items():
+                by_model.setdefault(model, {})[version] = cand
+            new_state = {model: self._select(model, versions, settle)
+                         for model, versions in by_model.items()}
+            self._seen = {key: cand.fingerprint for key, cand in candidates.items()}
+            self._failed = {k: v for k, v in self._failed.items() if k in candidates}
+            self._publish(new_state)
+            self.synced.set()
+
+    def _select(self, model: str, versions: dict[str, Candidate], settle: bool
+                ) -> dict[str, LoadedVersion]:
+        policy = self.config.policy_for(model)
+        current = self._state.get(model, {})
+        ordered = sorted(versions, key=version_key, reverse=True)
+        if policy.kind == "specific":
+            ordered = [v for v in ordered if v in policy.versions]
+        keep: dict[str, LoadedVersion] = {}
+        for version in ordered:
+            if policy.kind == "latest" and len(keep) >= policy.count:
+                break
+            cand, loaded = versions[version], current.get(version)
+            key = (model, version)
+            if loaded is not None and loaded.fingerprint == cand.fingerprint:
+                keep[version] = loaded
+                continue
+            failed = self._failed.get(key)
+            not_settled = settle and self._seen.get(key) != cand.fingerprint
+            if (failed is not None and failed[0] == cand.fingerprint) or not_settled:
+                if loaded is not None:          # replaced in place: keep the old bytes serving
+                    keep[version] = loaded
+                continue
+            try:
+                if cand.problem:
+                    raise ServeError(cand.problem)
+                keep[version] = self._load(cand)
+                self.metrics.set_gauge("edgepack_model_load_seconds", keep[version].labels,
+                                       keep[version].load_seconds)
+            except Exception as exc:  # any failure refuses this version, never the server
+                reason = f"{type(exc).__name__}: {exc}"
+                self._failed[key] = (cand.fingerprint, reason)
+                self.metrics.inc("edgepack_model_load_failures_total",
+                                 (("model", model), ("version", version)))
+                log.error("refused %s version %s (%s): %s; still serving %s", model, version,
+                          cand.path, reason, sorted(current) or "nothing")
+                if loaded is not None:
+                    keep[version] = loaded
+        return keep
+
+    def _publish(self, new_state: dict[str, dict[str, LoadedVersion]]) -> None:
+        kept = {id(lv) for versions in new_state.values() for lv in versions.values()}
+        to_close = []
+        with self._lock:
+            old, self._state = self._state, new_state
+            for versions in old.values():
+                for lv in versions.values():
+                    if id(lv) in kept:
+                        continue
+                    lv.retired = True
+                    if lv.refs == 0 and not lv.closed:
+                        lv.closed = True
+                        to_close.append(lv)
+                    log.info("retired %s version %s (%d request(s) still on it)",
+                             lv.model_name, lv.version, lv.refs)
+        for versions in new_state.values():
+            for lv in versions.values():
+                self.metrics.set_gauge("edgepack_model_loaded", lv.labels, 1)
+        for lv in to_close:
+            self._close(lv)
+
+    def _close(self, lv: LoadedVersion) -> None:
+        self.metrics.set_gauge("edgepack_model_loaded", lv.labels, None)
+        try:
+            lv.model.close()
+        except Exception:  # a failing close must not take the request thread down with it
+            log.exception("closing %s version %s failed", lv.model_name, lv.version)
+        lv.model = None     # drop the engine so its memory can be reclaimed now
+        log.info("released %s version %s", lv.model_name, lv.version)
+
+    # --- requests ------------------------------------------------------------------------
+    @contextmanager
+    def lease(self, model: str, version: str | None = None) -> Iterator[LoadedVersion]:
+        """Hold one loaded version for the duration of a request.
+
+        `version` None picks the newest loaded version. Raises `RequestError` 404 for an
+        unknown model or version, 503 when the model exists but no version is loaded.
+        """
+        with self._lock:
+            versions = self._state.get(model)
+            if versions is None:
+                known = ", ".join(sorted(self._state)) or "none"
+                raise RequestError(404, f"unknown model {model!r}; models served: {known}")
+            if not versions:
+                raise RequestError(503, f"model {model!r} has no loaded version (every "
+                                        "candidate was refused; see the server log)")
+            if version is None:
+                version = max(versions, key=version_key)
+            lv = versions.get(version)
+            if lv is None:
+                raise RequestError(404, f"model {model!r} has no loaded version {version!r}; "
+                                        f"loaded: {', '.join(sorted(versions, key=version_key))}")
+            lv.refs += 1
+        try:
+            yield lv
+        finally:
+            with self._lock:
+                lv.refs -= 1
+                close = lv.retired and lv.refs == 0 and not lv.closed
+                if close:
+                    lv.closed = True
+            if close:
+                self._close(lv)
+
+    def snapshot(self) -> dict[str, dict[str, LoadedVersion]]:
+        """The current {model: {version: LoadedVersion}} (do not keep leases-free refs long)."""
+        with self._lock:
+            return {m: dict(v) for m, v in self._state.items()}
+
+    def index(self) -> list[VersionState]:
+        """Every version on disk or loaded, with its state (the repository index)."""
+        with self._lock:
+            state = {m: dict(v) for m, v in self._state.items()}
+            failed = dict(self._failed)
+            seen = set(self._seen)
+        rows = []
+        for model, version in sorted(seen | {(m, v) for m in state for v in state[m]},
+                                     key=lambda k: (k[0], version_key(k[1]))):
+            if version in state.get(model, {}):
+                rows.append(VersionState(model, version, "READY"))
+            else:
+                reason = failed[(model, version)][1] if (model, version) in failed else \
+                    "not selected by the version policy"
+                rows.append(VersionState(model, version, "UNAVAILABLE", reason))
+        return rows
+
+    def ready(self) -> bool:
+        """True once the first scan is done and at least one version is loaded."""
+        with self._lock:
+            return self.synced.is_set() and any(self._state.values())
+
+    # --- watching ------------------------------------------------------------------------
+    def start_watching(self) -> None:
+        """Poll the repository every `poll_interval` seconds in a daemon thread.
+
+        Polling (a few stat() calls per poll) rather than inotify: it needs no dependency,
+        works the same on SD cards, overlayfs, NFS and macOS, and a copy in progress is
+        detected by an unchanged fingerprint across two polls.
+        """
+        if self.config.poll_interval <= 0 or self._watcher is not None:
+            return
+        self._watcher = threading.Thread(target=self._watch, name="edgepack-serve-watcher",
+                                         daemon=True)
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.config.poll_interval):
+            try:
+                self.sync(settle=True)
+            except Exception:  # keep watching: the repository may come back
+                log.exception("scanning %s failed; serving the versions already loaded",
+                              self.root)
+
+    def close(self) -> None:
+        """Stop watching and retire every version (each closes once its requests finish)."""
+        self._stop.set()
+        if self._watcher is not None:
+            self._watcher.join(timeout=max(5.0, 2 * self.config.poll_interval))
+            self._watcher = None
+        with self._sync_lock:
+            self._publish({})

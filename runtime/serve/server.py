@@ -1,0 +1,171 @@
+"""The model server: repository manager + metrics + a threaded HTTP/1.1 server.
+
+Stack: the standard library's `ThreadingHTTPServer` (one thread per keep-alive connection).
+It needs no dependency, so it installs on any Raspberry Pi OS (armv7 and aarch64) with the
+runtime alone, and ONNX Runtime / LiteRT release the GIL while they compute, so handler
+threads do run inferences in parallel on a multi-core board; a semaphore of `workers` bounds
+how many do at once, and `max_connections` bounds the threads.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from .config import ServeConfig
+from .errors import ServeError
+from .handler import V2Handler, tensor_metadata
+from .manager import LoadedVersion, Loader, ModelManager
+from .metrics import Metrics
+from .repository import version_key
+
+log = logging.getLogger(__name__)
+
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+         b"Content-Length: 59\r\nConnection: close\r\n\r\n"
+         b'{"error": "too many connections; retry in a moment please"}')
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer with a cap on concurrent connections and quiet client errors."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], app: "ModelServer"):
+        self.app = app
+        self._slots = threading.BoundedSemaphore(app.config.max_connections)
+        # Per instance, read by TCPServer.__init__ when it creates the socket.
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, V2Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.sendall(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients that hang up mid-response are routine on a device; not worth a traceback.
+        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+
+
+class ModelServer:
+    """Serve a bundle or a model repository over the Open Inference Protocol v2 REST API.
+
+    `start()` loads what the version policy selects (raising `ServeError` if the path is
+    unusable), starts the repository watcher and binds the socket; `serve_forever()` blocks;
+    `stop()` shuts everything down. Also a context manager that serves in a background
+    thread, which is what tests and embedding applications use.
+    """
+
+    def __init__(self, path: str | Path, config: ServeConfig | None = None,
+                 loader: Loader | None = None):
+        self.path = Path(path)
+        self.config = config or ServeConfig()
+        self.metrics = Metrics()
+        self.manager = ModelManager(self.path, self.config, self.metrics, loader)
+        self.workers = threading.BoundedSemaphore(self.config.workers)
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise ServeError("the server is not started")
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        host = self.config.host
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> "ModelServer":
+        """Load the initial versions, start watching, bind the socket (does not block)."""
+        self.manager.sync(settle=False)
+        loaded = self.manager.snapshot()
+        if not any(loaded.values()):
+            log.warning("no model version could be loaded from %s; serving anyway, new "
+                        "versions are picked up as they appear", self.path)
+        try:
+            self._httpd = _HTTPServer((self.config.host, self.config.port), self)
+        except OSError as exc:
+            self.manager.close()
+            raise ServeError(f"cannot listen on {self.config.host}:{self.config.port}: "
+                             f"{exc.strerror or exc}; pick another --port or --host") from exc
+        self.manager.start_watching()
+        for model, versions in sorted(loaded.items()):
+            log.info("serving %s versions %s", model,
+                     ", ".join(sorted(versions, key=version_key)) or "(none)")
+        return self
+
+    def serve_forever(self) -> None:
+        """Handle requests until `stop()` is called from another thread or a signal."""
+        if self._httpd is None:
+            self.start()
+        httpd = self._httpd
+        if httpd is not None:
+            httpd.serve_forever(poll_interval=0.25)
+
+    def stop(self) -> None:
+        """Stop accepting, stop watching, release every model once its requests finish."""
+        if self._httpd is not None:
+            if self._thread is not None:
+                self._httpd.shutdown()
+                self._thread.join(timeout=10)
+                self._thread = None
+            self._httpd.server_close()
+            self._httpd = None
+        self.manager.close()
+
+    def __enter__(self) -> "ModelServer":
+        self.start()
+        self._thread = threading.Thread(target=self.serve_forever, name="edgepack-serve-http",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # --- metadata ------------------------------------------------------------------------
+    def server_metadata(self) -> dict[str, Any]:
+        try:
+            from importlib.metadata import version
+            ours = version("edgepack")
+        except Exception:  # not installed as a distribution (source tree): still answer
+            ours = "0"
+        return {"name": "edgepack", "version": ours,
+                "extensions": ["binary_tensor_data", "classification", "model_repository",
+                               "edgepack_pipeline"]}
+
+    def model_metadata(self, lv: LoadedVersion, all_versions: bool) -> dict[str, Any]:
+        """V2 model metadata from the bundle specs (versions: all loaded ones)."""
+        versions = sorted(self.manager.snapshot().get(lv.model_name, {}), key=version_key)
+        model = lv.model
+        return {
+            "name": lv.model_name,
+            "versions": versions if all_versions else [lv.version],
+            "platform": f"edgepack_{getattr(model, 'engine_name', 'unknown')}",
+            "inputs": tensor_metadata(model.inputs),
+            "outputs": tensor_metadata(model.outputs),
+        }
