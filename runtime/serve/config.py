@@ -72,7 +72,8 @@ class ServeConfig:
     `workers` bounds how many inferences run at once (connections beyond that wait, they are
     not refused); `engine_threads` is passed to `edgepack.runtime.load` for each model's
     intra-op threads. On a 4-core board, workers x engine_threads close to the core count
-    avoids oversubscription.
+    avoids oversubscription. With `trusted_key` (a public key file), every version must carry
+    a valid signature or it is refused.
     """
 
     host: str = "127.0.0.1"
@@ -80,6 +81,7 @@ class ServeConfig:
     workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     engine_threads: int | None = None
     engine: str | None = None
+    trusted_key: str | None = None
     max_body_bytes: int = 64 * 1024 * 1024
     max_connections: int = 64
     keepalive_timeout: float = 30.0

@@ -30,10 +30,12 @@ log = logging.getLogger(__name__)
 _MODEL_ROUTE = re.compile(
     r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
     r"(?P<action>/ready|/infer|/predict)?/?$")
-#: Content types accepted by /infer: JSON, and the binary extension's (clients differ; tritonclient
-#: sends none at all).
+#: Content types accepted by /infer: JSON, the binary extension's (clients differ; tritonclient
+#: sends none at all), and the form type curl -d and urllib send when none is given, because
+#: refusing it would fail the most common first try with curl for no safety gain.
 _INFER_TYPES = {"", "application/json", "application/octet-stream",
-                "application/vnd.sagemaker-triton.binary+json"}
+                "application/vnd.sagemaker-triton.binary+json",
+                "application/x-www-form-urlencoded"}
 #: A rejected body up to this size is read and discarded so the client sees the 413 instead of
 #: a reset connection; a larger one is not read at all.
 _DRAIN_LIMIT = 8 * 1024 * 1024
@@ -137,10 +139,10 @@ class V2Handler(BaseHTTPRequestHandler):
                                             len(body))
         labels = None
         try:
-            request = decode_infer_request(body, header_length)
-            del body
             with self.app.manager.lease(model, version) as lv:
-                labels = lv.labels
+                labels = lv.labels      # errors from here on count against this version
+                request = decode_infer_request(body, header_length)
+                del body
                 with self.app.workers:
                     if request.parameters.get(PIPELINE_PARAMETER):
                         outputs = run_pipeline(lv.model, request)

@@ -176,13 +176,20 @@ def _samples(model: Any, request: InferRequest) -> list[dict[str, Any]]:
             for i in range(n)]
 
 
+def unbatch(value: Any) -> Any:
+    """Drop the batch axis of 1 that predict() adds to one sample's result."""
+    if isinstance(value, np.ndarray) and value.ndim > 0 and value.shape[0] == 1:
+        return value[0]
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], list):
+        return value[0]
+    return value
+
+
 def _combine(name: str, values: list[Any]) -> np.ndarray:
-    """Stack per-sample arrays; structured results become JSON text (BYTES)."""
-    if all(isinstance(v, np.ndarray) for v in values):
-        if len(values) == 1:
-            return values[0]
-        if len({v.shape for v in values}) == 1:
-            return np.stack(values)
+    """Stack per-sample arrays (batch axis first); structured results become JSON (BYTES)."""
+    values = [unbatch(v) for v in values]
+    if all(isinstance(v, np.ndarray) for v in values) and len({v.shape for v in values}) == 1:
+        return np.stack(values)
     out = np.empty(len(values), dtype=object)
     out[:] = [json.dumps(_jsonable(v)).encode("utf-8") for v in values]
     return out
@@ -201,5 +208,5 @@ def _jsonable(value: Any) -> Any:
 
 
 def jsonable_results(result: Mapping[str, Any]) -> dict[str, Any]:
-    """A predict() result as plain JSON data (for the /predict route)."""
-    return {name: _jsonable(value) for name, value in result.items()}
+    """One sample's predict() result as plain JSON data (for the /predict route)."""
+    return {name: _jsonable(unbatch(value)) for name, value in result.items()}

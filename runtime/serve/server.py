@@ -137,12 +137,17 @@ class ModelServer:
             self._httpd = None
         self.manager.close()
 
-    def __enter__(self) -> "ModelServer":
-        self.start()
+    def serve_in_background(self) -> "ModelServer":
+        """Start (if needed) and handle requests in a daemon thread; `stop()` ends it."""
+        if self._httpd is None:
+            self.start()
         self._thread = threading.Thread(target=self.serve_forever, name="edgepack-serve-http",
                                         daemon=True)
         self._thread.start()
         return self
+
+    def __enter__(self) -> "ModelServer":
+        return self.serve_in_background()
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()

@@ -71,7 +71,7 @@ def make_color(path: Path) -> Path:
         labels=COLOR_LABELS)
 
 
-def http(method: str, url: str, body: bytes | None = None,
+def call(method: str, url: str, body: bytes | None = None,
          headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
     """One request with urllib; returns (status, headers, body) for 2xx and errors alike."""
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
@@ -84,7 +84,7 @@ def http(method: str, url: str, body: bytes | None = None,
 
 
 def post_json(url: str, payload: Any) -> tuple[int, Any]:
-    status, _, body = http("POST", url, json.dumps(payload).encode(),
+    status, _, body = call("POST", url, json.dumps(payload).encode(),
                            {"Content-Type": "application/json"})
     return status, json.loads(body)
 

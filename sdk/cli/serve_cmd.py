@@ -1,0 +1,105 @@
+"""`edgepack serve`: the Open Inference Protocol (KServe V2) server on the command line."""
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import threading
+from pathlib import Path
+
+import click
+
+from edgepack.runtime.serve import ModelServer, ServeConfig, ServeError, VersionPolicy
+from edgepack.runtime.serve.repository import version_key
+
+_SIZE = re.compile(r"(\d+)\s*([kmg]?)i?b?", re.IGNORECASE)
+
+
+def _size(text: str) -> int:
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise click.BadParameter(f"{text!r} is not a size: use bytes or e.g. 512K, 64M, 1G")
+    return int(match.group(1)) * 1024 ** " kmg".index((match.group(2) or " ").lower())
+
+
+def _policies(values: tuple[str, ...]) -> tuple[VersionPolicy, tuple[tuple[str, VersionPolicy], ...]]:
+    default, per_model = VersionPolicy(), []
+    for value in values:
+        model, sep, spec = value.partition("=")
+        try:
+            if sep:
+                per_model.append((model.strip(), VersionPolicy.parse(spec)))
+            else:
+                default = VersionPolicy.parse(value)
+        except ServeError as exc:
+            raise click.BadParameter(str(exc), param_hint="--versions") from None
+    return default, tuple(per_model)
+
+
+@click.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; 0.0.0.0 to accept other machines.")
+@click.option("--port", default=8000, show_default=True, type=int, help="0 picks a free port.")
+@click.option("--workers", type=int, help="Inferences run at once [number of CPU cores].")
+@click.option("--threads", type=int, help="Engine intra-op threads per model [engine default].")
+@click.option("--engine", help="Force an engine (e.g. onnxruntime, litert).")
+@click.option("--versions", "versions", multiple=True, metavar="[MODEL=]POLICY",
+              help="latest (default), latest:N, all, or versions to pin such as 1,3; "
+                   "prefix MODEL= for one model. Repeatable.")
+@click.option("--max-body", default="64M", show_default=True,
+              help="Largest request body accepted (413 beyond).")
+@click.option("--max-connections", default=64, show_default=True, type=int)
+@click.option("--poll", default=2.0, show_default=True, type=float,
+              help="Seconds between repository scans; 0 disables hot updates.")
+@click.option("--trusted-key", type=click.Path(exists=True, dir_okay=False),
+              help="Public key: refuse versions without a valid signature.")
+@click.option("--no-smoke-test", is_flag=True,
+              help="Skip the zero-input inference run before a version goes live.")
+@click.option("--quiet", is_flag=True, help="Log warnings and errors only.")
+def serve(path: Path, host: str, port: int, workers: int | None, threads: int | None,
+          engine: str | None, versions: tuple[str, ...], max_body: str, max_connections: int,
+          poll: float, trusted_key: str | None, no_smoke_test: bool, quiet: bool) -> None:
+    """Serve a bundle or a model repository over the KServe V2 / Open Inference Protocol.
+
+    PATH is one .edgepack bundle, or a repository REPO/<model>/<version>.edgepack (or
+    REPO/<model>/<version>/<any>.edgepack). New versions copied in are loaded, verified and
+    swapped in without downtime; a bad one is refused and the current one keeps serving.
+    """
+    default, per_model = _policies(versions)
+    options = dict(host=host, port=port, engine_threads=threads, engine=engine,
+                   max_body_bytes=_size(max_body), max_connections=max_connections,
+                   poll_interval=poll, smoke_test=not no_smoke_test, trusted_key=trusted_key,
+                   default_policy=default, model_policies=per_model)
+    if workers is not None:
+        options["workers"] = workers
+    try:
+        config = ServeConfig(**options)
+    except ServeError as exc:
+        raise click.ClickException(str(exc)) from None
+    if not quiet:
+        logging.getLogger("edgepack.runtime.serve").setLevel(logging.INFO)
+    try:
+        server = ModelServer(path, config).serve_in_background()
+    except ServeError as exc:
+        raise click.ClickException(str(exc)) from None
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for model, loaded in sorted(server.manager.snapshot().items()):
+            names = ", ".join(sorted(loaded, key=version_key)) or "none loaded"
+            click.echo(f"  {model}: {names}")
+        click.echo(f"serving {path} at {server.url}/v2 (metrics at /metrics; Ctrl-C stops)")
+        while not stop.wait(0.5):
+            pass
+    finally:
+        click.echo("stopping: finishing requests in flight")
+        server.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def register(cli: click.Group) -> None:
+    """Add `serve` to the edgepack command group."""
+    cli.add_command(serve)

@@ -1,0 +1,91 @@
+"""`edgepack serve` as a user runs it, and the import-weight promise of the serve package."""
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import call
+
+click = pytest.importorskip("click")
+from click.testing import CliRunner  # noqa: E402
+
+from edgepack.cli.serve_cmd import _size, serve  # noqa: E402
+
+
+def test_serve_runs_answers_and_stops_cleanly_on_sigterm(repo):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgepack.cli.main", "serve", str(repo), "--port", "0",
+         "--poll", "0.1", "--workers", "2", "--threads", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url, lines, deadline = None, [], time.monotonic() + 60
+        while url is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            match = re.search(r"at (http://\S+)/v2 ", line)
+            url = match.group(1) if match else None
+        assert url, f"no start-up line; stdout={lines} stderr={proc.stderr.read()[-2000:]}"
+        assert "  adder: 2\n" in lines and "  color: 1\n" in lines
+        status, _, body = call("GET", url + "/v2/models/adder/ready")
+        assert status == 200 and json.loads(body)["version"] == "2"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+        err = proc.stderr.read()
+        assert "loaded adder version 2" in err       # INFO log of the load, on stderr
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_bad_options_are_one_line_errors(repo):
+    runner = CliRunner()
+    result = runner.invoke(serve, [str(repo), "--versions", "latest:0"])
+    assert result.exit_code == 2 and "N must be at least 1" in result.output
+    result = runner.invoke(serve, [str(repo), "--max-body", "lots"])
+    assert result.exit_code == 2 and "is not a size" in result.output
+    result = runner.invoke(serve, [str(repo), "--workers", "0"])
+    assert result.exit_code == 1 and "workers must be at least 1" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_port_in_use_is_a_clear_error(repo):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(serve, [str(repo), "--port", str(port), "--poll", "0"])
+    assert result.exit_code == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_size_parsing():
+    assert _size("1024") == 1024 and _size("512K") == 512 * 1024
+    assert _size("64M") == 64 << 20 and _size("1GiB") == 1 << 30
+
+
+def test_serve_package_stays_light():
+    code = (
+        "import sys\n"
+        "import edgepack.runtime\n"
+        "assert 'edgepack.runtime.serve' not in sys.modules, 'runtime imports serve'\n"
+        "import edgepack.runtime.serve\n"
+        "heavy = [m for m in ('torch', 'tensorflow', 'onnx', 'onnxruntime', 'click', 'PIL',"
+        " 'tritonclient') if m in sys.modules]\n"
+        "print(','.join(heavy))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == ""

@@ -1,0 +1,135 @@
+"""Hot updates under load: many keep-alive clients on 127.0.0.1 while versions are swapped.
+
+Each adder version N adds N to its input, so every response proves which version computed it;
+the response's model_version must name that same version. Bounded: at most ~20 s of traffic,
+8 clients, and every wait has a deadline.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import make_adder
+from edgepack.runtime.serve import ModelServer, ServeConfig
+
+CLIENTS = 8
+TRAFFIC_DEADLINE = 20.0
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def _install(repo: Path, staging: Path, version: int) -> None:
+    """Copy a new version in the way the README says: build aside, then rename into place."""
+    built = make_adder(staging / f"{version}.edgepack", float(version), version=str(version))
+    os.replace(built, repo / "adder" / f"{version}.edgepack")
+
+
+def _wait_for(server: ModelServer, version: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if set(server.manager.snapshot().get("adder", {})) == {version}:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"version {version} not alone in service after {timeout} s: "
+                         f"{sorted(server.manager.snapshot().get('adder', {}))}")
+
+
+def _client(port: int, index: int, stop: threading.Event, seen: dict, errors: list) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    x = np.full((1, 4), float(index * 100), np.float32)
+    body = json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32",
+                                   "data": x.ravel().tolist()}]}).encode()
+    deadline = time.monotonic() + TRAFFIC_DEADLINE
+    try:
+        while not stop.is_set() and time.monotonic() < deadline:
+            try:
+                conn.request("POST", "/v2/models/adder/infer", body,
+                             {"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                payload = resp.read()
+            except Exception as exc:  # recorded; the test asserts there are none
+                errors.append(f"client {index}: {type(exc).__name__}: {exc}")
+                conn.close()
+                continue
+            if resp.status != 200:
+                errors.append(f"client {index}: {resp.status} {payload[:200]!r}")
+                continue
+            out = json.loads(payload)
+            version = out["model_version"]
+            y = np.array(out["outputs"][0]["data"], np.float32)
+            if not np.array_equal(y, x.ravel() + np.float32(float(version))):
+                errors.append(f"client {index}: version {version} answered {y.tolist()}")
+            seen[version] = seen.get(version, 0) + 1
+    finally:
+        conn.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts fds in /proc")
+def test_swaps_under_load_fail_no_request_and_leak_nothing(tmp_path):
+    repo, staging = tmp_path / "repo", tmp_path / "staging"
+    make_adder(repo / "adder" / "1.edgepack", 1.0, version="1")
+    config = ServeConfig(host="127.0.0.1", port=0, workers=4, poll_interval=0.05,
+                         engine_threads=1)
+    with ModelServer(repo, config) as server:
+        time.sleep(0.2)
+        threads_before, fds_before = threading.active_count(), _fds()
+        stop = threading.Event()
+        seen: list[dict] = [{} for _ in range(CLIENTS)]
+        errors: list[str] = []
+        clients = [threading.Thread(target=_client,
+                                    args=(server.port, i, stop, seen[i], errors))
+                   for i in range(CLIENTS)]
+        for t in clients:
+            t.start()
+        try:
+            time.sleep(0.3)
+            for version in (2, 3, 4):
+                _install(repo, staging, version)
+                _wait_for(server, str(version))
+                time.sleep(0.2)
+            (repo / "adder" / "4.edgepack").unlink()          # roll back: 3 comes back
+            _wait_for(server, "3")
+            time.sleep(0.2)
+            (repo / "adder" / "5.edgepack").write_bytes(b"PK\x03\x04 not a bundle")
+            time.sleep(0.5)                                   # refused; 3 keeps serving
+            assert set(server.manager.snapshot()["adder"]) == {"3"}
+            _install(repo, staging, 6)
+            _wait_for(server, "6")
+            time.sleep(0.3)
+        finally:
+            stop.set()
+            for t in clients:
+                t.join(timeout=TRAFFIC_DEADLINE + 10)
+        assert not errors, errors[:5]
+        totals: dict[str, int] = {}
+        for counts in seen:
+            for version, n in counts.items():
+                totals[version] = totals.get(version, 0) + n
+        assert set(totals) <= {"1", "2", "3", "4", "6"}
+        assert len(totals) >= 4, totals       # traffic really spanned the swaps
+        assert sum(totals.values()) >= 100, totals
+        index = {r.version: r for r in server.manager.index()}
+        assert index["5"].state == "UNAVAILABLE"
+        # Retired versions were closed (engines released) once drained.
+        assert set(server.manager.snapshot()["adder"]) == {"6"}
+        metrics = server.metrics.render()
+        assert 'edgepack_model_loaded{model="adder",version="6"} 1' in metrics
+        for old in ("1", "2", "3", "4"):
+            assert f'edgepack_model_loaded{{model="adder",version="{old}"}}' not in metrics
+        # Connection threads and sockets are gone once clients hang up.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (threading.active_count() > threads_before
+                                               or _fds() > fds_before):
+            time.sleep(0.05)
+        assert threading.active_count() <= threads_before
+        assert _fds() <= fds_before
