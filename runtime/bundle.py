@@ -161,8 +161,9 @@ def _read_zip(path: Path, limits: BundleLimits) -> dict[str, bytes]:
             for info in infos:
                 name = info.filename
                 _check_member_name(path, name)
-                mode = info.external_attr >> 16
-                if info.is_dir() or stat.S_ISLNK(mode) or (mode and not stat.S_ISREG(mode)):
+                # Many zip writers set no file-type bits; refuse only a type that is not regular.
+                kind = stat.S_IFMT(info.external_attr >> 16)
+                if info.is_dir() or kind not in (0, stat.S_IFREG):
                     raise UnsafeMemberError(
                         f"{path}: member {name!r} is a directory, link or device; "
                         "bundles hold regular files only")

@@ -34,8 +34,12 @@ def _taps(size_in: int, size_out: int, method: str, reference: str):
     scale = size_in / size_out
     out = np.arange(size_out, dtype=np.float64)
     if method == "nearest":
-        # Pillow samples the pixel under the output centre; OpenCV floors dst*scale.
-        src = (out + 0.5) * scale if reference == "pillow" else out * scale
+        if reference == "pillow":
+            # Pillow's affine scaler adds the step to a running double (x0 = scale/2,
+            # x += scale): reproduce the accumulation so exact-boundary cases round alike.
+            src = np.add.accumulate(np.r_[scale * 0.5, np.full(size_out - 1, scale)])
+        else:
+            src = out * scale  # OpenCV INTER_NEAREST floors dst * scale
         idx = np.minimum(np.floor(src).astype(np.int64), size_in - 1)[:, None]
         return idx, np.ones_like(idx, dtype=np.float32)
     if reference == "opencv":
@@ -62,10 +66,14 @@ def _resample(x: np.ndarray, axis: int, size_out: int, method: str, reference: s
     idx, w = _taps(x.shape[axis], size_out, method, reference)
     if idx.shape[1] == 1:
         return np.take(x, idx[:, 0], axis=axis)
-    gathered = np.take(x, idx, axis=axis)        # axis becomes (size_out, taps)
-    shape = [1] * gathered.ndim
-    shape[axis], shape[axis + 1] = w.shape
-    return (gathered * w.reshape(shape)).sum(axis=axis + 1, dtype=np.float32)
+    # One gather + multiply-add per tap: a few taps over the whole image is much faster
+    # than materialising (size_out, taps, ...) and reducing over a middle axis.
+    shape = [1] * x.ndim
+    shape[axis] = size_out
+    out = np.take(x, idx[:, 0], axis=axis) * w[:, 0].reshape(shape)
+    for k in range(1, idx.shape[1]):
+        out += np.take(x, idx[:, k], axis=axis) * w[:, k].reshape(shape)
+    return out
 
 
 def resize_image(x: np.ndarray, size: tuple[int, int], method: str = "bilinear",
