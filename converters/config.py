@@ -1,0 +1,196 @@
+"""Typed, frozen configuration for a conversion, validated before any work starts.
+
+Every bad combination (int8 I/O without int8, a calibration method the target cannot use,
+a tolerance outside its range) is rejected here, so a conversion never spends a minute
+exporting a model only to fail on an option it could have refused up front.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from edgepack.runtime.errors import ConversionError
+
+#: Quantization modes, named the same for every target.
+MODES = ("none", "fp16", "dynamic", "int8")
+#: Calibration methods; onnxruntime offers all three, TFLite only min/max.
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+TARGETS = ("onnx", "tflite")
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """How activation ranges are measured for `int8`.
+
+    method: "minmax" | "entropy" | "percentile" (the last two: ONNX target only).
+    samples: at most this many calibration samples are used.
+    percentile: the percentile kept by the "percentile" method.
+    """
+
+    method: str = "minmax"
+    samples: int = 200
+    percentile: float = 99.999
+
+    def __post_init__(self) -> None:
+        if self.method not in CALIBRATION_METHODS:
+            raise ConversionError(
+                f"unknown calibration method {self.method!r}; use one of "
+                f"{', '.join(CALIBRATION_METHODS)}")
+        if not isinstance(self.samples, int) or self.samples < 1:
+            raise ConversionError(
+                f"calibration samples must be a positive integer, got {self.samples!r}")
+        if not 50.0 < self.percentile <= 100.0:
+            raise ConversionError(
+                f"calibration percentile must be in (50, 100], got {self.percentile}")
+
+
+@dataclass(frozen=True)
+class QuantizationConfig:
+    """Which quantization to apply.
+
+    mode: "none" (fp32), "fp16" (half weights, float32 I/O), "dynamic" (int8 weights,
+        float activations), "int8" (int8 weights and activations, calibrated).
+    per_channel: per-output-channel weight scales (int8/dynamic); on by default because
+        per-tensor scales lose noticeably more accuracy on depthwise/conv layers.
+    int8_io: the model takes and returns int8 tensors (scale/zero point in the specs);
+        only meaningful with mode "int8".
+    """
+
+    mode: str = "none"
+    per_channel: bool = True
+    int8_io: bool = False
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConversionError(
+                f"unknown quantization mode {self.mode!r}; use one of {', '.join(MODES)}")
+        if self.int8_io and self.mode != "int8":
+            raise ConversionError(
+                f"int8 model I/O needs quantization mode 'int8', not {self.mode!r}; "
+                "drop --int8-io or use --quantize int8")
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.mode == "int8"
+
+    def to_record(self, calibration_samples: int | None = None) -> dict[str, Any] | None:
+        """The manifest's `quantization` field (None for fp32)."""
+        if self.mode == "none":
+            return None
+        record: dict[str, Any] = {"mode": self.mode}
+        if self.mode in ("dynamic", "int8"):
+            record["per_channel"] = self.per_channel
+        if self.mode == "int8":
+            record["io"] = "int8" if self.int8_io else "float32"
+            record["calibration"] = {"method": self.calibration.method,
+                                     "samples": calibration_samples}
+            if self.calibration.method == "percentile":
+                record["calibration"]["percentile"] = self.calibration.percentile
+        if self.mode == "fp16":
+            record["io"] = "float32"
+        return record
+
+
+#: Default tolerances per mode. Relative error is max |source - bundle| / max |source|.
+#: int8 numbers are loose on purpose: 8-bit activations cost ~1% per layer on small nets,
+#: and the task metric (max_drop, in accuracy points) is the check that matters there.
+_DEFAULT_TOLERANCES = {
+    "none": dict(min_cosine=0.99999, max_rel_error=1e-3, min_top1_agreement=0.99, max_drop=0.1),
+    "fp16": dict(min_cosine=0.9999, max_rel_error=1e-2, min_top1_agreement=0.98, max_drop=0.2),
+    "dynamic": dict(min_cosine=0.995, max_rel_error=0.1, min_top1_agreement=0.95, max_drop=1.0),
+    "int8": dict(min_cosine=0.98, max_rel_error=0.2, min_top1_agreement=0.9, max_drop=1.5),
+}
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Pass/fail thresholds for validation; `max_drop` is in accuracy points (0-100)."""
+
+    min_cosine: float
+    max_rel_error: float
+    min_top1_agreement: float
+    max_drop: float
+
+    @classmethod
+    def for_mode(cls, mode: str, **overrides: float | None) -> "Tolerances":
+        """The default tolerances of `mode`, with any non-None override applied."""
+        if mode not in _DEFAULT_TOLERANCES:
+            raise ConversionError(f"unknown quantization mode {mode!r}")
+        values = dict(_DEFAULT_TOLERANCES[mode])
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        checks = [("min_cosine", -1.0, 1.0), ("max_rel_error", 0.0, math.inf),
+                  ("min_top1_agreement", 0.0, 1.0), ("max_drop", 0.0, 100.0)]
+        for name, low, high in checks:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not low <= value <= high:
+                raise ConversionError(f"tolerance {name} must be in [{low}, {high}], got {value!r}")
+
+    def to_dict(self) -> dict[str, float]:
+        return {"min_cosine": self.min_cosine, "max_rel_error": self.max_rel_error,
+                "min_top1_agreement": self.min_top1_agreement, "max_drop": self.max_drop}
+
+
+@dataclass(frozen=True)
+class ConversionConfig:
+    """Everything that decides what a conversion produces (data is passed separately).
+
+    target: "onnx" | "tflite".
+    quantization: see QuantizationConfig.
+    tolerances: None means the defaults of the quantization mode.
+    accept: write the bundle even when validation is outside tolerance (never for
+        inf/NaN or constant outputs).
+    opset: ONNX opset for exporters that take one.
+    dynamic_batch: export a dynamic batch axis where the model allows it.
+    nhwc: for pytorch -> tflite, present NHWC I/O instead of the model's NCHW.
+    validation_samples: at most this many held-out samples are compared.
+    name/version: the bundle's name and version; preprocess/postprocess/labels go
+        into the manifest unchanged (validated by the runtime when packing).
+    device: a device profile name; its defaults and refusals apply when edgepack.devices
+        is available.
+    """
+
+    target: str = "onnx"
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
+    tolerances: Tolerances | None = None
+    accept: bool = False
+    opset: int = 18
+    dynamic_batch: bool = True
+    nhwc: bool = False
+    validation_samples: int = 256
+    name: str = "model"
+    version: str = "1.0.0"
+    preprocess: Any = None
+    postprocess: Any = None
+    labels: tuple[str, ...] | None = None
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise ConversionError(
+                f"unknown target {self.target!r}; use one of {', '.join(TARGETS)}")
+        method = self.quantization.calibration.method
+        if self.target == "tflite" and self.quantization.mode == "int8" and method != "minmax":
+            raise ConversionError(
+                f"the TFLite converter calibrates with min/max only, not {method!r}; "
+                "drop the calibration method or convert to --target onnx")
+        if not isinstance(self.opset, int) or not 13 <= self.opset <= 23:
+            raise ConversionError(f"ONNX opset must be an integer in 13..23, got {self.opset!r}")
+        if not isinstance(self.validation_samples, int) or self.validation_samples < 1:
+            raise ConversionError("validation_samples must be a positive integer")
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConversionError("the bundle name must be a non-empty string")
+        if self.labels is not None:
+            object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
+
+    @property
+    def effective_tolerances(self) -> Tolerances:
+        return self.tolerances or Tolerances.for_mode(self.quantization.mode)
+
+    def with_changes(self, **changes: Any) -> "ConversionConfig":
+        """A copy with fields replaced (re-validated)."""
+        return replace(self, **changes)

@@ -1,0 +1,110 @@
+"""keras/tensorflow -> tflite with tf.lite.TFLiteConverter, from a named-I/O SavedModel.
+
+Modes map onto the converter as follows: fp16 = float16 weights (float32 compute and I/O
+on CPU), dynamic = int8 weights with float activations, int8 = full-integer builtins with
+a representative dataset (float or int8 I/O). Only builtin ops are allowed: the select-TF
+ops ("flex") runtime is not available in the slim LiteRT wheels devices run.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import tempfile
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import numpy as np
+
+from edgepack.runtime.errors import ConversionError
+
+from .artifacts import ConvertedModel, SourceModel
+from .config import ConversionConfig
+from .keras_source import export_saved_model
+
+log = logging.getLogger(__name__)
+
+
+def convert(source: SourceModel, config: ConversionConfig,
+            calibration: Mapping[str, np.ndarray] | None) -> ConvertedModel:
+    """Registry entry point for keras -> tflite."""
+    import tensorflow as tf
+
+    quant = config.quantization
+    if quant.needs_calibration and not calibration:
+        raise ConversionError(
+            "int8 quantization needs calibration data (a .npy/.npz file, an image folder or "
+            "an iterable of samples); pass --calibration-data")
+    with tempfile.TemporaryDirectory(prefix="edgepack-tfl-") as tmp:
+        saved = export_saved_model(source, Path(tmp, "saved_model"), config.dynamic_batch)
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        samples = None
+        if quant.mode in ("fp16", "dynamic", "int8"):
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quant.mode == "fp16":
+            converter.target_spec.supported_types = [tf.float16]
+        if quant.mode in ("dynamic", "int8") and not quant.per_channel:
+            # No public switch exists; this private flag is what the converter reads.
+            converter._experimental_disable_per_channel = True
+        if quant.mode == "int8":
+            names = source.input_names
+            samples = min(quant.calibration.samples, *(len(calibration[n]) for n in names))
+            converter.representative_dataset = _representative(calibration, names, samples)
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            if quant.int8_io:
+                converter.inference_input_type = tf.int8
+                converter.inference_output_type = tf.int8
+        try:
+            model_bytes = converter.convert()
+        except Exception as e:
+            raise conversion_error(e) from e
+    input_map, output_order = signature_maps(model_bytes, source)
+    notes = () if config.dynamic_batch else (f"fixed batch {source.example_inputs[0].shape[0]}",)
+    return ConvertedModel(model_bytes, "litert", "tf.lite.TFLiteConverter",
+                          input_map=input_map, output_order=output_order,
+                          quantization=quant.to_record(calibration_samples=samples),
+                          notes=notes)
+
+
+def _representative(calibration: Mapping[str, np.ndarray], names, count: int):
+    def generate() -> Iterator[dict[str, np.ndarray]]:
+        for i in range(count):
+            yield {n: np.asarray(calibration[n][i:i + 1], dtype=np.float32) for n in names}
+    return generate
+
+
+def signature_maps(model_bytes: bytes, source: SourceModel
+                   ) -> tuple[dict[str, str], tuple[int, ...]]:
+    """Map source inputs to TFLite tensor names, and TFLite outputs to source output indices.
+
+    The runtime addresses tensors by their TFLite names ("serving_default_x:0"), and the
+    converter may order outputs differently from the signature: the signature's
+    name -> tensor index table is the reliable link.
+    """
+    from edgepack.runtime.engines.litert_engine import interpreter_class
+    interp = interpreter_class()(model_content=model_bytes)
+    signature = interp._get_full_signature_list().get("serving_default")
+    in_details, out_details = interp.get_input_details(), interp.get_output_details()
+    if not signature:
+        return ({n: d["name"] for n, d in zip(source.input_names, in_details)},
+                tuple(range(len(out_details))))
+    by_index = {d["index"]: d["name"] for d in in_details}
+    input_map = {n: by_index[signature["inputs"][n]] for n in source.input_names
+                 if n in signature["inputs"]}
+    out_index = {idx: name for name, idx in signature["outputs"].items()}
+    names = list(source.output_names or ())
+    order = tuple(names.index(out_index[d["index"]]) if out_index.get(d["index"]) in names
+                  else i for i, d in enumerate(out_details))
+    return input_map, order
+
+
+def conversion_error(e: Exception) -> ConversionError:
+    """A TFLite converter failure, naming unsupported ops and the path that may work."""
+    text = str(e)
+    ops = sorted(set(re.findall(r"\btf\.(\w+)", text)))
+    if ops and "not supported" in text:
+        return ConversionError(
+            f"TFLite builtins do not support op(s) {', '.join(ops)}; replace them, or try "
+            "--target onnx (tf2onnx), which supports a different op set")
+    first = next((line for line in text.splitlines() if line.strip()), type(e).__name__)
+    return ConversionError(f"the TFLite converter failed: {first}")

@@ -1,0 +1,211 @@
+"""One conversion, start to finish: check, load, convert, pack, validate, write.
+
+Order matters: everything that can be refused from the arguments alone (unknown path,
+mode the path cannot produce, int8 without data, device refusal) is refused before the
+source model is loaded or exported.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgepack.runtime.errors import ConversionError, EdgepackError
+
+from . import registry
+from .artifacts import ConvertedModel, SourceModel
+from .calibration import Samples, load_samples
+from .config import ConversionConfig
+from .sources import KERAS_SUFFIXES, TORCH_SUFFIXES, detect_framework, load_source
+from .validation import raise_if_failed, validate
+
+log = logging.getLogger(__name__)
+
+#: When no held-out data is given, validation uses this many seeded random samples.
+RANDOM_VALIDATION_SAMPLES = 64
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    """The written bundle and what was measured on the way."""
+
+    path: Path
+    validation: dict[str, Any]
+    model_bytes: int
+    quantization: dict[str, Any] | None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def guess_framework(source: Any) -> str | None:
+    """The source framework from the object or file suffix, without loading anything."""
+    if isinstance(source, SourceModel):
+        return source.framework
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        suffix = path.suffix.lower()
+        if suffix in TORCH_SUFFIXES:
+            return "pytorch"
+        if suffix in KERAS_SUFFIXES or (path.is_dir() and (path / "saved_model.pb").exists()):
+            return "keras"
+        if suffix in (".onnx", ".tflite"):
+            return suffix[1:]
+        return None  # module:factory: known once the factory has run
+    return detect_framework(source)
+
+
+def convert_model(source: Any, out: str | Path, config: ConversionConfig, *,
+                  example_inputs: Any = None, input_shapes: Any = None,
+                  weights: str | Path | None = None, calibration_data: Any = None,
+                  validation_data: Any = None, validation_labels: Any = None,
+                  directory: bool = False) -> ConversionResult:
+    """Convert `source` into the bundle `out`, validated against the source.
+
+    Raises ConversionError (bad arguments, unsupported op/shape, converter failure),
+    ValidationError (outside tolerance and not config.accept, or broken outputs) and
+    EngineNotInstalledError (an optional dependency is missing; the message names the extra).
+    """
+    quant = config.quantization
+    framework = guess_framework(source)
+    if framework is not None:
+        registry.check_mode(registry.get_converter(framework, config.target), quant.mode)
+    if quant.needs_calibration and calibration_data is None:
+        raise ConversionError(
+            "int8 quantization needs calibration data (a .npy/.npz file, an image folder or "
+            "an iterable of samples); pass calibration_data / --calibration-data")
+    _check_device(config)
+
+    loaded = load_source(source, example_inputs=example_inputs, weights=weights,
+                         input_shapes=input_shapes)
+    entry = registry.get_converter(loaded.framework, config.target)
+    registry.check_mode(entry, quant.mode)
+    calibration, held_out, data_kind = _datasets(loaded, config, calibration_data,
+                                                 validation_data, validation_labels)
+    converter = entry.load()
+    try:
+        converted: ConvertedModel = converter(
+            loaded, config, None if calibration is None else calibration.arrays)
+    except EdgepackError:
+        raise
+    except Exception as e:  # a framework failure we did not anticipate: keep its message
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConversionError(f"{entry.source}->{entry.target} with {entry.tool} failed: "
+                              f"{first}") from e
+
+    source_record = {"framework": loaded.framework, "framework_version": loaded.framework_version,
+                     "converter": converted.converter, "edgepack_version": _edgepack_version()}
+    if loaded.origin:
+        source_record["file"] = Path(loaded.origin).name
+    if converted.notes:
+        source_record["notes"] = list(converted.notes)
+    out = Path(out)
+    with tempfile.TemporaryDirectory(prefix="edgepack-conv-") as tmp:
+        candidate = _pack(Path(tmp, "candidate"), converted, loaded, config, source_record,
+                          None, directory=True)
+        output_names = _bundle_output_names(candidate)
+        report = validate(loaded, converted, candidate, held_out,
+                          config.effective_tolerances, data_kind, output_names)
+    log.info("validation %s on %d %s samples", "passed" if report["passed"] else "FAILED",
+             report["samples"], data_kind)
+    raise_if_failed(report, config.accept)
+    if report["failures"]:
+        report["accepted"] = True
+        log.warning("validation outside tolerance, accepted: %s", "; ".join(report["failures"]))
+    path = _pack(out, converted, loaded, config, source_record, report, directory=directory)
+    return ConversionResult(path, report, len(converted.model_bytes),
+                            dict(converted.quantization) if converted.quantization else None,
+                            converted.notes)
+
+
+def _pack(out: Path, converted: ConvertedModel, source: SourceModel, config: ConversionConfig,
+          source_record: dict, validation: dict | None, directory: bool) -> Path:
+    from edgepack.runtime import pack_bundle
+    inputs = converted.inputs
+    layouts = {name: layout for name, layout in zip(_bundle_input_names(converted, source),
+                                                     source.layouts) if layout}
+    return pack_bundle(out, converted.model_bytes, name=config.name, version=config.version,
+                       engine=converted.engine, inputs=inputs, outputs=converted.outputs,
+                       preprocess=config.preprocess, postprocess=config.postprocess,
+                       labels=list(config.labels) if config.labels else None,
+                       layouts=layouts or None, opset=converted.opset, source=source_record,
+                       quantization=converted.quantization, validation=validation,
+                       directory=directory)
+
+
+def _bundle_input_names(converted: ConvertedModel, source: SourceModel) -> list[str]:
+    """The model's input names in source input order."""
+    if converted.inputs is not None:
+        return [s.name for s in converted.inputs]
+    if converted.input_map:
+        return [converted.input_map.get(n, n) for n in source.input_names]
+    from edgepack.runtime.engines import open_engine
+    engine = open_engine(converted.engine, converted.model_bytes)
+    try:
+        return [s.name for s in engine.inputs()]
+    finally:
+        engine.close()
+
+
+def _bundle_output_names(path: Path) -> list[str]:
+    from edgepack.runtime import read_bundle
+    return [s.name for s in read_bundle(path).manifest.outputs]
+
+
+def _datasets(source: SourceModel, config: ConversionConfig, calibration_data: Any,
+              validation_data: Any, validation_labels: Any
+              ) -> tuple[Samples | None, Samples, str]:
+    """Calibration samples, held-out validation samples, and what the latter are."""
+    common = dict(preprocess=config.preprocess, class_names=config.labels)
+    calibration = load_samples(calibration_data, source.input_names, source.example_inputs,
+                               what="calibration", **common)
+    held_out = load_samples(validation_data, source.input_names, source.example_inputs,
+                            what="validation", **common)
+    if held_out is not None and validation_labels is not None:
+        held_out = Samples(held_out.arrays, np.asarray(validation_labels).reshape(-1))
+        if len(held_out.labels) != len(held_out):
+            raise ConversionError(f"{len(held_out.labels)} validation labels for "
+                                  f"{len(held_out)} validation samples")
+    kind = "held-out"
+    if held_out is None and calibration is not None and len(calibration) >= 2:
+        # Hold out the tail so validation never sees the samples int8 was calibrated on.
+        split = max(1, min(config.validation_samples, len(calibration) // 5))
+        held_out = calibration.take(len(calibration) - split)
+        calibration = calibration.take(0, len(calibration) - split)
+        kind = "calibration split"
+    elif held_out is None:
+        rng = np.random.default_rng(0)
+        count = RANDOM_VALIDATION_SAMPLES
+        held_out = Samples({n: rng.standard_normal((count, *x.shape[1:])).astype(x.dtype)
+                            if x.dtype.kind == "f" else np.repeat(x[:1], count, axis=0)
+                            for n, x in zip(source.input_names, source.example_inputs)})
+        kind = "random"
+    held_out = held_out.take(0, config.validation_samples)
+    return calibration, held_out, kind
+
+
+def _check_device(config: ConversionConfig) -> None:
+    if config.device is None:
+        return
+    try:
+        from edgepack import devices
+    except ImportError:
+        log.warning("edgepack.devices is not available; --device %s is not checked",
+                    config.device)
+        return
+    refuse = getattr(devices, "refuse_reason", None)
+    if refuse is None:
+        return
+    reason = refuse(config.device, config.target, config.quantization.mode)
+    if reason:
+        raise ConversionError(f"device {config.device}: {reason}")
+
+
+def _edgepack_version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("edgepack")
+    except Exception:  # not installed as a distribution (e.g. running from a checkout)
+        return "0.1.0"

@@ -1,0 +1,183 @@
+"""Validation: the source model and the packed bundle run on the same held-out samples.
+
+The bundle is loaded through `edgepack.runtime.load`, exactly as a device would load it, so
+what is measured is what ships. Numbers are collected for every output first, then all
+failures are reported together in one ValidationError that carries the full report.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edgepack.runtime.errors import ValidationError
+
+from .artifacts import ConvertedModel, SourceModel
+from .calibration import Samples
+from .config import Tolerances
+
+log = logging.getLogger(__name__)
+
+#: Samples per run when the model's batch axis is dynamic.
+BATCH = 64
+
+
+def run_bundle(bundle_path: Path, converted: ConvertedModel, source: SourceModel,
+               inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Run the bundle on float source-ordered inputs; float outputs in source output order."""
+    from edgepack.runtime import load
+    with load(bundle_path) as model:
+        specs = list(model.inputs)
+        mapping = dict(converted.input_map or {})
+        names = [mapping.get(n, specs[i].name if i < len(specs) else n)
+                 for i, n in enumerate(source.input_names)]
+        by_name = {s.name: s for s in specs}
+        batch = specs[0].shape[0] if specs and specs[0].shape and specs[0].shape[0] > 0 else BATCH
+        chunks: list[list[np.ndarray]] = []
+        for start in range(0, len(inputs[0]), batch):
+            feeds = {name: _to_model(x[start:start + batch], by_name[name])
+                     for name, x in zip(names, inputs)}
+            raw = model.run(feeds)
+            chunks.append([_from_model(raw[s.name], s) for s in model.outputs])
+    outputs = [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+    order = converted.output_order or tuple(range(len(outputs)))
+    by_source = [None] * len(outputs)
+    for bundle_index, source_index in enumerate(order):
+        by_source[source_index] = outputs[bundle_index]
+    return by_source
+
+
+def run_source(source: SourceModel, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    chunks = [source.run([x[start:start + BATCH] for x in inputs])
+              for start in range(0, len(inputs[0]), BATCH)]
+    return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
+
+
+def _to_model(x: np.ndarray, spec) -> np.ndarray:
+    if spec.quantization is not None and spec.dtype in ("int8", "uint8"):
+        q = spec.quantization
+        info = np.iinfo(spec.dtype)
+        values = np.round(x / q.scale[0]) + q.zero_point[0]
+        return np.clip(values, info.min, info.max).astype(spec.dtype)
+    return np.ascontiguousarray(x, dtype=spec.dtype)
+
+
+def _from_model(y: np.ndarray, spec) -> np.ndarray:
+    if spec.quantization is not None and np.asarray(y).dtype.kind in "iu":
+        q = spec.quantization
+        return (np.asarray(y, dtype=np.float32) - q.zero_point[0]) * q.scale[0]
+    return np.asarray(y, dtype=np.float32)
+
+
+def output_stats(reference: np.ndarray, produced: np.ndarray) -> dict[str, Any]:
+    """Per-output numbers: errors, cosine, agreement, and the never-pass flags."""
+    ref = np.asarray(reference, dtype=np.float64)
+    got = np.asarray(produced, dtype=np.float64)
+    if ref.shape != got.shape:
+        return {"shape_mismatch": [list(ref.shape), list(got.shape)], "finite": True,
+                "constant": False}
+    finite = bool(np.all(np.isfinite(got)))
+    stats: dict[str, Any] = {"finite": finite}
+    if not finite:
+        stats["nonfinite"] = int(np.count_nonzero(~np.isfinite(got)))
+        got = np.nan_to_num(got, nan=0.0, posinf=0.0, neginf=0.0)
+    diff = np.abs(ref - got)
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    a, b = ref.ravel(), got.ravel()
+    norms = float(np.linalg.norm(a) * np.linalg.norm(b))
+    stats.update(
+        max_abs=float(diff.max()) if diff.size else 0.0,
+        mean_abs=float(diff.mean()) if diff.size else 0.0,
+        rel_error=float(diff.max() / scale) if scale > 0 else float(diff.max() if diff.size else 0),
+        cosine=float(np.dot(a, b) / norms) if norms > 0 else float(np.allclose(a, b)),
+    )
+    # A model that answers the same thing for every sample has collapsed (e.g. a broken
+    # quantization range); it fails even if the source itself is nearly constant.
+    stats["constant"] = bool(len(got) > 1 and np.ptp(got, axis=0).max() == 0.0)
+    if ref.ndim == 2 and ref.shape[1] > 1:
+        stats["top1_agreement"] = float(np.mean(ref.argmax(1) == got.argmax(1)))
+    return stats
+
+
+def validate(source: SourceModel, converted: ConvertedModel, bundle_path: Path,
+             samples: Samples, tolerances: Tolerances, data_kind: str,
+             output_names: Sequence[str]) -> dict[str, Any]:
+    """Compare source and bundle on `samples`; return the manifest `validation` record.
+
+    The record has `passed`, `failures` (what was outside tolerance) and `fatal`
+    (inf/NaN/constant/shape problems, which no --accept can wave through).
+    """
+    inputs = [samples.arrays[n] for n in source.input_names]
+    reference = run_source(source, inputs)
+    produced = run_bundle(bundle_path, converted, source, inputs)
+    outputs, failures, fatal = {}, [], []
+    for name, ref, got in zip(output_names, reference, produced):
+        stats = output_stats(ref, got)
+        outputs[name] = stats
+        if "shape_mismatch" in stats:
+            fatal.append(f"{name}: shape {stats['shape_mismatch'][1]} instead of "
+                         f"{stats['shape_mismatch'][0]}")
+            continue
+        if not stats["finite"]:
+            fatal.append(f"{name}: {stats['nonfinite']} inf/NaN values")
+        if stats["constant"]:
+            fatal.append(f"{name}: the same output for every sample")
+        if stats["cosine"] < tolerances.min_cosine:
+            failures.append(f"{name}: cosine {stats['cosine']:.6f} < {tolerances.min_cosine}")
+        if stats["rel_error"] > tolerances.max_rel_error:
+            failures.append(f"{name}: relative max error {stats['rel_error']:.4g} > "
+                            f"{tolerances.max_rel_error}")
+        agreement = stats.get("top1_agreement")
+        if agreement is not None and agreement < tolerances.min_top1_agreement:
+            failures.append(f"{name}: top-1 agreement {agreement:.4f} < "
+                            f"{tolerances.min_top1_agreement}")
+    report: dict[str, Any] = {"samples": len(inputs[0]), "data": data_kind, "outputs": outputs}
+    first = next((s for s in outputs.values() if "top1_agreement" in s), None)
+    if first is not None:
+        report["top1_agreement"] = first["top1_agreement"]
+    if samples.labels is not None and reference and reference[0].ndim == 2:
+        labels = samples.labels.astype(np.int64)
+        src_acc = float(np.mean(reference[0].argmax(1) == labels))
+        got_acc = float(np.mean(np.nan_to_num(produced[0]).argmax(1) == labels))
+        drop = (src_acc - got_acc) * 100.0
+        report["task"] = {"metric": "accuracy", "source": src_acc, "bundle": got_acc,
+                          "drop_points": drop}
+        if drop > tolerances.max_drop:
+            failures.append(f"accuracy drop {drop:.2f} points > {tolerances.max_drop}")
+    report.update(tolerances=tolerances.to_dict(), passed=not failures and not fatal,
+                  failures=failures, fatal=fatal)
+    return report
+
+
+def raise_if_failed(report: dict[str, Any], accept: bool) -> None:
+    """ValidationError unless the report passed, or failed only softly and `accept`."""
+    if report["fatal"]:
+        raise ValidationError("the converted model is broken, not just inaccurate: "
+                              + "; ".join(report["fatal"]), report)
+    if report["failures"] and not accept:
+        raise ValidationError(
+            "validation outside tolerance: " + "; ".join(report["failures"])
+            + " (pass --accept to keep the bundle anyway, or loosen with --max-drop/tolerances)",
+            report)
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The validation report as a small text table (used by the CLI)."""
+    rows = [("output", "max_abs", "mean_abs", "rel_err", "cosine", "top1")]
+    for name, s in report.get("outputs", {}).items():
+        rows.append((name, f"{s.get('max_abs', float('nan')):.3g}",
+                     f"{s.get('mean_abs', float('nan')):.3g}",
+                     f"{s.get('rel_error', float('nan')):.3g}",
+                     f"{s.get('cosine', float('nan')):.6f}",
+                     f"{s['top1_agreement']:.4f}" if "top1_agreement" in s else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
+    task = report.get("task")
+    if task:
+        lines.append(f"accuracy: source {task['source'] * 100:.2f}%  bundle "
+                     f"{task['bundle'] * 100:.2f}%  drop {task['drop_points']:.2f} pt")
+    lines.append(f"samples: {report.get('samples')} ({report.get('data')})  "
+                 f"{'PASSED' if report.get('passed') else 'FAILED'}")
+    return "\n".join(lines)

@@ -1,0 +1,54 @@
+"""`edgepack.convert(...)`: the one-call conversion API (a thin layer over edgepack.converters)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from edgepack.converters import (CalibrationConfig, ConversionConfig, ConversionResult,
+                                 QuantizationConfig, Tolerances, convert_model)
+
+
+def convert(source: Any, out: str | Path, *, target: str = "onnx", quantize: str = "none",
+            example_inputs: Any = None, input_shapes: Sequence[Sequence[int]] | None = None,
+            weights: str | Path | None = None,
+            calibration_data: Any = None, calibration_method: str = "minmax",
+            calibration_samples: int = 200, per_channel: bool = True, int8_io: bool = False,
+            validation_data: Any = None, validation_labels: Any = None,
+            validation_samples: int = 256, max_drop: float | None = None,
+            tolerances: Tolerances | None = None, accept: bool = False,
+            name: str | None = None, version: str = "1.0.0",
+            labels: Sequence[str] | None = None,
+            preprocess: Mapping[str, list] | None = None,
+            postprocess: Mapping[str, list] | None = None,
+            opset: int = 18, dynamic_batch: bool = True, nhwc: bool = False,
+            device: str | None = None, directory: bool = False) -> ConversionResult:
+    """Convert a PyTorch/Keras/ONNX/TFLite model into a validated bundle at `out`.
+
+    source: a live torch.nn.Module / keras.Model, a model file (.pt2, TorchScript .pt,
+        .keras, .h5, SavedModel dir, .onnx, .tflite) or "module:factory" (+ `weights`).
+    target: "onnx" or "tflite".  quantize: "none", "fp16", "dynamic" or "int8".
+    calibration_data (int8): .npy/.npz path, image folder, array, dict or iterable.
+    validation_data/validation_labels: held-out samples (and integer labels for accuracy);
+        without them a tail of the calibration data is held out, else seeded random inputs.
+    max_drop: allowed accuracy drop in points (overrides the mode's default).
+    accept: keep a bundle whose validation is outside tolerance (never one with inf/NaN or
+        constant outputs).
+
+    Returns a ConversionResult (path, validation report, model size). Raises
+    ConversionError, ValidationError (with `.report`) or EngineNotInstalledError.
+    """
+    quantization = QuantizationConfig(
+        mode=quantize, per_channel=per_channel, int8_io=int8_io,
+        calibration=CalibrationConfig(method=calibration_method, samples=calibration_samples))
+    if tolerances is None and max_drop is not None:
+        tolerances = Tolerances.for_mode(quantize, max_drop=max_drop)
+    config = ConversionConfig(
+        target=target, quantization=quantization, tolerances=tolerances, accept=accept,
+        opset=opset, dynamic_batch=dynamic_batch, nhwc=nhwc,
+        validation_samples=validation_samples, name=name or Path(out).stem, version=version,
+        preprocess=preprocess, postprocess=postprocess,
+        labels=tuple(labels) if labels is not None else None, device=device)
+    return convert_model(source, out, config, example_inputs=example_inputs,
+                         input_shapes=input_shapes, weights=weights,
+                         calibration_data=calibration_data, validation_data=validation_data,
+                         validation_labels=validation_labels, directory=directory)
