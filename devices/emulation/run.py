@@ -1,0 +1,244 @@
+"""Run a bundle on the host and inside an emulated ARM userland, then compare the outputs.
+
+Rules: outputs of integer dtype, and every output of an int8-quantized bundle, must be
+bit-exact (integer kernels have one right answer); float outputs of float bundles must be
+within ``atol + rtol * |host|`` element-wise (different SIMD code paths and FMA contraction
+change the last bits).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from edgepack.devices.catalog import Profile, load_profile
+from edgepack.devices.emulation.environment import Progress, ensure_environment
+from edgepack.runtime.errors import DeviceError, InputError
+
+log = logging.getLogger(__name__)
+
+RUNNER = Path(__file__).with_name("runner.py")
+RUN_TIMEOUT_S = 900
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Float outputs of float bundles: |device - host| <= atol + rtol * |host|."""
+
+    atol: float = 1e-4
+    rtol: float = 1e-3
+
+
+@dataclass(frozen=True)
+class OutputComparison:
+    """One output: the rule applied and how far the emulated device was from the host."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    rule: str            # "exact" | "tolerance"
+    max_abs: float
+    mismatches: int      # elements breaking the rule
+    ok: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.shape),
+                "rule": self.rule, "max_abs": self.max_abs, "mismatches": self.mismatches,
+                "ok": self.ok}
+
+
+@dataclass(frozen=True)
+class EmulationResult:
+    """What `emulate` found."""
+
+    device: str
+    arch: str
+    qemu_cpu: str
+    host_engine: str
+    device_engine: str
+    outputs: tuple[OutputComparison, ...]
+    tolerance: Tolerance
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when every output obeys its rule."""
+        return all(o.ok for o in self.outputs)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"device": self.device, "arch": self.arch, "qemu_cpu": self.qemu_cpu,
+                "host_engine": self.host_engine, "device_engine": self.device_engine,
+                "ok": self.ok, "tolerance": {"atol": self.tolerance.atol,
+                                             "rtol": self.tolerance.rtol},
+                "outputs": [o.to_dict() for o in self.outputs], "seconds": self.seconds}
+
+
+def _stage_runtime(workdir: Path) -> Path:
+    """A PYTHONPATH dir holding `edgepack.runtime` only (the guest has no click, onnx, ...).
+
+    The installed package layout maps folders onto one namespace, so the source tree cannot
+    go on PYTHONPATH as is: link the runtime package under a bare `edgepack/`.
+    """
+    import edgepack.runtime
+
+    src = workdir / "src"
+    (src / "edgepack").mkdir(parents=True)
+    (src / "edgepack" / "__init__.py").write_text("")
+    (src / "edgepack" / "runtime").symlink_to(Path(edgepack.runtime.__file__).parent)
+    return src
+
+
+def default_inputs(bundle_path: str | os.PathLike, seed: int = 0) -> dict[str, Any]:
+    """Seeded random inputs matching the bundle's input specs (dynamic dims -> 1)."""
+    import numpy as np
+
+    from edgepack.runtime import read_bundle
+
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in read_bundle(bundle_path).manifest.inputs:
+        shape = tuple(1 if d < 0 else d for d in spec.shape)
+        dtype = np.dtype(spec.dtype)
+        if dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            feeds[spec.name] = rng.integers(max(info.min, -128), min(info.max, 255) + 1,
+                                            size=shape, dtype=dtype)
+        elif dtype.kind == "b":
+            feeds[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
+        else:
+            feeds[spec.name] = rng.normal(size=shape).astype(dtype)
+    return feeds
+
+
+def load_inputs(bundle_path: str | os.PathLike, files: Sequence[str | os.PathLike]) -> dict:
+    """Inputs from .npy (one per bundle input, in order) or .npz (keyed by input name)."""
+    import numpy as np
+
+    from edgepack.runtime import read_bundle
+
+    names = [s.name for s in read_bundle(bundle_path).manifest.inputs]
+    feeds: dict[str, Any] = {}
+    npy = []
+    for f in files:
+        path = Path(f)
+        if not path.is_file():
+            raise InputError(f"input file {path} does not exist")
+        if path.suffix == ".npz":
+            with np.load(path) as data:
+                feeds.update({k: data[k] for k in data.files})
+        elif path.suffix == ".npy":
+            npy.append(np.load(path))
+        else:
+            raise InputError(f"input file {path}: use .npy (one array per input, in order) "
+                             "or .npz (arrays named like the inputs)")
+    if npy:
+        if len(npy) > len(names):
+            raise InputError(f"{len(npy)} .npy files for {len(names)} inputs {names}")
+        feeds.update(zip(names, npy))
+    missing = [n for n in names if n not in feeds]
+    if missing:
+        raise InputError(f"no data for input(s) {missing}; the bundle's inputs are {names}")
+    return feeds
+
+
+def _run(cmd: list[str], env: dict, where: str) -> float:
+    start = time.monotonic()
+    try:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                              timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        raise DeviceError(f"{where} run gave no answer after {RUN_TIMEOUT_S} s") from e
+    if done.returncode != 0:
+        tail = "\n".join(done.stderr.strip().splitlines()[-6:])
+        crash = (f" (killed by signal {-done.returncode})" if done.returncode < 0 else "")
+        if "uncaught target signal" in done.stderr:
+            crash = " (the program crashed under emulation)"
+        raise DeviceError(f"{where} run failed with exit {done.returncode}{crash}:\n{tail}")
+    return time.monotonic() - start
+
+
+def _compare(name: str, host, device, strict: bool, tol: Tolerance) -> OutputComparison:
+    import numpy as np
+
+    shape = tuple(host.shape)
+    if device.shape != host.shape or device.dtype != host.dtype:
+        return OutputComparison(name, str(host.dtype), shape, "exact", float("inf"),
+                                int(host.size), False)
+    exact = strict or host.dtype.kind in "iub"
+    if host.dtype.kind in "iub":
+        diff = np.abs(host.astype(np.int64) - device.astype(np.int64))
+    else:
+        diff = np.abs(host.astype(np.float64) - device.astype(np.float64))
+    max_abs = float(diff.max()) if diff.size else 0.0
+    if exact:
+        bad = int(np.count_nonzero(diff))
+    else:
+        bad = int(np.count_nonzero(diff > tol.atol + tol.rtol * np.abs(host)))
+    return OutputComparison(name, str(host.dtype), shape, "exact" if exact else "tolerance",
+                            max_abs, bad, bad == 0)
+
+
+def _is_int8_bundle(bundle_path) -> bool:
+    from edgepack.runtime import read_bundle
+
+    from edgepack.devices.check import _subject
+
+    return _subject(read_bundle(bundle_path)).quantization == "int8"
+
+
+def emulate(bundle_path: str | os.PathLike, device: str | Profile,
+            inputs: dict[str, Any] | None = None, *, threads: int = 1,
+            tolerance: Tolerance = Tolerance(), cache_dir: str | os.PathLike | None = None,
+            rebuild: bool = False, progress: Progress | None = None) -> EmulationResult:
+    """Run `bundle_path` on the host and under qemu as `device`; compare outputs.
+
+    `inputs`: dict of arrays keyed by input name (default: seeded random inputs from the
+    specs). `threads`: engine threads on both sides (1 keeps runs reproducible and light).
+    Returns an EmulationResult (`.ok`). Raises DeviceError when the environment cannot be
+    built or either run fails (a crash under emulation is reported as such).
+    """
+    import numpy as np
+
+    profile = load_profile(device)
+    env_info = ensure_environment(profile, cache_dir=cache_dir, rebuild=rebuild,
+                                  progress=progress)
+    bundle = Path(bundle_path).resolve()
+    feeds = inputs if inputs is not None else default_inputs(bundle)
+    strict = _is_int8_bundle(bundle)
+    work = Path(tempfile.mkdtemp(prefix="edgepack-emulate-"))
+    try:
+        src = _stage_runtime(work)
+        np.savez(work / "inputs.npz", **feeds)
+        base_env = {k: v for k, v in os.environ.items()
+                    if not k.startswith(("PYTHON", "OPENBLAS", "LD_", "QEMU_"))}
+        host_env = dict(base_env, PYTHONPATH=str(src), PYTHONNOUSERSITE="1")
+        host_s = _run([sys.executable, str(RUNNER), str(bundle), str(work / "inputs.npz"),
+                       str(work / "host.npz"), str(threads)], host_env, "host")
+        guest_env = dict(base_env, PYTHONPATH=f"{src}:{env_info.site}", PYTHONNOUSERSITE="1")
+        cmd = [env_info.qemu, "-cpu", env_info.qemu_cpu, "-L", env_info.view, env_info.python,
+               str(RUNNER), str(bundle), str(work / "inputs.npz"), str(work / "device.npz"),
+               str(threads)]
+        if progress:
+            progress(f"[emulation] running {bundle.name} on {profile.name} "
+                     f"(qemu {env_info.qemu_cpu})")
+        dev_s = _run(cmd, guest_env, f"emulated {profile.name} ({env_info.qemu_cpu})")
+        with np.load(work / "host.npz") as h, np.load(work / "device.npz") as d:
+            names = [n for n in h.files if not n.startswith("__")]
+            outs = tuple(_compare(n, h[n], d[n], strict, tolerance) if n in d.files else
+                         OutputComparison(n, str(h[n].dtype), tuple(h[n].shape), "exact",
+                                          float("inf"), int(h[n].size), False)
+                         for n in names)
+            host_engine, dev_engine = str(h["__engine__"]), str(d["__engine__"])
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return EmulationResult(profile.name, profile.arch, env_info.qemu_cpu, host_engine,
+                           dev_engine, outs, tolerance,
+                           {"environment_build": round(env_info.built_seconds, 2),
+                            "host_run": round(host_s, 2), "emulated_run": round(dev_s, 2)})
