@@ -86,6 +86,8 @@ class _Table:
         self.buf = buf
         self.pos = pos
         self._vt = pos - _i32(buf, pos)
+        if not 0 <= self._vt < len(buf) - 4:
+            raise struct.error(f"vtable offset {self._vt} outside the buffer")
         self._vt_len = _u16(buf, self._vt)
 
     def _field(self, index: int) -> int:
@@ -103,6 +105,17 @@ class _Table:
         loc = self._field(index)
         return loc + _u32(self.buf, loc) if loc else 0
 
+    def _vector(self, index: int, itemsize: int) -> tuple[int, int]:
+        """(start of elements, count) of a vector field; bounds-checked so a corrupt length
+        cannot make the reader loop over gigabytes."""
+        t = self._target(index)
+        if not t:
+            return 0, 0
+        n = _u32(self.buf, t)
+        if t + 4 + n * itemsize > len(self.buf):
+            raise struct.error(f"vector of {n} items at {t} runs past the end of the file")
+        return t + 4, n
+
     def table(self, index: int) -> "_Table | None":
         t = self._target(index)
         return _Table(self.buf, t) if t else None
@@ -114,27 +127,17 @@ class _Table:
         n = _u32(self.buf, t)
         return self.buf[t + 4:t + 4 + n].decode("utf-8", "replace")
 
-    def vector_len(self, index: int) -> int:
-        t = self._target(index)
-        return _u32(self.buf, t) if t else 0
+    def vector_len(self, index: int, itemsize: int = 1) -> int:
+        return self._vector(index, itemsize)[1]
 
     def scalars(self, index: int, fmt: str) -> tuple:
-        t = self._target(index)
-        if not t:
-            return ()
-        n = _u32(self.buf, t)
-        return struct.unpack_from(f"<{n}{fmt}", self.buf, t + 4)
+        start, n = self._vector(index, struct.calcsize("<" + fmt))
+        return struct.unpack_from(f"<{n}{fmt}", self.buf, start) if n else ()
 
     def tables(self, index: int) -> list["_Table"]:
-        t = self._target(index)
-        if not t:
-            return []
-        n = _u32(self.buf, t)
-        out = []
-        for i in range(n):
-            loc = t + 4 + 4 * i
-            out.append(_Table(self.buf, loc + _u32(self.buf, loc)))
-        return out
+        start, n = self._vector(index, 4)
+        return [_Table(self.buf, start + 4 * i + _u32(self.buf, start + 4 * i))
+                for i in range(n)]
 
 
 def _u16(b: bytes, p: int) -> int:
@@ -175,7 +178,7 @@ def _read_tensor(t: _Table, buffers: list[_Table]) -> TensorInfo:
         b = buffers[buffer_index]
         has_data = b.vector_len(0) > 0 or b.scalar(2, "Q", 0) > 0
     q = t.table(4)
-    scales = q.vector_len(2) if q is not None else 0
+    scales = q.vector_len(2, 4) if q is not None else 0
     return TensorInfo(t.string(3) or "", dtype, tuple(t.scalars(0, "i")), has_data, scales)
 
 
