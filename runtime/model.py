@@ -80,16 +80,16 @@ class Model:
     # -- raw tensors --------------------------------------------------------------------
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run the model on raw tensors keyed by input name; returns raw outputs by name."""
-        if not isinstance(feeds, Mapping):
-            raise InputError(f"run() takes a dict of input name -> array, got {type(feeds).__name__}")
+        if type(feeds) is not dict:  # exact-type test first: this is the hot path
+            if not isinstance(feeds, Mapping):
+                raise InputError(
+                    f"run() takes a dict of input name -> array, got {type(feeds).__name__}")
+            feeds = dict(feeds)
         if len(feeds) != len(self._checks):
             self._explain_names(feeds)
         for check in self._checks:
-            value = feeds.get(check.name)
-            if value is None:
-                self._explain_names(feeds)
-            check(value)
-        return self._engine.run(dict(feeds))
+            check(feeds.get(check.name, _MISSING), self, feeds)
+        return self._engine.run(feeds)
 
     def _explain_names(self, feeds: Mapping[str, Any]):
         expected = [s.name for s in self.inputs]
@@ -151,25 +151,39 @@ class Model:
         return f"<edgepack Model {self.name} {self.version} on {self.engine_name}>"
 
 
+_MISSING = object()
+
+
 class _Check:
     """Precomputed spec check: run() sits on the hot path, so avoid per-call work."""
 
-    __slots__ = ("name", "spec", "dtype", "rank", "static")
+    __slots__ = ("name", "spec", "dtype", "exact", "rank", "static")
 
     def __init__(self, spec: TensorSpec):
         self.name, self.spec = spec.name, spec
         self.dtype = np.dtype(spec.dtype) if spec.dtype != "string" else None
+        self.exact = spec.shape if -1 not in spec.shape else None
         self.rank = len(spec.shape)
-        self.static = [(i, d) for i, d in enumerate(spec.shape) if d != -1]
+        self.static = tuple((i, d) for i, d in enumerate(spec.shape) if d != -1)
 
-    def __call__(self, value: Any) -> None:
-        if not isinstance(value, np.ndarray):
-            raise InputError(f"input {self.name!r} must be a numpy array, got "
-                             f"{type(value).__name__}; wrap it with numpy.asarray")
-        shape = value.shape
-        if (self.dtype is not None and value.dtype != self.dtype) or len(shape) != self.rank \
-                or any(shape[i] != d for i, d in self.static):
+    def __call__(self, value: Any, model: "Model", feeds: Mapping[str, Any]) -> None:
+        if type(value) is not np.ndarray:
+            if value is _MISSING:
+                model._explain_names(feeds)
+            if not isinstance(value, np.ndarray):
+                raise InputError(f"input {self.name!r} must be a numpy array, got "
+                                 f"{type(value).__name__}; wrap it with numpy.asarray")
+        dtype = value.dtype
+        if dtype is not self.dtype and self.dtype is not None and dtype != self.dtype:
             self.spec.check(value)
+        shape = value.shape
+        if shape == self.exact:
+            return
+        if len(shape) != self.rank:
+            self.spec.check(value)
+        for i, d in self.static:
+            if shape[i] != d:
+                self.spec.check(value)
 
 
 def _fit(value: np.ndarray, spec: TensorSpec) -> np.ndarray:

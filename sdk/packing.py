@@ -2,12 +2,17 @@
 from __future__ import annotations
 
 import json
-import tomllib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgepack.runtime.errors import ManifestError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10 (e.g. Ubuntu 22.04 on a Jetson)
+    import tomli as tomllib
 
 
 @dataclass(frozen=True)

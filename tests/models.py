@@ -5,14 +5,14 @@ import numpy as np
 
 
 def onnx_conv_classifier(seed: int = 0, channels: int = 3, size: int = 8, classes: int = 4,
-                         opset: int = 17) -> bytes:
+                         opset: int = 17, width: int = 8) -> bytes:
     """NCHW conv -> relu -> global average pool -> flatten -> gemm; dynamic batch."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
     rng = np.random.default_rng(seed)
-    w = rng.standard_normal((8, channels, 3, 3)).astype(np.float32) * 0.3
-    b = rng.standard_normal(8).astype(np.float32) * 0.1
-    fc = rng.standard_normal((classes, 8)).astype(np.float32)
+    w = rng.standard_normal((width, channels, 3, 3)).astype(np.float32) * 0.3
+    b = rng.standard_normal(width).astype(np.float32) * 0.1
+    fc = rng.standard_normal((classes, width)).astype(np.float32)
     fcb = rng.standard_normal(classes).astype(np.float32) * 0.1
     nodes = [
         helper.make_node("Conv", ["x", "w", "b"], ["c"], pads=[1, 1, 1, 1]),
@@ -59,21 +59,23 @@ def onnx_two_input_state_model(seed: int = 0, features: int = 5, hidden: int = 3
     return model.SerializeToString()
 
 
-def keras_conv_classifier(seed: int = 0, size: int = 8, channels: int = 3, classes: int = 4):
+def keras_conv_classifier(seed: int = 0, size: int = 8, channels: int = 3, classes: int = 4,
+                          width: int = 8):
     """A small functional Keras CNN (NHWC)."""
     import tensorflow as tf
     tf.keras.utils.set_random_seed(seed)
     inputs = tf.keras.Input((size, size, channels), name="image")
-    x = tf.keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = tf.keras.layers.Conv2D(width, 3, padding="same", activation="relu")(inputs)
     x = tf.keras.layers.GlobalAveragePooling2D()(x)
     outputs = tf.keras.layers.Dense(classes, name="logits")(x)
     return tf.keras.Model(inputs, outputs)
 
 
-def tflite_conv_classifier(seed: int = 0, int8: bool = False, size: int = 8) -> bytes:
+def tflite_conv_classifier(seed: int = 0, int8: bool = False, size: int = 8,
+                           width: int = 8) -> bytes:
     """The Keras CNN above as float TFLite, or full-int8 with int8 I/O when `int8`."""
     import tensorflow as tf
-    model = keras_conv_classifier(seed, size=size)
+    model = keras_conv_classifier(seed, size=size, width=width)
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if int8:
         rng = np.random.default_rng(seed)

@@ -40,6 +40,7 @@ class LiteRTEngine:
         self._outputs = self.interpreter.get_output_details()
         self._input_index = {d["name"]: d["index"] for d in self._inputs}
         self._shapes = {d["name"]: tuple(d["shape"]) for d in self._inputs}
+        self._output_index = [(d["name"], d["index"]) for d in self._outputs]
         # An interpreter owns mutable tensor buffers: one invocation at a time.
         self._lock = threading.Lock()
 
@@ -51,22 +52,28 @@ class LiteRTEngine:
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         interp = self.interpreter
+        shapes = self._shapes
         with self._lock:
             try:
-                resized = False
                 for name, value in feeds.items():
-                    if value.shape != self._shapes[name]:
-                        interp.resize_tensor_input(self._input_index[name], value.shape)
-                        self._shapes[name] = value.shape
-                        resized = True
-                if resized:
-                    interp.allocate_tensors()
+                    if value.shape != shapes[name]:
+                        self._resize(feeds)
+                        break
                 for name, value in feeds.items():
                     interp.set_tensor(self._input_index[name], value)
                 interp.invoke()
-                return {d["name"]: interp.get_tensor(d["index"]) for d in self._outputs}
+                return {name: interp.get_tensor(index) for name, index in self._output_index}
             except (ValueError, RuntimeError) as e:
                 raise EngineError(f"LiteRT failed to run the model: {e}") from e
+
+    def _resize(self, feeds: dict[str, np.ndarray]) -> None:
+        # Dynamic dims (e.g. batch): resize every input that changed, then re-plan memory
+        # once, before any tensor of this call is set (allocation clears input buffers).
+        for name, value in feeds.items():
+            if value.shape != self._shapes[name]:
+                self.interpreter.resize_tensor_input(self._input_index[name], value.shape)
+                self._shapes[name] = value.shape
+        self.interpreter.allocate_tensors()
 
     def close(self) -> None:
         self.interpreter = None
