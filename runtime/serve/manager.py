@@ -59,7 +59,7 @@ class VersionState:
 
     model: str
     version: str
-    state: str          # "READY" | "UNAVAILABLE"
+    state: str          # "READY" | "LOADING" (seen, waiting to settle) | "UNAVAILABLE"
     reason: str = ""
 
 
@@ -96,6 +96,7 @@ class ModelManager:
         self._state: dict[str, dict[str, LoadedVersion]] = {}
         self._failed: dict[tuple[str, str], tuple[Fingerprint, str]] = {}
         self._seen: dict[tuple[str, str], Fingerprint] = {}
+        self._pending: set[tuple[str, str]] = set()
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self.synced = threading.Event()
@@ -132,17 +133,19 @@ class ModelManager:
         with self._sync_lock:
             candidates = scan(self.root)
             by_model: dict[str, dict[str, Candidate]] = {}
+            pending: set[tuple[str, str]] = set()
             for (model, version), cand in candidates.items():
                 by_model.setdefault(model, {})[version] = cand
-            new_state = {model: self._select(model, versions, settle)
+            new_state = {model: self._select(model, versions, settle, pending)
                          for model, versions in by_model.items()}
+            self._pending = pending     # replaced whole: index() never sees a partial set
             self._seen = {key: cand.fingerprint for key, cand in candidates.items()}
             self._failed = {k: v for k, v in self._failed.items() if k in candidates}
             self._publish(new_state)
             self.synced.set()
 
-    def _select(self, model: str, versions: dict[str, Candidate], settle: bool
-                ) -> dict[str, LoadedVersion]:
+    def _select(self, model: str, versions: dict[str, Candidate], settle: bool,
+                pending: set[tuple[str, str]]) -> dict[str, LoadedVersion]:
         policy = self.config.policy_for(model)
         current = self._state.get(model, {})
         ordered = sorted(versions, key=version_key, reverse=True)
@@ -160,6 +163,8 @@ class ModelManager:
             failed = self._failed.get(key)
             not_settled = settle and self._seen.get(key) != cand.fingerprint
             if (failed is not None and failed[0] == cand.fingerprint) or not_settled:
+                if not_settled and not (failed is not None and failed[0] == cand.fingerprint):
+                    pending.add(key)
                 if loaded is not None:          # replaced in place: keep the old bytes serving
                     keep[version] = loaded
                 continue
@@ -255,11 +260,15 @@ class ModelManager:
             state = {m: dict(v) for m, v in self._state.items()}
             failed = dict(self._failed)
             seen = set(self._seen)
+            pending = set(self._pending)
         rows = []
         for model, version in sorted(seen | {(m, v) for m in state for v in state[m]},
                                      key=lambda k: (k[0], version_key(k[1]))):
             if version in state.get(model, {}):
                 rows.append(VersionState(model, version, "READY"))
+            elif (model, version) in pending:
+                rows.append(VersionState(model, version, "LOADING",
+                                         "new or changed; loads once its files stop changing"))
             else:
                 reason = failed[(model, version)][1] if (model, version) in failed else \
                     "not selected by the version policy"
