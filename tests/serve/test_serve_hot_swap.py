@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_adder
+from serve_fixtures import make_adder
 from edgepack.runtime.serve import ModelServer, ServeConfig
 
 CLIENTS = 8

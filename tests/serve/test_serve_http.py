@@ -11,7 +11,7 @@ import struct
 import numpy as np
 import pytest
 
-from conftest import COLOR_LABELS, call, post_json
+from serve_fixtures import COLOR_LABELS, call, post_json
 
 
 def infer_url(server, model="adder", version=None):

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from conftest import call
+from serve_fixtures import call
 
 click = pytest.importorskip("click")
 from click.testing import CliRunner  # noqa: E402

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import adder_onnx, call, make_adder, post_json
+from serve_fixtures import adder_onnx, call, make_adder, post_json
 from edgepack.runtime import pack_bundle
 from edgepack.runtime.serve import ModelServer, ServeConfig
 
