@@ -72,6 +72,7 @@ class V2Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self, method: str) -> None:
         self._status = 500
+        self._consumed = False      # request body read (or discarded) yet?
         try:
             self._route(method, urlsplit(self.path).path)
         except RequestError as exc:
@@ -228,6 +229,7 @@ class V2Handler(BaseHTTPRequestHandler):
 
     def _drain_body(self) -> None:
         """Read and drop a body we refuse, keeping the connection in a known state."""
+        self._consumed = True
         length = self._content_length()
         if length > _DRAIN_LIMIT:
             self.close_connection = True
@@ -240,6 +242,7 @@ class V2Handler(BaseHTTPRequestHandler):
             length -= len(chunk)
 
     def _read_body(self) -> bytes:
+        self._consumed = True
         length = self._content_length()
         limit = self.app.config.max_body_bytes
         if length > limit:
@@ -273,6 +276,13 @@ class V2Handler(BaseHTTPRequestHandler):
                    "application/json")
 
     def _fail(self, status: int, message: str) -> None:
+        if not self._consumed:
+            # A refusal before the body was read (wrong route or method) must still take the
+            # body off the stream, or the next request on this connection would start in it.
+            try:
+                self._drain_body()
+            except RequestError:
+                self.close_connection = True
         if status >= 500:
             log.error("answering %d to %s %s: %s", status, self.command, self.path, message)
         self._send(status, error_body(message), "application/json")

@@ -185,6 +185,14 @@ def test_errors_keep_the_keepalive_connection_usable(server):
         resp = conn.getresponse()
         assert resp.status == 405
         resp.read()
+        # Refused before the body is read: the body must still be taken off the stream.
+        for method, path, status in (("POST", "/v2/nope", 404),
+                                     ("POST", "/v2/health/live", 405),
+                                     ("POST", "/v2/models/adder/infer", 200)):
+            conn.request(method, path, json.dumps(_adder()).encode())
+            resp = conn.getresponse()
+            resp.read()
+            assert resp.status == status, (method, path)
     finally:
         conn.close()
 

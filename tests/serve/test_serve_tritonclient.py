@@ -69,3 +69,21 @@ def test_errors_surface_as_client_exceptions(client):
         client.infer("adder", [inp])
     with pytest.raises(InferenceServerException, match="unknown model"):
         client.infer("nosuch", [inp])
+
+
+def test_jpeg_through_the_bundle_pipeline(client):
+    pytest.importorskip("PIL")
+    import io
+    import json
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (20, 40, 220)).save(buf, format="JPEG")
+    inp = httpclient.InferInput("image", [1], "BYTES")
+    inp.set_data_from_numpy(np.array([buf.getvalue()], dtype=object))
+    result = client.infer("color", [inp], parameters={"edgepack_pipeline": True})
+    (text,) = result.as_numpy("logits")
+    top = json.loads(text)
+    assert [t["label"] for t in top] == ["blue", "green"]
+    assert top[0]["score"] > top[1]["score"] > 0
