@@ -133,3 +133,61 @@ def test_swaps_under_load_fail_no_request_and_leak_nothing(tmp_path):
             time.sleep(0.05)
         assert threading.active_count() <= threads_before
         assert _fds() <= fds_before
+
+
+class SlowFake:
+    """Stand-in model whose run takes 5 ms and fails loudly if called after close().
+
+    With 5 ms per request and 8 clients, requests are in flight at every swap, so closing a
+    version before it drains turns into failed requests here.
+    """
+
+    def __init__(self, path: Path):
+        from edgepack.runtime.specs import TensorSpec
+
+        self.offset = float(json.loads(path.read_text())["offset"])
+        self.inputs = (TensorSpec("x", (-1, 4), "float32"),)
+        self.outputs = (TensorSpec("y", (-1, 4), "float32"),)
+        self.engine_name, self.labels, self.closed = "fake", None, False
+
+    def run(self, feeds):
+        time.sleep(0.005)
+        if self.closed:
+            raise RuntimeError("run() on a closed model: a version was released too early")
+        return {"y": feeds["x"] + np.float32(self.offset)}
+
+    def close(self):
+        self.closed = True
+
+
+def test_versions_are_released_only_after_in_flight_requests_drain(tmp_path):
+    repo = tmp_path / "repo" / "adder"
+    repo.mkdir(parents=True)
+
+    def install(version: int) -> None:
+        tmp = repo / f".{version}.tmp"
+        tmp.write_text(json.dumps({"offset": version}))
+        os.replace(tmp, repo / f"{version}.edgepack")
+
+    install(1)
+    config = ServeConfig(host="127.0.0.1", port=0, workers=8, poll_interval=0.02)
+    with ModelServer(tmp_path / "repo", config, loader=SlowFake) as server:
+        stop, errors = threading.Event(), []
+        seen: list[dict] = [{} for _ in range(CLIENTS)]
+        clients = [threading.Thread(target=_client,
+                                    args=(server.port, i, stop, seen[i], errors))
+                   for i in range(CLIENTS)]
+        for t in clients:
+            t.start()
+        try:
+            for version in range(2, 8):
+                install(version)
+                _wait_for(server, str(version))
+                time.sleep(0.1)
+        finally:
+            stop.set()
+            for t in clients:
+                t.join(timeout=TRAFFIC_DEADLINE + 10)
+        assert not errors, errors[:5]
+        versions = {v for counts in seen for v in counts}
+        assert len(versions) >= 5, versions
