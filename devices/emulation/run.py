@@ -66,6 +66,7 @@ class EmulationResult:
     outputs: tuple[OutputComparison, ...]
     tolerance: Tolerance
     seconds: dict[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -77,7 +78,8 @@ class EmulationResult:
                 "host_engine": self.host_engine, "device_engine": self.device_engine,
                 "ok": self.ok, "tolerance": {"atol": self.tolerance.atol,
                                              "rtol": self.tolerance.rtol},
-                "outputs": [o.to_dict() for o in self.outputs], "seconds": self.seconds}
+                "outputs": [o.to_dict() for o in self.outputs], "seconds": self.seconds,
+                "notes": list(self.notes)}
 
 
 def _stage_runtime(workdir: Path) -> Path:
@@ -185,12 +187,28 @@ def _compare(name: str, host, device, strict: bool, tol: Tolerance) -> OutputCom
                             max_abs, bad, bad == 0)
 
 
-def _is_int8_bundle(bundle_path) -> bool:
+def _bundle_kind(bundle_path) -> tuple[str, str]:
+    """(target, quantization) of the bundle, as the checks see it."""
     from edgepack.runtime import read_bundle
 
     from edgepack.devices.check import _subject
 
-    return _subject(read_bundle(bundle_path)).quantization == "int8"
+    s = _subject(read_bundle(bundle_path))
+    return s.target, s.quantization
+
+
+def _mismatch_notes(target: str, quantization: str) -> tuple[str, ...]:
+    """Known causes of a host/device difference that are the host's, not the device's."""
+    from edgepack.devices.host import detect_host
+
+    features = detect_host().features
+    if (target == "onnx" and quantization == "int8" and "avx2" in features
+            and not {"avx512_vnni", "avx_vnni"} & set(features)):
+        return ("this host has AVX2 but no VNNI: onnxruntime documents that its x86 u8s8 kernels can saturate with "
+                "full-range int8 weights, so the host reference itself can be off by one "
+                "quantization step; quantize with reduce_range=True (7-bit weights) or compare "
+                "on a VNNI host",)
+    return ()
 
 
 def emulate(bundle_path: str | os.PathLike, device: str | Profile,
@@ -211,7 +229,8 @@ def emulate(bundle_path: str | os.PathLike, device: str | Profile,
                                   progress=progress)
     bundle = Path(bundle_path).resolve()
     feeds = inputs if inputs is not None else default_inputs(bundle)
-    strict = _is_int8_bundle(bundle)
+    target, quantization = _bundle_kind(bundle)
+    strict = quantization == "int8"
     work = Path(tempfile.mkdtemp(prefix="edgepack-emulate-"))
     try:
         src = _stage_runtime(work)
@@ -238,7 +257,9 @@ def emulate(bundle_path: str | os.PathLike, device: str | Profile,
             host_engine, dev_engine = str(h["__engine__"]), str(d["__engine__"])
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    ok = all(o.ok for o in outs)
     return EmulationResult(profile.name, profile.arch, env_info.qemu_cpu, host_engine,
                            dev_engine, outs, tolerance,
                            {"environment_build": round(env_info.built_seconds, 2),
-                            "host_run": round(host_s, 2), "emulated_run": round(dev_s, 2)})
+                            "host_run": round(host_s, 2), "emulated_run": round(dev_s, 2)},
+                           () if ok else _mismatch_notes(target, quantization))

@@ -155,6 +155,8 @@ def emulate(ctx: click.Context, bundle: Path, inputs: tuple[str, ...], device: s
         click.echo(f"  time: host {s['host_run']} s, emulated {s['emulated_run']} s"
                    + (f", environment built in {s['environment_build']} s"
                       if s["environment_build"] else ""))
+        for note in result.notes:
+            click.echo(f"  note: {note}")
         click.echo("OK: outputs match the host" if result.ok else "MISMATCH")
     if not result.ok:
         ctx.exit(1)
