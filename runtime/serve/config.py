@@ -71,8 +71,9 @@ class ServeConfig:
 
     `workers` bounds how many inferences run at once (connections beyond that wait, they are
     not refused); `engine_threads` is passed to `edgepack.runtime.load` for each model's
-    intra-op threads. On a 4-core board, workers x engine_threads close to the core count
-    avoids oversubscription. With `trusted_key` (a public key file), every version must carry
+    intra-op threads. Left unset it is cores // workers, so that workers x engine_threads
+    matches the core count: each engine otherwise starts one thread per core, and 4 workers
+    on a 4-core board would run 16 compute threads fighting over 4 cores. With `trusted_key` (a public key file), every version must carry
     a valid signature or it is refused.
     """
 
@@ -103,6 +104,13 @@ class ServeConfig:
             raise ServeError(f"max connections must be at least 1, got {self.max_connections}")
         if self.poll_interval < 0:
             raise ServeError("poll interval must be >= 0 seconds (0 disables watching)")
+
+    @property
+    def threads_per_model(self) -> int:
+        """Engine intra-op threads to load each model with."""
+        if self.engine_threads is not None:
+            return self.engine_threads
+        return max(1, (os.cpu_count() or 1) // self.workers)
 
     def policy_for(self, model: str) -> VersionPolicy:
         """The version policy of one model: its own if given, else the default."""

@@ -105,7 +105,7 @@ class ModelManager:
     def _default_loader(self, path: Path) -> Any:
         from edgepack.runtime import load   # lazy: keeps this module importable alone
 
-        return load(path, engine=self.config.engine, threads=self.config.engine_threads,
+        return load(path, engine=self.config.engine, threads=self.config.threads_per_model,
                     trusted_key=self.config.trusted_key)
 
     def _load(self, cand: Candidate) -> LoadedVersion:

@@ -42,7 +42,7 @@ def _policies(values: tuple[str, ...]) -> tuple[VersionPolicy, tuple[tuple[str, 
               help="Address to listen on; 0.0.0.0 to accept other machines.")
 @click.option("--port", default=8000, show_default=True, type=int, help="0 picks a free port.")
 @click.option("--workers", type=int, help="Inferences run at once [number of CPU cores].")
-@click.option("--threads", type=int, help="Engine intra-op threads per model [engine default].")
+@click.option("--threads", type=int, help="Engine intra-op threads per model [cores // workers].")
 @click.option("--engine", help="Force an engine (e.g. onnxruntime, litert).")
 @click.option("--versions", "versions", multiple=True, metavar="[MODEL=]POLICY",
               help="latest (default), latest:N, all, or versions to pin such as 1,3; "
