@@ -6,7 +6,6 @@ every field it relies on, so a typo in a profile fails with the file and field n
 from __future__ import annotations
 
 import logging
-import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -143,8 +142,21 @@ def parse_profile(data: dict, source: str) -> Profile:
         sources=tuple(data.get("sources", ())))
 
 
+def _toml():
+    try:
+        import tomllib  # Python >= 3.11
+    except ImportError:  # older Pythons (e.g. a Jetson's) read profiles with tomli
+        try:
+            import tomli as tomllib
+        except ImportError as e:
+            raise DeviceError("reading device profiles needs Python >= 3.11 or "
+                              "`pip install tomli`") from e
+    return tomllib
+
+
 @lru_cache(maxsize=None)
 def _load_all() -> dict[str, Profile]:
+    tomllib = _toml()
     profiles = {}
     for path in sorted(PROFILE_DIR.glob("*.toml")):
         try:

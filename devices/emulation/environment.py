@@ -157,7 +157,8 @@ def _apt_options(root: Path, arch: str) -> list[str]:
     apt = root / "apt"
     return ["-o", f"APT::Architecture={arch}", "-o", f"APT::Architectures={arch}",
             "-o", f"Dir::State={apt}", "-o", f"Dir::State::status={apt / 'status'}",
-            "-o", f"Dir::Cache={apt / 'cache'}", "-o", f"Dir::Etc::SourceList={apt / 'sources.list'}",
+            "-o", f"Dir::Cache={apt / 'cache'}",
+            "-o", f"Dir::Etc::SourceList={apt / 'sources.list'}",
             "-o", "Dir::Etc::SourceParts=/nonexistent", "-o", f"Dir::Etc::Parts={apt / 'conf.d'}",
             "-o", f"Dir::Etc::Preferences={apt / 'preferences'}",
             "-o", f"Dir::Etc::PreferencesParts={apt / 'preferences.d'}",

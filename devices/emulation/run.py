@@ -204,10 +204,10 @@ def _mismatch_notes(target: str, quantization: str) -> tuple[str, ...]:
     features = detect_host().features
     if (target == "onnx" and quantization == "int8" and "avx2" in features
             and not {"avx512_vnni", "avx_vnni"} & set(features)):
-        return ("this host has AVX2 but no VNNI: onnxruntime documents that its x86 u8s8 kernels can saturate with "
-                "full-range int8 weights, so the host reference itself can be off by one "
-                "quantization step; quantize with reduce_range=True (7-bit weights) or compare "
-                "on a VNNI host",)
+        return ("this host has AVX2 but no VNNI: onnxruntime documents that its x86 u8s8 "
+                "kernels can saturate with full-range int8 weights, so the host reference "
+                "itself can be off by one quantization step; quantize with reduce_range=True "
+                "(7-bit weights) or compare on a VNNI host",)
     return ()
 
 

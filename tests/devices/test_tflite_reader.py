@@ -68,7 +68,8 @@ def test_truncated_file(tflite_models):
         read_tflite(data[: len(data) // 3])
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_corrupted_bytes_fail_cleanly(tflite_models, data):
     """Any flipped bytes give a result or a DeviceError: never another exception or a hang."""
