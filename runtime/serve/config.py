@@ -71,9 +71,10 @@ class ServeConfig:
 
     `workers` bounds how many inferences run at once (connections beyond that wait, they are
     not refused); `engine_threads` is passed to `edgepack.runtime.load` for each model's
-    intra-op threads. Left unset it is cores // workers, so that workers x engine_threads
-    matches the core count: each engine otherwise starts one thread per core, and 4 workers
-    on a 4-core board would run 16 compute threads fighting over 4 cores. With `trusted_key` (a public key file), every version must carry
+    intra-op threads. Left unset it is cores // workers for ONNX Runtime, so that workers x
+    engine_threads matches the core count: each engine otherwise starts one thread per core,
+    and 4 workers on a 4-core board would run 16 compute threads fighting over 4 cores
+    (LiteRT, which runs one request at a time per model, gets every core; see `threads_for`). With `trusted_key` (a public key file), every version must carry
     a valid signature or it is refused.
     """
 
@@ -105,12 +106,19 @@ class ServeConfig:
         if self.poll_interval < 0:
             raise ServeError("poll interval must be >= 0 seconds (0 disables watching)")
 
-    @property
-    def threads_per_model(self) -> int:
-        """Engine intra-op threads to load each model with."""
+    def threads_for(self, engine: str | None) -> int:
+        """Engine intra-op threads to load a model of `engine` with.
+
+        ONNX Runtime sessions run requests in parallel, so the cores are shared out among the
+        workers. A LiteRT interpreter is not thread-safe and the runtime runs one inference
+        at a time per model, so it gets every core instead.
+        """
         if self.engine_threads is not None:
             return self.engine_threads
-        return max(1, (os.cpu_count() or 1) // self.workers)
+        cores = os.cpu_count() or 1
+        if engine == "litert":
+            return cores
+        return max(1, cores // self.workers)
 
     def policy_for(self, model: str) -> VersionPolicy:
         """The version policy of one model: its own if given, else the default."""

@@ -27,7 +27,7 @@ import numpy as np
 from .config import ServeConfig
 from .errors import RequestError, ServeError
 from .metrics import Metrics
-from .repository import Candidate, Fingerprint, scan, version_key
+from .repository import Candidate, Fingerprint, peek_manifest, scan, version_key
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +105,11 @@ class ModelManager:
     def _default_loader(self, path: Path) -> Any:
         from edgepack.runtime import load   # lazy: keeps this module importable alone
 
-        return load(path, engine=self.config.engine, threads=self.config.threads_per_model,
+        engine = self.config.engine
+        if engine is None:
+            entry = peek_manifest(path).get("model")
+            engine = entry.get("engine") if isinstance(entry, dict) else None
+        return load(path, engine=self.config.engine, threads=self.config.threads_for(engine),
                     trusted_key=self.config.trusted_key)
 
     def _load(self, cand: Candidate) -> LoadedVersion:

@@ -128,10 +128,12 @@ def _fingerprint(path: Path) -> Fingerprint:
     return tuple(prints)
 
 
-def _single(path: Path) -> Candidate:
-    """Name a lone bundle by its manifest; fall back to the file name if unreadable."""
-    stem = path.name[: -len(BUNDLE_SUFFIX)] if path.name.endswith(BUNDLE_SUFFIX) else path.name
-    name, version = stem, "1"
+def peek_manifest(path: Path) -> dict:
+    """The raw manifest.json of a bundle, unverified; {} when unreadable.
+
+    Only for decisions made before loading (naming a lone bundle, choosing thread counts):
+    the full load verifies everything and reports problems with its precise errors.
+    """
     try:
         if path.is_dir():
             raw = (path / "manifest.json").read_bytes()
@@ -139,11 +141,18 @@ def _single(path: Path) -> Candidate:
             with zipfile.ZipFile(path) as archive:
                 raw = archive.read("manifest.json")
         manifest = json.loads(raw)
-        name = str(manifest.get("name") or stem)
-        version = str(manifest.get("version") or version)
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
-        # The full load will report the real problem with its precise error.
-        log.debug("cannot read the manifest of %s for naming: %s", path, exc)
+        log.debug("cannot read the manifest of %s: %s", path, exc)
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _single(path: Path) -> Candidate:
+    """Name a lone bundle by its manifest; fall back to the file name if unreadable."""
+    stem = path.name[: -len(BUNDLE_SUFFIX)] if path.name.endswith(BUNDLE_SUFFIX) else path.name
+    manifest = peek_manifest(path)
+    name = str(manifest.get("name") or stem)
+    version = str(manifest.get("version") or "1")
     if not valid_name(name):
         name = re.sub(r"[^A-Za-z0-9._-]", "-", name).strip("-.") or "model"
     if not valid_name(version):

@@ -202,3 +202,12 @@ def test_policy_parsing():
 def test_missing_repository_is_a_clear_error(tmp_path):
     with pytest.raises(ServeError, match="does not exist"):
         manager(tmp_path / "nope").sync(settle=False)
+
+
+def test_engine_threads_share_the_cores_without_oversubscription(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    assert ServeConfig(workers=4).threads_for("onnxruntime") == 1
+    assert ServeConfig(workers=2).threads_for("onnxruntime") == 2
+    assert ServeConfig(workers=8).threads_for("onnxruntime") == 1
+    assert ServeConfig(workers=4).threads_for("litert") == 4   # one request at a time per model
+    assert ServeConfig(workers=4, engine_threads=3).threads_for("litert") == 3
