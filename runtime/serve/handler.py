@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 _MODEL_ROUTE = re.compile(
     r"^/v2/models/(?P<model>[^/]+)(?:/versions/(?P<version>[^/]+))?"
-    r"(?P<action>/ready|/infer|/predict)?/?$")
+    r"(?P<action>/ready|/infer|/predict|/config)?/?$")
 #: Content types accepted by /infer: JSON, the binary extension's (clients differ; tritonclient
 #: sends none at all), and the form type curl -d and urllib send when none is given, because
 #: refusing it would fail the most common first try with curl for no safety gain.
@@ -122,6 +122,8 @@ class V2Handler(BaseHTTPRequestHandler):
         with self.app.manager.lease(model, version) as lv:
             if action == "/ready":
                 self._json(200, {"name": model, "version": lv.version, "ready": True})
+            elif action == "/config":
+                self._json(200, self.app.model_config(lv))
             else:
                 self._json(200, self.app.model_metadata(lv, version is None))
 

@@ -20,6 +20,7 @@ from .errors import ServeError
 from .handler import V2Handler, tensor_metadata
 from .manager import LoadedVersion, Loader, ModelManager
 from .metrics import Metrics
+from .protocol import v2_datatype
 from .repository import version_key
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,18 @@ class ModelServer:
         return {"name": "edgepack", "version": ours,
                 "extensions": ["binary_tensor_data", "classification", "model_repository",
                                "edgepack_pipeline"]}
+
+    def model_config(self, lv: LoadedVersion) -> dict[str, Any]:
+        """Triton-style model configuration (read by tritonclient's get_model_config and
+        Triton tools such as perf_analyzer); batching is in the shapes, so max_batch_size 0."""
+        def tensors(specs: Any) -> list[dict[str, Any]]:
+            return [{"name": s.name, "data_type": "TYPE_" + ("STRING" if s.dtype == "string"
+                                                             else v2_datatype(s.dtype)),
+                     "dims": list(s.shape)} for s in specs]
+        return {"name": lv.model_name, "platform": f"edgepack_{lv.model.engine_name}",
+                "backend": "edgepack", "max_batch_size": 0,
+                "input": tensors(lv.model.inputs), "output": tensors(lv.model.outputs),
+                "version_policy": self.config.policy_for(lv.model_name).describe()}
 
     def model_metadata(self, lv: LoadedVersion, all_versions: bool) -> dict[str, Any]:
         """V2 model metadata from the bundle specs (versions: all loaded ones)."""

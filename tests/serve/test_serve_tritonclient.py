@@ -23,6 +23,14 @@ def test_health_and_metadata(client):
     assert meta["versions"] == ["2"]
     assert meta["inputs"][0] == {"name": "x", "datatype": "FP32", "shape": [-1, 4]}
     assert client.get_server_metadata()["name"] == "edgepack"
+    config = client.get_model_config("color")
+    assert config["input"] == [{"name": "image", "data_type": "TYPE_FP32",
+                                "dims": [-1, 4, 4, 3]}]
+    assert config["max_batch_size"] == 0 and config["version_policy"] == "latest"
+    index = {(m["name"], m["version"]): m["state"]
+             for m in client.get_model_repository_index()}
+    assert index == {("adder", "1"): "UNAVAILABLE", ("adder", "2"): "READY",
+                     ("color", "1"): "READY"}
 
 
 @pytest.mark.parametrize("binary_in, binary_out", [(True, True), (False, False),
