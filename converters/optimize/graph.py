@@ -212,7 +212,7 @@ def _follow_op(user: fx.Node, source: fx.Node, block: int) -> list[tuple[fx.Node
         raise _Unprunable(f"its output is concatenated by {_describe(user)}")
     if target in ("view", "reshape") or target in (torch.reshape,):
         raise _Unprunable(
-            f"{_describe(user)} reshapes its output to a size fixed in the code, which "
-            "cannot follow the new channel count; use nn.Flatten() or torch.flatten(x, 1)")
+            f"its output is reshaped by {_describe(user)}, after which pruning cannot tell "
+            "which features belong to which channel; use nn.Flatten() or torch.flatten(x, 1)")
     raise _Unprunable(f"its output feeds {_describe(user)}, which structured pruning does "
                       "not know how to rewrite")

@@ -1,0 +1,229 @@
+"""`edgepack optimize prune|distill`: pruning and distillation from files.
+
+Models come as `package.module:factory` (plus a `.pt` state_dict), data as an `.npz` with
+x_train, y_train and optionally x_test, y_test. The output is a state_dict that
+`edgepack convert` reads (and, with --export, a torch.export `.pt2` file).
+torch is imported only when a command runs, so `edgepack --help` stays light.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from edgepack.runtime.errors import EdgepackError
+
+
+def _load_npz(path: str, need_train: bool = True) -> dict:
+    import numpy as np
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError) as e:
+        raise click.ClickException(f"cannot read data file {path}: {e}") from e
+    if need_train:
+        missing = [k for k in ("x_train", "y_train") if k not in arrays]
+        if missing:
+            raise click.ClickException(
+                f"{path} lacks {', '.join(missing)}; it has {', '.join(arrays) or 'nothing'} "
+                "(expected x_train, y_train and optionally x_test, y_test)")
+    return arrays
+
+
+def _split(arrays: dict, prefix: str):
+    x, y = arrays.get(f"x_{prefix}"), arrays.get(f"y_{prefix}")
+    return (x, y) if x is not None and y is not None else None
+
+
+def _model(spec: str, weights: str | None):
+    from edgepack.converters import optimize
+    model = optimize.build_model(spec)
+    if weights:
+        optimize.load_weights(model, weights)
+    return model
+
+
+def _names(text: str | None) -> tuple[str, ...] | None:
+    return tuple(n.strip() for n in text.split(",") if n.strip()) if text else None
+
+
+def _example(arrays: dict | None, input_shape: str | None):
+    import torch
+    if input_shape:
+        try:
+            shape = [int(d) for d in input_shape.split(",")]
+        except ValueError:
+            raise click.ClickException(
+                f"--input-shape must be comma-separated integers like 1,1,32,32, got "
+                f"{input_shape!r}") from None
+        return torch.zeros(shape)
+    if arrays is None:
+        raise click.ClickException("structured pruning needs --data or --input-shape to "
+                                   "trace tensor shapes")
+    return torch.as_tensor(arrays["x_train"][:2]).float()
+
+
+def _emit(summary: dict, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    for key, value in summary.items():
+        if key != "history":
+            click.echo(f"{key}: {value}")
+
+
+@click.group("optimize")
+def optimize_group() -> None:
+    """Prune or distill a PyTorch model before `edgepack convert`."""
+
+
+@optimize_group.command("prune")
+@click.argument("model_spec")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False),
+              help="state_dict (.pt) to load into the factory's model.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the pruned state_dict (.pt).")
+@click.option("--method", type=click.Choice(["structured", "magnitude"]),
+              default="structured", show_default=True)
+@click.option("--amount", type=float, default=0.5, show_default=True,
+              help="Fraction removed, in [0, 1): channels (structured) or weights (magnitude).")
+@click.option("--norm", type=click.Choice(["l1", "l2"]), default="l1", show_default=True)
+@click.option("--scope", type=click.Choice(["global", "layer"]), default="global",
+              show_default=True, help="Magnitude pruning: rank weights globally or per layer.")
+@click.option("--layers", help="Comma-separated layers to prune (structured; default: all "
+              "that can be).")
+@click.option("--exclude", help="Comma-separated layers to leave as they are.")
+@click.option("--data", type=click.Path(exists=True, dir_okay=False),
+              help=".npz with x_train, y_train[, x_test, y_test] for tracing and fine-tuning.")
+@click.option("--input-shape", help="Example input shape, e.g. 1,1,32,32 (instead of --data).")
+@click.option("--epochs", type=int, default=0, show_default=True,
+              help="Fine-tune epochs after pruning (needs --data).")
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd"]), default="adam",
+              show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--export", "export", type=click.Path(dir_okay=False),
+              help="Also write a torch.export program (.pt2) `edgepack convert` takes as is.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def prune_cmd(model_spec, weights, out, method, amount, norm, scope, layers, exclude, data,
+              input_shape, epochs, lr, optimizer, batch_size, seed, export, as_json):
+    """Prune MODEL_SPEC (package.module:factory) and write its weights to --out."""
+    try:
+        _prune(model_spec, weights, out, method, amount, norm, scope, layers, exclude, data,
+               input_shape, epochs, lr, optimizer, batch_size, seed, export, as_json)
+    except EdgepackError as e:
+        raise click.ClickException(str(e)) from e
+
+
+def _prune(model_spec, weights, out, method, amount, norm, scope, layers, exclude, data,
+           input_shape, epochs, lr, optimizer, batch_size, seed, export, as_json):
+    from edgepack.converters import optimize
+
+    if epochs and not data:
+        raise click.ClickException("--epochs needs --data with x_train and y_train")
+    arrays = _load_npz(data) if data else None
+    model = _model(model_spec, weights)
+    summary: dict = {"method": method, "params_before": optimize.count_parameters(model)}
+    test = _split(arrays, "test") if arrays else None
+    if test is not None:
+        summary["accuracy_before"] = optimize.evaluate(model, test)[1]
+    if method == "structured":
+        example = _example(arrays, input_shape)
+        config = optimize.StructuredPruneConfig(
+            amount=amount, norm=norm, layers=_names(layers), exclude=_names(exclude) or ())
+        result = optimize.prune_structured(model, example, config)
+        summary["pruned"] = {c.name: f"{c.before}->{c.after}" for c in result.pruned}
+        if result.skipped:
+            summary["skipped"] = result.skipped
+        masks = None
+    else:
+        if layers:
+            raise click.ClickException("--layers is for structured pruning; magnitude pruning "
+                                       "takes --exclude")
+        config = optimize.MagnitudePruneConfig(sparsity=amount, scope=scope,
+                                               exclude=_names(exclude) or ())
+        result = optimize.prune_magnitude(model, config)
+        summary["sparsity"] = round(result.report.fraction, 4)
+        summary["layers"] = {s.name: round(s.fraction, 4) for s in result.report.layers}
+        masks = result.masks
+    if epochs:
+        tuned = optimize.fine_tune(
+            model, _split(arrays, "train"),
+            optimize.TrainConfig(epochs=epochs, lr=lr, optimizer=optimizer,
+                                 batch_size=batch_size, seed=seed),
+            eval_data=test, masks=masks)
+        summary["history"] = tuned.history.to_dict()
+    summary["params_after"] = optimize.count_parameters(model)
+    if test is not None:
+        summary["accuracy_after"] = optimize.evaluate(model, test)[1]
+    summary["weights"] = str(optimize.save_weights(model, out))
+    if export:
+        summary["exported"] = str(_export(model, _example(arrays, input_shape), export))
+    _emit(summary, as_json)
+
+
+def _export(model, example, path: str) -> Path:
+    import torch
+    model.eval()
+    try:
+        program = torch.export.export(model, (example,))
+        torch.export.save(program, path)
+    except Exception as e:  # torch.export raises many types
+        raise click.ClickException(f"torch.export of the optimized model failed: "
+                                   f"{str(e).splitlines()[0]}") from e
+    return Path(path)
+
+
+@optimize_group.command("distill")
+@click.option("--teacher", "teacher_spec", required=True, help="package.module:factory")
+@click.option("--teacher-weights", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--student", "student_spec", required=True, help="package.module:factory")
+@click.option("--student-weights", type=click.Path(exists=True, dir_okay=False),
+              help="Initial student weights (default: the factory's initialization).")
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False),
+              help=".npz with x_train, y_train[, x_test, y_test].")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the student's state_dict (.pt).")
+@click.option("--temperature", type=float, default=4.0, show_default=True)
+@click.option("--alpha", type=float, default=0.7, show_default=True,
+              help="Weight of the teacher (soft) term; 1-alpha weighs the labels.")
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd"]), default="adam",
+              show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def distill_cmd(teacher_spec, teacher_weights, student_spec, student_weights, data, out,
+                temperature, alpha, epochs, lr, optimizer, batch_size, seed, as_json):
+    """Distill the teacher into the student on --data and write the student's weights."""
+    try:
+        from edgepack.converters import optimize
+
+        arrays = _load_npz(data)
+        teacher = _model(teacher_spec, teacher_weights)
+        student = _model(student_spec, student_weights)
+        config = optimize.DistillConfig(
+            temperature=temperature, alpha=alpha, epochs=epochs, lr=lr, optimizer=optimizer,
+            batch_size=batch_size, seed=seed)
+        test = _split(arrays, "test")
+        result = optimize.distill(teacher, student, _split(arrays, "train"), config,
+                                  eval_data=test)
+        summary = {"teacher_params": optimize.count_parameters(teacher),
+                   "student_params": optimize.count_parameters(student),
+                   "final_loss": round(result.history.final.loss, 5)}
+        if test is not None:
+            summary["teacher_accuracy"] = optimize.evaluate(teacher, test)[1]
+            summary["student_accuracy"] = optimize.evaluate(student, test)[1]
+        summary["weights"] = str(optimize.save_weights(student, out))
+        summary["history"] = result.history.to_dict()
+        _emit(summary, as_json)
+    except EdgepackError as e:
+        raise click.ClickException(str(e)) from e
+
+
+def register(cli: click.Group) -> None:
+    """Add the `optimize` group to the top-level `edgepack` CLI."""
+    cli.add_command(optimize_group)
