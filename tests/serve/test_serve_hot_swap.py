@@ -74,6 +74,32 @@ def _client(port: int, index: int, stop: threading.Event, seen: dict, errors: li
         conn.close()
 
 
+class Traffic:
+    """CLIENTS keep-alive clients hammering the adder until `stop()` (or the deadline)."""
+
+    def __init__(self, port: int):
+        self.stop_event = threading.Event()
+        self.seen: list[dict] = [{} for _ in range(CLIENTS)]
+        self.errors: list[str] = []
+        self.threads = [threading.Thread(target=_client, args=(port, i, self.stop_event,
+                                                               self.seen[i], self.errors))
+                        for i in range(CLIENTS)]
+        for t in self.threads:
+            t.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for t in self.threads:
+            t.join(timeout=TRAFFIC_DEADLINE + 10)
+
+    def totals(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for counts in self.seen:
+            for version, n in counts.items():
+                out[version] = out.get(version, 0) + n
+        return out
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="counts fds in /proc")
 def test_swaps_under_load_fail_no_request_and_leak_nothing(tmp_path):
     repo, staging = tmp_path / "repo", tmp_path / "staging"
@@ -83,14 +109,7 @@ def test_swaps_under_load_fail_no_request_and_leak_nothing(tmp_path):
     with ModelServer(repo, config) as server:
         time.sleep(0.2)
         threads_before, fds_before = threading.active_count(), _fds()
-        stop = threading.Event()
-        seen: list[dict] = [{} for _ in range(CLIENTS)]
-        errors: list[str] = []
-        clients = [threading.Thread(target=_client,
-                                    args=(server.port, i, stop, seen[i], errors))
-                   for i in range(CLIENTS)]
-        for t in clients:
-            t.start()
+        traffic = Traffic(server.port)
         try:
             time.sleep(0.3)
             for version in (2, 3, 4):
@@ -107,14 +126,9 @@ def test_swaps_under_load_fail_no_request_and_leak_nothing(tmp_path):
             _wait_for(server, "6")
             time.sleep(0.3)
         finally:
-            stop.set()
-            for t in clients:
-                t.join(timeout=TRAFFIC_DEADLINE + 10)
-        assert not errors, errors[:5]
-        totals: dict[str, int] = {}
-        for counts in seen:
-            for version, n in counts.items():
-                totals[version] = totals.get(version, 0) + n
+            traffic.stop()
+        assert not traffic.errors, traffic.errors[:5]
+        totals = traffic.totals()
         assert set(totals) <= {"1", "2", "3", "4", "6"}
         assert len(totals) >= 4, totals       # traffic really spanned the swaps
         assert sum(totals.values()) >= 100, totals
@@ -172,22 +186,13 @@ def test_versions_are_released_only_after_in_flight_requests_drain(tmp_path):
     install(1)
     config = ServeConfig(host="127.0.0.1", port=0, workers=8, poll_interval=0.02)
     with ModelServer(tmp_path / "repo", config, loader=SlowFake) as server:
-        stop, errors = threading.Event(), []
-        seen: list[dict] = [{} for _ in range(CLIENTS)]
-        clients = [threading.Thread(target=_client,
-                                    args=(server.port, i, stop, seen[i], errors))
-                   for i in range(CLIENTS)]
-        for t in clients:
-            t.start()
+        traffic = Traffic(server.port)
         try:
             for version in range(2, 8):
                 install(version)
                 _wait_for(server, str(version))
                 time.sleep(0.1)
         finally:
-            stop.set()
-            for t in clients:
-                t.join(timeout=TRAFFIC_DEADLINE + 10)
-        assert not errors, errors[:5]
-        versions = {v for counts in seen for v in counts}
-        assert len(versions) >= 5, versions
+            traffic.stop()
+        assert not traffic.errors, traffic.errors[:5]
+        assert len(traffic.totals()) >= 5, traffic.totals()
