@@ -211,3 +211,29 @@ def test_engine_threads_share_the_cores_without_oversubscription(monkeypatch):
     assert ServeConfig(workers=8).threads_for("onnxruntime") == 1
     assert ServeConfig(workers=4).threads_for("litert") == 4   # one request at a time per model
     assert ServeConfig(workers=4, engine_threads=3).threads_for("litert") == 3
+
+
+def test_histogram_buckets_are_cumulative_and_labels_escaped():
+    m = Metrics()
+    labels = (("model", 'we"ird\\name'), ("version", "1"))
+    for seconds in (0.0004, 0.0005, 0.003, 0.2, 20.0):
+        m.observe(labels, seconds)
+    text = m.render()
+    prefix = 'edgepack_inference_seconds_bucket{model="we\\"ird\\\\name",version="1",le='
+    assert prefix + '"0.0005"} 2' in text        # bounds are inclusive (le)
+    assert prefix + '"0.005"} 3' in text
+    assert prefix + '"0.25"} 4' in text
+    assert prefix + '"10"} 4' in text
+    assert prefix + '"+Inf"} 5' in text
+    assert 'edgepack_inference_seconds_count{model="we\\"ird\\\\name",version="1"} 5' in text
+
+
+def test_per_model_policy_overrides_the_default(tmp_path):
+    for model in ("a", "b"):
+        for v in ("1", "2", "3"):
+            write(tmp_path, model, v, offset=int(v))
+    mgr = manager(tmp_path, default_policy=VersionPolicy.parse("latest:2"),
+                  model_policies=(("b", VersionPolicy.parse("1")),))
+    mgr.sync(settle=False)
+    assert sorted(mgr.snapshot()["a"]) == ["2", "3"]
+    assert sorted(mgr.snapshot()["b"]) == ["1"] and offset_of(mgr, "b") == 1.0
