@@ -92,6 +92,9 @@ class ModelManager:
         self.metrics = metrics
         self._loader = loader or self._default_loader
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)    # notified when no lease is held
+        self._active = 0
+        self._closing = False
         self._sync_lock = threading.Lock()
         self._state: dict[str, dict[str, LoadedVersion]] = {}
         self._failed: dict[tuple[str, str], tuple[Fingerprint, str]] = {}
@@ -228,6 +231,8 @@ class ModelManager:
         unknown model or version, 503 when the model exists but no version is loaded.
         """
         with self._lock:
+            if self._closing:
+                raise RequestError(503, "the server is shutting down")
             versions = self._state.get(model)
             if versions is None:
                 known = ", ".join(sorted(self._state)) or "none"
@@ -242,11 +247,15 @@ class ModelManager:
                 raise RequestError(404, f"model {model!r} has no loaded version {version!r}; "
                                         f"loaded: {', '.join(sorted(versions, key=version_key))}")
             lv.refs += 1
+            self._active += 1
         try:
             yield lv
         finally:
             with self._lock:
                 lv.refs -= 1
+                self._active -= 1
+                if self._active == 0:
+                    self._idle.notify_all()
                 close = lv.retired and lv.refs == 0 and not lv.closed
                 if close:
                     lv.closed = True
@@ -306,11 +315,21 @@ class ModelManager:
                 log.exception("scanning %s failed; serving the versions already loaded",
                               self.root)
 
-    def close(self) -> None:
-        """Stop watching and retire every version (each closes once its requests finish)."""
+    def close(self, drain_timeout: float = 10.0) -> bool:
+        """Stop watching, refuse new requests (503), retire every version, and wait up to
+        `drain_timeout` seconds for requests in flight to finish. Returns True if they did.
+        """
         self._stop.set()
         if self._watcher is not None:
             self._watcher.join(timeout=max(5.0, 2 * self.config.poll_interval))
             self._watcher = None
         with self._sync_lock:
+            with self._lock:
+                self._closing = True
             self._publish({})
+        with self._lock:
+            drained = self._idle.wait_for(lambda: self._active == 0, timeout=drain_timeout)
+        if not drained:
+            log.warning("%d request(s) still running after %.0f s; stopping anyway",
+                        self._active, drain_timeout)
+        return drained

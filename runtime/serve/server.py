@@ -127,16 +127,18 @@ class ModelServer:
         if httpd is not None:
             httpd.serve_forever(poll_interval=0.25)
 
-    def stop(self) -> None:
-        """Stop accepting, stop watching, release every model once its requests finish."""
+    def stop(self, drain_timeout: float = 10.0) -> None:
+        """Stop accepting connections and watching; let requests in flight finish (up to
+        `drain_timeout` s; new ones on open connections get 503); release every model."""
         if self._httpd is not None:
+            # Safe when serve_forever is not running: shutdown() then returns at once.
+            self._httpd.shutdown()
             if self._thread is not None:
-                self._httpd.shutdown()
                 self._thread.join(timeout=10)
                 self._thread = None
             self._httpd.server_close()
             self._httpd = None
-        self.manager.close()
+        self.manager.close(drain_timeout)
 
     def serve_in_background(self) -> "ModelServer":
         """Start (if needed) and handle requests in a daemon thread; `stop()` ends it."""

@@ -237,3 +237,29 @@ def test_per_model_policy_overrides_the_default(tmp_path):
     mgr.sync(settle=False)
     assert sorted(mgr.snapshot()["a"]) == ["2", "3"]
     assert sorted(mgr.snapshot()["b"]) == ["1"] and offset_of(mgr, "b") == 1.0
+
+
+def test_close_waits_for_requests_in_flight_and_refuses_new_ones(tmp_path):
+    write(tmp_path, "m", "1", offset=1)
+    mgr = manager(tmp_path)
+    mgr.sync(settle=False)
+    entered, release = threading.Event(), threading.Event()
+    seen = {}
+
+    def request():
+        with mgr.lease("m") as lv:
+            entered.set()
+            release.wait(10)
+            seen["closed_during"] = lv.model.closed
+
+    worker = threading.Thread(target=request)
+    worker.start()
+    entered.wait(10)
+    assert mgr.close(drain_timeout=0.1) is False           # still one request running
+    with pytest.raises(RequestError) as info:
+        offset_of(mgr)
+    assert info.value.status == 503
+    release.set()
+    worker.join(10)
+    assert seen["closed_during"] is False
+    assert mgr.close(drain_timeout=1) is True
