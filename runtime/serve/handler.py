@@ -49,6 +49,9 @@ class V2Handler(BaseHTTPRequestHandler):
     # Headers and body go out in two writes; with Nagle on, the body waits for the client's
     # delayed ACK (~40 ms per request on Linux, measured by benchmarks/serve.py).
     disable_nagle_algorithm = True
+    # Buffered writes: status line, headers and body leave in one send() instead of two.
+    # One syscall less per response; no difference above noise measured on a busy 2-core box.
+    wbufsize = 64 * 1024
     app: "ModelServer"
 
     def setup(self) -> None:
@@ -302,6 +305,7 @@ class V2Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
+        self.wfile.flush()
 
 
 def tensor_metadata(specs: Any) -> list[dict[str, Any]]:
