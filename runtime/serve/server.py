@@ -25,9 +25,9 @@ from .repository import version_key
 
 log = logging.getLogger(__name__)
 
+_BUSY_BODY = b'{"error": "too many connections; retry in a moment please"}'
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-         b"Content-Length: 59\r\nConnection: close\r\n\r\n"
-         b'{"error": "too many connections; retry in a moment please"}')
+         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
 
 
 class _HTTPServer(ThreadingHTTPServer):
