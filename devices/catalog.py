@@ -91,7 +91,7 @@ def _get(data: dict, key: str, kind: type, source: str) -> Any:
     if key not in data:
         raise DeviceError(f"{source}: missing field '{key}'")
     value = data[key]
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
         raise DeviceError(f"{source}: field '{key}' must be {kind.__name__}, "
                           f"got {type(value).__name__}")
     return value

@@ -14,7 +14,6 @@ from typing import Any
 from edgepack.devices.catalog import EngineSupport, Profile, load_profile
 from edgepack.devices.tflite_limits import MAX_OP_VERSIONS
 from edgepack.devices.tflite_reader import TFLiteModelInfo, read_tflite
-from edgepack.runtime.errors import EdgepackError
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +65,8 @@ class CheckReport:
 
 
 @dataclass(frozen=True)
-class _Subject:
-    """What the rules look at, read once."""
+class BundleFacts:
+    """What the rules look at, read once from a verified bundle (see `bundle_facts`)."""
 
     target: str                         # "onnx" | "tflite"
     engine: str                         # runtime engine named by the manifest
@@ -127,7 +126,12 @@ def _onnx_facts(data: bytes) -> tuple[int | None, str | None]:
     return total, quant
 
 
-def _subject(bundle) -> _Subject:
+def bundle_facts(bundle) -> BundleFacts:
+    """Target, engine, size, quantization mode and working memory of a read Bundle.
+
+    The quantization mode comes from the manifest when it says; otherwise it is inferred
+    from the model (tensor types for TFLite, quantization ops for ONNX when onnx exists).
+    """
     manifest = bundle.manifest
     data = bundle.model_bytes()
     engine = manifest.model.engine
@@ -141,10 +145,10 @@ def _subject(bundle) -> _Subject:
     else:
         activations, inferred = _onnx_facts(data)
         quant = quant or inferred
-    return _Subject(target, engine, len(data), quant or "unknown", info, activations)
+    return BundleFacts(target, engine, len(data), quant or "unknown", info, activations)
 
 
-def _engine_rules(s: _Subject, p: Profile, out: list[Finding]) -> EngineSupport | None:
+def _engine_rules(s: BundleFacts, p: Profile, out: list[Finding]) -> EngineSupport | None:
     usable = p.engines_for(s.target)
     if usable:
         return usable[0]
@@ -196,9 +200,10 @@ def _op_version_findings(info: TFLiteModelInfo, table_version: str,
     return found
 
 
-def _tflite_rules(s: _Subject, p: Profile, engine: EngineSupport, out: list[Finding]) -> None:
+def _tflite_rules(s: BundleFacts, p: Profile, engine: EngineSupport, out: list[Finding]) -> None:
     info = s.tflite
-    assert info is not None  # _subject reads it for every tflite bundle
+    if info is None:  # bundle_facts reads it for every tflite bundle
+        return
     if engine.op_table:
         out.extend(_op_version_findings(info, engine.op_table, engine.package))
     else:
@@ -226,7 +231,7 @@ def _tflite_rules(s: _Subject, p: Profile, engine: EngineSupport, out: list[Find
                 "confirm on the board"))
 
 
-def _memory_rules(s: _Subject, p: Profile, engine: EngineSupport | None,
+def _memory_rules(s: BundleFacts, p: Profile, engine: EngineSupport | None,
                   out: list[Finding]) -> dict[str, Any]:
     runtime_engine = engine.runtime_engine if engine else s.engine
     model_mb = s.model_bytes / 2**20
@@ -250,7 +255,7 @@ def _memory_rules(s: _Subject, p: Profile, engine: EngineSupport | None,
     return est
 
 
-def _numeric_rules(s: _Subject, p: Profile, out: list[Finding]) -> None:
+def _numeric_rules(s: BundleFacts, p: Profile, out: list[Finding]) -> None:
     arm = p.arch in ("aarch64", "armv7l")
     if s.quantization == "fp16":
         if arm and not p.has("fp16"):
@@ -286,7 +291,7 @@ def check_bundle(bundle_path: str | os.PathLike, profile: str | Profile) -> Chec
 
     p = load_profile(profile)
     bundle = read_bundle(bundle_path)
-    s = _subject(bundle)
+    s = bundle_facts(bundle)
     findings: list[Finding] = []
     engine = _engine_rules(s, p, findings)
     if engine is not None and s.target == "tflite":
@@ -300,4 +305,4 @@ def check_bundle(bundle_path: str | os.PathLike, profile: str | Profile) -> Chec
     return CheckReport(p.name, str(bundle_path), tuple(findings), estimates)
 
 
-__all__ = ["CheckReport", "Finding", "check_bundle", "EdgepackError"]
+__all__ = ["CheckReport", "Finding", "BundleFacts", "bundle_facts", "check_bundle"]

@@ -127,8 +127,8 @@ _BOARD_PATTERNS = (("Raspberry Pi Zero 2", "rpi-zero2w"), ("Raspberry Pi 3", "rp
 def closest_profile(host: HostInfo | None = None) -> tuple[Profile, str]:
     """The profile that best describes `host` (default: this machine), and why.
 
-    Board model from the device tree wins; otherwise the same arch, then the same core,
-    then the closest RAM size.
+    The board model from the device tree wins; otherwise the generic profile of the same
+    arch (closest RAM size when several).
     """
     host = host or detect_host()
     profiles = {p.name: p for p in list_profiles()}
@@ -143,12 +143,9 @@ def closest_profile(host: HostInfo | None = None) -> tuple[Profile, str]:
     same_arch = [p for p in profiles.values() if p.arch == host.arch]
     if not same_arch:
         return profiles["generic-aarch64"], f"no profile for arch {host.arch}; nearest generic"
-    generic = [p for p in same_arch if p.name.startswith(("generic", "x86_64"))]
-    if host.core:
-        same_core = [p for p in same_arch if p.core == host.core]
-        if same_core and not generic:
-            same_arch = same_core
-    pool = generic or same_arch
+    # Without a board name, a same-core board profile would claim facts (RAM, OS) nobody
+    # checked: the generic profile of the arch is the honest answer.
+    pool = [p for p in same_arch if p.name.startswith(("generic", "x86_64"))] or same_arch
     ram = host.ram_mb or 0
     best = min(pool, key=lambda p: abs(p.ram_mb - ram))
     return best, f"arch {host.arch}" + (f", core {host.core}" if host.core else "")

@@ -57,6 +57,9 @@ class ArchRecipe:
     platforms: tuple[str, ...]        # pip --platform tags
     no_deps: bool                     # pip --no-deps (armhf: numpy comes from Debian)
     triplet: str                      # multiarch lib dir
+    # Wheels for an isolated *host* reference run with the device's engine release; empty:
+    # the host's own packages are that release already (the arm64 wheels are pinned to them).
+    host_wheels: tuple[str, ...] = ()
 
 
 def _pinned(package: str) -> str:
@@ -81,7 +84,10 @@ def recipe_for(profile: Profile) -> ArchRecipe:
         return ArchRecipe(
             "armhf", ("qemu-arm-static", "qemu-arm"), base + ("python3-numpy",),
             ("tflite-runtime==2.14.0",), ("manylinux_2_34_armv7l", "linux_armv7l"), True,
-            "arm-linux-gnueabihf")
+            "arm-linux-gnueabihf",
+            # Measured: ai-edge-litert 2.3 and tflite-runtime 2.14 differ in the last bit of
+            # some int8 outputs on the same CPU, so the host must run 2.14 too.
+            host_wheels=("tflite-runtime==2.14.0", "numpy<2"))
     raise DeviceError(f"device {profile.name} is {profile.arch}: only aarch64 and armv7l "
                       "profiles are emulated (run x86_64 bundles directly)")
 
@@ -97,6 +103,7 @@ class Environment:
     python: str          # interpreter path on the host (qemu does not map the program path)
     site: str            # wheels dir for PYTHONPATH
     built_seconds: float  # 0 when it came from the cache
+    host_site: str = ""  # host-side wheels of the device's engine release ("" = host's own)
 
 
 def cache_root() -> Path:
@@ -206,6 +213,21 @@ def _install_wheels(root: Path, recipe: ArchRecipe, progress: Progress) -> None:
     _run(cmd + list(recipe.wheels), "pip install of the ARM wheels")
 
 
+def _install_host_wheels(root: Path, recipe: ArchRecipe, progress: Progress) -> None:
+    if not recipe.host_wheels:
+        return
+    progress(f"[emulation {recipe.debian_arch}] pip (host reference): "
+             f"{', '.join(recipe.host_wheels)}")
+    try:
+        _run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+              "--only-binary=:all:", "--target", str(root / "host-site"),
+              *recipe.host_wheels], "pip install of the host reference wheels")
+    except DeviceError as e:
+        # e.g. no wheel for this host's Python: fall back to the host's own engine.
+        log.warning("%s; the host reference run uses the host's own engine", e)
+        shutil.rmtree(root / "host-site", ignore_errors=True)
+
+
 def cpuinfo_text(core: str, cores: int, arch: str) -> str:
     """An ARM /proc/cpuinfo for `cores` cores of type `core` (e.g. cortex-a72)."""
     parts = {v: k for k, v in ARM_PARTS.items()}
@@ -277,6 +299,7 @@ def ensure_environment(profile: Profile, *, cache_dir: str | os.PathLike | None 
             shutil.rmtree(tmp, ignore_errors=True)
             _build_sysroot(tmp, recipe, say)
             _install_wheels(tmp, recipe, say)
+            _install_host_wheels(tmp, recipe, say)
             built = time.monotonic() - start
             (tmp / "stamp.json").write_text(json.dumps(
                 {"stamp": stamp, "recipe": asdict(recipe), "seconds": round(built, 1)},
@@ -285,5 +308,7 @@ def ensure_environment(profile: Profile, *, cache_dir: str | os.PathLike | None 
             tmp.rename(root)
             say(f"[emulation {recipe.debian_arch}] ready in {built:.0f} s")
         view = _view(root, profile, recipe.debian_arch)
+    host_site = root / "host-site"
     return Environment(recipe.debian_arch, qemu, profile.qemu_cpu, str(view),
-                       str(view / "usr" / "bin" / "python3.11"), str(root / "site"), built)
+                       str(view / "usr" / "bin" / "python3.11"), str(root / "site"), built,
+                       str(host_site) if host_site.is_dir() else "")

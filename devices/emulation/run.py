@@ -191,16 +191,21 @@ def _bundle_kind(bundle_path) -> tuple[str, str]:
     """(target, quantization) of the bundle, as the checks see it."""
     from edgepack.runtime import read_bundle
 
-    from edgepack.devices.check import _subject
+    from edgepack.devices.check import bundle_facts
 
-    s = _subject(read_bundle(bundle_path))
+    s = bundle_facts(read_bundle(bundle_path))
     return s.target, s.quantization
 
 
-def _mismatch_notes(target: str, quantization: str) -> tuple[str, ...]:
+def _mismatch_notes(target: str, quantization: str, host_engine: str,
+                    device_engine: str) -> tuple[str, ...]:
     """Known causes of a host/device difference that are the host's, not the device's."""
     from edgepack.devices.host import detect_host
 
+    if host_engine != device_engine:
+        return (f"host ran {host_engine}, the device {device_engine}: engine releases differ "
+                "in the last bit of some kernels, so part of the difference may be the "
+                "version, not the CPU",)
     features = detect_host().features
     if (target == "onnx" and quantization == "int8" and "avx2" in features
             and not {"avx512_vnni", "avx_vnni"} & set(features)):
@@ -237,9 +242,7 @@ def emulate(bundle_path: str | os.PathLike, device: str | Profile,
         np.savez(work / "inputs.npz", **feeds)
         base_env = {k: v for k, v in os.environ.items()
                     if not k.startswith(("PYTHON", "OPENBLAS", "LD_", "QEMU_"))}
-        host_env = dict(base_env, PYTHONPATH=str(src), PYTHONNOUSERSITE="1")
-        host_s = _run([sys.executable, str(RUNNER), str(bundle), str(work / "inputs.npz"),
-                       str(work / "host.npz"), str(threads)], host_env, "host")
+        # The device first: when it refuses the model, that is the news.
         guest_env = dict(base_env, PYTHONPATH=f"{src}:{env_info.site}", PYTHONNOUSERSITE="1")
         cmd = [env_info.qemu, "-cpu", env_info.qemu_cpu, "-L", env_info.view, env_info.python,
                str(RUNNER), str(bundle), str(work / "inputs.npz"), str(work / "device.npz"),
@@ -248,6 +251,15 @@ def emulate(bundle_path: str | os.PathLike, device: str | Profile,
             progress(f"[emulation] running {bundle.name} on {profile.name} "
                      f"(qemu {env_info.qemu_cpu})")
         dev_s = _run(cmd, guest_env, f"emulated {profile.name} ({env_info.qemu_cpu})")
+        if env_info.host_site:
+            # Isolated (-S: no site-packages) so only the device's engine release is seen.
+            host_env = dict(base_env, PYTHONPATH=f"{src}:{env_info.host_site}")
+            host_cmd = [sys.executable, "-S", "-s"]
+        else:
+            host_env = dict(base_env, PYTHONPATH=str(src), PYTHONNOUSERSITE="1")
+            host_cmd = [sys.executable]
+        host_s = _run(host_cmd + [str(RUNNER), str(bundle), str(work / "inputs.npz"),
+                                  str(work / "host.npz"), str(threads)], host_env, "host")
         with np.load(work / "host.npz") as h, np.load(work / "device.npz") as d:
             names = [n for n in h.files if not n.startswith("__")]
             outs = tuple(_compare(n, h[n], d[n], strict, tolerance) if n in d.files else
@@ -262,4 +274,5 @@ def emulate(bundle_path: str | os.PathLike, device: str | Profile,
                            dev_engine, outs, tolerance,
                            {"environment_build": round(env_info.built_seconds, 2),
                             "host_run": round(host_s, 2), "emulated_run": round(dev_s, 2)},
-                           () if ok else _mismatch_notes(target, quantization))
+                           () if ok else _mismatch_notes(target, quantization, host_engine,
+                                                         dev_engine))
