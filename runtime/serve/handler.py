@@ -144,12 +144,12 @@ class V2Handler(BaseHTTPRequestHandler):
                                     "application/json (or the binary tensor extension)")
         body = self._read_body()
         start = time.perf_counter()
-        header_length = parse_header_length(self.headers.get("Inference-Header-Content-Length"),
-                                            len(body))
         labels = None
         try:
             with self.app.manager.lease(model, version) as lv:
                 labels = lv.labels      # errors from here on count against this version
+                header_length = parse_header_length(
+                    self.headers.get("Inference-Header-Content-Length"), len(body))
                 request = decode_infer_request(body, header_length)
                 del body
                 with self.app.workers:
@@ -161,6 +161,9 @@ class V2Handler(BaseHTTPRequestHandler):
                                                         outputs)
         except RequestError as exc:
             self._count_error(model, labels, exc.status)
+            raise
+        except Exception:
+            self._count_error(model, labels, 500)
             raise
         headers = {}
         ctype_out = "application/json"
@@ -197,6 +200,9 @@ class V2Handler(BaseHTTPRequestHandler):
                            "outputs": jsonable_results(result)}
         except RequestError as exc:
             self._count_error(model, labels, exc.status)
+            raise
+        except Exception:
+            self._count_error(model, labels, 500)
             raise
         self._json(200, payload)
         self.app.metrics.inc("edgepack_requests_total", labels)
