@@ -1,0 +1,103 @@
+"""The one call the ONNX converter makes for int8: recipe -> prep -> calibrate -> quantize
+(-> accuracy-aware mixed precision) (-> on-the-spot speed check), plus the manifest record.
+
+    result = quantize_int8(float_onnx_bytes, {"x": calibration_array},
+                           Int8Options(device="rpi4b", accuracy=AccuracyTarget(0.99)))
+    result.model_bytes, result.record      # record -> manifest "quantization" fields
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+from edgepack.runtime.errors import ConversionError
+
+from .graph_prep import prepare_graph
+from .quantize import Calibrated, CalibrationSettings
+from .recipes import Recipe, choose_recipe
+from .sensitivity import AccuracyTarget, MixedPrecision, accuracy_aware
+from .speed import SpeedReport, SpeedSettings, measure_speed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Int8Options:
+    """How `quantize_int8` works.
+
+    recipe: an explicit Recipe; None chooses one for `device` (a profile name, Profile or
+        HostInfo; None = this machine).
+    recipe_overrides: recipe fields to replace, as (name, value) pairs, e.g.
+        (("reduce_range", False),).
+    calibration: calibration method and batching.
+    accuracy: None = plain int8; an AccuracyTarget = keep sensitive layers float until met.
+    speed: None = no speed check; SpeedSettings = time int8 vs fp32 here and warn if slower.
+    """
+
+    recipe: Recipe | None = None
+    device: Any = None
+    recipe_overrides: tuple[tuple[str, Any], ...] = ()
+    calibration: CalibrationSettings = field(default_factory=CalibrationSettings)
+    accuracy: AccuracyTarget | None = None
+    speed: SpeedSettings | None = None
+
+    def resolved_recipe(self) -> Recipe:
+        recipe = self.recipe or choose_recipe("onnxruntime", self.device)
+        if recipe.engine != "onnxruntime":
+            raise ConversionError(f"recipe {recipe.name} is for {recipe.engine}, not onnxruntime")
+        return recipe.with_overrides(**dict(self.recipe_overrides))
+
+
+@dataclass(frozen=True)
+class Int8Result:
+    """The int8 model and the manifest record describing how it was made."""
+
+    model_bytes: bytes
+    recipe: Recipe
+    record: dict[str, Any]
+    mixed: MixedPrecision | None = None
+    speed: SpeedReport | None = None
+
+
+def quantize_int8(model_bytes: bytes, calibration: Mapping[str, np.ndarray],
+                  options: Int8Options = Int8Options()) -> Int8Result:
+    """Quantize the float ONNX `model_bytes` to int8 as `options` says.
+
+    calibration: float32 samples per model input, batch axis first (never the held-out
+        validation split: the accuracy-aware pass measures on these samples).
+    Raises ConversionError (bad options, no calibration data, quantizer failure).
+    """
+    recipe = options.resolved_recipe()
+    prepared = prepare_graph(model_bytes) if recipe.graph_prep else None
+    float_model = prepared.model_bytes if prepared else model_bytes
+    with Calibrated(float_model, calibration, options.calibration) as calibrated:
+        if options.accuracy is not None:
+            mixed = accuracy_aware(calibrated, recipe, calibration, options.accuracy)
+            quantized = mixed.model_bytes
+        else:
+            mixed, quantized = None, calibrated.quantize(recipe)
+        samples = calibrated.samples
+    record: dict[str, Any] = {
+        "recipe": recipe.to_record(),
+        "calibration": {"method": options.calibration.method, "samples": samples},
+        "kept_float": [],
+    }
+    if options.calibration.method == "percentile":
+        record["calibration"]["percentile"] = options.calibration.percentile
+    if prepared is not None:
+        record["graph_prep"] = prepared.to_record()
+    if recipe.float_op_types:
+        record["kept_float"].append({"op_types": list(recipe.float_op_types),
+                                     "reason": "recipe: int8 kernels slower on this engine"})
+    if mixed is not None:
+        record["accuracy_aware"] = mixed.to_record()
+        record["kept_float"].extend({"node": k["node"], "op": k["op"], "reason": k["reason"]}
+                                    for k in record["accuracy_aware"]["kept_float"])
+    speed = None
+    if options.speed is not None:
+        speed = measure_speed(model_bytes, quantized, "onnxruntime", options.speed)
+        record["speed"] = speed.to_record()
+    return Int8Result(quantized, recipe, record, mixed, speed)

@@ -1,0 +1,181 @@
+"""Static int8 quantization of an ONNX model following a Recipe, with calibration reuse.
+
+Calibration (running the float model on the calibration set and collecting ranges) is the
+slow part; `Calibrated` runs it once and every later quantization of the same prepared graph
+(with different layers kept in float, as the sensitivity pass needs) reuses the ranges
+through onnxruntime's calibration cache.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+
+from edgepack.runtime.errors import ConversionError
+
+from .recipes import Recipe
+
+log = logging.getLogger(__name__)
+
+#: Op types the int8 recipes quantize (their int8 kernels exist on CPU engines); the rest
+#: of the graph (Reshape, pooling, ...) follows its neighbours through the QDQ fusion.
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+#: Op types the sensitivity pass may keep in float: the weighted ones plus the ops that
+#: get their own int8 kernel and scale (a residual Add can carry the outliers).
+QUANTIZABLE_OPS = WEIGHTED_OPS + ("Add", "Mul", "Concat", "MaxPool", "AveragePool",
+                                  "GlobalAveragePool", "Resize")
+#: Calibration methods and how many samples each run of the calibrator takes.
+METHODS = ("minmax", "entropy", "percentile")
+
+
+@dataclass(frozen=True)
+class CalibrationSettings:
+    """method: "minmax" | "entropy" | "percentile"; percentile: the kept percentile."""
+
+    method: str = "minmax"
+    percentile: float = 99.999
+    batch: int = 16
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConversionError(f"unknown calibration method {self.method!r}; use one of "
+                                  f"{', '.join(METHODS)}")
+        if not 50.0 < self.percentile <= 100.0:
+            raise ConversionError(f"calibration percentile must be in (50, 100], got "
+                                  f"{self.percentile}")
+        if self.batch < 1:
+            raise ConversionError("calibration batch must be >= 1")
+
+
+def weighted_nodes(model_bytes: bytes, ops: Sequence[str] = WEIGHTED_OPS
+                   ) -> list[tuple[str, str]]:
+    """(node name, op type) of the nodes whose op type is in `ops`, in graph order."""
+    import onnx
+    graph = onnx.load_from_string(model_bytes).graph
+    return [(n.name, n.op_type) for n in graph.node if n.op_type in ops]
+
+
+class Calibrated:
+    """A prepared float model plus its activation ranges, quantizable many times.
+
+    Use as a context manager (it owns a temporary directory holding the cache).
+    """
+
+    def __init__(self, model_bytes: bytes, calibration: Mapping[str, np.ndarray],
+                 settings: CalibrationSettings = CalibrationSettings()):
+        self.model_bytes = model_bytes
+        self.settings = settings
+        self._tmp = tempfile.TemporaryDirectory(prefix="edgepack-int8-")
+        self._dir = Path(self._tmp.name)
+        self._model_path = self._dir / "float.onnx"
+        self._model_path.write_bytes(model_bytes)
+        self._cache = self._dir / "ranges.json"
+        self._calibration, static_batch = _checked_calibration(model_bytes, calibration)
+        self.samples = min(len(a) for a in self._calibration.values())
+        # A graph with a fixed batch axis takes exactly that many samples per run.
+        self._batch = static_batch or min(settings.batch, self.samples)
+        self._count = 0
+
+    def __enter__(self) -> "Calibrated":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._tmp.cleanup()
+
+    def quantize(self, recipe: Recipe, exclude_nodes: Sequence[str] = ()) -> bytes:
+        """The int8 model of `recipe`, with `exclude_nodes` (and the recipe's float op types)
+        left in float. Raises ConversionError when onnxruntime's quantizer fails."""
+        from onnxruntime import quantization as ortq
+        qtype = {"uint8": ortq.QuantType.QUInt8, "int8": ortq.QuantType.QInt8}
+        method = {"minmax": ortq.CalibrationMethod.MinMax,
+                  "entropy": ortq.CalibrationMethod.Entropy,
+                  "percentile": ortq.CalibrationMethod.Percentile}[self.settings.method]
+        excluded = set(exclude_nodes)
+        if recipe.float_op_types:
+            excluded |= {name for name, op in weighted_nodes(self.model_bytes)
+                         if op in recipe.float_op_types}
+        self._count += 1
+        out = self._dir / f"int8-{self._count}.onnx"
+        extra = {"CalibPercentile": self.settings.percentile,
+                 # Asymmetric activations use the whole range for post-ReLU tensors;
+                 # symmetric weights are what the int8 conv kernels expect.
+                 "ActivationSymmetric": False, "WeightSymmetric": True}
+        reader = None if self._cache.exists() else _Reader(self._calibration, self._batch)
+        try:
+            ortq.quantize_static(
+                str(self._model_path), str(out), reader,
+                quant_format={"qdq": ortq.QuantFormat.QDQ,
+                              "qoperator": ortq.QuantFormat.QOperator}[recipe.quant_format],
+                per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
+                activation_type=qtype[recipe.activation_type],
+                weight_type=qtype[recipe.weight_type], calibrate_method=method,
+                nodes_to_exclude=sorted(excluded) or None, extra_options=extra,
+                calibration_cache_path=str(self._cache))
+        except Exception as e:
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            raise ConversionError(f"onnxruntime static quantization failed: {first}") from e
+        return out.read_bytes()
+
+
+def _checked_calibration(model_bytes: bytes, calibration: Mapping[str, np.ndarray]
+                         ) -> tuple[dict[str, np.ndarray], int | None]:
+    """The calibration arrays per model input, and the graph's fixed batch size (or None)."""
+    import onnx
+    graph = onnx.load_from_string(model_bytes).graph
+    initializers = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    names = [i.name for i in inputs]
+    if not calibration:
+        raise ConversionError("int8 quantization needs calibration data; pass "
+                              "calibration_data / --calibration-data")
+    missing = [n for n in names if n not in calibration]
+    if missing:
+        raise ConversionError(f"calibration data has no samples for input(s) {missing}; it "
+                              f"has {sorted(calibration)}")
+    arrays = {n: np.ascontiguousarray(calibration[n], dtype=np.float32) for n in names}
+    if min(len(a) for a in arrays.values()) < 1:
+        raise ConversionError("calibration data holds no samples")
+    fixed = {d.dim_value for i in inputs for d in i.type.tensor_type.shape.dim[:1]
+             if d.HasField("dim_value")}
+    return arrays, (min(fixed) if fixed else None)
+
+
+class _Reader:
+    """onnxruntime CalibrationDataReader yielding equal-size batches.
+
+    The histogram calibrators (entropy, percentile) stack per-batch outputs and fail on a
+    short last batch ("inhomogeneous shape"), so the remainder that does not fill a batch
+    is dropped (logged).
+    """
+
+    def __init__(self, arrays: Mapping[str, np.ndarray], batch: int):
+        count = min(len(a) for a in arrays.values())
+        if count < batch:
+            raise ConversionError(f"the model takes batches of {batch} but the calibration "
+                                  f"data has only {count} samples")
+        self._batch = batch
+        usable = count - count % self._batch
+        if usable < count:
+            log.info("calibration: %d of %d samples used (equal batches of %d)",
+                     usable, count, self._batch)
+        self._arrays = {n: a[:usable] for n, a in arrays.items()}
+        self._iter = self._batches()
+
+    def _batches(self) -> Iterator[dict[str, np.ndarray]]:
+        count = min(len(a) for a in self._arrays.values())
+        for start in range(0, count, self._batch):
+            yield {n: a[start:start + self._batch] for n, a in self._arrays.items()}
+
+    def get_next(self):
+        return next(self._iter, None)
+
+    def rewind(self) -> None:
+        self._iter = self._batches()
+

@@ -1,0 +1,233 @@
+"""int8 recipes: which quantization settings pay off for one engine on one CPU family.
+
+A recipe is data (a frozen dataclass), picked from a device profile or from the host and
+overridable field by field. The table below is what was measured, not folklore; where a
+setting could not be measured here (ARM timings need a board, not qemu), the row says whose
+advice it follows.
+
+Measurements (host: AMD EPYC Zen 3, x86_64 AVX2+FMA, **no** VNNI; onnxruntime 1.32;
+MobileNetV2 1.0 at 224x224, batch 1, 1 thread, int8/fp32 ratio of summed kernel times from
+onnxruntime profiling, both sessions interleaved in one process; scratch scripts
+/tmp/i8/quant2.py + prof3.py, re-runnable through `python benchmarks/int8.py`):
+
+    QDQ S8S8 per-channel (onnxruntime's quantize_static defaults) ... x1.02-1.14 (slower: ORT
+        keeps DQ -> float Conv -> Q for int8 activations on x86, QuantizeLinear/Dequantize
+        alone cost 2.2 ms of 13.7)
+    QDQ U8S8 per-channel ............................................ x0.72-0.78
+    QDQ U8S8 per-channel reduce_range ............................... x0.72
+    QDQ U8S8 per-tensor reduce_range ................................ x0.70 (per-channel ~free)
+    QOperator U8S8 per-channel ...................................... x0.80 (no gain over QDQ)
+    QDQ U8U8 per-channel ............................................ x1.01 (no fast u8u8 path)
+    U8S8 + first conv (3 input channels) kept float ................. x0.72 (its own time
+        -40%, but a float->NCHWc reorder + QuantizeLinear eat the gain)
+    U8S8 + all depthwise convs kept float ........................... x0.80 (slower: they
+        run as NHWC float convs between Q/DQ pairs)
+    per op type (U8S8): pointwise Conv x0.57, depthwise Conv x1.0-1.07, first Conv x1.48,
+        Gemm x0.36.
+So on this CPU family no op type is worth leaving in float on onnxruntime, and int8 pays
+x0.7, not x0.5: without VNNI, u8s8 products go through vpmaddubsw+vpmaddwd (about twice the
+fp32 FMA rate at best) and onnxruntime's fp32 depthwise NCHWc kernels are already as fast as
+its int8 ones.
+
+LiteRT 2.3 (XNNPACK) on the same host and model (Keras MobileNetV2, full-int8 builtins):
+    int8/fp32 x1.15-1.19 at 1 thread, x1.14 at 2 threads (int8 slower); without the XNNPACK
+    delegate both are ~3.5x slower. XNNPACK's QS8 kernels on AVX2 widen to 16 bits, so they
+    cannot beat its fp32 FMA kernels; on ARM (NEON/dotprod) int8 is XNNPACK's fast path.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields, replace
+from typing import Any, Iterable
+
+from edgepack.runtime.errors import ConversionError
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("onnxruntime", "litert")
+FORMATS = ("qdq", "qoperator")
+INT8_TYPES = ("uint8", "int8")
+#: CPU families a recipe can be chosen for, from the profile's/host's ISA features.
+CPU_FAMILIES = ("x86-vnni", "x86-avx2", "x86-generic", "arm-dotprod", "arm-neon", "unknown")
+#: ONNX op types whose int8 form is a convolution or a matrix product: a model made mostly
+#: of these is "conv-heavy" and must not be quantized dynamically.
+CONV_OPS = ("Conv", "ConvTranspose")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to quantize to int8 for one engine on one CPU family.
+
+    activation_type / weight_type: "uint8" | "int8" (U8S8 = uint8 activations, int8 weights).
+    reduce_range: 7-bit weights, so u8*s8 pair sums cannot saturate 16 bits on x86 without
+        VNNI (vpmaddubsw); onnxruntime documents it for that CPU class.
+    quant_format: "qdq" (QuantizeLinear/DequantizeLinear around float ops, fused by the
+        engine) or "qoperator" (QLinearConv & co. written out).
+    per_channel: one weight scale per output channel.
+    graph_prep: shape inference + BatchNorm/activation fusion before quantization.
+    float_op_types: op types left in float because their int8 kernels are slower on this
+        engine/CPU (measured; empty when nothing was worth it).
+    allow_dynamic: whether "dynamic" (weights-only int8) is acceptable for conv-heavy models.
+    why: one line naming the evidence (shown in the manifest).
+    """
+
+    name: str
+    engine: str
+    cpu_family: str
+    activation_type: str = "uint8"
+    weight_type: str = "int8"
+    reduce_range: bool = False
+    quant_format: str = "qdq"
+    per_channel: bool = True
+    graph_prep: bool = True
+    float_op_types: tuple[str, ...] = ()
+    allow_dynamic: bool = False
+    why: str = ""
+
+    def __post_init__(self) -> None:
+        checks = (("engine", ENGINES), ("cpu_family", CPU_FAMILIES),
+                  ("activation_type", INT8_TYPES), ("weight_type", INT8_TYPES),
+                  ("quant_format", FORMATS))
+        for name, allowed in checks:
+            if getattr(self, name) not in allowed:
+                raise ConversionError(f"int8 recipe field {name}={getattr(self, name)!r} is not "
+                                      f"one of {', '.join(allowed)}")
+        if self.engine == "litert" and (self.activation_type, self.weight_type) != ("int8", "int8"):
+            raise ConversionError("LiteRT int8 models are int8 activations and int8 weights; "
+                                  "uint8 is not a TFLite full-integer type")
+        object.__setattr__(self, "float_op_types", tuple(self.float_op_types))
+
+    @property
+    def types(self) -> str:
+        """"U8S8"-style short name of the activation/weight types."""
+        short = {"uint8": "U8", "int8": "S8"}
+        return short[self.activation_type] + short[self.weight_type]
+
+    def to_record(self) -> dict[str, Any]:
+        """The `recipe` entry of the manifest's `quantization` field."""
+        return {"name": self.name, "engine": self.engine, "cpu_family": self.cpu_family,
+                "types": self.types, "reduce_range": self.reduce_range,
+                "format": self.quant_format, "per_channel": self.per_channel,
+                "graph_prep": self.graph_prep, "float_op_types": list(self.float_op_types),
+                "why": self.why}
+
+    def with_overrides(self, **changes: Any) -> "Recipe":
+        """A copy with the given fields replaced (None values are ignored), re-validated."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise ConversionError(f"unknown int8 recipe field(s) {unknown}; known: {sorted(known)}")
+        changes = {k: v for k, v in changes.items() if v is not None}
+        if not changes:
+            return self
+        return replace(self, name=f"{self.name}+custom", **changes)
+
+
+_ORT_X86 = ("onnxruntime's quantize_static guidance for x86; measured here "
+            "(AVX2, no VNNI): S8S8 x1.02-1.14, U8S8 x0.72 of fp32 on MobileNetV2")
+
+#: (engine, cpu family) -> recipe. Families without a row fall back to the engine default.
+RECIPES: dict[tuple[str, str], Recipe] = {(r.engine, r.cpu_family): r for r in (
+    Recipe("ort-x86-vnni", "onnxruntime", "x86-vnni", "uint8", "int8", reduce_range=False,
+           why="VNNI (vpdpbusd) accumulates u8*s8 without 16-bit saturation; " + _ORT_X86),
+    Recipe("ort-x86-avx2", "onnxruntime", "x86-avx2", "uint8", "int8", reduce_range=True,
+           why="without VNNI u8*s8 pairs go through vpmaddubsw and can saturate: 7-bit "
+               "weights avoid it at no measured speed cost; " + _ORT_X86),
+    Recipe("ort-x86-generic", "onnxruntime", "x86-generic", "uint8", "int8", reduce_range=True,
+           why="pre-AVX2 x86: same saturation risk as AVX2, U8S8 per " + _ORT_X86),
+    # ARM: not measurable on this host (qemu timings are meaningless). onnxruntime's own
+    # guidance: symmetric int8 activations on ARM, whose sdot/NEON kernels take S8S8 and
+    # which keeps QDQ int8 activations fused by default there.
+    Recipe("ort-arm-dotprod", "onnxruntime", "arm-dotprod", "int8", "int8",
+           why="ARMv8.2 sdot kernels take S8S8 directly (onnxruntime guidance for ARM)"),
+    Recipe("ort-arm-neon", "onnxruntime", "arm-neon", "int8", "int8",
+           why="onnxruntime guidance for ARM (S8S8, QDQ); no dotprod, so int8 gains are "
+               "smaller than on ARMv8.2+ and the speed check matters"),
+    Recipe("litert-x86", "litert", "x86-avx2", "int8", "int8",
+           why="TFLite full-integer is S8 per-channel; measured here XNNPACK int8 is x1.15 "
+               "of fp32 on MobileNetV2: the speed check will warn"),
+    Recipe("litert-x86-vnni", "litert", "x86-vnni", "int8", "int8",
+           why="TFLite full-integer is S8 per-channel (XNNPACK QS8 kernels)"),
+    Recipe("litert-arm", "litert", "arm-neon", "int8", "int8",
+           why="TFLite full-integer is S8 per-channel; XNNPACK QS8 NEON kernels"),
+    Recipe("litert-arm-dotprod", "litert", "arm-dotprod", "int8", "int8",
+           why="TFLite full-integer is S8 per-channel; XNNPACK QS8 sdot kernels"),
+)}
+
+
+
+def cpu_family(arch: str, features: Iterable[str]) -> str:
+    """The CPU family of an `arch` (`uname -m`) with ISA `features` (profile names)."""
+    feats = set(features)
+    if arch in ("x86_64", "amd64", "AMD64", "i686"):
+        if feats & {"avx512_vnni", "avx_vnni"}:
+            return "x86-vnni"
+        return "x86-avx2" if "avx2" in feats else "x86-generic"
+    if arch in ("aarch64", "arm64", "armv7l", "armv8l"):
+        return "arm-dotprod" if "dotprod" in feats else "arm-neon"
+    return "unknown"
+
+
+def recipe_for(engine: str, family: str) -> Recipe:
+    """The recipe for `engine` on CPU `family` (the engine's default row when none matches)."""
+    if engine not in ENGINES:
+        raise ConversionError(f"no int8 recipes for engine {engine!r}; known: {', '.join(ENGINES)}")
+    if family not in CPU_FAMILIES:
+        raise ConversionError(f"unknown CPU family {family!r}; known: {', '.join(CPU_FAMILIES)}")
+    recipe = RECIPES.get((engine, family))
+    if recipe is None:
+        # The conservative row of the same architecture: x86 without VNNI, ARM without sdot.
+        fallback = "arm-neon" if family.startswith("arm") else "x86-avx2"
+        recipe = RECIPES[(engine, fallback)]
+        log.info("no int8 recipe for %s on %s; using %s", engine, family, recipe.name)
+    return recipe
+
+
+def choose_recipe(engine: str, device: Any = None, **overrides: Any) -> Recipe:
+    """The int8 recipe for `engine` on `device`, with field `overrides` applied.
+
+    device: a device profile name or Profile (edgepack.devices), a HostInfo, or None for
+        the machine this runs on (read from /proc/cpuinfo by edgepack.devices).
+    Raises ConversionError for an unknown engine/device or override field.
+    """
+    arch, features, label = _describe(device)
+    family = cpu_family(arch, features)
+    recipe = recipe_for(engine, family).with_overrides(**overrides)
+    log.info("int8 recipe %s for %s (%s, %s)", recipe.name, label, arch, family)
+    return recipe
+
+
+def _describe(device: Any) -> tuple[str, tuple[str, ...], str]:
+    from edgepack import devices
+    from edgepack.runtime.errors import DeviceError
+    if device is None:
+        host = devices.detect_host()
+        return host.arch, host.features, "this machine"
+    if isinstance(device, devices.HostInfo):
+        return device.arch, device.features, "host"
+    try:
+        profile = devices.load_profile(device)
+    except DeviceError as e:
+        raise ConversionError(str(e)) from e
+    return profile.arch, profile.features, profile.name
+
+
+def dynamic_refusal(model_op_types: Iterable[str], asked_explicitly: bool) -> str | None:
+    """Why "dynamic" quantization should not be used on this model, or None.
+
+    Conv-heavy ONNX models quantized dynamically run ConvInteger, which onnxruntime's CPU
+    provider executes 10-15x slower than float (issue 8's measurement on MobileNetV2), so a
+    recipe never picks it; when the user asks explicitly, the caller warns instead.
+    """
+    ops = list(model_op_types)
+    convs = sum(op in CONV_OPS for op in ops)
+    mats = sum(op in ("MatMul", "Gemm") for op in ops)
+    if convs and convs >= mats:
+        message = (f"the model has {convs} convolutions: dynamic int8 (weights only) makes them "
+                   "ConvInteger, 10-15x slower than float on onnxruntime; use int8 with "
+                   "calibration data")
+        if asked_explicitly:
+            log.warning("%s (kept because it was asked explicitly)", message)
+            return None
+        return message
+    return None

@@ -1,0 +1,177 @@
+""""Is int8 faster than fp32 here?" — measured on the spot, on the machine converting.
+
+Both models are opened through the runtime's own engines (what a device runs) in one
+process and timed interleaved (fp32, int8, fp32, int8, ...), so a burst of load from other
+processes hits both alike; the verdict uses medians. The result is a fact about *this*
+machine: the manifest records it with the host's CPU family so nobody mistakes it for a
+measurement on the target board.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from edgepack.runtime.errors import ConversionError
+
+log = logging.getLogger(__name__)
+
+#: A ratio above this counts as "not faster": int8 that saves under 5% is noise here.
+FASTER_BELOW = 0.95
+
+
+@dataclass(frozen=True)
+class SpeedSettings:
+    """threads: thread counts to measure; rounds: interleaved timed runs per model."""
+
+    threads: tuple[int, ...] = (1,)
+    rounds: int = 15
+    warmup: int = 3
+
+    def __post_init__(self) -> None:
+        if not self.threads or any(not isinstance(t, int) or t < 1 for t in self.threads):
+            raise ConversionError(f"speed check threads must be positive integers, "
+                                  f"got {self.threads!r}")
+        if self.rounds < 3 or self.warmup < 0:
+            raise ConversionError("speed check needs rounds >= 3 and warmup >= 0")
+
+
+@dataclass(frozen=True)
+class SpeedPoint:
+    """Median latencies at one thread count; ratio = int8 / fp32."""
+
+    threads: int
+    fp32_ms: float
+    int8_ms: float
+
+    @property
+    def ratio(self) -> float:
+        return self.int8_ms / self.fp32_ms if self.fp32_ms > 0 else float("inf")
+
+    @property
+    def faster(self) -> bool:
+        return self.ratio < FASTER_BELOW
+
+
+@dataclass(frozen=True)
+class SpeedReport:
+    """The on-the-spot comparison (one point per thread count)."""
+
+    engine: str
+    points: tuple[SpeedPoint, ...]
+    host: str = ""
+
+    @property
+    def faster(self) -> bool:
+        """True when int8 is faster at every measured thread count."""
+        return all(p.faster for p in self.points)
+
+    def to_record(self) -> dict[str, Any]:
+        """The `speed` entry of the manifest (quantization and validation records)."""
+        return {"engine": self.engine, "host": self.host, "faster_than_fp32": self.faster,
+                "points": [{"threads": p.threads, "fp32_ms": round(p.fp32_ms, 3),
+                            "int8_ms": round(p.int8_ms, 3), "ratio": round(p.ratio, 3),
+                            "faster": p.faster} for p in self.points]}
+
+    def summary(self) -> str:
+        """One line for the validation table, e.g. 'x0.68 at 1 thread (faster)'."""
+        parts = [f"x{p.ratio:.2f} at {p.threads} thread{'s' if p.threads > 1 else ''}"
+                 for p in self.points]
+        verdict = "yes" if self.faster else "NO"
+        return f"faster than fp32 here? {verdict}: int8/fp32 latency " + ", ".join(parts)
+
+
+def interleaved_medians(runners: Sequence[Callable[[], Any]], rounds: int, warmup: int,
+                        clock: Callable[[], float] = time.perf_counter) -> list[float]:
+    """Median seconds per call of each runner, timed round-robin `rounds` times."""
+    for runner in runners:
+        for _ in range(warmup):
+            runner()
+    times: list[list[float]] = [[] for _ in runners]
+    for _ in range(rounds):
+        for i, runner in enumerate(runners):
+            start = clock()
+            runner()
+            times[i].append(clock() - start)
+    return [float(np.median(t)) for t in times]
+
+
+def example_feeds(specs: Sequence, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded inputs matching engine input specs (dynamic dims become 1)."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in specs:
+        shape = tuple(d if d > 0 else 1 for d in spec.shape)
+        if spec.dtype.startswith("float"):
+            feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+        elif spec.dtype in ("int8", "uint8"):
+            info = np.iinfo(spec.dtype)
+            feeds[spec.name] = rng.integers(info.min, info.max + 1, shape).astype(spec.dtype)
+        else:
+            feeds[spec.name] = np.zeros(shape, dtype=spec.dtype)
+    return feeds
+
+
+def measure_speed(fp32_model: bytes, int8_model: bytes, engine: str = "onnxruntime",
+                  settings: SpeedSettings = SpeedSettings(),
+                  feeds: Mapping[str, np.ndarray] | None = None) -> SpeedReport:
+    """Time `int8_model` against `fp32_model` on `engine`, interleaved, per thread count.
+
+    feeds: inputs for the fp32 model (default: seeded random of the input shapes); the int8
+    model gets the same arrays, quantized when its inputs are integer.
+    Raises EngineNotInstalledError/EngineError from the runtime when a model cannot run.
+    """
+    from edgepack.runtime.engines import open_engine
+    points = []
+    for threads in settings.threads:
+        fp32 = open_engine(engine, fp32_model, threads=threads)
+        int8 = open_engine(engine, int8_model, threads=threads)
+        try:
+            f_feeds = dict(feeds) if feeds is not None else example_feeds(fp32.inputs())
+            i_feeds = _feeds_for(int8.inputs(), fp32.inputs(), f_feeds)
+            f_ms, i_ms = (1e3 * t for t in interleaved_medians(
+                [lambda: fp32.run(f_feeds), lambda: int8.run(i_feeds)],
+                settings.rounds, settings.warmup))
+        finally:
+            fp32.close()
+            int8.close()
+        points.append(SpeedPoint(threads, f_ms, i_ms))
+        log.info("speed (%s, %d thread(s)): fp32 %.2f ms, int8 %.2f ms, ratio %.3f",
+                 engine, threads, f_ms, i_ms, i_ms / f_ms)
+    report = SpeedReport(engine, tuple(points), _host_label())
+    if not report.faster:
+        slow = ", ".join(f"x{p.ratio:.2f} at {p.threads} thread(s)" for p in points
+                         if not p.faster)
+        log.warning("int8 is not faster than fp32 on this machine (%s) with %s: %s; "
+                    "consider fp32/fp16 for this host, or check on the target device",
+                    report.host, engine, slow)
+    return report
+
+
+def _feeds_for(int8_specs, fp32_specs, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The fp32 feeds renamed/cast to the int8 model's inputs (positional match)."""
+    out = {}
+    for q_spec, f_spec in zip(int8_specs, fp32_specs):
+        value = np.asarray(feeds[f_spec.name])
+        if q_spec.dtype in ("int8", "uint8"):
+            params = q_spec.quantization
+            scale = params.scale[0] if params else 1.0
+            zero = params.zero_point[0] if params else 0
+            info = np.iinfo(q_spec.dtype)
+            value = np.clip(np.round(value / scale) + zero, info.min, info.max)
+        out[q_spec.name] = value.astype(q_spec.dtype)
+    return out
+
+
+def _host_label() -> str:
+    try:
+        from edgepack.devices import detect_host
+
+        from .recipes import cpu_family
+        host = detect_host()
+        return f"{host.arch} {cpu_family(host.arch, host.features)}"
+    except Exception:  # a label only: never let host detection fail a conversion
+        return ""

@@ -1,0 +1,96 @@
+"""The sensitivity pass on tiny models: it finds the outlier layers and records them."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import conv_net, run
+
+from edgepack.converters.int8 import (AccuracyTarget, Calibrated, Int8Options, accuracy_aware,
+                                      choose_recipe, quantize_int8)
+from edgepack.converters.int8.sensitivity import score
+from edgepack.runtime.errors import ConversionError
+
+
+def _recipe():
+    return choose_recipe("onnxruntime", "x86_64-workstation")
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean(a.argmax(1) == b.argmax(1)))
+
+
+def test_score_measures_agreement_and_normalized_error():
+    ref = [np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 2.0]])]
+    got = [np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [0.0, 2.0]])]
+    result = score(ref, got)
+    assert result.agreement == 0.75
+    assert result.error == pytest.approx(2.0 / 7.0)   # ||diff||^2 / ||ref||^2
+
+
+def test_outlier_model_plain_int8_misses_and_accuracy_aware_meets(calib, held_out):
+    model = conv_net(outlier=1000.0)
+    reference = run(model, held_out)
+    np.testing.assert_allclose(reference, run(conv_net(), held_out), atol=1e-4)  # same function
+    plain = quantize_int8(model, {"x": calib}, Int8Options(recipe=_recipe()))
+    assert _agreement(reference, run(plain.model_bytes, held_out)) < 0.5   # collapsed
+
+    target = AccuracyTarget(min_agreement=0.95, max_float_layers=3)
+    aware = quantize_int8(model, {"x": calib}, Int8Options(recipe=_recipe(), accuracy=target))
+    record = aware.record["accuracy_aware"]
+    kept = {k["node"] for k in record["kept_float"]}
+    # The outlier tensor is A's output: both its producer and its consumer quantize it.
+    assert {"conv_a", "conv_b"} <= kept
+    assert record["met"] and record["agreement"] >= 0.95
+    assert record["agreement_all_int8"] < 0.5
+    assert [k["node"] for k in aware.record["kept_float"]] == [k["node"] for k in record["kept_float"]]
+    assert all("sensitivity rank" in k["reason"] for k in aware.record["kept_float"])
+    # ... and it holds on samples the pass never saw.
+    assert _agreement(reference, run(aware.model_bytes, held_out)) >= 0.95
+
+
+def test_nothing_is_kept_float_when_plain_int8_already_meets_the_target(calib):
+    target = AccuracyTarget(min_agreement=0.8)
+    result = quantize_int8(conv_net(), {"x": calib}, Int8Options(recipe=_recipe(),
+                                                                 accuracy=target))
+    record = result.record["accuracy_aware"]
+    assert record["met"] and record["kept_float"] == []
+    assert record["agreement"] == record["agreement_all_int8"] >= 0.8
+
+
+def test_isolated_ranking_puts_the_outlier_layers_first(calib):
+    with Calibrated(conv_net(outlier=1000.0), {"x": calib}) as cal:
+        result = accuracy_aware(cal, _recipe(), {"x": calib},
+                                AccuracyTarget(min_agreement=0.95, max_float_layers=3))
+    ranking = [(s.node, s.method) for s in result.ranking]
+    assert {n for n, _ in ranking[:2]} == {"conv_a", "conv_b"}
+    assert ranking[0][1] == "isolated"
+    assert result.ranking[0].error > 100 * result.ranking[-1].error
+
+
+def test_leave_one_out_cannot_see_a_tensor_shared_by_two_layers(calib):
+    # Documented limitation (why "isolated" is the default): leaving out conv_a alone or
+    # conv_b alone still quantizes the outlier tensor, so neither removes much error.
+    with Calibrated(conv_net(outlier=1000.0), {"x": calib}) as cal:
+        result = accuracy_aware(cal, _recipe(), {"x": calib},
+                                AccuracyTarget(0.95, max_float_layers=1, method="leave_one_out"))
+    assert not result.met
+    assert max(s.impact for s in result.ranking) < 0.5
+    assert result.to_record()["met"] is False
+
+
+def test_max_float_layers_bounds_the_search(calib, caplog):
+    with Calibrated(conv_net(outlier=1000.0), {"x": calib}) as cal:
+        with caplog.at_level("WARNING"):
+            result = accuracy_aware(cal, _recipe(), {"x": calib},
+                                    AccuracyTarget(min_agreement=0.99, max_float_layers=1))
+    assert len(result.kept_float) == 1 and not result.met
+    assert "below the target" in caplog.text
+
+
+def test_bad_targets_are_refused():
+    with pytest.raises(ConversionError, match="agreement target"):
+        AccuracyTarget(min_agreement=1.5)
+    with pytest.raises(ConversionError, match="sensitivity method"):
+        AccuracyTarget(method="random")
+    with pytest.raises(ConversionError, match="max_float_layers"):
+        AccuracyTarget(max_float_layers=0)
