@@ -163,8 +163,8 @@ def _engine_rules(s: BundleFacts, p: Profile, out: list[Finding]) -> EngineSuppo
     return None
 
 
-def _op_version_findings(info: TFLiteModelInfo, table_version: str,
-                         package: str) -> list[Finding]:
+def _op_version_findings(info: TFLiteModelInfo, table_version: str, package: str,
+                         quantization: str) -> list[Finding]:
     table = MAX_OP_VERSIONS.get(table_version)
     if table is None:
         return [Finding("warning", "OP_TABLE_MISSING",
@@ -187,9 +187,10 @@ def _op_version_findings(info: TFLiteModelInfo, table_version: str,
                 "error", "OP_UNKNOWN", f"{package} {table_version} does not know op {op.name}",
                 "convert without this op or use an engine built after it was added"))
         elif op.version > limit:
+            dynamic_fc = op.name == "FULLY_CONNECTED" and quantization == "dynamic"
             fix = ("use full-integer quantization (--quantization int8): dynamic-range int8 "
                    f"emits FULLY_CONNECTED v{op.version}, {package} {table_version} stops at "
-                   f"v{limit}") if op.name == "FULLY_CONNECTED" else (
+                   f"v{limit}") if dynamic_fc else (
                 f"convert with an older TFLite converter or pick a quantization whose kernels "
                 f"{package} {table_version} has")
             found.append(Finding(
@@ -205,12 +206,14 @@ def _tflite_rules(s: BundleFacts, p: Profile, engine: EngineSupport, out: list[F
     if info is None:  # bundle_facts reads it for every tflite bundle
         return
     if engine.op_table:
-        out.extend(_op_version_findings(info, engine.op_table, engine.package))
+        out.extend(_op_version_findings(info, engine.op_table, engine.package,
+                                        s.quantization))
     else:
         # The preferred engine is current; say what happens if the user installs the old one.
         for alt in p.engines_for("tflite")[1:]:
             if alt.op_table and any(f.severity == "error" for f in
-                                    _op_version_findings(info, alt.op_table, alt.package)):
+                                    _op_version_findings(info, alt.op_table, alt.package,
+                                                         s.quantization)):
                 out.append(Finding("info", "ALT_ENGINE_OPS",
                                    f"{engine.package} runs it, but {alt.package} "
                                    f"{alt.op_table} would refuse some op versions",
