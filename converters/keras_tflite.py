@@ -60,9 +60,12 @@ def convert(source: SourceModel, config: ConversionConfig,
             raise conversion_error(e) from e
     input_map, output_order = signature_maps(model_bytes, source)
     notes = () if config.dynamic_batch else (f"fixed batch {source.example_inputs[0].shape[0]}",)
+    record = quant.to_record(calibration_samples=samples)
+    if record:
+        record.pop("reduce_range", None)  # an onnxruntime x86 workaround; TFLite has no such knob
     return ConvertedModel(model_bytes, "litert", "tf.lite.TFLiteConverter",
                           input_map=input_map, output_order=output_order,
-                          quantization=quant.to_record(calibration_samples=samples),
+                          quantization=record,
                           notes=notes)
 
 
@@ -101,10 +104,11 @@ def signature_maps(model_bytes: bytes, source: SourceModel
 def conversion_error(e: Exception) -> ConversionError:
     """A TFLite converter failure, naming unsupported ops and the path that may work."""
     text = str(e)
-    ops = sorted(set(re.findall(r"\btf\.(\w+)", text)))
-    if ops and "not supported" in text:
+    ops = sorted(set(re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", text)))
+    ops = ops or sorted(set(re.findall(r"\btf\.(\w+)", text))) if "not supported" in text else ops
+    if ops:
         return ConversionError(
             f"TFLite builtins do not support op(s) {', '.join(ops)}; replace them, or try "
             "--target onnx (tf2onnx), which supports a different op set")
     first = next((line for line in text.splitlines() if line.strip()), type(e).__name__)
-    return ConversionError(f"the TFLite converter failed: {first}")
+    return ConversionError(f"the TFLite converter failed: {first[:300]}")

@@ -107,8 +107,8 @@ def _quantize_dynamic(ortq, src: Path, dst: Path, config: QuantizationConfig,
         ortq.quantize_dynamic(
             str(src), str(dst), op_types_to_quantize=["MatMul", "Gemm", "Attention", "LSTM",
                                                       "GRU", "EmbedLayerNormalization"],
-            per_channel=config.per_channel, weight_type=ortq.QuantType.QInt8,
-            nodes_to_exclude=list(exclude) or None)
+            per_channel=config.per_channel, reduce_range=config.reduce_range,
+            weight_type=ortq.QuantType.QInt8, nodes_to_exclude=list(exclude) or None)
     except Exception as e:
         raise ConversionError(f"onnxruntime dynamic quantization failed: {e}") from e
 
@@ -126,7 +126,10 @@ def _quantize_static(ortq, src: Path, dst: Path, config: QuantizationConfig,
     count = min(len(calibration[n]) for n in names)
     count = min(count, config.calibration.samples)
     dynamic_batch = all(_first_dim_dynamic(i) for i in graph_inputs)
-    batch = CALIBRATION_BATCH if dynamic_batch else 1
+    batch = min(CALIBRATION_BATCH, count) if dynamic_batch else 1
+    if config.calibration.method != "minmax":
+        # The histogram calibrators stack per-run outputs and need equal batches.
+        count -= count % batch
     reader = _Reader({n: np.asarray(calibration[n])[:count] for n in names}, batch)
     method = {"minmax": ortq.CalibrationMethod.MinMax,
               "entropy": ortq.CalibrationMethod.Entropy,
@@ -138,7 +141,8 @@ def _quantize_static(ortq, src: Path, dst: Path, config: QuantizationConfig,
     try:
         ortq.quantize_static(
             str(src), str(dst), reader, quant_format=ortq.QuantFormat.QDQ,
-            per_channel=config.per_channel, activation_type=ortq.QuantType.QInt8,
+            per_channel=config.per_channel, reduce_range=config.reduce_range,
+            activation_type=ortq.QuantType.QInt8,
             weight_type=ortq.QuantType.QInt8, calibrate_method=method,
             nodes_to_exclude=list(exclude) or None, extra_options=extra)
     except Exception as e:

@@ -37,10 +37,18 @@ def export_onnx(source: SourceModel, config: ConversionConfig) -> tuple[bytes, l
         batch = torch.export.Dim("batch")
         dynamic = tuple({0: batch} for _ in examples)
         try:
-            return _export(model, examples, source, config, dynamic), notes
+            exported = _export(model, examples, source, config, dynamic)
+            if not _batch_is_dynamic(exported):
+                # The exporter specializes a batch the code pins instead of failing.
+                notes.append(f"fixed batch {examples[0].shape[0]}: the model does not allow "
+                             "a dynamic batch axis")
+            return exported, notes
         except ConversionError:
             raise
         except Exception as e:
+            error = _export_error(e)
+            if "does not support op" in str(error):
+                raise error from e  # a fixed batch will not help
             log.info("dynamic-batch export failed (%s); exporting with a fixed batch",
                      str(e).splitlines()[0] if str(e) else type(e).__name__)
             notes.append(f"fixed batch {examples[0].shape[0]}: the model does not allow a "
@@ -51,6 +59,13 @@ def export_onnx(source: SourceModel, config: ConversionConfig) -> tuple[bytes, l
         raise
     except Exception as e:
         raise _export_error(e) from e
+
+
+def _batch_is_dynamic(model_bytes: bytes) -> bool:
+    import onnx
+    graph = onnx.load_from_string(model_bytes).graph
+    return all(i.type.tensor_type.shape.dim and
+               not i.type.tensor_type.shape.dim[0].HasField("dim_value") for i in graph.input)
 
 
 def _export(model, examples, source: SourceModel, config: ConversionConfig, dynamic):

@@ -24,8 +24,18 @@ log = logging.getLogger(__name__)
 BATCH = 64
 
 
+def bundle_batch(bundle_path: Path) -> int:
+    """The bundle's fixed batch size, or BATCH when its batch axis is dynamic.
+
+    (A model fixed to exactly BATCH samples is run the same way, so no ambiguity.)"""
+    from edgepack.runtime import read_bundle
+    specs = read_bundle(bundle_path).manifest.inputs
+    first = specs[0].shape[0] if specs and specs[0].shape else -1
+    return first if first > 0 else BATCH
+
+
 def run_bundle(bundle_path: Path, converted: ConvertedModel, source: SourceModel,
-               inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+               inputs: Sequence[np.ndarray], batch: int = BATCH) -> list[np.ndarray]:
     """Run the bundle on float source-ordered inputs; float outputs in source output order."""
     from edgepack.runtime import load
     with load(bundle_path) as model:
@@ -34,7 +44,6 @@ def run_bundle(bundle_path: Path, converted: ConvertedModel, source: SourceModel
         names = [mapping.get(n, specs[i].name if i < len(specs) else n)
                  for i, n in enumerate(source.input_names)]
         by_name = {s.name: s for s in specs}
-        batch = specs[0].shape[0] if specs and specs[0].shape and specs[0].shape[0] > 0 else BATCH
         chunks: list[list[np.ndarray]] = []
         for start in range(0, len(inputs[0]), batch):
             feeds = {name: _to_model(x[start:start + batch], by_name[name])
@@ -49,9 +58,10 @@ def run_bundle(bundle_path: Path, converted: ConvertedModel, source: SourceModel
     return by_source
 
 
-def run_source(source: SourceModel, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
-    chunks = [source.run([x[start:start + BATCH] for x in inputs])
-              for start in range(0, len(inputs[0]), BATCH)]
+def run_source(source: SourceModel, inputs: Sequence[np.ndarray],
+               batch: int = BATCH) -> list[np.ndarray]:
+    chunks = [source.run([x[start:start + batch] for x in inputs])
+              for start in range(0, len(inputs[0]), batch)]
     return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
 
 
@@ -109,9 +119,16 @@ def validate(source: SourceModel, converted: ConvertedModel, bundle_path: Path,
     The record has `passed`, `failures` (what was outside tolerance) and `fatal`
     (inf/NaN/constant/shape problems, which no --accept can wave through).
     """
-    inputs = [samples.arrays[n] for n in source.input_names]
-    reference = run_source(source, inputs)
-    produced = run_bundle(bundle_path, converted, source, inputs)
+    # A fixed-batch model (and its source: an exported program guards its batch size) runs
+    # in chunks of that batch; the sample count is trimmed to a whole number of chunks.
+    batch = bundle_batch(bundle_path)
+    count = len(samples) if batch == BATCH else len(samples) - len(samples) % batch
+    if count == 0:
+        raise ValidationError(f"the model takes batches of {batch} but only {len(samples)} "
+                              "validation samples were given; pass more validation data")
+    inputs = [samples.arrays[n][:count] for n in source.input_names]
+    reference = run_source(source, inputs, batch)
+    produced = run_bundle(bundle_path, converted, source, inputs, batch)
     outputs, failures, fatal = {}, [], []
     for name, ref, got in zip(output_names, reference, produced):
         stats = output_stats(ref, got)
@@ -138,7 +155,7 @@ def validate(source: SourceModel, converted: ConvertedModel, bundle_path: Path,
     if first is not None:
         report["top1_agreement"] = first["top1_agreement"]
     if samples.labels is not None and reference and reference[0].ndim == 2:
-        labels = samples.labels.astype(np.int64)
+        labels = samples.labels[:count].astype(np.int64)
         src_acc = float(np.mean(reference[0].argmax(1) == labels))
         got_acc = float(np.mean(np.nan_to_num(produced[0]).argmax(1) == labels))
         drop = (src_acc - got_acc) * 100.0

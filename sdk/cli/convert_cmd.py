@@ -1,0 +1,108 @@
+"""`edgepack convert`: a thin click wrapper over edgepack.convert."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from edgepack.runtime.errors import ValidationError
+
+MODES = ("none", "fp16", "dynamic", "int8")
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        dims = tuple(int(d) for d in text.replace("x", ",").split(",") if d.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a shape like 1,3,224,224") from None
+    if not dims or any(d <= 0 for d in dims):
+        raise click.BadParameter(f"{text!r}: dimensions must be positive integers")
+    return dims
+
+
+def _json_file(path: str | None, what: str):
+    if path is None:
+        return None
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise click.BadParameter(f"cannot read {what} JSON {path}: {e}") from None
+
+
+@click.command("convert")
+@click.argument("source")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=True),
+              help="Bundle to write (.edgepack).")
+@click.option("-t", "--target", type=click.Choice(["onnx", "tflite"]), default="onnx",
+              show_default=True)
+@click.option("-q", "--quantize", type=click.Choice(MODES), default="none", show_default=True)
+@click.option("--calibration-data", type=click.Path(exists=True),
+              help=".npy/.npz file or image folder (int8).")
+@click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]),
+              default="minmax", show_default=True)
+@click.option("--calibration-samples", type=int, default=200, show_default=True)
+@click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel weights.")
+@click.option("--int8-io", is_flag=True, help="int8 model inputs/outputs (with -q int8).")
+@click.option("--validation-data", type=click.Path(exists=True),
+              help="Held-out .npz (inputs + 'labels') or .npy or image folder.")
+@click.option("--max-drop", type=float, help="Allowed accuracy drop in points.")
+@click.option("--accept", is_flag=True, help="Keep the bundle even if validation fails.")
+@click.option("--weights", type=click.Path(exists=True), help="Weights for module:factory.")
+@click.option("--input-shape", "input_shapes", multiple=True, type=_shape,
+              help="Example input shape, e.g. 1,3,224,224 (repeat per input).")
+@click.option("--name", help="Bundle name (default: output file stem).")
+@click.option("--version", "bundle_version", default="1.0.0", show_default=True)
+@click.option("--labels", type=click.Path(exists=True), help="Text file, one label per line.")
+@click.option("--preprocess", type=click.Path(exists=True),
+              help="JSON {input: [steps]} stored in the manifest.")
+@click.option("--postprocess", type=click.Path(exists=True),
+              help="JSON {output: [steps]} stored in the manifest.")
+@click.option("--opset", type=int, default=18, show_default=True)
+@click.option("--static-batch", is_flag=True, help="Do not export a dynamic batch axis.")
+@click.option("--device", help="Device profile to check against (e.g. rpi4).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def convert_command(source, out, target, quantize, calibration_data, calibration_method,
+                    calibration_samples, per_tensor, int8_io, validation_data, max_drop,
+                    accept, weights, input_shapes, name, bundle_version, labels, preprocess,
+                    postprocess, opset, static_batch, device, as_json):
+    """Convert SOURCE (model file or module:factory) into a validated bundle."""
+    from edgepack.convert import convert
+    from edgepack.converters.validation import format_table
+
+    label_list = None
+    if labels:
+        label_list = [line.strip() for line in Path(labels).read_text(encoding="utf-8")
+                      .splitlines() if line.strip()]
+    if not as_json:
+        click.echo(f"converting {source} -> {target} ({quantize}) ...", err=True)
+    try:
+        result = convert(
+            source, out, target=target, quantize=quantize, weights=weights,
+            input_shapes=list(input_shapes) or None, calibration_data=calibration_data,
+            calibration_method=calibration_method, calibration_samples=calibration_samples,
+            per_channel=not per_tensor, int8_io=int8_io, validation_data=validation_data,
+            max_drop=max_drop, accept=accept, name=name, version=bundle_version,
+            labels=label_list, preprocess=_json_file(preprocess, "preprocess"),
+            postprocess=_json_file(postprocess, "postprocess"), opset=opset,
+            dynamic_batch=not static_batch, device=device)
+    except ValidationError as e:
+        if e.report:
+            click.echo(json.dumps(e.report, indent=2) if as_json else format_table(e.report),
+                       err=True)
+        raise
+    if as_json:
+        click.echo(json.dumps({"path": str(result.path), "model_bytes": result.model_bytes,
+                               "quantization": result.quantization,
+                               "validation": result.validation, "notes": list(result.notes)},
+                              indent=2))
+        return
+    click.echo(format_table(result.validation))
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"wrote {result.path} (model {result.model_bytes} bytes)")
+
+
+def register(cli: click.Group) -> None:
+    """Add `convert` to the edgepack CLI group."""
+    cli.add_command(convert_command)
