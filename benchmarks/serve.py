@@ -251,8 +251,14 @@ def main() -> None:
         rate, p50 = in_process_rate(bundle, args.threads, args.duration)
         stacks = [("stdlib", lambda: start_server(repo, args.workers, args.threads))]
         if args.compare_asgi:
-            stacks += [(f"uvicorn-{impl}", lambda impl=impl: start_asgi(repo, impl, args.threads))
-                       for impl in ("h11", "httptools")]
+            from importlib.util import find_spec
+
+            for impl in ("h11", "httptools"):
+                if find_spec("uvicorn") is None or find_spec(impl) is None:
+                    print(f"skipping uvicorn-{impl}: pip install uvicorn {impl}")
+                    continue
+                stacks.append((f"uvicorn-{impl}",
+                               lambda impl=impl: start_asgi(repo, impl, args.threads)))
         rows = []
         for stack, start in stacks:
             proc, port = start()
