@@ -5,24 +5,23 @@ refuses (with the reason) what the device's engines cannot run, before any work 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from edgepack.devices.catalog import QUANTIZATIONS, TARGET_ENGINE, Profile, load_profile
 from edgepack.devices.tflite_limits import MAX_OP_VERSIONS
 from edgepack.runtime.errors import DeviceError
 
 
-@dataclass(frozen=True)
-class ConvertDefaults:
-    """What `edgepack convert --device` uses when the user does not say otherwise."""
+class ConvertDefaults(NamedTuple):
+    """What `edgepack convert --device` uses when the user does not say otherwise.
+
+    A named tuple: `target, engine, quantization, threads = defaults_for("rpi4b")` works.
+    """
 
     target: str        # "onnx" | "tflite"
     engine: str        # runtime engine: "onnxruntime" | "litert"
     quantization: str  # "none" | "fp16" | "dynamic" | "int8"
     threads: int
-
-    def __iter__(self):  # allows `target, engine, quant, threads = defaults_for(p)`
-        return iter((self.target, self.engine, self.quantization, self.threads))
 
 
 def defaults_for(profile: str | Profile) -> ConvertDefaults:
@@ -49,7 +48,8 @@ def refuse_reason(profile: str | Profile, target: str, quantization: str) -> str
     engine = engines[0]
     if target == "tflite" and quantization == "dynamic" and engine.op_table:
         limit = MAX_OP_VERSIONS.get(engine.op_table, {}).get("FULLY_CONNECTED", 0)
-        return (f"dynamic-range int8 TFLite models use FULLY_CONNECTED v12, but "
+        return (f"dynamic-range int8 TFLite models use FULLY_CONNECTED v12 (TF 2.21 "
+                f"converter, measured), but "
                 f"{engine.package} {engine.op_table} (the only TFLite engine for {p.name}) "
                 f"stops at v{limit}; use --quantization int8")
     return None
