@@ -60,6 +60,22 @@ class V2Handler(BaseHTTPRequestHandler):
         self.timeout = self.app.config.keepalive_timeout
         super().setup()
 
+    def send_error(self, code: int, message: str | None = None,
+                   explain: str | None = None) -> None:
+        """Errors the stdlib raises itself (bad request line, too many headers, unsupported
+        method, URI too long) answer in JSON like every other error, not in HTML."""
+        self.close_connection = True
+        text = message or self.responses.get(code, ("error",))[0]
+        body = error_body(f"{text}" + (f": {explain}" if explain else ""))
+        self.send_response(code, message)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+            self.wfile.write(body)
+        self.wfile.flush()
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s %s", self.address_string(), format % args)
 

@@ -224,3 +224,25 @@ def test_metrics_count_requests_errors_and_latency(server):
     assert 0 < _metric(text, "edgepack_model_load_seconds", model="adder", version="2") < 30
     assert 'model="ghost"' not in text
     assert _metric(text, "edgepack_http_requests_total", code="404") >= 1
+
+
+@pytest.mark.parametrize("raw, status", [
+    (b"GET /v2 extra HTTP/1.1\r\n\r\n", 400),
+    (b"PUT /v2 HTTP/1.1\r\nHost: x\r\n\r\n", 501),
+    (b"GET /v2 HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(150)) + b"\r\n",
+     431),
+])
+def test_protocol_level_errors_are_json_too(server, raw, status):
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(raw)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.split(b" ")[1] == str(status).encode()
+    assert b"Content-Type: application/json" in head
+    assert json.loads(body)["error"]
+    ok, _ = post_json(infer_url(server), _adder())
+    assert ok == 200
