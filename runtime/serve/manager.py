@@ -308,10 +308,18 @@ class ModelManager:
         self._watcher.start()
 
     def _watch(self) -> None:
+        last_problem = None
         while not self._stop.wait(self.config.poll_interval):
             try:
                 self.sync(settle=True)
-            except Exception:  # keep watching: the repository may come back
+                if last_problem is not None:
+                    log.warning("repository %s is readable again", self.root)
+                last_problem = None
+            except ServeError as exc:   # e.g. the path was removed; it may come back
+                if str(exc) != last_problem:    # once per problem, not every poll
+                    log.error("%s; serving the versions already loaded", exc)
+                last_problem = str(exc)
+            except Exception:  # a bug: keep watching, say so loudly
                 log.exception("scanning %s failed; serving the versions already loaded",
                               self.root)
 

@@ -98,3 +98,14 @@ def test_connections_over_the_cap_get_503_and_the_cap_frees_up(tmp_path):
                 s.close()
         _until(lambda: call("GET", server.url + "/v2/health/live")[0] == 200)
         np.testing.assert_equal(_y0(server), ("1", 1.0))
+
+
+def test_vanished_path_keeps_serving_and_logs_once(tmp_path, caplog):
+    bundle = make_adder(tmp_path / "adder.edgepack", 1.0, name="plus", version="1")
+    with ModelServer(bundle, ServeConfig(**FAST)) as server:
+        with caplog.at_level("ERROR", logger="edgepack.runtime.serve"):
+            bundle.rename(tmp_path / "moved.edgepack")
+            time.sleep(0.5)                          # ~10 polls
+            assert _y0(server, "plus") == ("1", 1.0)
+        errors = [r for r in caplog.records if "does not exist" in r.getMessage()]
+        assert len(errors) == 1
