@@ -230,11 +230,15 @@ def emulate(bundle_path: str | os.PathLike, device: str | Profile,
     import numpy as np
 
     profile = load_profile(device)
+    bundle = Path(bundle_path).resolve()
+    target, quantization = _bundle_kind(bundle)
+    if not profile.engines_for(target):
+        # qemu would happily run an engine the board cannot install: refuse like check does.
+        raise DeviceError(f"{profile.name} has no {target} engine (see `edgepack check "
+                          f"{bundle.name} --device {profile.name}`): nothing to emulate")
     env_info = ensure_environment(profile, cache_dir=cache_dir, rebuild=rebuild,
                                   progress=progress)
-    bundle = Path(bundle_path).resolve()
     feeds = inputs if inputs is not None else default_inputs(bundle)
-    target, quantization = _bundle_kind(bundle)
     strict = quantization == "int8"
     work = Path(tempfile.mkdtemp(prefix="edgepack-emulate-"))
     try:

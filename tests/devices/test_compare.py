@@ -77,6 +77,13 @@ def test_inputs_from_specs_and_files(bundles, tmp_path):
         load_inputs(bundles["tflite-int8"], [tmp_path / "b.npz"])
 
 
+def test_emulating_an_engine_the_board_lacks_is_refused(bundles):
+    with pytest.raises(DeviceError, match="generic-armv7l has no onnx engine"):
+        emulation.emulate(bundles["onnx-int8"], "generic-armv7l")
+    with pytest.raises(DeviceError, match="jetson-nano has no onnx engine"):
+        emulation.emulate(bundles["onnx-int8"], "jetson-nano")
+
+
 def test_cli_exits_1_on_mismatch(bundles, monkeypatch):
     from edgepack.cli.main import cli
 
