@@ -12,7 +12,7 @@ from .result import FAILED, OK, OVER_BUDGET, Pick, Row
 #: A quantized bundle counts as slower than fp32 only when its block median was higher in
 #: at least this fraction of the interleaved rounds (a sign test: 9 of 10 rounds has
 #: p < 0.011 under "equally fast"), so run-to-run noise is not reported as a finding.
-SLOWER_ROUNDS = 0.8
+SLOWER_ROUNDS = 0.9
 
 
 def is_slower(candidate: Latency, fp32: Latency) -> bool:

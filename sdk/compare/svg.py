@@ -12,7 +12,7 @@ import numpy as np
 
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
-FONT = 'font-family="sans-serif" font-size="11"'
+FONT = 'font-family="sans-serif"'
 
 
 def _svg(width: int, height: int, body: list[str], title: str) -> str:
@@ -21,9 +21,10 @@ def _svg(width: int, height: int, body: list[str], title: str) -> str:
             f'<title>{escape(title)}</title>' + "".join(body) + "</svg>")
 
 
-def _text(x: float, y: float, text: str, anchor: str = "start", extra: str = "") -> str:
-    return (f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" {FONT} {extra}>'
-            f'{escape(text)}</text>')
+def _text(x: float, y: float, text: str, anchor: str = "start", extra: str = "",
+          size: int = 11) -> str:
+    return (f'<text x="{x:.1f}" y="{y:.1f}" text-anchor="{anchor}" {FONT} '
+            f'font-size="{size}" {extra}>{escape(text)}</text>')
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -40,41 +41,53 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     return [round(first + i * step, 12) for i in range(int((high - first) / step) + 1)]
 
 
+def log_ticks(low: float, high: float) -> list[float]:
+    """1-2-5 ticks inside [low, high] (low > 0), for a log axis."""
+    ticks = []
+    for exponent in range(math.floor(math.log10(low)), math.ceil(math.log10(high)) + 1):
+        for mantissa in (1, 2, 5):
+            value = mantissa * 10.0 ** exponent
+            if low <= value <= high:
+                ticks.append(value)
+    return ticks
+
+
 def latency_distribution(series: Sequence[tuple[str, Sequence[float]]], width: int = 760,
                          band: int = 34, bins: int = 60) -> str:
-    """Per bundle: a histogram strip of its run times, the median (thick tick) and p99 (thin).
+    """Per bundle: a histogram strip of its run times, the median (thick tick) and p99 (dashed).
 
-    series: (label, times in ms) per bundle, drawn top to bottom on one shared x axis that
-    ends at the largest p99.5 so one outlier does not squash every strip.
+    series: (label, times in ms) per bundle, drawn top to bottom on one shared logarithmic
+    x axis: run times on a shared machine have tails 100x the median, which a linear axis
+    would turn into one squashed bar per bundle.
     """
     left, right, top = 110, 20, 10
-    height = top + band * len(series) + 36
+    series = [(label, np.asarray(t, dtype=float)) for label, t in series]
+    series = [(label, t[t > 0]) for label, t in series if np.any(t > 0)]
     if not series:
         return _svg(width, 40, [_text(10, 24, "no bundle was timed")], "latency")
-    all_times = np.concatenate([np.asarray(t, dtype=float) for _, t in series])
-    low = 0.0
-    high = float(max(np.percentile(np.asarray(t, dtype=float), 99.5) for _, t in series)) * 1.05
-    span = max(high - low, 1e-9)
+    height = top + band * len(series) + 36
+    all_times = np.concatenate([t for _, t in series])
+    low, high = float(all_times.min()) / 1.1, float(all_times.max()) * 1.1
+    log_low, log_span = math.log10(low), max(math.log10(high) - math.log10(low), 1e-9)
     plot_w = width - left - right
 
     def x(value: float) -> float:
-        return left + min(max((value - low) / span, 0.0), 1.0) * plot_w
+        return left + (math.log10(max(value, low)) - log_low) / log_span * plot_w
 
     body = []
-    edges = np.linspace(low, high, bins + 1)
-    for i, (label, times) in enumerate(series):
-        t = np.asarray(times, dtype=float)
+    edges = np.logspace(log_low, log_low + log_span, bins + 1)
+    for i, (label, t) in enumerate(series):
         base = top + band * (i + 1) - 6
-        counts, _ = np.histogram(np.clip(t, low, high), edges)
+        counts, _ = np.histogram(t, edges)
         peak = max(int(counts.max()), 1)
         color = PALETTE[i % len(PALETTE)]
         body.append(_text(left - 6, base - 8, label, "end"))
         for c, e0, e1 in zip(counts, edges[:-1], edges[1:]):
             if c:
-                h = (band - 10) * c / peak
+                h = max((band - 10) * c / peak, 1.0)
                 body.append(f'<rect x="{x(e0):.1f}" y="{base - h:.1f}" width="'
                             f'{max(x(e1) - x(e0) - 0.5, 0.5):.1f}" height="{h:.1f}" '
-                            f'fill="{color}" fill-opacity="0.55"/>')
+                            f'fill="{color}" fill-opacity="0.6"/>')
         p50, p99 = np.percentile(t, 50), np.percentile(t, 99)
         body.append(f'<line x1="{x(p50):.1f}" x2="{x(p50):.1f}" y1="{base - band + 8}" '
                     f'y2="{base + 2}" stroke="#000" stroke-width="2.5"/>')
@@ -83,22 +96,22 @@ def latency_distribution(series: Sequence[tuple[str, Sequence[float]]], width: i
     axis_y = top + band * len(series)
     body.append(f'<line x1="{left}" x2="{width - right}" y1="{axis_y}" y2="{axis_y}" '
                 f'stroke="#444"/>')
-    for tick in nice_ticks(low, high):
+    for tick in log_ticks(low, high):
         body.append(f'<line x1="{x(tick):.1f}" x2="{x(tick):.1f}" y1="{axis_y}" '
                     f'y2="{axis_y + 4}" stroke="#444"/>')
         body.append(_text(x(tick), axis_y + 16, f"{tick:g}", "middle"))
-    body.append(_text(left + plot_w / 2, axis_y + 31, f"ms per run (batch 1); thick: p50, "
-                      f"dashed: p99; {len(all_times)} runs", "middle"))
+    body.append(_text(left + plot_w / 2, axis_y + 31, f"ms per run, batch 1, log scale; "
+                      f"thick: p50, dashed: p99; {len(all_times)} runs", "middle"))
     return _svg(width, height, body, "latency distribution per bundle")
 
 
 def accuracy_scatter(points: Sequence[tuple[str, float, float, bool]], budget: float | None,
-                     y_label: str, width: int = 560, height: int = 340) -> str:
+                     y_label: str, width: int = 760, height: int = 340) -> str:
     """Accuracy (y, %) against p50 latency (x, ms) per bundle, with the budget line.
 
     points: (label, p50 ms, accuracy %, picked). budget: the lowest acceptable accuracy %.
     """
-    left, right, top, bottom = 56, 20, 14, 42
+    left, right, top, bottom = 56, 230, 14, 42
     if not points:
         return _svg(width, 40, [_text(10, 24, "no bundle was measured")], "accuracy vs latency")
     xs = [p[1] for p in points]
@@ -134,7 +147,14 @@ def accuracy_scatter(points: Sequence[tuple[str, float, float, bool]], budget: f
         if picked:
             body.append(f'<circle cx="{px(lat):.1f}" cy="{py(acc):.1f}" r="9" fill="none" '
                         f'stroke="#000" stroke-width="1.5"/>')
-        body.append(_text(px(lat) + 8, py(acc) - 6 - 9 * (i % 2), label))
+        # Points often coincide (same accuracy): numbers on the points, names in a legend.
+        body.append(_text(px(lat) + 7, py(acc) - 6 - 10 * (i % 3), str(i + 1), size=10))
+        legend_y = top + 12 + 16 * i
+        body.append(f'<circle cx="{width - right + 16}" cy="{legend_y - 4}" r="5" '
+                    f'fill="{color}"/>')
+        body.append(_text(width - right + 26, legend_y,
+                          f"{i + 1} {label}: {lat:.3f} ms, {acc:.2f}%"
+                          + ("  (pick)" if picked else "")))
     body.append(_text(left + plot_w / 2, height - 6, "p50 latency, ms (lower is better)",
                       "middle"))
     body.append(_text(14, top + plot_h / 2, y_label, "middle",
@@ -161,8 +181,7 @@ def error_histogram(label: str, zero: int, counts: Sequence[int], edges: Sequenc
                     f'height="{h:.1f}" fill="{"#2ca02c" if i == 0 else "#1f77b4"}">'
                     f'<title>{escape(name)}: {count} ({100 * count / total:.1f}%)</title></rect>')
         if i % 3 == 0:
-            body.append(_text(x + bar_w / 2, height - bottom + 12, name, "middle",
-                              'font-size="8"'))
+            body.append(_text(x + bar_w / 2, height - bottom + 12, name, "middle", size=8))
     body.append(_text(width / 2, height - 4, "|bundle - source| per element (log bins)",
-                      "middle", 'font-size="9"'))
+                      "middle", size=9))
     return _svg(width, height, body, f"error histogram {label}")
