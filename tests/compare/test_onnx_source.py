@@ -64,10 +64,17 @@ def test_failures_are_rows_never_a_crash(onnx_source, tmp_path, monkeypatch):
 
 
 def test_cli_json_html_and_pick(onnx_source, tmp_path):
+    """--labels gives task accuracy; it must equal onnxruntime run directly on the bundle's
+    model over the documented held-out split (last 30% of a seed-0 permutation)."""
+    import onnxruntime as ort
     from edgepack.cli.main import cli
     model, data = onnx_source
+    x = np.load(data)["x"]
+    labels = np.random.default_rng(5).integers(0, 4, len(x))
+    np.save(tmp_path / "labels.npy", labels)
     keep, html, pick = tmp_path / "bundles", tmp_path / "r.html", tmp_path / "pick.edgepack"
-    args = ["compare", str(model), "--data", str(data), "--targets", "onnx,tflite",
+    args = ["compare", str(model), "--data", str(data), "--labels", str(tmp_path / "labels.npy"),
+            "--targets", "onnx,tflite",
             "--modes", "none,int8", "--device", "rpi4b", "--rounds", "3", "--block", "5",
             "--max-drop", "5", "--keep", str(keep), "--html", str(html), "--pick", str(pick),
             "--json"]
@@ -83,6 +90,16 @@ def test_cli_json_html_and_pick(onnx_source, tmp_path):
         assert rows[key]["model_bytes"] == len(read_bundle(path).model_bytes())
         assert rows[key]["latency"]["runs"] == 15
         assert rows[key]["check"]["ok"] is True
+    held = np.sort(np.random.default_rng(0).permutation(120)[120 - 36:])
+    source = ort.InferenceSession(model.read_bytes()).run(None, {"x": x[held]})[0]
+    assert report["metric"] == "accuracy" and report["held_out"] == 36
+    assert report["source_accuracy"] == float(np.mean(source.argmax(1) == labels[held]))
+    for key in ("onnx/none", "onnx/int8"):
+        data_ = read_bundle(rows[key]["path"]).model_bytes()
+        got = ort.InferenceSession(data_).run(None, {"x": x[held]})[0]
+        assert rows[key]["accuracy"]["accuracy"] == float(np.mean(got.argmax(1) == labels[held]))
+        assert rows[key]["accuracy"]["top1_agreement"] == float(
+            np.mean(got.argmax(1) == source.argmax(1)))
     picked = report["pick"]["key"]
     assert picked in ("onnx/none", "onnx/int8")
     assert pick.read_bytes() == Path(rows[picked]["path"]).read_bytes()

@@ -173,3 +173,15 @@ def test_data_errors_are_one_clear_error(tmp_path):
     np.savez(only, labels=np.arange(3))
     with pytest.raises(CompareError, match="no input arrays"):
         load_dataset(None, only, CompareConfig())
+
+
+def test_import_is_light():
+    """Importing compare (and its CLI module) loads no framework, engine or converter."""
+    import subprocess
+    import sys
+    code = ("import sys, edgepack.compare, edgepack.cli.compare_cmd; print(sorted(m for m in "
+            "('torch', 'tensorflow', 'keras', 'onnx', 'onnxruntime', 'edgepack.converters') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
