@@ -69,6 +69,13 @@ def test_float_tflite_on_pi3_within_tolerance(bundles):
     assert out.rule == "tolerance" and out.max_abs <= 1e-4
 
 
+def test_float_onnx_on_pi5_within_tolerance(bundles):
+    result = emulate(bundles["onnx-none"], "rpi5", {"x": _inputs((8, 64), np.float32)})
+    assert result.ok, result.to_dict()
+    (out,) = result.outputs
+    assert out.rule == "tolerance" and out.max_abs <= 1e-4
+
+
 def test_check_verdict_matches_the_real_runtime(bundles):
     """What check says of dynamic-range int8 on armv7l is what tflite-runtime 2.14 does."""
     with pytest.raises(DeviceError) as e:
