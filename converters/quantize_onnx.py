@@ -77,10 +77,44 @@ def quantize_onnx(model: bytes, config: QuantizationConfig,
         quantized = onnx.load(str(out))
     record = config.to_record(calibration_samples=samples)
     if not config.int8_io:
-        return QuantizedOnnx(quantized.SerializeToString(), record)
+        return QuantizedOnnx(compact_names(quantized).SerializeToString(), record)
     from .onnx_int8_io import make_int8_io
     proto, inputs, outputs = make_int8_io(quantized, calibration)
-    return QuantizedOnnx(proto.SerializeToString(), record, inputs, outputs)
+    return QuantizedOnnx(compact_names(proto).SerializeToString(), record, inputs, outputs)
+
+
+def compact_names(proto, longer_than: int = 16):
+    """Rename long internal tensor names to short ones ("t12"); graph I/O and node names stay.
+
+    The quantizer derives each Q/DQ tensor name from the tensor it wraps
+    ("sequential_1/conv2d_1/convolution/ReadVariableOp:0_DequantizeLinear_Output"), and
+    every name is stored at its producer and each consumer: on a 70k-parameter Keras CNN
+    that was 10% of the int8 file. Node names are kept for debugging and node exclusion.
+    """
+    graph = proto.graph
+    if any(a.g.node or a.graphs for node in graph.node for a in node.attribute):
+        return proto  # subgraphs (If/Loop) may reference outer names: leave them alone
+    keep = {v.name for v in (*graph.input, *graph.output)}
+    names: list[str] = []
+    seen = set(keep)
+    for item in [*graph.initializer, *graph.value_info]:
+        if item.name not in seen:
+            seen.add(item.name)
+            names.append(item.name)
+    for node in graph.node:
+        for name in (*node.input, *node.output):
+            if name and name not in seen:
+                seen.add(name)
+                names.append(name)
+    mapping = {n: f"t{i}" for i, n in enumerate(names) if len(n) > longer_than}
+    if set(mapping.values()) & seen:
+        return proto  # a short name is already taken: keep everything as it is
+    for node in graph.node:
+        node.input[:] = [mapping.get(n, n) for n in node.input]
+        node.output[:] = [mapping.get(n, n) for n in node.output]
+    for item in (*graph.initializer, *graph.value_info):
+        item.name = mapping.get(item.name, item.name)
+    return proto
 
 
 def _preprocess(ortq, src: Path, dst: Path) -> None:

@@ -80,7 +80,25 @@ def _export(model, examples, source: SourceModel, config: ConversionConfig, dyna
         raise ConversionError("torch.onnx.export returned no program")
     buffer = io.BytesIO()
     program.save(buffer, external_data=False)
-    return buffer.getvalue()
+    return strip_debug_info(buffer.getvalue())
+
+
+def strip_debug_info(model_bytes: bytes) -> bytes:
+    """Drop the exporter's per-node metadata (stack traces, fx nodes, scopes).
+
+    It holds absolute source paths of the workstation, which have no place in a shipped
+    bundle, and on a 70k-parameter CNN it was 8 KB, a tenth of the int8 model.
+    """
+    import onnx
+    proto = onnx.load_from_string(model_bytes)
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+        node.doc_string = ""
+    for value in (*proto.graph.value_info, *proto.graph.input, *proto.graph.output):
+        del value.metadata_props[:]
+    for init in proto.graph.initializer:
+        del init.metadata_props[:]
+    return proto.SerializeToString()
 
 
 def _export_torchscript(source: SourceModel, config: ConversionConfig) -> bytes:
