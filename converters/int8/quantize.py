@@ -75,9 +75,13 @@ class Calibrated:
         self._model_path.write_bytes(model_bytes)
         self._cache = self._dir / "ranges.json"
         self._calibration, static_batch = _checked_calibration(model_bytes, calibration)
-        self.samples = min(len(a) for a in self._calibration.values())
+        count = min(len(a) for a in self._calibration.values())
         # A graph with a fixed batch axis takes exactly that many samples per run.
-        self._batch = static_batch or min(settings.batch, self.samples)
+        batch = static_batch or min(settings.batch, count)
+        self._reader = _Reader(self._calibration, batch,
+                               equal=settings.method != "minmax" or bool(static_batch))
+        #: Samples the ranges are computed from.
+        self.samples = self._reader.samples
         self._count = 0
 
     def __enter__(self) -> "Calibrated":
@@ -107,7 +111,7 @@ class Calibrated:
                  # Asymmetric activations use the whole range for post-ReLU tensors;
                  # symmetric weights are what the int8 conv kernels expect.
                  "ActivationSymmetric": False, "WeightSymmetric": True}
-        reader = None if self._cache.exists() else _Reader(self._calibration, self._batch)
+        reader = None if self._cache.exists() else self._reader
         try:
             ortq.quantize_static(
                 str(self._model_path), str(out), reader,
@@ -151,21 +155,22 @@ class _Reader:
     """onnxruntime CalibrationDataReader yielding equal-size batches.
 
     The histogram calibrators (entropy, percentile) stack per-batch outputs and fail on a
-    short last batch ("inhomogeneous shape"), so the remainder that does not fill a batch
-    is dropped (logged).
+    short last batch ("inhomogeneous shape"), so for them (`equal`) the remainder that does
+    not fill a batch is dropped (logged); min/max takes a short last batch.
     """
 
-    def __init__(self, arrays: Mapping[str, np.ndarray], batch: int):
+    def __init__(self, arrays: Mapping[str, np.ndarray], batch: int, equal: bool):
         count = min(len(a) for a in arrays.values())
         if count < batch:
             raise ConversionError(f"the model takes batches of {batch} but the calibration "
                                   f"data has only {count} samples")
         self._batch = batch
-        usable = count - count % self._batch
+        usable = count - count % batch if equal else count
         if usable < count:
             log.info("calibration: %d of %d samples used (equal batches of %d)",
-                     usable, count, self._batch)
+                     usable, count, batch)
         self._arrays = {n: a[:usable] for n, a in arrays.items()}
+        self.samples = usable
         self._iter = self._batches()
 
     def _batches(self) -> Iterator[dict[str, np.ndarray]]:

@@ -1,0 +1,328 @@
+"""int8 that pays: speed and accuracy of edgepack's int8 recipes (issue 8).
+
+    python benchmarks/int8.py                 # everything (~6 min on 2 shared cores)
+    python benchmarks/int8.py --only speed    # MobileNetV2 224x224, ORT (+ LiteRT)
+    python benchmarks/int8.py --only digits   # trained digits CNN: agreement, accuracy drop
+    python benchmarks/int8.py --only sensitive  # accuracy-aware mode on an outlier model
+
+Speed: a MobileNetV2 (architecture built here, random init: speed does not depend on the
+weights) is packed as an fp32 bundle and as an int8 bundle, both loaded through
+edgepack.runtime and timed interleaved in one process (fp32, int8, fp32, ...), medians
+reported, at 1 and 2 threads. The int8 bundle uses the recipe chosen for this machine; the
+S8S8 row is onnxruntime's quantize_static defaults (what a user gets today) for comparison.
+Accuracy: a CNN trained on scikit-learn's digits; calibration samples come from the
+training split, and agreement/accuracy are measured on a held-out split never used for
+calibration. Nothing is downloaded.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+# ----------------------------------------------------------------------------- models
+
+def mobilenet_v2(num_classes: int = 1000):
+    """MobileNetV2 1.0 (Sandler et al. 2018): inverted residuals, ReLU6, 3.5 M parameters."""
+    import torch
+    from torch import nn
+
+    def conv_bn(cin, cout, k=3, stride=1, groups=1, act=True):
+        layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
+                  nn.BatchNorm2d(cout)]
+        return layers + [nn.ReLU6(inplace=True)] if act else layers
+
+    class InvertedResidual(nn.Module):
+        def __init__(self, cin, cout, stride, expand):
+            super().__init__()
+            hidden = cin * expand
+            layers = conv_bn(cin, hidden, 1) if expand != 1 else []
+            layers += conv_bn(hidden, hidden, 3, stride, groups=hidden)
+            layers += conv_bn(hidden, cout, 1, act=False)
+            self.block = nn.Sequential(*layers)
+            self.residual = stride == 1 and cin == cout
+
+        def forward(self, x):
+            return x + self.block(x) if self.residual else self.block(x)
+
+    settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                (6, 160, 3, 2), (6, 320, 1, 1)]
+    layers, cin = conv_bn(3, 32, 3, 2), 32
+    for expand, cout, repeats, stride in settings:
+        for i in range(repeats):
+            layers.append(InvertedResidual(cin, cout, stride if i == 0 else 1, expand))
+            cin = cout
+    layers += conv_bn(cin, 1280, 1)
+    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2),
+                          nn.Linear(1280, num_classes))
+    torch.manual_seed(0)
+    with torch.no_grad():  # BN statistics of a trained net, roughly, so activations are sane
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+    return model.eval()
+
+
+def digits_cnn():
+    import torch
+    from torch import nn
+    torch.manual_seed(0)
+
+    def block(cin, cout):
+        return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+
+    return nn.Sequential(*block(1, 32), *block(32, 64), nn.MaxPool2d(2), *block(64, 64),
+                         nn.Flatten(), nn.Linear(64 * 16, 10))
+
+
+def digits_splits():
+    """(x_train, x_test, y_train, y_test): 8x8 digits in [0, 1], NCHW, stratified 70/30."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+    data = load_digits()
+    x = (data.images / 16.0).astype(np.float32)[:, None]
+    return train_test_split(x, data.target, test_size=0.3, random_state=0,
+                            stratify=data.target)
+
+
+def train(model, x, y, epochs=40):
+    import torch
+    torch.manual_seed(0)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(xt))
+        for i in range(0, len(xt), 64):
+            idx = perm[i:i + 64]
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
+            opt.step()
+    return model.eval()
+
+
+def add_outlier_channel(model, factor: float):
+    """Scale channel 0 of the first block's output by `factor` and divide the weights that
+    read it by `factor`: same function in float (ReLU is positively homogeneous), but that
+    activation tensor's range grows `factor`-fold, which a per-tensor int8 scale cannot hold."""
+    import copy
+
+    import torch
+    model = copy.deepcopy(model)
+    bn, conv2 = model[1], model[3]
+    with torch.no_grad():
+        bn.weight[0] *= factor
+        bn.bias[0] *= factor
+        conv2.weight[:, 0] /= factor
+    return model
+
+
+def export_onnx(model, example) -> bytes:
+    import torch
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model, (torch.from_numpy(example),), None, dynamo=True,
+                                    external_data=False, input_names=["x"],
+                                    output_names=["logits"], opset_version=18,
+                                    dynamic_shapes=({0: torch.export.Dim("batch")},),
+                                    verbose=False)
+    buffer = io.BytesIO()
+    program.save(buffer, external_data=False)
+    return buffer.getvalue()
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def bundle(tmp: Path, name: str, model_bytes: bytes, quantization=None) -> Path:
+    from edgepack.runtime import pack_bundle
+    suffix = ".tflite" if model_bytes[4:8] == b"TFL3" else ".onnx"
+    src = tmp / f"{name}{suffix}"
+    src.write_bytes(model_bytes)
+    return pack_bundle(tmp / f"{name}.edgepack", src, name=name, quantization=quantization)
+
+
+def time_bundles(paths: dict[str, Path], threads: int, rounds: int) -> dict[str, float]:
+    """Median ms per run of each bundle, loaded with `threads`, runs interleaved."""
+    from edgepack.converters.int8.speed import example_feeds, interleaved_medians
+    from edgepack.runtime import load
+    models = {n: load(p, threads=threads) for n, p in paths.items()}
+    try:
+        feeds = {n: example_feeds(m.inputs, seed=1) for n, m in models.items()}
+        runners = [lambda m=m, f=feeds[n]: m.run(f) for n, m in models.items()]
+        medians = interleaved_medians(runners, rounds, warmup=5)
+    finally:
+        for m in models.values():
+            m.close()
+    return {n: 1e3 * t for n, t in zip(models, medians)}
+
+
+def run_onnx(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, {"x": x[i:i + 256]})[0]
+                           for i in range(0, len(x), 256)])
+
+
+def load_average() -> str:
+    return " ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
+# ----------------------------------------------------------------------------- sections
+
+def speed_section(rounds: int, with_litert: bool) -> None:
+    from edgepack.converters.int8 import Calibrated, choose_recipe, quantize_int8, Int8Options
+    recipe = choose_recipe("onnxruntime")
+    print(f"\n== MobileNetV2 224x224, onnxruntime; recipe for this machine: {recipe.name} "
+          f"({recipe.types}, reduce_range={recipe.reduce_range}, {recipe.quant_format})")
+    x = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    fp32 = export_onnx(mobilenet_v2(), x)
+    calib = {"x": np.random.default_rng(1).standard_normal((16, 3, 224, 224)).astype(np.float32)}
+    int8 = quantize_int8(fp32, calib, Int8Options(recipe=recipe))
+    default = recipe.with_overrides(activation_type="int8", reduce_range=False)
+    from edgepack.converters.int8.graph_prep import prepare_graph
+    with Calibrated(prepare_graph(fp32).model_bytes, calib) as cal:
+        s8s8 = cal.quantize(default)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {"fp32": bundle(Path(tmp), "fp32", fp32),
+                 "int8 (recipe)": bundle(Path(tmp), "int8", int8.model_bytes, int8.record),
+                 "int8 S8S8 (ORT defaults)": bundle(Path(tmp), "s8s8", s8s8)}
+        for threads in (1, 2):
+            print(f"  load average before: {load_average()}")
+            ms = time_bundles(paths, threads, rounds)
+            for name, value in ms.items():
+                print(f"  ORT    {threads} thread(s)  {name:26s} {value:7.2f} ms  "
+                      f"ratio {value / ms['fp32']:.3f}")
+    if with_litert:
+        litert_section(rounds)
+
+
+def litert_section(rounds: int) -> None:
+    import keras
+    import tensorflow as tf
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(weights=None, input_shape=(224, 224, 3))
+    rng = np.random.default_rng(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = Path(tmp, "saved")
+        model.export(str(saved), input_signature=[tf.TensorSpec([1, 224, 224, 3], tf.float32)],
+                     verbose=False)
+
+        def convert(mode: str) -> bytes:
+            converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+            if mode != "fp32":
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            if mode == "int8":
+                converter.representative_dataset = lambda: (
+                    [rng.uniform(-1, 1, (1, 224, 224, 3)).astype(np.float32)] for _ in range(16))
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            return converter.convert()
+
+        paths = {name: bundle(Path(tmp), name.split()[0], convert(name.split()[0]))
+                 for name in ("fp32", "int8", "dynamic")}
+        print("\n== MobileNetV2 224x224 (Keras), LiteRT with XNNPACK; full-int8 S8 per-channel")
+        for threads in (1, 2):
+            print(f"  load average before: {load_average()}")
+            ms = time_bundles(paths, threads, rounds)
+            for name, value in ms.items():
+                print(f"  LiteRT {threads} thread(s)  {name:26s} {value:7.2f} ms  "
+                      f"ratio {value / ms['fp32']:.3f}")
+
+
+def digits_section() -> None:
+    from edgepack.converters.int8 import Int8Options, choose_recipe, quantize_int8
+    x_train, x_test, y_train, y_test = digits_splits()
+    model = train(digits_cnn(), x_train, y_train)
+    fp32 = export_onnx(model, x_train[:2])
+    calib = {"x": x_train[:256]}     # training samples only; the test split stays unseen
+    ref = run_onnx(fp32, x_test)
+    acc_fp32 = float(np.mean(ref.argmax(1) == y_test))
+    print(f"\n== digits CNN (sklearn digits, {len(x_train)} train / {len(x_test)} held-out); "
+          f"fp32 accuracy {acc_fp32:.4f}")
+    recipe = choose_recipe("onnxruntime")
+    variants = {f"recipe {recipe.name}": recipe,
+                "S8S8 (ORT defaults)": recipe.with_overrides(activation_type="int8",
+                                                             reduce_range=False)}
+    for method in ("minmax", "entropy", "percentile"):
+        from edgepack.converters.int8 import CalibrationSettings
+        for name, r in variants.items():
+            if method != "minmax" and not name.startswith("recipe"):
+                continue
+            result = quantize_int8(fp32, calib, Int8Options(
+                recipe=r, calibration=CalibrationSettings(method=method)))
+            got = run_onnx(result.model_bytes, x_test)
+            agreement = float(np.mean(got.argmax(1) == ref.argmax(1)))
+            acc = float(np.mean(got.argmax(1) == y_test))
+            print(f"  {name:28s} {method:10s} agreement {agreement:.4f}  accuracy {acc:.4f}  "
+                  f"drop {100 * (acc_fp32 - acc):+.2f} pt")
+
+
+def sensitive_section() -> None:
+    from edgepack.converters.int8 import AccuracyTarget, Int8Options, quantize_int8
+    from edgepack.runtime import read_bundle
+    x_train, x_test, y_train, y_test = digits_splits()
+    model = add_outlier_channel(train(digits_cnn(), x_train, y_train), factor=300.0)
+    fp32 = export_onnx(model, x_train[:2])
+    calib = {"x": x_train[:256]}
+    ref = run_onnx(fp32, x_test)
+    target = AccuracyTarget(min_agreement=0.99)
+    print(f"\n== outlier digits CNN (channel 0 of block 1 x300): target agreement "
+          f"{target.min_agreement} on the held-out split")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, accuracy in (("plain int8", None), ("accuracy-aware", target)):
+            start = time.perf_counter()
+            result = quantize_int8(fp32, calib, Int8Options(accuracy=accuracy))
+            seconds = time.perf_counter() - start
+            got = run_onnx(result.model_bytes, x_test)
+            agreement = float(np.mean(got.argmax(1) == ref.argmax(1)))
+            acc = float(np.mean(got.argmax(1) == y_test))
+            path = bundle(Path(tmp), name.replace(" ", "-"), result.model_bytes, result.record)
+            kept = read_bundle(path).manifest.quantization.get("kept_float", [])
+            verdict = "meets" if agreement >= target.min_agreement else "MISSES"
+            print(f"  {name:15s} agreement {agreement:.4f} ({verdict} target)  accuracy "
+                  f"{acc:.4f} (fp32 {np.mean(ref.argmax(1) == y_test):.4f})  [{seconds:.0f} s]")
+            for entry in kept:
+                print(f"      manifest kept_float: {entry['node']} ({entry['op']}): "
+                      f"{entry['reason']}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", choices=["speed", "digits", "sensitive"])
+    parser.add_argument("--rounds", type=int, default=40, help="interleaved timed runs")
+    parser.add_argument("--no-litert", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("root").setLevel(logging.ERROR)   # onnxruntime's "pre-process" advice
+    from edgepack.devices import detect_host
+    from edgepack.converters.int8 import cpu_family
+    host = detect_host()
+    print(f"host: {host.arch} {cpu_family(host.arch, host.features)}, {host.cores} cores, "
+          f"VNNI: {'yes' if {'avx512_vnni', 'avx_vnni'} & set(host.features) else 'no'}; "
+          f"load average {load_average()}")
+    if args.only in (None, "digits"):
+        digits_section()
+    if args.only in (None, "sensitive"):
+        sensitive_section()
+    if args.only in (None, "speed"):
+        speed_section(args.rounds, not args.no_litert)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
