@@ -91,3 +91,13 @@ def test_check_mode_passes_supported_modes():
     entry = get_converter("keras", "onnx")
     for mode in ("none", "fp16", "dynamic", "int8"):
         check_mode(entry, mode)
+
+
+def test_importing_converters_pulls_no_framework():
+    import subprocess
+    import sys
+    code = ("import sys, edgepack.converters, edgepack.converters.registry;"
+            "heavy = [m for m in ('torch', 'tensorflow', 'keras', 'onnx', 'onnxruntime', 'tf2onnx')"
+            " if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
