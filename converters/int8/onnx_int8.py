@@ -35,6 +35,7 @@ class Int8Options:
     calibration: calibration method and batching.
     accuracy: None = plain int8; an AccuracyTarget = keep sensitive layers float until met.
     speed: None = no speed check; SpeedSettings = time int8 vs fp32 here and warn if slower.
+    exclude_nodes: node names the caller wants in float whatever the pass finds.
     """
 
     recipe: Recipe | None = None
@@ -43,6 +44,7 @@ class Int8Options:
     calibration: CalibrationSettings = field(default_factory=CalibrationSettings)
     accuracy: AccuracyTarget | None = None
     speed: SpeedSettings | None = None
+    exclude_nodes: tuple[str, ...] = ()
 
     def resolved_recipe(self) -> Recipe:
         recipe = self.recipe or choose_recipe("onnxruntime", self.device)
@@ -75,10 +77,11 @@ def quantize_int8(model_bytes: bytes, calibration: Mapping[str, np.ndarray],
     float_model = prepared.model_bytes if prepared else model_bytes
     with Calibrated(float_model, calibration, options.calibration) as calibrated:
         if options.accuracy is not None:
-            mixed = accuracy_aware(calibrated, recipe, calibration, options.accuracy)
+            mixed = accuracy_aware(calibrated, recipe, calibration, options.accuracy,
+                                   keep_float=options.exclude_nodes)
             quantized = mixed.model_bytes
         else:
-            mixed, quantized = None, calibrated.quantize(recipe)
+            mixed, quantized = None, calibrated.quantize(recipe, options.exclude_nodes)
         samples = calibrated.samples
     record: dict[str, Any] = {
         "recipe": recipe.to_record(),
@@ -89,6 +92,9 @@ def quantize_int8(model_bytes: bytes, calibration: Mapping[str, np.ndarray],
         record["calibration"]["percentile"] = options.calibration.percentile
     if prepared is not None:
         record["graph_prep"] = prepared.to_record()
+    if options.exclude_nodes:
+        record["kept_float"].append({"nodes": list(options.exclude_nodes),
+                                     "reason": "asked by the caller"})
     if recipe.float_op_types:
         record["kept_float"].append({"op_types": list(recipe.float_op_types),
                                      "reason": "recipe: int8 kernels slower on this engine"})

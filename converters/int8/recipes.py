@@ -215,17 +215,19 @@ def _describe(device: Any) -> tuple[str, tuple[str, ...], str]:
 def dynamic_refusal(model_op_types: Iterable[str], asked_explicitly: bool) -> str | None:
     """Why "dynamic" quantization should not be used on this model, or None.
 
-    Conv-heavy ONNX models quantized dynamically run ConvInteger, which onnxruntime's CPU
-    provider executes 10-15x slower than float (issue 8's measurement on MobileNetV2), so a
-    recipe never picks it; when the user asks explicitly, the caller warns instead.
+    Dynamic quantization of a conv-heavy ONNX model either leaves the convolutions in float
+    (edgepack's dynamic mode quantizes only MatMul/Gemm: no gain) or makes them ConvInteger,
+    which onnxruntime's CPU provider runs 10-15x slower than float (issue 8's measurement on
+    MobileNetV2); measured here on LiteRT, dynamic MobileNetV2 is x1.5-2.7 of fp32. A recipe
+    never picks it; when the user asks explicitly, this warns and returns None.
     """
     ops = list(model_op_types)
     convs = sum(op in CONV_OPS for op in ops)
     mats = sum(op in ("MatMul", "Gemm") for op in ops)
     if convs and convs >= mats:
-        message = (f"the model has {convs} convolutions: dynamic int8 (weights only) makes them "
-                   "ConvInteger, 10-15x slower than float on onnxruntime; use int8 with "
-                   "calibration data")
+        message = (f"the model has {convs} convolutions: dynamic int8 (weights only) leaves "
+                   "them float or makes them ConvInteger (10-15x slower than float on "
+                   "onnxruntime); use int8 with calibration data")
         if asked_explicitly:
             log.warning("%s (kept because it was asked explicitly)", message)
             return None

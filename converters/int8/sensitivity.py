@@ -172,31 +172,34 @@ def score(reference: Sequence[np.ndarray], produced: Sequence[np.ndarray]) -> Sc
 
 def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str, np.ndarray],
                    target: AccuracyTarget = AccuracyTarget(), *,
-                   threads: int | None = None) -> MixedPrecision:
+                   keep_float: Sequence[str] = (), threads: int | None = None
+                   ) -> MixedPrecision:
     """Quantize `calibrated` with `recipe`, keeping the most sensitive layers in float until
     top-1 agreement with the float model on `samples` reaches `target.min_agreement`.
+    `keep_float` names nodes that stay float in every candidate (the caller's choice).
 
     Raises ConversionError when the model has nothing to quantize.
     """
     run = FloatRunner({n: a[:target.samples] for n, a in samples.items()}, threads)
     reference = run(calibrated.model_bytes)
     n_used = len(reference[0])
-    full = calibrated.quantize(recipe)
+    fixed = list(keep_float)
+    full = calibrated.quantize(recipe, fixed)
     base = score(reference, run(full))
     log.info("accuracy-aware: all-int8 agreement %.4f (target %.4f), error %.3g on %d samples",
              base.agreement, target.min_agreement, base.error, n_used)
     if base.agreement >= target.min_agreement:
         return MixedPrecision(full, target, base, base, (), (), n_used)
     nodes = [(name, op) for name, op in weighted_nodes(calibrated.model_bytes, QUANTIZABLE_OPS)
-             if op not in recipe.float_op_types and name]
+             if op not in recipe.float_op_types and name and name not in fixed]
     if not nodes:
         raise ConversionError("the model has no named quantizable layer to keep in float")
-    ranking = rank_layers(calibrated, recipe, run, reference, base, nodes, target.method)
+    ranking = rank_layers(calibrated, recipe, run, reference, base, nodes, target.method, fixed)
     kept: list[LayerSensitivity] = []
     best_model, best = full, base
     for layer in ranking[:target.max_float_layers]:
         kept.append(layer)
-        model = calibrated.quantize(recipe, [k.node for k in kept])
+        model = calibrated.quantize(recipe, fixed + [k.node for k in kept])
         result = score(reference, run(model))
         log.info("accuracy-aware: +float %s -> agreement %.4f, error %.3g",
                  layer.node, result.agreement, result.error)
@@ -211,18 +214,19 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
 
 def rank_layers(calibrated: Calibrated, recipe: Recipe, run: FloatRunner,
                 reference: Sequence[np.ndarray], base: Score,
-                nodes: Sequence[tuple[str, str]], method: str = "isolated"
-                ) -> list[LayerSensitivity]:
-    """Sensitivity of each (node, op) in `nodes` by `method`, most harmful first."""
+                nodes: Sequence[tuple[str, str]], method: str = "isolated",
+                fixed: Sequence[str] = ()) -> list[LayerSensitivity]:
+    """Sensitivity of each (node, op) in `nodes` by `method`, most harmful first
+    (`fixed` nodes stay float throughout)."""
     names = [name for name, _ in nodes]
     ranking = []
     for name, op in nodes:
         if method == "isolated":
             others = [n for n in names if n != name]
-            result = score(reference, run(calibrated.quantize(recipe, others)))
+            result = score(reference, run(calibrated.quantize(recipe, [*fixed, *others])))
             impact = result.error
         else:
-            result = score(reference, run(calibrated.quantize(recipe, [name])))
+            result = score(reference, run(calibrated.quantize(recipe, [*fixed, name])))
             impact = (base.error - result.error) / base.error if base.error > 0 else 0.0
         ranking.append(LayerSensitivity(name, op, method, result.error, result.agreement,
                                         impact))

@@ -94,3 +94,16 @@ def test_bad_targets_are_refused():
         AccuracyTarget(method="random")
     with pytest.raises(ConversionError, match="max_float_layers"):
         AccuracyTarget(max_float_layers=0)
+
+
+def test_caller_excluded_nodes_stay_float_and_are_not_ranked(calib):
+    import onnx
+    target = AccuracyTarget(min_agreement=0.95, max_float_layers=3)
+    result = quantize_int8(conv_net(outlier=1000.0), {"x": calib},
+                           Int8Options(recipe=_recipe(), accuracy=target, exclude_nodes=("head",)))
+    graph = onnx.load_from_string(result.model_bytes).graph
+    gemm = next(n for n in graph.node if n.op_type == "Gemm")
+    assert gemm.input[1] in {i.name for i in graph.initializer}   # float weights
+    assert result.record["kept_float"][0] == {"nodes": ["head"], "reason": "asked by the caller"}
+    assert "head" not in {s.node for s in result.mixed.ranking}
+    assert result.record["accuracy_aware"]["met"]
