@@ -5,7 +5,9 @@ image that removing channels changes latency measurably (not only the per-op ove
 """
 from __future__ import annotations
 
-import tempfile
+import copy
+import dataclasses
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgepack.converters import optimize
 from edgepack.converters.optimize import DistillConfig, TrainConfig
 
 SIZE = 32
@@ -61,37 +64,76 @@ def student_cnn(seed: int = 0) -> nn.Sequential:
         nn.Flatten(), nn.Linear(16 * 4 * 4, 10))
 
 
-def export_onnx(model: nn.Module, path: Path, size: int = SIZE) -> Path:
-    """Scratch fp32 ONNX export (batch dim dynamic)."""
-    model.eval()
-    example = torch.zeros(1, 1, size, size)
-    torch.onnx.export(model, (example,), str(path), input_names=["x"], output_names=["logits"],
-                      dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}},
-                      opset_version=17, dynamo=False)
-    return path
+def prune_and_fine_tune(base: nn.Module, x_train, y_train, amount: float = 0.5):
+    """A pruned copy of `base` (structured, L1) fine-tuned with FINE_TUNE; returns (model, result)."""
+    model = copy.deepcopy(base)
+    result = optimize.prune_structured(model, torch.as_tensor(x_train[:2]),
+                                       optimize.StructuredPruneConfig(amount=amount))
+    optimize.fine_tune(model, (x_train, y_train), FINE_TUNE)
+    return model, result
 
 
-def quantize_int8(fp32: Path, out: Path, calibration: np.ndarray) -> Path:
-    """Scratch static int8 quantization (QDQ, per-channel weights) with onnxruntime."""
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
+def int8_bundle(model: nn.Module, out: Path, x_train, x_test, y_test):
+    """Convert with `edgepack.convert` to an int8 ONNX bundle, validated on the test split."""
+    # the function, not `edgepack.convert`: once the edgepack.convert module is imported, the
+    # package attribute of that name is the module
+    from edgepack.convert import convert
 
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self._it = iter([{"x": calibration[i:i + 1]} for i in range(len(calibration))])
-
-        def get_next(self):
-            return next(self._it, None)
-
-    # reduce_range: 7-bit weights avoid the int16 saturation of the AVX2 (non-VNNI) int8
-    # kernels, which otherwise costs this model >10 accuracy points on such hosts.
-    quantize_static(str(fp32), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, reduce_range=True, activation_type=QuantType.QInt8,
-                    weight_type=QuantType.QInt8)
-    return out
+    return convert(model, out, quantize="int8", example_inputs=(x_train[:1],),
+                   calibration_data=x_train[:200], validation_data=x_test,
+                   validation_labels=y_test)
 
 
-def int8_model(model: nn.Module, workdir: Path, name: str, calibration: np.ndarray) -> Path:
-    """Export + quantize `model`; returns the int8 .onnx path."""
-    fp32 = export_onnx(model, Path(workdir) / f"{name}.fp32.onnx")
-    return quantize_int8(fp32, Path(workdir) / f"{name}.int8.onnx", calibration)
+def onnx_parameter_count(bundle_path: Path) -> int:
+    """Scalars stored as initializers in the bundle's ONNX model (what the device holds)."""
+    import onnx
+    from edgepack.runtime import read_bundle
+
+    proto = onnx.load_from_string(read_bundle(bundle_path).model_bytes())
+    return sum(int(np.prod(t.dims)) for t in proto.graph.initializer)
+
+
+def bundle_accuracy(model, x, y) -> float:
+    """Top-1 accuracy of a loaded bundle (edgepack.runtime Model) on (x, y)."""
+    name = model.inputs[0].name
+    logits = next(iter(model.run({name: x}).values()))
+    return float((logits.argmax(1) == y).mean())
+
+
+def interleaved_latency(models: dict, x: np.ndarray, repeats: int) -> dict[str, float]:
+    """Median seconds per `run` of each model on `x`, timed in alternating order.
+
+    Alternating (a, b, b, a, ...) in one loop exposes both models to the same machine load,
+    which on a shared host matters more than any single measurement.
+    """
+    names = list(models)
+    feeds = {n: {models[n].inputs[0].name: x} for n in names}
+    for n in names:  # warm-up: first runs allocate arenas
+        for _ in range(5):
+            models[n].run(feeds[n])
+    times: dict[str, list[float]] = {n: [] for n in names}
+    for i in range(repeats):
+        for n in (names if i % 2 == 0 else names[::-1]):
+            start = time.perf_counter()
+            models[n].run(feeds[n])
+            times[n].append(time.perf_counter() - start)
+    return {n: float(np.median(t)) for n, t in times.items()}
+
+
+def distill_vs_alone(teacher: nn.Module, x_train, y_train, x_test, y_test, seeds):
+    """For each seed: (distilled accuracy, alone accuracy) of the student from the same init.
+
+    Both runs use DISTILL's epochs, lr, batch order and seed; only the loss differs
+    (alone = plain cross-entropy).
+    """
+    alone_config = TrainConfig(epochs=DISTILL.epochs, lr=DISTILL.lr,
+                               batch_size=DISTILL.batch_size)
+    rows = []
+    for seed in seeds:
+        distilled, alone = student_cnn(seed), student_cnn(seed)
+        optimize.distill(teacher, distilled, (x_train, y_train),
+                         dataclasses.replace(DISTILL, seed=seed))
+        optimize.fine_tune(alone, (x_train, y_train), dataclasses.replace(alone_config, seed=seed))
+        rows.append((optimize.evaluate(distilled, (x_test, y_test))[1],
+                     optimize.evaluate(alone, (x_test, y_test))[1]))
+    return rows
