@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from edgepack.runtime.errors import ConversionError, EdgepackError
+from edgepack.runtime.errors import ConversionError, DeviceError, EdgepackError
 
 from . import registry
 from .artifacts import ConvertedModel, SourceModel
@@ -72,11 +72,11 @@ def convert_model(source: Any, out: str | Path, config: ConversionConfig, *,
     framework = guess_framework(source)
     if framework is not None:
         registry.check_mode(registry.get_converter(framework, config.target), quant.mode)
+    _check_device(config)
     if quant.needs_calibration and calibration_data is None:
         raise ConversionError(
             "int8 quantization needs calibration data (a .npy/.npz file, an image folder or "
             "an iterable of samples); pass calibration_data / --calibration-data")
-    _check_device(config)
 
     loaded = load_source(source, example_inputs=example_inputs, weights=weights,
                          input_shapes=input_shapes)
@@ -200,7 +200,7 @@ def _check_device(config: ConversionConfig) -> None:
         return
     reason = refuse(config.device, config.target, config.quantization.mode)
     if reason:
-        raise ConversionError(f"device {config.device}: {reason}")
+        raise DeviceError(f"device {config.device}: {reason}")
 
 
 def _edgepack_version() -> str:

@@ -8,7 +8,8 @@ from edgepack.converters import (CalibrationConfig, ConversionConfig, Conversion
                                  QuantizationConfig, Tolerances, convert_model)
 
 
-def convert(source: Any, out: str | Path, *, target: str = "onnx", quantize: str = "none",
+def convert(source: Any, out: str | Path, *, target: str | None = None,
+            quantize: str | None = None,
             example_inputs: Any = None, input_shapes: Sequence[Sequence[int]] | None = None,
             weights: str | Path | None = None,
             calibration_data: Any = None, calibration_method: str = "minmax",
@@ -27,6 +28,7 @@ def convert(source: Any, out: str | Path, *, target: str = "onnx", quantize: str
     source: a live torch.nn.Module / keras.Model, a model file (.pt2, TorchScript .pt,
         .keras, .h5, SavedModel dir, .onnx, .tflite) or "module:factory" (+ `weights`).
     target: "onnx" or "tflite".  quantize: "none", "fp16", "dynamic" or "int8".
+        Unset, they come from the `device` profile's recommendations, else onnx / none.
     calibration_data (int8): .npy/.npz path, image folder, array, dict or iterable.
     validation_data/validation_labels: held-out samples (and integer labels for accuracy);
         without them a tail of the calibration data is held out, else seeded random inputs.
@@ -37,6 +39,7 @@ def convert(source: Any, out: str | Path, *, target: str = "onnx", quantize: str
     Returns a ConversionResult (path, validation report, model size). Raises
     ConversionError, ValidationError (with `.report`) or EngineNotInstalledError.
     """
+    target, quantize = _defaults(target, quantize, device)
     quantization = QuantizationConfig(
         mode=quantize, per_channel=per_channel, int8_io=int8_io,
         calibration=CalibrationConfig(method=calibration_method, samples=calibration_samples))
@@ -52,3 +55,12 @@ def convert(source: Any, out: str | Path, *, target: str = "onnx", quantize: str
                          input_shapes=input_shapes, weights=weights,
                          calibration_data=calibration_data, validation_data=validation_data,
                          validation_labels=validation_labels, directory=directory)
+
+
+def _defaults(target: str | None, quantize: str | None, device: str | None) -> tuple[str, str]:
+    if device is not None and (target is None or quantize is None):
+        from edgepack.devices import defaults_for  # raises DeviceError for an unknown profile
+        recommended = defaults_for(device)
+        target = target or recommended.target
+        quantize = quantize or recommended.quantization
+    return target or "onnx", quantize or "none"

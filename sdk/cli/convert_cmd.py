@@ -34,9 +34,10 @@ def _json_file(path: str | None, what: str):
 @click.argument("source")
 @click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=True),
               help="Bundle to write (.edgepack).")
-@click.option("-t", "--target", type=click.Choice(["onnx", "tflite"]), default="onnx",
-              show_default=True)
-@click.option("-q", "--quantize", type=click.Choice(MODES), default="none", show_default=True)
+@click.option("-t", "--target", type=click.Choice(["onnx", "tflite"]),
+              help="Default: the --device recommendation, else onnx.")
+@click.option("-q", "--quantize", type=click.Choice(MODES),
+              help="Default: the --device recommendation, else none.")
 @click.option("--calibration-data", type=click.Path(exists=True),
               help=".npy/.npz file or image folder (int8).")
 @click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]),
@@ -75,7 +76,8 @@ def convert_command(source, out, target, quantize, calibration_data, calibration
         label_list = [line.strip() for line in Path(labels).read_text(encoding="utf-8")
                       .splitlines() if line.strip()]
     if not as_json:
-        click.echo(f"converting {source} -> {target} ({quantize}) ...", err=True)
+        click.echo(f"converting {source} -> {target or 'default target'} "
+                   f"({quantize or 'default quantization'}) ...", err=True)
     try:
         result = convert(
             source, out, target=target, quantize=quantize, weights=weights,
