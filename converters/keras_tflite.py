@@ -20,6 +20,7 @@ from edgepack.runtime.errors import ConversionError
 from .artifacts import ConvertedModel, SourceModel
 from .config import ConversionConfig
 from .keras_source import export_saved_model
+from .progress import report
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,9 @@ def convert(source: SourceModel, config: ConversionConfig,
 def _representative(calibration: Mapping[str, np.ndarray], names, count: int):
     def generate() -> Iterator[dict[str, np.ndarray]]:
         for i in range(count):
+            report("calibrate", i, count)
             yield {n: np.asarray(calibration[n][i:i + 1], dtype=np.float32) for n in names}
+        report("calibrate", count, count)
     return generate
 
 

@@ -20,6 +20,7 @@ from . import registry
 from .artifacts import ConvertedModel, SourceModel
 from .calibration import Samples, load_samples
 from .config import ConversionConfig
+from .progress import report
 from .sources import KERAS_SUFFIXES, TORCH_SUFFIXES, detect_framework, load_source
 from .validation import raise_if_failed, validate
 
@@ -85,6 +86,7 @@ def convert_model(source: Any, out: str | Path, config: ConversionConfig, *,
     calibration, held_out, data_kind = _datasets(loaded, config, calibration_data,
                                                  validation_data, validation_labels)
     converter = entry.load()
+    report("convert", 0, 1)
     try:
         converted: ConvertedModel = converter(
             loaded, config, None if calibration is None else calibration.arrays)
@@ -102,20 +104,22 @@ def convert_model(source: Any, out: str | Path, config: ConversionConfig, *,
     if converted.notes:
         source_record["notes"] = list(converted.notes)
     out = Path(out)
+    report("validate", 0, len(held_out))
     with tempfile.TemporaryDirectory(prefix="edgepack-conv-") as tmp:
         candidate = _pack(Path(tmp, "candidate"), converted, loaded, config, source_record,
                           None, directory=True)
         output_names = _bundle_output_names(candidate)
-        report = validate(loaded, converted, candidate, held_out,
+        record = validate(loaded, converted, candidate, held_out,
                           config.effective_tolerances, data_kind, output_names)
-    log.info("validation %s on %d %s samples", "passed" if report["passed"] else "FAILED",
-             report["samples"], data_kind)
-    raise_if_failed(report, config.accept)
-    if report["failures"]:
-        report["accepted"] = True
-        log.warning("validation outside tolerance, accepted: %s", "; ".join(report["failures"]))
-    path = _pack(out, converted, loaded, config, source_record, report, directory=directory)
-    return ConversionResult(path, report, len(converted.model_bytes),
+    report("validate", len(held_out), len(held_out))
+    log.info("validation %s on %d %s samples", "passed" if record["passed"] else "FAILED",
+             record["samples"], data_kind)
+    raise_if_failed(record, config.accept)
+    if record["failures"]:
+        record["accepted"] = True
+        log.warning("validation outside tolerance, accepted: %s", "; ".join(record["failures"]))
+    path = _pack(out, converted, loaded, config, source_record, record, directory=directory)
+    return ConversionResult(path, record, len(converted.model_bytes),
                             dict(converted.quantization) if converted.quantization else None,
                             converted.notes)
 

@@ -23,6 +23,7 @@ from edgepack.runtime.errors import ConversionError, EngineNotInstalledError
 from edgepack.runtime.specs import QuantParams, TensorSpec
 
 from .config import QuantizationConfig
+from .progress import report
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +201,10 @@ class _Reader:
     def _batches(self) -> Iterator[dict[str, np.ndarray]]:
         count = min(len(a) for a in self._arrays.values())
         for start in range(0, count, self._batch):
+            report("calibrate", start, count)
             yield {n: np.ascontiguousarray(a[start:start + self._batch])
                    for n, a in self._arrays.items()}
+        report("calibrate", count, count)
 
     def get_next(self):
         return next(self._iter, None)

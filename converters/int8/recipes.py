@@ -7,8 +7,8 @@ advice it follows.
 
 Measurements (host: AMD EPYC Zen 3, x86_64 AVX2+FMA, **no** VNNI; onnxruntime 1.32;
 MobileNetV2 1.0 at 224x224, batch 1, 1 thread, int8/fp32 ratio of summed kernel times from
-onnxruntime profiling, both sessions interleaved in one process; scratch scripts
-/tmp/i8/quant2.py + prof3.py, re-runnable through `python benchmarks/int8.py`):
+onnxruntime profiling, all sessions interleaved in one process; command:
+`python benchmarks/int8.py --only ops`):
 
     QDQ S8S8 per-channel (onnxruntime's quantize_static defaults) ... x1.02-1.14 (slower: ORT
         keeps DQ -> float Conv -> Q for int8 activations on x86, QuantizeLinear/Dequantize
@@ -24,15 +24,19 @@ onnxruntime profiling, both sessions interleaved in one process; scratch scripts
         run as NHWC float convs between Q/DQ pairs)
     per op type (U8S8): pointwise Conv x0.57, depthwise Conv x1.0-1.07, first Conv x1.48,
         Gemm x0.36.
+Whole bundles through edgepack.runtime (`python benchmarks/int8.py --only speed`, 40-60
+interleaved rounds, medians, load average 3-7 from other users): recipe x0.76-0.78 at 1
+thread and x0.67-0.69 at 2 threads; S8S8 defaults x1.03-1.04 at both.
 So on this CPU family no op type is worth leaving in float on onnxruntime, and int8 pays
-x0.7, not x0.5: without VNNI, u8s8 products go through vpmaddubsw+vpmaddwd (about twice the
+x0.7-0.8, not x0.5: without VNNI, u8s8 products go through vpmaddubsw+vpmaddwd (about twice the
 fp32 FMA rate at best) and onnxruntime's fp32 depthwise NCHWc kernels are already as fast as
 its int8 ones.
 
 LiteRT 2.3 (XNNPACK) on the same host and model (Keras MobileNetV2, full-int8 builtins):
-    int8/fp32 x1.15-1.19 at 1 thread, x1.14 at 2 threads (int8 slower); without the XNNPACK
-    delegate both are ~3.5x slower. XNNPACK's QS8 kernels on AVX2 widen to 16 bits, so they
-    cannot beat its fp32 FMA kernels; on ARM (NEON/dotprod) int8 is XNNPACK's fast path.
+    int8/fp32 x1.01-1.19 at 1 thread, x1.06-1.14 at 2 threads (int8 not faster); dynamic
+    range (int8 weights) x1.5-2.7; without the XNNPACK delegate both are ~3.5x slower.
+    XNNPACK's QS8 kernels on AVX2 widen to 16 bits, so they cannot beat its fp32 FMA
+    kernels; on ARM (NEON/dotprod) int8 is XNNPACK's fast path.
 """
 from __future__ import annotations
 

@@ -69,6 +69,7 @@ def convert_command(source, out, target, quantize, calibration_data, calibration
                     postprocess, opset, static_batch, device, as_json):
     """Convert SOURCE (model file or module:factory) into a validated bundle."""
     from edgepack.convert import convert
+    from edgepack.converters.progress import reporting
     from edgepack.converters.validation import format_table
 
     label_list = None
@@ -79,15 +80,16 @@ def convert_command(source, out, target, quantize, calibration_data, calibration
         click.echo(f"converting {source} -> {target or 'default target'} "
                    f"({quantize or 'default quantization'}) ...", err=True)
     try:
-        result = convert(
-            source, out, target=target, quantize=quantize, weights=weights,
-            input_shapes=list(input_shapes) or None, calibration_data=calibration_data,
-            calibration_method=calibration_method, calibration_samples=calibration_samples,
-            per_channel=not per_tensor, int8_io=int8_io, validation_data=validation_data,
-            max_drop=max_drop, accept=accept, name=name, version=bundle_version,
-            labels=label_list, preprocess=_json_file(preprocess, "preprocess"),
-            postprocess=_json_file(postprocess, "postprocess"), opset=opset,
-            dynamic_batch=not static_batch, device=device)
+        with reporting(None if as_json else _Progress()):
+            result = convert(
+                source, out, target=target, quantize=quantize, weights=weights,
+                input_shapes=list(input_shapes) or None, calibration_data=calibration_data,
+                calibration_method=calibration_method, calibration_samples=calibration_samples,
+                per_channel=not per_tensor, int8_io=int8_io, validation_data=validation_data,
+                max_drop=max_drop, accept=accept, name=name, version=bundle_version,
+                labels=label_list, preprocess=_json_file(preprocess, "preprocess"),
+                postprocess=_json_file(postprocess, "postprocess"), opset=opset,
+                dynamic_batch=not static_batch, device=device)
     except ValidationError as e:
         if e.report:
             click.echo(json.dumps(e.report, indent=2) if as_json else format_table(e.report),
@@ -103,6 +105,34 @@ def convert_command(source, out, target, quantize, calibration_data, calibration
     for note in result.notes:
         click.echo(f"note: {note}")
     click.echo(f"wrote {result.path} (model {result.model_bytes} bytes)")
+
+
+class _Progress:
+    """Stage lines on stderr; while calibrating, a bar on a terminal, else one closing line."""
+
+    def __init__(self):
+        self._bar = None
+        self._shown = 0
+        self._tty = click.get_text_stream("stderr").isatty()
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage != "calibrate":
+            if done == 0:
+                click.echo(f"{stage} ...", err=True)
+            return
+        if self._tty and self._bar is None and done < total:
+            self._bar = click.progressbar(length=total, label="calibrate",
+                                          file=click.get_text_stream("stderr"))
+            self._bar.__enter__()
+            self._shown = 0
+        if self._bar is not None:
+            self._bar.update(done - self._shown)
+            self._shown = done
+        if done >= total:
+            if self._bar is not None:
+                self._bar.__exit__(None, None, None)
+                self._bar = None
+            click.echo(f"calibrate: {total} samples, 100%", err=True)
 
 
 def register(cli: click.Group) -> None:

@@ -64,3 +64,13 @@ def test_bad_shape_option(files):
     result = CliRunner().invoke(cli, ["convert", str(files / "m.onnx"), "-o",
                                       str(files / "o.edgepack"), "--input-shape", "1,a,3"])
     assert result.exit_code == 2 and "is not a shape like 1,3,224,224" in result.output
+
+
+def test_progress_stages_and_calibration_bar(files):
+    result = CliRunner().invoke(cli, [
+        "convert", str(files / "m.onnx"), "-o", str(files / "p.edgepack"), "-q", "int8",
+        "--calibration-data", str(files / "cal.npy")])
+    assert result.exit_code == 0, result.output
+    # CliRunner mixes stderr into output: stage lines and the finished calibration bar.
+    assert "convert ..." in result.output and "validate ..." in result.output
+    assert "calibrate" in result.output and "100%" in result.output
