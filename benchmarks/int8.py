@@ -4,6 +4,7 @@
     python benchmarks/int8.py --only speed    # MobileNetV2 224x224, ORT (+ LiteRT)
     python benchmarks/int8.py --only digits   # trained digits CNN: agreement, accuracy drop
     python benchmarks/int8.py --only sensitive  # accuracy-aware mode on an outlier model
+    python benchmarks/int8.py --only ops      # per-op-type kernel times of recipe variants
 
 Speed: a MobileNetV2 (architecture built here, random init: speed does not depend on the
 weights) is packed as an fp32 bundle and as an int8 bundle, both loaded through
@@ -244,6 +245,85 @@ def litert_section(rounds: int) -> None:
                       f"ratio {value / ms['fp32']:.3f}")
 
 
+def ops_section(rounds: int) -> None:
+    """Kernel time per op kind (first conv, depthwise, pointwise, rest) of recipe variants,
+    from onnxruntime's profiler, 1 thread, all sessions interleaved: the evidence behind
+    the recipe table (which types, which op types to leave float)."""
+    import json
+    from collections import defaultdict
+
+    import onnx
+    import onnxruntime as ort
+
+    from edgepack.converters.int8 import Calibrated, choose_recipe
+    from edgepack.converters.int8.graph_prep import prepare_graph
+    x = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    fp32 = prepare_graph(export_onnx(mobilenet_v2(), x)).model_bytes
+    graph = onnx.load_from_string(fp32).graph
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    depthwise = [n.name for n in convs
+                 if next((a.i for a in n.attribute if a.name == "group"), 1) > 1]
+    base = choose_recipe("onnxruntime", "x86_64-workstation")   # U8S8, reduce_range
+    variants = {"U8S8 rr (x86 recipe)": (base, ()),
+                "U8S8": (base.with_overrides(reduce_range=False), ()),
+                "S8S8 (ORT defaults)": (base.with_overrides(activation_type="int8",
+                                                            reduce_range=False), ()),
+                "U8U8": (base.with_overrides(weight_type="uint8", reduce_range=False), ()),
+                "U8S8 rr per-tensor": (base.with_overrides(per_channel=False), ()),
+                "U8S8 rr QOperator": (base.with_overrides(quant_format="qoperator"), ()),
+                "U8S8 rr, first conv float": (base, (convs[0].name,)),
+                "U8S8 rr, depthwise float": (base, tuple(depthwise))}
+    calib = {"x": np.random.default_rng(1).standard_normal((16, 3, 224, 224)).astype(np.float32)}
+    models = {"fp32": fp32}
+    with Calibrated(fp32, calib) as cal:
+        for name, (recipe, exclude) in variants.items():
+            models[name] = cal.quantize(recipe, exclude)
+    kinds = {convs[0].name: "first conv", **{n: "depthwise" for n in depthwise}}
+    sessions = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, (name, model) in enumerate(models.items()):
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            options.enable_profiling = True
+            options.profile_file_prefix = str(Path(tmp, f"p{i}"))
+            options.log_severity_level = 3
+            sessions[name] = ort.InferenceSession(model, options,
+                                                  providers=["CPUExecutionProvider"])
+        feed = {"x": x[:1]}
+        for _ in range(rounds):
+            for session in sessions.values():
+                session.run(None, feed)
+        print(f"\n== MobileNetV2 kernel time per op kind, 1 thread, {rounds} interleaved "
+              "runs (ms, median per node summed)")
+        totals = {}
+        for name, session in sessions.items():
+            events = json.loads(Path(session.end_profiling()).read_text())
+            per_node = defaultdict(list)
+            for e in events:
+                if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+                    per_node[(e["name"][:-len("_kernel_time")], e["args"]["op_name"])].append(
+                        e["dur"])
+            sums = defaultdict(float)
+            conv_index = 0
+            for (node, op), durations in per_node.items():
+                if "Conv" in op:   # Conv / QLinearConv keep graph order
+                    kind = kinds.get(convs[conv_index].name, "pointwise") \
+                        if conv_index < len(convs) else "pointwise"
+                    conv_index += 1
+                else:
+                    kind = "other"
+                sums[kind] += float(np.median(durations)) / 1e3
+            totals[name] = sums
+        ref = totals["fp32"]
+        print(f"  {'variant':28s} {'total':>7s} {'ratio':>6s} " + " ".join(
+            f"{k:>11s}" for k in ("first conv", "depthwise", "pointwise", "other")))
+        for name, sums in totals.items():
+            total = sum(sums.values())
+            print(f"  {name:28s} {total:7.2f} {total / sum(ref.values()):6.3f} " + " ".join(
+                f"{sums[k]:6.2f} x{sums[k] / ref[k]:.2f}" if ref[k] else f"{sums[k]:11.2f}"
+                for k in ("first conv", "depthwise", "pointwise", "other")))
+
+
 def digits_section() -> None:
     from edgepack.converters.int8 import Int8Options, choose_recipe, quantize_int8
     x_train, x_test, y_train, y_test = digits_splits()
@@ -303,7 +383,7 @@ def sensitive_section() -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["speed", "digits", "sensitive"])
+    parser.add_argument("--only", choices=["speed", "digits", "sensitive", "ops"])
     parser.add_argument("--rounds", type=int, default=40, help="interleaved timed runs")
     parser.add_argument("--no-litert", action="store_true")
     args = parser.parse_args(argv)
@@ -321,6 +401,8 @@ def main(argv=None) -> int:
         sensitive_section()
     if args.only in (None, "speed"):
         speed_section(args.rounds, not args.no_litert)
+    if args.only in (None, "ops"):
+        ops_section(args.rounds)
     return 0
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from edgepack.runtime.errors import ConversionError
 
 from .graph_prep import prepare_graph
-from .quantize import Calibrated, CalibrationSettings
+from .quantize import Calibrated, CalibrationSettings, recipe_float_nodes
 from .recipes import Recipe, choose_recipe
 from .sensitivity import AccuracyTarget, MixedPrecision, accuracy_aware
 from .speed import SpeedReport, SpeedSettings, measure_speed
@@ -95,9 +95,8 @@ def quantize_int8(model_bytes: bytes, calibration: Mapping[str, np.ndarray],
     if options.exclude_nodes:
         record["kept_float"].append({"nodes": list(options.exclude_nodes),
                                      "reason": "asked by the caller"})
-    if recipe.float_op_types:
-        record["kept_float"].append({"op_types": list(recipe.float_op_types),
-                                     "reason": "recipe: int8 kernels slower on this engine"})
+    record["kept_float"].extend({"node": name, "reason": reason} for name, reason
+                                in recipe_float_nodes(float_model, recipe).items())
     if mixed is not None:
         record["accuracy_aware"] = mixed.to_record()
         record["kept_float"].extend({"node": k["node"], "op": k["op"], "reason": k["reason"]}

@@ -59,6 +59,25 @@ def weighted_nodes(model_bytes: bytes, ops: Sequence[str] = WEIGHTED_OPS
     return [(n.name, n.op_type) for n in graph.node if n.op_type in ops]
 
 
+def recipe_float_nodes(model_bytes: bytes, recipe: Recipe) -> dict[str, str]:
+    """Node name -> reason, for the nodes `recipe` keeps in float in this model."""
+    import onnx
+    graph = onnx.load_from_string(model_bytes).graph
+    shapes = {i.name: tuple(i.dims) for i in graph.initializer}
+    chosen = {}
+    for node in graph.node:
+        if node.op_type in recipe.float_op_types:
+            chosen[node.name] = f"recipe {recipe.name}: {node.op_type} int8 kernels are slower"
+        elif (recipe.float_thin_convs and node.op_type == "Conv" and len(node.input) > 1
+              and len(shapes.get(node.input[1], ())) >= 2):
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            channels = shapes[node.input[1]][1] * group
+            if channels <= recipe.float_thin_convs:
+                chosen[node.name] = (f"recipe {recipe.name}: a conv reading {channels} "
+                                     "channels is slower in int8 than in float")
+    return chosen
+
+
 class Calibrated:
     """A prepared float model plus its activation ranges, quantizable many times.
 
@@ -101,10 +120,7 @@ class Calibrated:
         method = {"minmax": ortq.CalibrationMethod.MinMax,
                   "entropy": ortq.CalibrationMethod.Entropy,
                   "percentile": ortq.CalibrationMethod.Percentile}[self.settings.method]
-        excluded = set(exclude_nodes)
-        if recipe.float_op_types:
-            excluded |= {name for name, op in weighted_nodes(self.model_bytes)
-                         if op in recipe.float_op_types}
+        excluded = set(exclude_nodes) | set(recipe_float_nodes(self.model_bytes, recipe))
         self._count += 1
         out = self._dir / f"int8-{self._count}.onnx"
         extra = {"CalibPercentile": self.settings.percentile,

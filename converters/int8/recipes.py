@@ -18,16 +18,18 @@ onnxruntime profiling, all sessions interleaved in one process; command:
     QDQ U8S8 per-tensor reduce_range ................................ x0.70 (per-channel ~free)
     QOperator U8S8 per-channel ...................................... x0.80 (no gain over QDQ)
     QDQ U8U8 per-channel ............................................ x1.01 (no fast u8u8 path)
-    U8S8 + first conv (3 input channels) kept float ................. x0.72 (its own time
-        -40%, but a float->NCHWc reorder + QuantizeLinear eat the gain)
+    U8S8 + first conv (3 input channels) kept float ................. x0.68-0.78, 2-9%
+        better than all-int8 in 3 of 3 runs (its own time -40..-50%, minus a float->NCHWc
+        reorder and a larger QuantizeLinear): hence float_thin_convs=4 on x86
     U8S8 + all depthwise convs kept float ........................... x0.80 (slower: they
         run as NHWC float convs between Q/DQ pairs)
     per op type (U8S8): pointwise Conv x0.57, depthwise Conv x1.0-1.07, first Conv x1.48,
         Gemm x0.36.
-Whole bundles through edgepack.runtime (`python benchmarks/int8.py --only speed`, 40-60
+Whole bundles through edgepack.runtime, before float_thin_convs (`python benchmarks/int8.py --only speed`, 40-60
 interleaved rounds, medians, load average 3-7 from other users): recipe x0.76-0.78 at 1
 thread and x0.67-0.69 at 2 threads; S8S8 defaults x1.03-1.04 at both.
-So on this CPU family no op type is worth leaving in float on onnxruntime, and int8 pays
+So on this CPU family only the stem conv is worth leaving in float on onnxruntime (no op
+type as a whole: depthwise convs kept float cost more than they save), and int8 pays
 x0.7-0.8, not x0.5: without VNNI, u8s8 products go through vpmaddubsw+vpmaddwd (about twice the
 fp32 FMA rate at best) and onnxruntime's fp32 depthwise NCHWc kernels are already as fast as
 its int8 ones.
@@ -71,6 +73,9 @@ class Recipe:
     graph_prep: shape inference + BatchNorm/activation fusion before quantization.
     float_op_types: op types left in float because their int8 kernels are slower on this
         engine/CPU (measured; empty when nothing was worth it).
+    float_thin_convs: convolutions reading at most this many input channels stay float
+        (0 = none): an image stem (3 channels) is an int8 GEMM with K = 27, too short to
+        pay for the int8 packing; measured x1.3-1.6 of float for MobileNetV2's stem.
     allow_dynamic: whether "dynamic" (weights-only int8) is acceptable for conv-heavy models.
     why: one line naming the evidence (shown in the manifest).
     """
@@ -85,6 +90,7 @@ class Recipe:
     per_channel: bool = True
     graph_prep: bool = True
     float_op_types: tuple[str, ...] = ()
+    float_thin_convs: int = 0
     allow_dynamic: bool = False
     why: str = ""
 
@@ -113,6 +119,7 @@ class Recipe:
                 "types": self.types, "reduce_range": self.reduce_range,
                 "format": self.quant_format, "per_channel": self.per_channel,
                 "graph_prep": self.graph_prep, "float_op_types": list(self.float_op_types),
+                "float_thin_convs": self.float_thin_convs,
                 "why": self.why}
 
     def with_overrides(self, **changes: Any) -> "Recipe":
@@ -135,9 +142,11 @@ RECIPES: dict[tuple[str, str], Recipe] = {(r.engine, r.cpu_family): r for r in (
     Recipe("ort-x86-vnni", "onnxruntime", "x86-vnni", "uint8", "int8", reduce_range=False,
            why="VNNI (vpdpbusd) accumulates u8*s8 without 16-bit saturation; " + _ORT_X86),
     Recipe("ort-x86-avx2", "onnxruntime", "x86-avx2", "uint8", "int8", reduce_range=True,
+           float_thin_convs=4,
            why="without VNNI u8*s8 pairs go through vpmaddubsw and can saturate: 7-bit "
                "weights avoid it at no measured speed cost; " + _ORT_X86),
     Recipe("ort-x86-generic", "onnxruntime", "x86-generic", "uint8", "int8", reduce_range=True,
+           float_thin_convs=4,
            why="pre-AVX2 x86: same saturation risk as AVX2, U8S8 per " + _ORT_X86),
     # ARM: not measurable on this host (qemu timings are meaningless). onnxruntime's own
     # guidance: symmetric int8 activations on ARM, whose sdot/NEON kernels take S8S8 and

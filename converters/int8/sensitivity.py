@@ -29,7 +29,7 @@ import numpy as np
 
 from edgepack.runtime.errors import ConversionError
 
-from .quantize import QUANTIZABLE_OPS, Calibrated, weighted_nodes
+from .quantize import QUANTIZABLE_OPS, Calibrated, recipe_float_nodes, weighted_nodes
 from .recipes import Recipe
 
 log = logging.getLogger(__name__)
@@ -190,8 +190,9 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
              base.agreement, target.min_agreement, base.error, n_used)
     if base.agreement >= target.min_agreement:
         return MixedPrecision(full, target, base, base, (), (), n_used)
+    by_recipe = recipe_float_nodes(calibrated.model_bytes, recipe)
     nodes = [(name, op) for name, op in weighted_nodes(calibrated.model_bytes, QUANTIZABLE_OPS)
-             if op not in recipe.float_op_types and name and name not in fixed]
+             if name and name not in by_recipe and name not in fixed]
     if not nodes:
         raise ConversionError("the model has no named quantizable layer to keep in float")
     ranking = rank_layers(calibrated, recipe, run, reference, base, nodes, target.method, fixed)

@@ -74,7 +74,10 @@ def test_recipe_types_end_up_in_the_model(calib):
     assert zp_types(x86.model_bytes, q_x86) == {onnx.TensorProto.UINT8}
     assert zp_types(arm.model_bytes, q_arm) == {onnx.TensorProto.INT8}
     assert x86.record["recipe"]["name"] == "ort-x86-avx2"
-    assert x86.record["kept_float"] == []
+    # The x86 recipe keeps convs reading <= 4 channels float (measured slower in int8).
+    assert [k["node"] for k in x86.record["kept_float"]] == ["conv_a"]
+    assert "reading 1 channels" in x86.record["kept_float"][0]["reason"]
+    assert arm.record["kept_float"] == []   # no such rule measured for ARM
     # int8 stays close to float on this untrained net (cosine of logits).
     ref, got = run(model, calib).ravel(), run(x86.model_bytes, calib).ravel()
     assert float(ref @ got / np.linalg.norm(ref) / np.linalg.norm(got)) > 0.99
@@ -85,7 +88,7 @@ def test_float_op_types_of_a_recipe_stay_float(calib):
     result = quantize_int8(conv_net(), {"x": calib}, Int8Options(recipe=recipe))
     ops = _ops(result.model_bytes)
     assert ops["Gemm"] == 1 and ops["Conv"] == 2
-    assert result.record["kept_float"][0]["op_types"] == ["Gemm"]
+    assert {k["node"] for k in result.record["kept_float"]} == {"head", "conv_a"}
     # The Gemm's weight is still a float initializer: not preceded by a DequantizeLinear.
     import onnx
     graph = onnx.load_from_string(result.model_bytes).graph
@@ -111,13 +114,12 @@ def test_percentile_clips_an_outlier_that_minmax_keeps():
     for method in ("minmax", "percentile"):
         settings = CalibrationSettings(method=method, percentile=99.9)
         with Calibrated(conv_net(), {"x": x}, settings) as cal:
-            model = onnx.load_from_string(
-                cal.quantize(choose_recipe("onnxruntime", "x86_64-workstation")))
+            model = onnx.load_from_string(cal.quantize(choose_recipe("onnxruntime", "rpi4b")))
         inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
         q = next(n for n in model.graph.node if n.op_type == "QuantizeLinear"
                  and n.input[0] == "x")
         scales[method] = float(inits[q.input[1]])
-    assert scales["minmax"] == pytest.approx(50.0 / 255, rel=0.05)
+    assert scales["minmax"] == pytest.approx(50.0 / 255, rel=0.05)   # int8 activations: 255 steps
     assert scales["percentile"] < scales["minmax"] / 5
 
 
