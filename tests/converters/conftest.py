@@ -8,32 +8,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's C++ banner, not our logging
 
-
-def make_torch_cnn(seed: int = 0, channels: int = 16):
-    """Conv -> ReLU -> Conv -> ReLU -> Linear on 1x8x8 inputs, 10 classes."""
-    import torch
-    torch.manual_seed(seed)
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(1, channels, 3, padding=1), torch.nn.ReLU(),
-        torch.nn.Conv2d(channels, channels, 3, padding=1), torch.nn.ReLU(),
-        torch.nn.Flatten(), torch.nn.Linear(channels * 64, 10)).eval()
-
-
-def make_keras_cnn(seed: int = 0, channels: int = 16):
-    import keras
-    keras.utils.set_random_seed(seed)
-    return keras.Sequential([
-        keras.Input((8, 8, 1), name="image"),
-        keras.layers.Conv2D(channels, 3, padding="same", activation="relu"),
-        keras.layers.Conv2D(channels, 3, padding="same", activation="relu"),
-        keras.layers.Flatten(), keras.layers.Dense(10)])
-
-
-def teacher_labels(nchw: np.ndarray) -> np.ndarray:
-    """Labels from a fixed random linear 'teacher', so the tiny models can be trained a
-    little: an untrained net has near-equal logits, where top-1 agreement measures noise."""
-    weights = np.random.default_rng(1).standard_normal((nchw[0].size, 10))
-    return (nchw.reshape(len(nchw), -1) @ weights).argmax(1)
+from tiny_models import make_keras_cnn, make_torch_cnn, teacher_labels  # noqa: E402
 
 
 @pytest.fixture(scope="session")

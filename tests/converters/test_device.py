@@ -10,7 +10,7 @@ from edgepack.convert import convert  # noqa: E402
 from edgepack.runtime import read_bundle  # noqa: E402
 from edgepack.runtime.errors import DeviceError  # noqa: E402
 
-from test_quantize_onnx import mlp_bytes  # noqa: E402
+from tiny_models import mlp_bytes  # noqa: E402
 
 
 def test_device_without_onnx_engine_refuses_before_loading(tmp_path):

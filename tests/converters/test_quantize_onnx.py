@@ -19,26 +19,7 @@ from edgepack.converters.config import QuantizationConfig  # noqa: E402
 from edgepack.converters.quantize_onnx import quantize_onnx  # noqa: E402
 from edgepack.runtime.errors import ConversionError  # noqa: E402
 
-
-def mlp_bytes(seed: int = 0) -> bytes:
-    """x[N,64] -> Gemm(64->128) -> Relu -> Gemm(128->10) -> y."""
-    rng = np.random.default_rng(seed)
-    w1 = rng.uniform(-0.3, 0.3, (64, 128)).astype(np.float32)
-    w2 = rng.uniform(-0.3, 0.3, (128, 10)).astype(np.float32)
-    b1 = rng.uniform(-0.1, 0.1, 128).astype(np.float32)
-    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h0"], name="fc1"),
-             helper.make_node("Add", ["h0", "b1"], ["h1"], name="bias1"),
-             helper.make_node("Relu", ["h1"], ["h2"], name="relu"),
-             helper.make_node("MatMul", ["h2", "w2"], ["y"], name="fc2")]
-    graph = helper.make_graph(
-        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 64])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 10])],
-        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2"),
-         numpy_helper.from_array(b1, "b1")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
+from tiny_models import mlp_bytes  # noqa: E402
 
 
 def run(model: bytes, x: np.ndarray) -> np.ndarray:

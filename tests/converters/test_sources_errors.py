@@ -10,7 +10,7 @@ from edgepack.converters import ConversionConfig, convert_model
 from edgepack.runtime import read_bundle
 from edgepack.runtime.errors import ConversionError
 
-from conftest import make_keras_cnn, make_torch_cnn
+from tiny_models import make_keras_cnn, make_torch_cnn
 
 torch = pytest.importorskip("torch")
 
@@ -96,7 +96,7 @@ def test_module_factory_with_weights(tmp_path, nchw_data, monkeypatch):
     model = make_torch_cnn(seed=3)
     torch.save(model.state_dict(), str(tmp_path / "weights.pt"))
     (tmp_path / "tiny_factory.py").write_text(
-        "import sys\nsys.path.insert(0, %r)\nfrom conftest import make_torch_cnn\n"
+        "import sys\nsys.path.insert(0, %r)\nfrom tiny_models import make_torch_cnn\n"
         "def build():\n    return make_torch_cnn(seed=99)\n" % str(_tests_dir()))
     monkeypatch.syspath_prepend(str(tmp_path))
     result = convert_model("tiny_factory:build", tmp_path / "o.edgepack", ConversionConfig(),

@@ -9,7 +9,7 @@ from edgepack.converters.validation import format_table, output_stats, raise_if_
 from edgepack.runtime import read_bundle
 from edgepack.runtime.errors import ValidationError
 
-from conftest import make_torch_cnn
+from tiny_models import make_torch_cnn
 
 
 def test_output_stats_numbers():
@@ -57,7 +57,7 @@ def test_tight_tolerance_fails_with_numbers_and_writes_nothing(tmp_path, nchw_da
 
 
 def test_task_metric_and_max_drop(tmp_path, torch_cnn, nchw_data):
-    from conftest import teacher_labels
+    from tiny_models import teacher_labels
     labels = teacher_labels(nchw_data)
     cfg = ConversionConfig(quantization=QuantizationConfig(mode="int8"))
     result = convert_model(torch_cnn, tmp_path / "o.edgepack", cfg, example_inputs=nchw_data[:1],

@@ -12,7 +12,7 @@ pytest.importorskip("onnxruntime")
 from edgepack.cli.main import cli  # noqa: E402
 from edgepack.runtime import read_bundle  # noqa: E402
 
-from test_quantize_onnx import mlp_bytes  # noqa: E402
+from tiny_models import mlp_bytes  # noqa: E402
 
 
 @pytest.fixture()
