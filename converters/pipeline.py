@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from edgepack.runtime.errors import ConversionError, DeviceError, EdgepackError
+from edgepack.runtime.errors import (ConversionError, DeviceError, EdgepackError,
+                                     EngineNotInstalledError)
 
 from . import registry
 from .artifacts import ConvertedModel, SourceModel
@@ -79,8 +80,13 @@ def convert_model(source: Any, out: str | Path, config: ConversionConfig, *,
             "int8 quantization needs calibration data (a .npy/.npz file, an image folder or "
             "an iterable of samples); pass calibration_data / --calibration-data")
 
-    loaded = load_source(source, example_inputs=example_inputs, weights=weights,
-                         input_shapes=input_shapes)
+    try:
+        loaded = load_source(source, example_inputs=example_inputs, weights=weights,
+                             input_shapes=input_shapes)
+    except ImportError as e:
+        raise EngineNotInstalledError(
+            f"reading this source needs {e.name or 'a missing package'}: "
+            "pip install 'edgepack[convert]'") from e
     entry = registry.get_converter(loaded.framework, config.target)
     registry.check_mode(entry, quant.mode)
     calibration, held_out, data_kind = _datasets(loaded, config, calibration_data,
@@ -92,6 +98,10 @@ def convert_model(source: Any, out: str | Path, config: ConversionConfig, *,
             loaded, config, None if calibration is None else calibration.arrays)
     except EdgepackError:
         raise
+    except ImportError as e:
+        raise EngineNotInstalledError(
+            f"{entry.source}->{entry.target} needs {e.name or entry.tool}, which is not "
+            f"installed: pip install 'edgepack[{entry.extra}]'") from e
     except Exception as e:  # a framework failure we did not anticipate: keep its message
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConversionError(f"{entry.source}->{entry.target} with {entry.tool} failed: "

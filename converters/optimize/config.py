@@ -13,12 +13,12 @@ from .errors import OptimizeError
 _OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
-def _check_fraction(name: str, value: float) -> None:
+def _check_fraction(name: str, value: float, what: str) -> None:
     # [0, 1): pruning everything leaves a layer with no outputs, which no model survives.
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0.0 <= value < 1.0:
         raise OptimizeError(
-            f"{name} must be a number in [0, 1) (fraction of weights to remove), got {value!r}"
-        )
+            f"{name} must be a number in [0, 1) (the fraction of {what} to remove), "
+            f"got {value!r}")
 
 
 def _check_names(name: str, value: tuple[str, ...] | None) -> None:
@@ -43,7 +43,7 @@ class MagnitudePruneConfig:
     exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        _check_fraction("sparsity", self.sparsity)
+        _check_fraction("sparsity", self.sparsity, "weights")
         if self.scope not in ("global", "layer"):
             raise OptimizeError(f"scope must be 'global' or 'layer', got {self.scope!r}")
         _check_names("exclude", self.exclude)
@@ -68,7 +68,7 @@ class StructuredPruneConfig:
     round_to: int = 1
 
     def __post_init__(self) -> None:
-        _check_fraction("amount", self.amount)
+        _check_fraction("amount", self.amount, "output channels")
         if self.norm not in ("l1", "l2"):
             raise OptimizeError(f"norm must be 'l1' or 'l2', got {self.norm!r}")
         _check_names("layers", self.layers)

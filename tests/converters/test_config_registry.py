@@ -101,3 +101,12 @@ def test_importing_converters_pulls_no_framework():
             " if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_missing_converter_package_names_the_extra(tmp_path, monkeypatch, keras_cnn):
+    import sys
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # makes `import tf2onnx` fail
+    with pytest.raises(EngineNotInstalledError) as e:
+        convert_model(keras_cnn, tmp_path / "o.edgepack", ConversionConfig(target="onnx"))
+    assert "keras->onnx needs tf2onnx" in str(e.value)
+    assert "pip install 'edgepack[convert]'" in str(e.value)
