@@ -45,12 +45,15 @@ def _json_file(path: str | None, what: str):
 @click.option("--calibration-samples", type=int, default=200, show_default=True)
 @click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel weights.")
 @click.option("--int8-io", is_flag=True, help="int8 model inputs/outputs (with -q int8).")
+@click.option("--full-range-weights", is_flag=True,
+              help="ONNX: 8-bit instead of 7-bit weights (ARM-only deployments; x86 int8 "
+                   "kernels without VNNI saturate).")
 @click.option("--validation-data", type=click.Path(exists=True),
               help="Held-out .npz (inputs + 'labels') or .npy or image folder.")
 @click.option("--max-drop", type=float, help="Allowed accuracy drop in points.")
 @click.option("--accept", is_flag=True, help="Keep the bundle even if validation fails.")
 @click.option("--weights", type=click.Path(exists=True), help="Weights for module:factory.")
-@click.option("--input-shape", "input_shapes", multiple=True, type=_shape,
+@click.option("--input-shape", "input_shapes", multiple=True, type=_shape, metavar="SHAPE",
               help="Example input shape, e.g. 1,3,224,224 (repeat per input).")
 @click.option("--name", help="Bundle name (default: output file stem).")
 @click.option("--version", "bundle_version", default="1.0.0", show_default=True)
@@ -61,10 +64,11 @@ def _json_file(path: str | None, what: str):
               help="JSON {output: [steps]} stored in the manifest.")
 @click.option("--opset", type=int, default=18, show_default=True)
 @click.option("--static-batch", is_flag=True, help="Do not export a dynamic batch axis.")
-@click.option("--device", help="Device profile to check against (e.g. rpi4).")
+@click.option("--device", help="Device profile (e.g. rpi4b): its defaults and refusals.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def convert_command(source, out, target, quantize, calibration_data, calibration_method,
-                    calibration_samples, per_tensor, int8_io, validation_data, max_drop,
+                    calibration_samples, per_tensor, int8_io, full_range_weights,
+                    validation_data, max_drop,
                     accept, weights, input_shapes, name, bundle_version, labels, preprocess,
                     postprocess, opset, static_batch, device, as_json):
     """Convert SOURCE (model file or module:factory) into a validated bundle."""
@@ -85,7 +89,8 @@ def convert_command(source, out, target, quantize, calibration_data, calibration
                 source, out, target=target, quantize=quantize, weights=weights,
                 input_shapes=list(input_shapes) or None, calibration_data=calibration_data,
                 calibration_method=calibration_method, calibration_samples=calibration_samples,
-                per_channel=not per_tensor, int8_io=int8_io, validation_data=validation_data,
+                per_channel=not per_tensor, int8_io=int8_io,
+                reduce_range=not full_range_weights, validation_data=validation_data,
                 max_drop=max_drop, accept=accept, name=name, version=bundle_version,
                 labels=label_list, preprocess=_json_file(preprocess, "preprocess"),
                 postprocess=_json_file(postprocess, "postprocess"), opset=opset,

@@ -110,3 +110,16 @@ def test_int8_io_matches_float_io_after_affine_mapping(data):
     ref = run(float_model.model_bytes, x)
     # Same quantized graph: only the boundary rounding differs, within one output step.
     np.testing.assert_allclose((y.astype(np.float32) - z_out) * s_out, ref, atol=1.01 * s_out)
+
+
+@pytest.mark.parametrize("reduce_range, low, high", [(True, 60, 64), (False, 120, 127)])
+def test_reduce_range_uses_7_bit_weights(data, reduce_range, low, high):
+    """7-bit weights (default) peak at |q| <= 64; full range reaches ~127 per channel."""
+    config = QuantizationConfig(mode="int8", reduce_range=reduce_range)
+    result = quantize_onnx(mlp_bytes(), config, {"x": data[:150]})
+    proto = onnx.load_from_string(result.model_bytes)
+    weights = [numpy_helper.to_array(i) for i in proto.graph.initializer
+               if i.data_type == TensorProto.INT8 and len(i.dims) == 2]
+    peak = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert low <= peak <= high
+    assert result.record["reduce_range"] is reduce_range
