@@ -138,15 +138,42 @@ def _pack(out: Path, converted: ConvertedModel, source: SourceModel, config: Con
           source_record: dict, validation: dict | None, directory: bool) -> Path:
     from edgepack.runtime import pack_bundle
     inputs = converted.inputs
-    layouts = {name: layout for name, layout in zip(_bundle_input_names(converted, source),
-                                                     source.layouts) if layout}
+    in_names = _bundle_input_names(converted, source)
+    layouts = {name: layout for name, layout in zip(in_names, source.layouts) if layout}
+    # Users name steps after the source's tensors ("image"); the bundle's tensors may be
+    # called otherwise ("serving_default_image:0" in TFLite), so keys are translated.
+    preprocess = _rekey(config.preprocess, dict(zip(source.input_names, in_names)))
+    postprocess = config.postprocess
+    if postprocess:
+        out_names = _bundle_output_names_of(converted)
+        order = converted.output_order or tuple(range(len(out_names)))
+        by_source = {source.output_names[j]: out_names[i] for i, j in enumerate(order)
+                     if source.output_names and j < len(source.output_names)}
+        postprocess = _rekey(postprocess, by_source)
     return pack_bundle(out, converted.model_bytes, name=config.name, version=config.version,
                        engine=converted.engine, inputs=inputs, outputs=converted.outputs,
-                       preprocess=config.preprocess, postprocess=config.postprocess,
+                       preprocess=preprocess, postprocess=postprocess,
                        labels=list(config.labels) if config.labels else None,
                        layouts=layouts or None, opset=converted.opset, source=source_record,
                        quantization=converted.quantization, validation=validation,
                        directory=directory)
+
+
+def _rekey(steps: Any, mapping: dict[str, str]) -> Any:
+    if not isinstance(steps, dict):
+        return steps  # None, or a wrong type pack_bundle reports with its own message
+    return {mapping.get(key, key): value for key, value in steps.items()}
+
+
+def _bundle_output_names_of(converted: ConvertedModel) -> list[str]:
+    if converted.outputs is not None:
+        return [s.name for s in converted.outputs]
+    from edgepack.runtime.engines import open_engine
+    engine = open_engine(converted.engine, converted.model_bytes)
+    try:
+        return [s.name for s in engine.outputs()]
+    finally:
+        engine.close()
 
 
 def _bundle_input_names(converted: ConvertedModel, source: SourceModel) -> list[str]:

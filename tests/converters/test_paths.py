@@ -151,3 +151,31 @@ def test_batch_of_five_runs_on_dynamic_batch_bundle(torch_cnn, nchw_data, tmp_pa
     with torch.no_grad():
         expected = torch_cnn(torch.from_numpy(nchw_data[:5])).numpy()
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_image_folder_calibration_and_predict_on_raw_images(keras_cnn, nhwc_data, tmp_path):
+    """Calibrate int8 from a folder of PNGs through the bundle's own preprocessing, then
+    predict() on a raw image on the runtime matches the source's softmax within 0.05."""
+    from PIL import Image
+    from edgepack.runtime.ops import apply_steps
+    steps = [{"op": "color", "to": "GRAY"}, {"op": "resize", "size": [8, 8]},
+             {"op": "scale", "factor": 2 / 255}, {"op": "normalize", "mean": [1.0], "std": [1.0]}]
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, sample in enumerate(nhwc_data[:120]):
+        pixels = np.clip((sample[..., 0] + 1) * 127.5, 0, 255).astype(np.uint8)
+        big = np.repeat(np.repeat(pixels, 2, 0), 2, 1)  # 16x16, resized back by the steps
+        Image.fromarray(np.stack([big] * 3, -1)).save(folder / f"{i:03d}.png")
+    cfg = ConversionConfig(target="tflite", quantization=QuantizationConfig(mode="int8"),
+                           preprocess={"image": steps},
+                           postprocess={"output": [{"op": "softmax"}]})
+    result = convert_model(keras_cnn, tmp_path / "m.edgepack", cfg, calibration_data=folder)
+    assert result.quantization["calibration"]["samples"] == 96  # 120 minus the held-out 20%
+    raw = np.asarray(Image.open(folder / "000.png").convert("RGB"))
+    with load(result.path) as model:
+        (out,) = model.predict(raw).values()
+    logits = np.asarray(keras_cnn(apply_steps(steps, raw)[None]), dtype=np.float64)
+    expected = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    # Keys were given by source names ("image", "output") and now sit on TFLite's names.
+    assert out.sum() == pytest.approx(1.0, abs=1e-5)
+    assert np.abs(out - expected).max() <= 0.05, (out, expected)
