@@ -126,9 +126,27 @@ def inspect(bundle, as_json):
     if labels:
         click.echo(f"labels: {len(labels)} ({', '.join(labels[:5])}{', …' if len(labels) > 5 else ''})")
     if m.quantization:
-        click.echo("quantization: " + json.dumps(m.quantization))
+        q = m.quantization
+        details = ", ".join(f"{k}={v}" for k, v in q.items() if k != "mode" and not isinstance(v, (dict, list)))
+        click.echo(f"quantization: {q.get('mode', '?')}" + (f" ({details})" if details else ""))
     if m.validation:
-        click.echo("validation: " + json.dumps(m.validation))
+        for line in _validation_lines(m.validation):
+            click.echo(line)
+
+
+def _validation_lines(validation: dict):
+    """The accuracy a bundle kept, as recorded by the converter."""
+    yield (f"validation: {validation.get('samples', '?')} samples ({validation.get('data', '?')}), "
+           f"{'passed' if validation.get('passed', True) else 'ACCEPTED OUTSIDE TOLERANCE'}")
+    for name, numbers in (validation.get("outputs") or {}).items():
+        if isinstance(numbers, dict):
+            shown = "  ".join(f"{k} {v:.4g}" for k, v in numbers.items()
+                              if isinstance(v, (int, float)) and not isinstance(v, bool))
+            yield f"  {name}: {shown}"
+    task = validation.get("task")
+    if isinstance(task, dict) and "source" in task:
+        yield (f"  {task.get('metric', 'metric')}: source {task['source']:.4f} -> bundle "
+               f"{task.get('bundle', float('nan')):.4f}")
 
 
 @click.command()
