@@ -123,6 +123,18 @@ def _prune(model_spec, weights, out, method, amount, norm, scope, layers, exclud
 
     if epochs and not data:
         raise click.ClickException("--epochs needs --data with x_train and y_train")
+    # every option is checked before the model is built or any data read
+    if method == "structured":
+        config = optimize.StructuredPruneConfig(
+            amount=amount, norm=norm, layers=_names(layers), exclude=_names(exclude) or ())
+    else:
+        if layers:
+            raise click.ClickException("--layers is for structured pruning; magnitude pruning "
+                                       "takes --exclude")
+        config = optimize.MagnitudePruneConfig(sparsity=amount, scope=scope,
+                                               exclude=_names(exclude) or ())
+    train_config = optimize.TrainConfig(epochs=epochs, lr=lr, optimizer=optimizer,
+                                        batch_size=batch_size, seed=seed) if epochs else None
     arrays = _load_npz(data) if data else None
     model = _model(model_spec, weights)
     summary: dict = {"method": method, "params_before": optimize.count_parameters(model)}
@@ -130,30 +142,19 @@ def _prune(model_spec, weights, out, method, amount, norm, scope, layers, exclud
     if test is not None:
         summary["accuracy_before"] = optimize.evaluate(model, test)[1]
     if method == "structured":
-        example = _example(arrays, input_shape)
-        config = optimize.StructuredPruneConfig(
-            amount=amount, norm=norm, layers=_names(layers), exclude=_names(exclude) or ())
-        result = optimize.prune_structured(model, example, config)
+        result = optimize.prune_structured(model, _example(arrays, input_shape), config)
         summary["pruned"] = {c.name: f"{c.before}->{c.after}" for c in result.pruned}
         if result.skipped:
             summary["skipped"] = result.skipped
         masks = None
     else:
-        if layers:
-            raise click.ClickException("--layers is for structured pruning; magnitude pruning "
-                                       "takes --exclude")
-        config = optimize.MagnitudePruneConfig(sparsity=amount, scope=scope,
-                                               exclude=_names(exclude) or ())
         result = optimize.prune_magnitude(model, config)
         summary["sparsity"] = round(result.report.fraction, 4)
         summary["layers"] = {s.name: round(s.fraction, 4) for s in result.report.layers}
         masks = result.masks
-    if epochs:
-        tuned = optimize.fine_tune(
-            model, _split(arrays, "train"),
-            optimize.TrainConfig(epochs=epochs, lr=lr, optimizer=optimizer,
-                                 batch_size=batch_size, seed=seed),
-            eval_data=test, masks=masks)
+    if train_config is not None:
+        tuned = optimize.fine_tune(model, _split(arrays, "train"), train_config,
+                                   eval_data=test, masks=masks)
         summary["history"] = tuned.history.to_dict()
     summary["params_after"] = optimize.count_parameters(model)
     if test is not None:
@@ -167,8 +168,12 @@ def _prune(model_spec, weights, out, method, amount, norm, scope, layers, exclud
 def _export(model, example, path: str) -> Path:
     import torch
     model.eval()
+    # Batch axis dynamic so the bundle accepts any batch; the example needs a batch of 2,
+    # since torch.export specializes a dimension of size 1 to a constant.
+    example = torch.cat([example[:1], example[:1]])
     try:
-        program = torch.export.export(model, (example,))
+        program = torch.export.export(model, (example,),
+                                      dynamic_shapes=({0: torch.export.Dim("batch")},))
         torch.export.save(program, path)
     except Exception as e:  # torch.export raises many types
         raise click.ClickException(f"torch.export of the optimized model failed: "
@@ -202,12 +207,12 @@ def distill_cmd(teacher_spec, teacher_weights, student_spec, student_weights, da
     try:
         from edgepack.converters import optimize
 
-        arrays = _load_npz(data)
-        teacher = _model(teacher_spec, teacher_weights)
-        student = _model(student_spec, student_weights)
         config = optimize.DistillConfig(
             temperature=temperature, alpha=alpha, epochs=epochs, lr=lr, optimizer=optimizer,
             batch_size=batch_size, seed=seed)
+        arrays = _load_npz(data)
+        teacher = _model(teacher_spec, teacher_weights)
+        student = _model(student_spec, student_weights)
         test = _split(arrays, "test")
         result = optimize.distill(teacher, student, _split(arrays, "train"), config,
                                   eval_data=test)

@@ -23,7 +23,7 @@ SIZE = 32
 #: Training of the unpruned model, fine-tuning after 50% structured pruning, distillation.
 BASE_TRAIN = TrainConfig(epochs=4, lr=3e-3, seed=0)
 FINE_TUNE = TrainConfig(epochs=3, lr=1e-3, seed=0)
-DISTILL = DistillConfig(epochs=20, lr=3e-3, temperature=8.0, alpha=0.9)
+DISTILL = DistillConfig(epochs=20, lr=3e-3, temperature=4.0, alpha=0.9)
 
 
 def digits_split(seed: int = 0, size: int = SIZE):
@@ -77,7 +77,7 @@ def int8_bundle(model: nn.Module, out: Path, x_train, x_test, y_test):
     """Convert with `edgepack.convert` to an int8 ONNX bundle, validated on the test split."""
     # the function, not `edgepack.convert`: once the edgepack.convert module is imported, the
     # package attribute of that name is the module
-    from edgepack.convert import convert
+    from edgepack.conversion import convert
 
     return convert(model, out, quantize="int8", example_inputs=(x_train[:1],),
                    calibration_data=x_train[:200], validation_data=x_test,

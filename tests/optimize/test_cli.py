@@ -140,7 +140,7 @@ def test_cli_module_imports_no_torch():
 @pytest.mark.slow
 def test_pruned_export_feeds_edgepack_convert(workdir):
     """The .pt2 written by `optimize prune --export` converts as is, and matches the weights."""
-    from edgepack.convert import convert
+    from edgepack.conversion import convert
     from edgepack.runtime import load
 
     result = CliRunner().invoke(cli(), [
