@@ -10,6 +10,7 @@ Workstation side (imports torch). Typical use::
 from .config import DistillConfig, MagnitudePruneConfig, StructuredPruneConfig, TrainConfig
 from .distill import DistillResult, distill, distillation_loss
 from .errors import OptimizeError, UnknownLayerError, UnrewritableLayerError
+from .keras_magnitude import is_keras_model, prune_magnitude_keras
 from .io import build_model, load_weights, resolve_factory, save_weights
 from .layers import count_nonzero, count_parameters, prunable_layers
 from .magnitude import (LayerSparsity, MagnitudePruneResult, SparsityReport, apply_masks,
@@ -21,10 +22,16 @@ from .train import EpochStats, FineTuneResult, History, evaluate, fine_tune
 def prune(model, config, example_input=None):
     """Prune `model` in place with the method the config names.
 
-    `MagnitudePruneConfig` -> `prune_magnitude(model, config)`;
-    `StructuredPruneConfig` -> `prune_structured(model, example_input, config)` (needs one
-    example batch to trace shapes).
+    `MagnitudePruneConfig` -> `prune_magnitude(model, config)` (or, for a Keras model,
+    `prune_magnitude_keras`, which returns the `SparsityReport`);
+    `StructuredPruneConfig` -> `prune_structured(model, example_input, config)` (PyTorch;
+    needs one example batch to trace shapes).
     """
+    if is_keras_model(model):
+        if isinstance(config, MagnitudePruneConfig):
+            return prune_magnitude_keras(model, config)
+        raise OptimizeError("for Keras models only magnitude pruning is available; pass a "
+                            "MagnitudePruneConfig (structured pruning needs a PyTorch model)")
     if isinstance(config, MagnitudePruneConfig):
         return prune_magnitude(model, config)
     if isinstance(config, StructuredPruneConfig):
@@ -43,5 +50,5 @@ __all__ = [
     "TrainConfig", "UnknownLayerError", "UnrewritableLayerError", "apply_masks",
     "build_model", "count_nonzero", "count_parameters", "distill", "distillation_loss",
     "evaluate", "fine_tune", "load_weights", "prunable_layers", "prune", "prune_magnitude",
-    "prune_structured", "resolve_factory", "save_weights", "sparsity_report",
+    "prune_structured", "prune_magnitude_keras", "is_keras_model", "resolve_factory", "save_weights", "sparsity_report",
 ]
