@@ -86,7 +86,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     args = parser.parse_args()
 
-    from edgepack.convert import convert
+    from edgepack.conversion import convert
     digits = dc.load()
     x_train, x_test = upscale(digits.x_train), upscale(digits.x_test)
     model = train(x_train, digits.y_train, args.epochs)

@@ -83,18 +83,19 @@ def signature_maps(model_bytes: bytes, source: SourceModel
                    ) -> tuple[dict[str, str], tuple[int, ...]]:
     """Map source inputs to TFLite tensor names, and TFLite outputs to source output indices.
 
-    The runtime addresses tensors by their TFLite names ("serving_default_x:0"), and the
-    converter may order outputs differently from the signature: the signature's
-    name -> tensor index table is the reliable link.
+    The runtime names tensors by `tensor_names` (the signature's keys when there is one
+    signature, else the raw TFLite names), and the converter may order outputs differently
+    from the signature: the signature's name -> tensor index table is the reliable link.
     """
-    from edgepack.runtime.engines.litert_engine import interpreter_class
+    from edgepack.runtime.engines.litert_engine import interpreter_class, tensor_names
     interp = interpreter_class()(model_content=model_bytes)
+    runtime_names = tensor_names(interp)
     signature = interp._get_full_signature_list().get("serving_default")
     in_details, out_details = interp.get_input_details(), interp.get_output_details()
     if not signature:
-        return ({n: d["name"] for n, d in zip(source.input_names, in_details)},
+        return ({n: runtime_names[d["index"]] for n, d in zip(source.input_names, in_details)},
                 tuple(range(len(out_details))))
-    by_index = {d["index"]: d["name"] for d in in_details}
+    by_index = {d["index"]: runtime_names[d["index"]] for d in in_details}
     input_map = {n: by_index[signature["inputs"][n]] for n in source.input_names
                  if n in signature["inputs"]}
     out_index = {idx: name for name, idx in signature["outputs"].items()}

@@ -15,7 +15,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import digits_common as dc  # noqa: E402
-from edgepack.convert import convert  # noqa: E402
+from edgepack.conversion import convert  # noqa: E402
 from edgepack.runtime import load  # noqa: E402
 
 MODES = ("none", "fp16", "dynamic", "int8")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import digits_common as dc
-from edgepack.convert import convert
+from edgepack.conversion import convert
 from edgepack.runtime import load
 from edgepack.runtime.errors import EngineNotInstalledError
 

@@ -12,7 +12,7 @@ __all__ = ["load", "read_bundle", "pack_bundle", "convert", "EdgepackError", "__
 def __getattr__(name: str):
     # Heavy, workstation-only parts load lazily (PEP 562).
     if name == "convert":
-        from edgepack.convert import convert
+        from edgepack.conversion import convert
         return convert
     if name == "optimize":
         import importlib

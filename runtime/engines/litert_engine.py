@@ -29,6 +29,32 @@ def interpreter_class():
             "no TFLite interpreter is installed; pip install 'edgepack[litert]'") from e
 
 
+def tensor_names(interpreter) -> dict[int, str]:
+    """Tensor index -> the name edgepack uses for model inputs and outputs.
+
+    With one signature (what TFLiteConverter writes) its keys are the names the model's
+    author chose ("image", "logits"); the raw tensor names ("serving_default_image:0",
+    "StatefulPartitionedCall_1:0") are an artifact of the export. Without a signature, or
+    with several, the raw names stay.
+    """
+    names = {d["index"]: d["name"]
+             for d in interpreter.get_input_details() + interpreter.get_output_details()}
+    try:
+        signatures = interpreter.get_signature_list()
+        if len(signatures) != 1:
+            return names
+        runner = interpreter.get_signature_runner(next(iter(signatures)))
+        friendly = {d["index"]: key for part in (runner.get_input_details(),
+                                                 runner.get_output_details())
+                    for key, d in part.items()}
+    except (ValueError, RuntimeError, AttributeError):  # old runtimes, odd signatures
+        return names
+    # Use them only when they cover exactly the primary subgraph's inputs and outputs.
+    if set(friendly) != set(names) or len(set(friendly.values())) != len(friendly):
+        return names
+    return friendly
+
+
 class LiteRTEngine:
     name = "litert"
 
@@ -36,8 +62,11 @@ class LiteRTEngine:
         cls = interpreter_class()
         self.interpreter = cls(model_content=bytes(model), num_threads=threads or None)
         self.interpreter.allocate_tensors()
-        self._inputs = self.interpreter.get_input_details()
-        self._outputs = self.interpreter.get_output_details()
+        names = tensor_names(self.interpreter)
+        self._inputs = [{**d, "name": names[d["index"]]}
+                        for d in self.interpreter.get_input_details()]
+        self._outputs = [{**d, "name": names[d["index"]]}
+                         for d in self.interpreter.get_output_details()]
         self._input_index = {d["name"]: d["index"] for d in self._inputs}
         self._shapes = {d["name"]: tuple(d["shape"]) for d in self._inputs}
         self._output_index = [(d["name"], d["index"]) for d in self._outputs]

@@ -72,7 +72,7 @@ def convert_command(source, out, target, quantize, calibration_data, calibration
                     accept, weights, input_shapes, name, bundle_version, labels, preprocess,
                     postprocess, opset, static_batch, device, as_json):
     """Convert SOURCE (model file or module:factory) into a validated bundle."""
-    from edgepack.convert import convert
+    from edgepack.conversion import convert
     from edgepack.converters.progress import reporting
     from edgepack.converters.validation import format_table
 

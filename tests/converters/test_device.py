@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("edgepack.devices")
 
-from edgepack.convert import convert  # noqa: E402
+from edgepack.conversion import convert  # noqa: E402
 from edgepack.runtime import read_bundle  # noqa: E402
 from edgepack.runtime.errors import DeviceError  # noqa: E402
 

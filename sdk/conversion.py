@@ -1,4 +1,4 @@
-"""`edgepack.convert(...)`: the one-call conversion API (a thin layer over edgepack.converters)."""
+"""`edgepack.convert(...)` (defined here, in edgepack.conversion): the one-call conversion API (a thin layer over edgepack.converters)."""
 from __future__ import annotations
 
 from pathlib import Path
