@@ -190,9 +190,12 @@ class _Reader:
         self._iter = self._batches()
 
     def _batches(self) -> Iterator[dict[str, np.ndarray]]:
+        from ..progress import report
         count = min(len(a) for a in self._arrays.values())
         for start in range(0, count, self._batch):
+            report("calibrate", start, count)
             yield {n: a[start:start + self._batch] for n, a in self._arrays.items()}
+        report("calibrate", count, count)
 
     def get_next(self):
         return next(self._iter, None)

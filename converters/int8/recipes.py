@@ -128,7 +128,9 @@ class Recipe:
         unknown = sorted(set(changes) - known)
         if unknown:
             raise ConversionError(f"unknown int8 recipe field(s) {unknown}; known: {sorted(known)}")
-        changes = {k: v for k, v in changes.items() if v is not None}
+        changes = {k: v for k, v in changes.items()
+                   if v is not None and getattr(self, k) != (tuple(v) if isinstance(v, list)
+                                                             else v)}
         if not changes:
             return self
         return replace(self, name=f"{self.name}+custom", **changes)

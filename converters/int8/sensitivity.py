@@ -219,9 +219,11 @@ def rank_layers(calibrated: Calibrated, recipe: Recipe, run: FloatRunner,
                 fixed: Sequence[str] = ()) -> list[LayerSensitivity]:
     """Sensitivity of each (node, op) in `nodes` by `method`, most harmful first
     (`fixed` nodes stay float throughout)."""
+    from ..progress import report
     names = [name for name, _ in nodes]
     ranking = []
-    for name, op in nodes:
+    for index, (name, op) in enumerate(nodes):
+        report("sensitivity", index, len(nodes))
         if method == "isolated":
             others = [n for n in names if n != name]
             result = score(reference, run(calibrated.quantize(recipe, [*fixed, *others])))
@@ -231,5 +233,6 @@ def rank_layers(calibrated: Calibrated, recipe: Recipe, run: FloatRunner,
             impact = (base.error - result.error) / base.error if base.error > 0 else 0.0
         ranking.append(LayerSensitivity(name, op, method, result.error, result.agreement,
                                         impact))
+    report("sensitivity", len(nodes), len(nodes))
     ranking.sort(key=lambda s: -s.impact)
     return ranking

@@ -1,0 +1,74 @@
+"""int8 through the converters' pipeline: recipe, kept-float layers and the speed verdict
+reach the manifest and the validation table."""
+from __future__ import annotations
+
+import pytest
+from conftest import conv_net
+
+from edgepack.converters import ConversionConfig, QuantizationConfig, convert_model
+from edgepack.converters.validation import format_table
+from edgepack.runtime import read_bundle
+from edgepack.runtime.errors import ConversionError
+
+
+def _onnx_file(tmp_path, model_bytes: bytes):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(model_bytes)
+    return path
+
+
+def test_int8_bundle_records_recipe_and_speed(tmp_path, calib, held_out):
+    cfg = ConversionConfig(quantization=QuantizationConfig(mode="int8"), device="rpi4b",
+                           accept=True)
+    result = convert_model(_onnx_file(tmp_path, conv_net()), tmp_path / "m.edgepack", cfg,
+                           calibration_data=calib, validation_data=held_out)
+    quant = read_bundle(result.path).manifest.quantization
+    assert quant["mode"] == "int8" and quant["recipe"]["name"] == "ort-arm-neon"
+    assert quant["recipe"]["types"] == "S8S8" and quant["reduce_range"] is False
+    assert quant["calibration"] == {"method": "minmax", "samples": 200}
+    speed = quant["speed"]
+    assert speed["points"][0]["threads"] == 1 and speed["points"][0]["fp32_ms"] > 0
+    assert result.validation["speed"] == speed
+    table = format_table(result.validation)
+    assert "faster than fp32 here? " + ("yes" if speed["faster_than_fp32"] else "NO") in table
+    assert "top1" in table.splitlines()[0]
+
+
+def test_explicit_reduce_range_overrides_the_recipe(tmp_path, calib):
+    cfg = ConversionConfig(quantization=QuantizationConfig(
+        mode="int8", reduce_range=True, speed_check=False), device="rpi5", accept=True)
+    result = convert_model(_onnx_file(tmp_path, conv_net()), tmp_path / "m.edgepack", cfg,
+                           calibration_data=calib)
+    assert result.quantization["reduce_range"] is True
+    assert result.quantization["recipe"]["name"] == "ort-arm-dotprod+custom"
+    assert "speed" not in result.quantization and "speed" not in result.validation
+
+
+def test_accuracy_target_keeps_the_outlier_layers_float(tmp_path, calib, held_out):
+    model = conv_net(outlier=1000.0)
+    cfg = ConversionConfig(quantization=QuantizationConfig(
+        mode="int8", accuracy_target=0.97, speed_check=False), device="rpi4b")
+    result = convert_model(_onnx_file(tmp_path, model), tmp_path / "m.edgepack", cfg,
+                           calibration_data=calib, validation_data=held_out)
+    quant = read_bundle(result.path).manifest.quantization
+    assert {"conv_a", "conv_b"} <= {k["node"] for k in quant["kept_float"]}
+    assert quant["accuracy_aware"]["met"] and quant["accuracy_aware"]["agreement_all_int8"] < 0.5
+    # Held-out agreement measured by the pipeline's validation (never seen by the pass).
+    assert result.validation["top1_agreement"] >= 0.95
+
+
+def test_plain_int8_of_the_outlier_model_fails_validation(tmp_path, calib, held_out):
+    from edgepack.runtime.errors import ValidationError
+    cfg = ConversionConfig(quantization=QuantizationConfig(mode="int8", speed_check=False),
+                           device="rpi4b")
+    # x1000 outliers crush the other channels to zero: the output collapses to a constant.
+    with pytest.raises(ValidationError, match="top-1 agreement|the same output"):
+        convert_model(_onnx_file(tmp_path, conv_net(outlier=1000.0)), tmp_path / "m.edgepack",
+                      cfg, calibration_data=calib, validation_data=held_out)
+
+
+def test_accuracy_target_is_checked_up_front():
+    with pytest.raises(ConversionError, match="needs quantization mode 'int8'"):
+        QuantizationConfig(mode="fp16", accuracy_target=0.99)
+    with pytest.raises(ConversionError, match=r"\(0, 1\]"):
+        QuantizationConfig(mode="int8", accuracy_target=99)
