@@ -58,14 +58,25 @@ class QuantizationConfig:
     reduce_range: ONNX only: 7-bit weights. onnxruntime's x86 int8 kernels without VNNI
         (u8s8 via VPMADDUBSW) saturate int16 partial sums with full 8-bit weights; measured
         here on an AMD EPYC host, a small trained CNN went from 0.8% to 27% relative output
-        error. 7 bits avoid it at no measurable cost; turn off for ARM-only deployments.
+        error. None (default): the int8 recipe for the device decides (7-bit on x86
+        without VNNI, 8-bit on ARM and VNNI); dynamic mode then uses 7-bit.
+    accuracy_target: int8 only: keep the most sensitive layers in float until top-1
+        agreement with the float model on the calibration set reaches this (0-1]; None =
+        plain int8 (see edgepack.converters.int8.sensitivity).
+    speed_check: int8 only: time the int8 model against the float one on this machine
+        and record/warn whether it is faster (see edgepack.converters.int8.speed).
+    device: the device profile whose int8 recipe applies (None: this machine); filled
+        from ConversionConfig.device.
     """
 
     mode: str = "none"
     per_channel: bool = True
     int8_io: bool = False
-    reduce_range: bool = True
+    reduce_range: bool | None = None
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+    accuracy_target: float | None = None
+    speed_check: bool = True
+    device: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -75,6 +86,14 @@ class QuantizationConfig:
             raise ConversionError(
                 f"int8 model I/O needs quantization mode 'int8', not {self.mode!r}; "
                 "drop --int8-io or use --quantize int8")
+        if self.accuracy_target is not None:
+            if self.mode != "int8":
+                raise ConversionError(
+                    f"an accuracy target needs quantization mode 'int8', not {self.mode!r}")
+            if not isinstance(self.accuracy_target, (int, float)) or \
+                    not 0.0 < self.accuracy_target <= 1.0:
+                raise ConversionError(f"the accuracy target is a top-1 agreement in (0, 1], "
+                                      f"got {self.accuracy_target!r}")
 
     @property
     def needs_calibration(self) -> bool:
@@ -87,7 +106,9 @@ class QuantizationConfig:
         record: dict[str, Any] = {"mode": self.mode}
         if self.mode in ("dynamic", "int8"):
             record["per_channel"] = self.per_channel
-            record["reduce_range"] = self.reduce_range
+            # int8: replaced by the recipe's value once quantized (None = recipe decides).
+            record["reduce_range"] = self.reduce_range is not False if self.mode == "dynamic" \
+                else self.reduce_range
         if self.mode == "int8":
             record["io"] = "int8" if self.int8_io else "float32"
             record["calibration"] = {"method": self.calibration.method,
@@ -179,6 +200,10 @@ class ConversionConfig:
         if self.target not in TARGETS:
             raise ConversionError(
                 f"unknown target {self.target!r}; use one of {', '.join(TARGETS)}")
+        if self.device is not None and self.quantization.device != self.device:
+            # The int8 recipe is chosen inside the quantizer, which sees only this config.
+            object.__setattr__(self, "quantization",
+                               replace(self.quantization, device=self.device))
         method = self.quantization.calibration.method
         if self.target == "tflite" and self.quantization.mode == "int8" and method != "minmax":
             raise ConversionError(

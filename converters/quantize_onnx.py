@@ -4,10 +4,9 @@
                            exclude_nodes=("head/Gemm",))
 
 `calibration` maps each input name to a float32 array of samples (batch axis first).
-int8 uses onnxruntime's static quantizer in QDQ format, after its pre-processing step
-(symbolic shape inference + graph optimization, which fuses e.g. Conv+BN so the fused
-weights, not the unfused ones, get quantized). `exclude_nodes` keeps named nodes in float:
-the hook accuracy-aware recipes use to back off sensitive layers.
+int8 is delegated to edgepack.converters.int8 (recipe per engine and CPU family, graph
+preparation, onnxruntime's static quantizer in QDQ format, optional accuracy-aware mixed
+precision, speed check). `exclude_nodes` keeps named nodes in float.
 """
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -23,12 +22,8 @@ from edgepack.runtime.errors import ConversionError, EngineNotInstalledError
 from edgepack.runtime.specs import QuantParams, TensorSpec
 
 from .config import QuantizationConfig
-from .progress import report
 
 log = logging.getLogger(__name__)
-
-#: Samples fed to the calibrator per run when the batch axis is dynamic.
-CALIBRATION_BATCH = 32
 
 
 @dataclass(frozen=True)
@@ -58,6 +53,8 @@ def quantize_onnx(model: bytes, config: QuantizationConfig,
         raise EngineNotInstalledError(
             f"ONNX quantization needs onnx and onnxruntime ({e}); "
             "pip install 'edgepack[convert]'") from e
+    if config.mode == "int8":
+        return _quantize_int8(model, config, calibration, exclude_nodes)
     proto = onnx.load_from_string(model)
     if config.mode == "fp16":
         from .onnx_fp16 import convert_weights_to_fp16
@@ -67,20 +64,49 @@ def quantize_onnx(model: bytes, config: QuantizationConfig,
         src, pre, out = Path(tmp, "in.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "out.onnx")
         onnx.save(proto, str(src))
         _preprocess(ortq, src, pre)
-        if config.mode == "dynamic":
-            _quantize_dynamic(ortq, pre, out, config, exclude_nodes)
-            return QuantizedOnnx(out.read_bytes(), config.to_record())
-        if not calibration:
-            raise ConversionError(
-                "int8 quantization needs calibration data (a .npy/.npz file, an image "
-                "folder or an iterable of samples); pass --calibration-data")
-        samples = _quantize_static(ortq, pre, out, config, calibration, exclude_nodes)
-        quantized = onnx.load(str(out))
-    record = config.to_record(calibration_samples=samples)
+        _quantize_dynamic(ortq, pre, out, config, exclude_nodes)
+        return QuantizedOnnx(out.read_bytes(), config.to_record())
+
+
+def _quantize_int8(model: bytes, config: QuantizationConfig,
+                   calibration: Mapping[str, np.ndarray] | None,
+                   exclude_nodes: Sequence[str]) -> QuantizedOnnx:
+    """int8 through edgepack.converters.int8: the recipe of the device (or this host),
+    graph preparation, calibration, optional accuracy-aware mixed precision and the
+    on-the-spot "faster than fp32 here?" check, all recorded in the manifest."""
+    import onnx
+
+    from .int8 import (AccuracyTarget, CalibrationSettings, Int8Options, SpeedSettings,
+                       quantize_int8)
+    if not calibration:
+        raise ConversionError(
+            "int8 quantization needs calibration data (a .npy/.npz file, an image "
+            "folder or an iterable of samples); pass --calibration-data")
+    count = min(config.calibration.samples, *(len(a) for a in calibration.values()))
+    samples = {n: np.asarray(a)[:count] for n, a in calibration.items()}
+    overrides = [("per_channel", config.per_channel)]
+    if config.reduce_range is not None:
+        overrides.append(("reduce_range", config.reduce_range))
+    if config.int8_io:
+        # make_int8_io turns the boundary Q/DQ into int8 graph I/O: they must be S8.
+        overrides.append(("activation_type", "int8"))
+    options = Int8Options(
+        device=config.device, recipe_overrides=tuple(overrides),
+        calibration=CalibrationSettings(config.calibration.method,
+                                        config.calibration.percentile),
+        accuracy=(None if config.accuracy_target is None
+                  else AccuracyTarget(min_agreement=config.accuracy_target)),
+        speed=SpeedSettings() if config.speed_check else None,
+        exclude_nodes=tuple(exclude_nodes))
+    result = quantize_int8(model, samples, options)
+    record = config.to_record(calibration_samples=result.record["calibration"]["samples"])
+    record.update(per_channel=result.recipe.per_channel, reduce_range=result.recipe.reduce_range)
+    record.update((k, v) for k, v in result.record.items() if k != "calibration")
+    quantized = onnx.load_from_string(result.model_bytes)
     if not config.int8_io:
         return QuantizedOnnx(compact_names(quantized).SerializeToString(), record)
     from .onnx_int8_io import make_int8_io
-    proto, inputs, outputs = make_int8_io(quantized, calibration)
+    proto, inputs, outputs = make_int8_io(quantized, samples)
     return QuantizedOnnx(compact_names(proto).SerializeToString(), record, inputs, outputs)
 
 
@@ -138,79 +164,19 @@ def _quantize_dynamic(ortq, src: Path, dst: Path, config: QuantizationConfig,
     # Conv is left out: onnxruntime's CPU provider has no ConvInteger kernel for int8
     # weights, and a uint8 variant loses more accuracy than it saves on conv nets, so
     # "dynamic" means what it means elsewhere: int8 weights for the matrix multiplies.
+    import onnx
+
+    from .int8 import dynamic_refusal
+    ops = [n.op_type for n in onnx.load(str(src), load_external_data=False).graph.node]
+    dynamic_refusal(ops, asked_explicitly=True)  # warns on conv-heavy models
     try:
         ortq.quantize_dynamic(
             str(src), str(dst), op_types_to_quantize=["MatMul", "Gemm", "Attention", "LSTM",
                                                       "GRU", "EmbedLayerNormalization"],
-            per_channel=config.per_channel, reduce_range=config.reduce_range,
+            per_channel=config.per_channel, reduce_range=config.reduce_range is not False,
             weight_type=ortq.QuantType.QInt8, nodes_to_exclude=list(exclude) or None)
     except Exception as e:
         raise ConversionError(f"onnxruntime dynamic quantization failed: {e}") from e
-
-
-def _quantize_static(ortq, src: Path, dst: Path, config: QuantizationConfig,
-                     calibration: Mapping[str, np.ndarray], exclude: Sequence[str]) -> int:
-    import onnx
-    graph_inputs = onnx.load(str(src), load_external_data=False).graph.input
-    names = [i.name for i in graph_inputs]
-    missing = [n for n in names if n not in calibration]
-    if missing:
-        raise ConversionError(
-            f"calibration data has no samples for input(s) {missing}; it has "
-            f"{sorted(calibration)}")
-    count = min(len(calibration[n]) for n in names)
-    count = min(count, config.calibration.samples)
-    dynamic_batch = all(_first_dim_dynamic(i) for i in graph_inputs)
-    batch = min(CALIBRATION_BATCH, count) if dynamic_batch else 1
-    if config.calibration.method != "minmax":
-        # The histogram calibrators stack per-run outputs and need equal batches.
-        count -= count % batch
-    reader = _Reader({n: np.asarray(calibration[n])[:count] for n in names}, batch)
-    method = {"minmax": ortq.CalibrationMethod.MinMax,
-              "entropy": ortq.CalibrationMethod.Entropy,
-              "percentile": ortq.CalibrationMethod.Percentile}[config.calibration.method]
-    extra = {"CalibPercentile": config.calibration.percentile,
-             # Activations asymmetric (ReLU outputs use the full range); weights symmetric,
-             # as the int8 kernels of onnxruntime and XNNPACK expect.
-             "ActivationSymmetric": False, "WeightSymmetric": True}
-    try:
-        ortq.quantize_static(
-            str(src), str(dst), reader, quant_format=ortq.QuantFormat.QDQ,
-            per_channel=config.per_channel, reduce_range=config.reduce_range,
-            activation_type=ortq.QuantType.QInt8,
-            weight_type=ortq.QuantType.QInt8, calibrate_method=method,
-            nodes_to_exclude=list(exclude) or None, extra_options=extra)
-    except Exception as e:
-        raise ConversionError(f"onnxruntime static quantization failed: {e}") from e
-    log.info("int8: calibrated on %d samples with %s", count, config.calibration.method)
-    return count
-
-
-def _first_dim_dynamic(value_info) -> bool:
-    dims = value_info.type.tensor_type.shape.dim
-    return bool(dims) and not dims[0].HasField("dim_value")
-
-
-class _Reader:
-    """onnxruntime CalibrationDataReader over in-memory arrays, in fixed-size batches."""
-
-    def __init__(self, arrays: Mapping[str, np.ndarray], batch: int):
-        self._arrays, self._batch = arrays, batch
-        self._iter = self._batches()
-
-    def _batches(self) -> Iterator[dict[str, np.ndarray]]:
-        count = min(len(a) for a in self._arrays.values())
-        for start in range(0, count, self._batch):
-            report("calibrate", start, count)
-            yield {n: np.ascontiguousarray(a[start:start + self._batch])
-                   for n, a in self._arrays.items()}
-        report("calibrate", count, count)
-
-    def get_next(self):
-        return next(self._iter, None)
-
-    def rewind(self) -> None:
-        self._iter = self._batches()
 
 
 def quant_params_of(scale: np.ndarray, zero_point: np.ndarray) -> QuantParams:

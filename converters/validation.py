@@ -163,6 +163,9 @@ def validate(source: SourceModel, converted: ConvertedModel, bundle_path: Path,
                           "drop_points": drop}
         if drop > tolerances.max_drop:
             failures.append(f"accuracy drop {drop:.2f} points > {tolerances.max_drop}")
+    speed = (converted.quantization or {}).get("speed")
+    if speed:  # measured by the int8 quantizer on this machine (edgepack.converters.int8)
+        report["speed"] = speed
     report.update(tolerances=tolerances.to_dict(), passed=not failures and not fatal,
                   failures=failures, fatal=fatal)
     return report
@@ -195,6 +198,12 @@ def format_table(report: dict[str, Any]) -> str:
     if task:
         lines.append(f"accuracy: source {task['source'] * 100:.2f}%  bundle "
                      f"{task['bundle'] * 100:.2f}%  drop {task['drop_points']:.2f} pt")
+    speed = report.get("speed")
+    if speed:
+        points = ", ".join(f"x{p['ratio']:.2f} at {p['threads']} thread"
+                           f"{'s' if p['threads'] > 1 else ''}" for p in speed["points"])
+        lines.append(f"faster than fp32 here? {'yes' if speed['faster_than_fp32'] else 'NO'}"
+                     f" (int8/fp32 latency {points}; {speed.get('host') or 'this host'})")
     lines.append(f"samples: {report.get('samples')} ({report.get('data')})  "
                  f"{'PASSED' if report.get('passed') else 'FAILED'}")
     return "\n".join(lines)
