@@ -141,7 +141,7 @@ def _pack(out: Path, converted: ConvertedModel, source: SourceModel, config: Con
     in_names = _bundle_input_names(converted, source)
     layouts = {name: layout for name, layout in zip(in_names, source.layouts) if layout}
     # Users name steps after the source's tensors ("image"); the bundle's tensors may be
-    # be called otherwise (TFLite models without a signature), so keys are translated.
+    # called otherwise (TFLite models without a signature), so keys are translated.
     preprocess = _rekey(config.preprocess, dict(zip(source.input_names, in_names)))
     postprocess = config.postprocess
     if postprocess:
