@@ -21,12 +21,28 @@ def _host(arch: str, features: tuple[str, ...]) -> HostInfo:
     ("x86_64-workstation", "ort-x86-avx2", "U8S8", True),  # AVX2 without VNNI: saturation
 ])
 def test_onnxruntime_recipe_per_profile(device, name, types, reduce_range):
-    recipe = choose_recipe("onnxruntime", device)
+    # Converted on an ARM board (no validation-host adjustment): the recipe as designed.
+    recipe = choose_recipe("onnxruntime", device, host=_host("aarch64", ("neon", "dotprod")))
     assert (recipe.name, recipe.types, recipe.reduce_range) == (name, types, reduce_range)
     assert recipe.quant_format == "qdq" and recipe.per_channel and recipe.graph_prep
     assert recipe.float_op_types == ()   # measured: no op type pays to keep float on ORT
     # Only the x86 stem rule was measured (MobileNetV2's 3-channel conv: x1.3-1.6 in int8).
     assert recipe.float_thin_convs == (4 if device == "x86_64-workstation" else 0)
+
+
+@pytest.mark.parametrize("host_features, reduce_range", [
+    (("avx2", "fma"), True),                   # x86 without VNNI validates: 7-bit weights
+    (("avx2", "fma", "avx512_vnni"), False),   # VNNI host: 8-bit weights validate exactly
+])
+def test_arm_recipe_converted_on_x86_host(host_features, reduce_range):
+    recipe = choose_recipe("onnxruntime", "rpi4b", host=_host("x86_64", host_features))
+    assert (recipe.name, recipe.types, recipe.reduce_range) == ("ort-arm-neon", "S8S8",
+                                                                 reduce_range)
+    assert ("converting host" in recipe.why) is reduce_range
+    # An explicit choice still wins.
+    explicit = choose_recipe("onnxruntime", "rpi4b", host=_host("x86_64", host_features),
+                             reduce_range=False)
+    assert explicit.reduce_range is False
 
 
 def test_every_profile_gets_a_recipe_for_both_engines():
@@ -47,7 +63,8 @@ def test_every_profile_gets_a_recipe_for_both_engines():
     (("sse4_2",), "x86-generic", True),
 ])
 def test_x86_hosts_by_cpu_flags(features, family, reduce_range):
-    recipe = choose_recipe("onnxruntime", _host("x86_64", features))
+    host = _host("x86_64", features)
+    recipe = choose_recipe("onnxruntime", host, host=host)   # converted on that machine
     assert recipe.cpu_family == family
     assert (recipe.types, recipe.reduce_range) == ("U8S8", reduce_range)
 
@@ -60,10 +77,13 @@ def test_this_machine_is_read_from_cpuinfo():
 
 
 def test_overrides_replace_fields_and_are_validated():
-    recipe = choose_recipe("onnxruntime", "rpi4b", activation_type="uint8", reduce_range=True)
+    arm = _host("aarch64", ("neon",))
+    recipe = choose_recipe("onnxruntime", "rpi4b", host=arm, activation_type="uint8",
+                           reduce_range=True)
     assert (recipe.types, recipe.reduce_range) == ("U8S8", True)
     assert recipe.name == "ort-arm-neon+custom"
-    assert choose_recipe("onnxruntime", "rpi4b", reduce_range=None).name == "ort-arm-neon"
+    assert choose_recipe("onnxruntime", "rpi4b", host=arm, reduce_range=None).name == \
+        "ort-arm-neon"
     with pytest.raises(ConversionError, match="unknown int8 recipe field"):
         choose_recipe("onnxruntime", "rpi4b", bits=4)
     with pytest.raises(ConversionError, match="quant_format"):
