@@ -14,7 +14,8 @@ def convert(source: Any, out: str | Path, *, target: str | None = None,
             weights: str | Path | None = None,
             calibration_data: Any = None, calibration_method: str = "minmax",
             calibration_samples: int = 200, per_channel: bool = True, int8_io: bool = False,
-            reduce_range: bool = True,
+            reduce_range: bool | None = None, accuracy_target: float | None = None,
+            speed_check: bool = True,
             validation_data: Any = None, validation_labels: Any = None,
             validation_samples: int = 256, max_drop: float | None = None,
             tolerances: Tolerances | None = None, accept: bool = False,
@@ -36,8 +37,14 @@ def convert(source: Any, out: str | Path, *, target: str | None = None,
     max_drop: allowed accuracy drop in points (overrides the mode's default).
     accept: keep a bundle whose validation is outside tolerance (never one with inf/NaN or
         constant outputs).
-    reduce_range: ONNX int8/dynamic with 7-bit weights (default), safe on x86 int8 kernels
-        without VNNI; False for full 8-bit weights on ARM-only deployments.
+    reduce_range: ONNX int8/dynamic with 7-bit weights, safe on x86 int8 kernels without
+        VNNI; False for full 8-bit weights. None (default): the int8 recipe of the device
+        (or of this machine) decides.
+    accuracy_target (int8): keep the most sensitive layers in float until top-1 agreement
+        with the source on the calibration set reaches this (e.g. 0.99); the manifest
+        lists the layers kept in float and why.
+    speed_check (int8): time int8 against fp32 on this machine; the validation report says
+        whether it is faster here, and a warning is logged when it is not.
 
     Returns a ConversionResult (path, validation report, model size). Raises
     ConversionError, ValidationError (with `.report`) or EngineNotInstalledError.
@@ -45,6 +52,7 @@ def convert(source: Any, out: str | Path, *, target: str | None = None,
     target, quantize = _defaults(target, quantize, device)
     quantization = QuantizationConfig(
         mode=quantize, per_channel=per_channel, int8_io=int8_io, reduce_range=reduce_range,
+        accuracy_target=accuracy_target, speed_check=speed_check,
         calibration=CalibrationConfig(method=calibration_method, samples=calibration_samples))
     if tolerances is None and max_drop is not None:
         tolerances = Tolerances.for_mode(quantize, max_drop=max_drop)

@@ -47,7 +47,12 @@ def _json_file(path: str | None, what: str):
 @click.option("--int8-io", is_flag=True, help="int8 model inputs/outputs (with -q int8).")
 @click.option("--full-range-weights", is_flag=True,
               help="ONNX: 8-bit instead of 7-bit weights (ARM-only deployments; x86 int8 "
-                   "kernels without VNNI saturate).")
+                   "kernels without VNNI saturate). Default: the device's int8 recipe.")
+@click.option("--accuracy-target", type=click.FloatRange(0.0, 1.0, min_open=True),
+              help="int8: keep the most sensitive layers in float until top-1 agreement "
+                   "with the source on the calibration data reaches this (e.g. 0.99).")
+@click.option("--no-speed-check", is_flag=True,
+              help="int8: skip timing int8 against fp32 on this machine.")
 @click.option("--validation-data", type=click.Path(exists=True),
               help="Held-out .npz (inputs + 'labels') or .npy or image folder.")
 @click.option("--max-drop", type=float, help="Allowed accuracy drop in points.")
@@ -68,6 +73,7 @@ def _json_file(path: str | None, what: str):
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def convert_command(source, out, target, quantize, calibration_data, calibration_method,
                     calibration_samples, per_tensor, int8_io, full_range_weights,
+                    accuracy_target, no_speed_check,
                     validation_data, max_drop,
                     accept, weights, input_shapes, name, bundle_version, labels, preprocess,
                     postprocess, opset, static_batch, device, as_json):
@@ -90,7 +96,9 @@ def convert_command(source, out, target, quantize, calibration_data, calibration
                 input_shapes=list(input_shapes) or None, calibration_data=calibration_data,
                 calibration_method=calibration_method, calibration_samples=calibration_samples,
                 per_channel=not per_tensor, int8_io=int8_io,
-                reduce_range=not full_range_weights, validation_data=validation_data,
+                reduce_range=False if full_range_weights else None,
+                accuracy_target=accuracy_target, speed_check=not no_speed_check,
+                validation_data=validation_data,
                 max_drop=max_drop, accept=accept, name=name, version=bundle_version,
                 labels=label_list, preprocess=_json_file(preprocess, "preprocess"),
                 postprocess=_json_file(postprocess, "postprocess"), opset=opset,
