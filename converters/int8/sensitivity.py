@@ -197,20 +197,22 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
         raise ConversionError("the model has no named quantizable layer to keep in float")
     ranking = rank_layers(calibrated, recipe, run, reference, base, nodes, target.method, fixed)
     kept: list[LayerSensitivity] = []
-    best_model, best = full, base
+    best_model, best, best_kept = full, base, ()
     for layer in ranking[:target.max_float_layers]:
         kept.append(layer)
         model = calibrated.quantize(recipe, fixed + [k.node for k in kept])
         result = score(reference, run(model))
         log.info("accuracy-aware: +float %s -> agreement %.4f, error %.3g",
                  layer.node, result.agreement, result.error)
-        best_model, best = model, result
+        if (result.agreement, -result.error) > (best.agreement, -best.error):
+            best_model, best, best_kept = model, result, tuple(kept)
         if result.agreement >= target.min_agreement:
             break
     if best.agreement < target.min_agreement:
-        log.warning("accuracy-aware: %d layers kept in float reach agreement %.4f, below the "
-                    "target %.4f", len(kept), best.agreement, target.min_agreement)
-    return MixedPrecision(best_model, target, base, best, tuple(kept), tuple(ranking), n_used)
+        log.warning("accuracy-aware: %d layers kept in float reach agreement %.4f at best, "
+                    "below the target %.4f", len(best_kept), best.agreement,
+                    target.min_agreement)
+    return MixedPrecision(best_model, target, base, best, best_kept, tuple(ranking), n_used)
 
 
 def rank_layers(calibrated: Calibrated, recipe: Recipe, run: FloatRunner,
