@@ -3,7 +3,7 @@ reach the manifest and the validation table."""
 from __future__ import annotations
 
 import pytest
-from conftest import conv_net
+from int8_models import conv_net
 
 from edgepack.converters import ConversionConfig, QuantizationConfig, convert_model
 from edgepack.converters.validation import format_table

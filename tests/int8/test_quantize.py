@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import conv_net, images, run
+from int8_models import conv_net, images, run
 
 from edgepack.converters.int8 import (CalibrationSettings, Calibrated, Int8Options,
                                       choose_recipe, quantize_int8)

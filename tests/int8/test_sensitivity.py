@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import conv_net, run
+from int8_models import conv_net, run
 
 from edgepack.converters.int8 import (AccuracyTarget, Calibrated, Int8Options, accuracy_aware,
                                       choose_recipe, quantize_int8)

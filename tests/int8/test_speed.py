@@ -6,7 +6,7 @@ the arithmetic with a fake clock and that a real measurement is reported consist
 from __future__ import annotations
 
 import pytest
-from conftest import conv_net, images
+from int8_models import conv_net, images
 
 from edgepack.converters.int8 import Int8Options, SpeedSettings, quantize_int8
 from edgepack.converters.int8.speed import (SpeedPoint, SpeedReport, interleaved_medians,
