@@ -66,6 +66,7 @@ class Profile:
     ram_variants_mb: tuple[int, ...] = ()
     notes: str = ""
     sources: tuple[str, ...] = field(default=())
+    aliases: tuple[str, ...] = ()  # other names users type ("rpi4" for "rpi4b")
 
     @property
     def ram_budget_mb(self) -> int:
@@ -139,7 +140,7 @@ def parse_profile(data: dict, source: str) -> Profile:
         python=_get(os_, "python", str, source), threads=_get(rec, "threads", int, source),
         quantization=quant, target=target, engines=engines,
         ram_variants_mb=tuple(mem.get("ram_variants_mb", ())), notes=data.get("notes", ""),
-        sources=tuple(data.get("sources", ())))
+        sources=tuple(data.get("sources", ())), aliases=tuple(data.get("aliases", ())))
 
 
 def _toml():
@@ -166,6 +167,10 @@ def _load_all() -> dict[str, Profile]:
         profile = parse_profile(data, path.name)
         if profile.name != path.stem:
             raise DeviceError(f"{path.name}: name '{profile.name}' must match the file name")
+        clash = [a for a in profile.aliases if a in profiles or any(
+            a in other.aliases for other in profiles.values())]
+        if clash:
+            raise DeviceError(f"{path.name}: aliases {clash} already name another profile")
         profiles[profile.name] = profile
     log.debug("loaded %d device profiles from %s", len(profiles), PROFILE_DIR)
     return profiles
@@ -185,6 +190,10 @@ def load_profile(name: str | Profile) -> Profile:
         return name
     profiles = _load_all()
     if name not in profiles:
+        # Explicit aliases from the profiles only; a mistyped name is never guessed.
+        aliased = [p for p in profiles.values() if name in p.aliases]
+        if aliased:
+            return aliased[0]
         raise DeviceError(f"unknown device '{name}'; known devices: {', '.join(profiles)} "
                           "(see `edgepack devices`)")
     return profiles[name]

@@ -83,3 +83,14 @@ def test_bad_values_are_refused(section, key, value, match):
     data[section][key] = value
     with pytest.raises(DeviceError, match=match):
         parse_profile(data, "bad.toml")
+
+
+def test_aliases_resolve_to_their_profile_and_typos_are_not_guessed():
+    from edgepack.devices.catalog import list_profiles, load_profile
+    from edgepack.runtime.errors import DeviceError
+    assert load_profile("rpi4").name == "rpi4b"
+    assert load_profile("armhf").name == "generic-armv7l"
+    every = [a for p in list_profiles() for a in (p.name, *p.aliases)]
+    assert len(every) == len(set(every))          # no alias names two boards
+    with pytest.raises(DeviceError, match="unknown device 'rpi44'"):
+        load_profile("rpi44")
