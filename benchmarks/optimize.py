@@ -7,12 +7,16 @@
 2. Convert both to int8 ONNX bundles with `edgepack.convert`, load them with
    `edgepack.runtime.load`, and time them interleaved in one loop (batch 1 and 32);
    print size, parameter and latency ratios.
+   With --magnitude, a 50% magnitude-pruned model is converted and timed as well: its
+   zeros do not make a dense engine faster, which is why structured pruning exists.
 3. Distill the CNN into a student of ~2% of its parameters and train the same student from
-   the same initialization alone, over several seeds; print both accuracies.
+   the same initialization alone, over several seeds; print both accuracies, once on the
+   whole train split and once on a 300-sample labeled budget.
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
@@ -38,19 +42,25 @@ def pruning(args, data, base, workdir: Path) -> dict:
     for c in result.pruned:
         print(f"  {c.name:>3} {c.kind}: {c.before} -> {c.after} channels "
               f"(also rewrote {', '.join(c.consumers)})")
-    acc = {"unpruned": optimize.evaluate(base, (x_test, y_test))[1],
-           "pruned": optimize.evaluate(pruned, (x_test, y_test))[1]}
-
-    bundles = {"unpruned": workdir / "unpruned.edgepack", "pruned": workdir / "pruned.edgepack"}
-    conversions = {name: d.int8_bundle(model, bundles[name], x_train, x_test, y_test)
-                   for name, model in (("unpruned", base), ("pruned", pruned))}
+    trained = {"unpruned": base, "pruned": pruned}
+    if args.magnitude:
+        # zeros alone: same shapes, so a dense engine does the same work
+        sparse = copy.deepcopy(base)
+        masks = optimize.prune_magnitude(sparse, optimize.MagnitudePruneConfig(0.5)).masks
+        optimize.fine_tune(sparse, (x_train, y_train), d.FINE_TUNE, masks=masks)
+        trained["magnitude"] = sparse
+    bundles = {n: workdir / f"{n}.edgepack" for n in trained}
+    conversions = {n: d.int8_bundle(m, bundles[n], x_train, x_test, y_test)
+                   for n, m in trained.items()}
     models = {name: load(path, threads=args.threads) for name, path in bundles.items()}
     out = {
-        "torch_params": {"unpruned": result.params_before, "pruned": result.params_after},
+        "torch_params": {n: optimize.count_parameters(m) for n, m in trained.items()},
+        "torch_nonzero": {n: optimize.count_nonzero(m) for n, m in trained.items()},
         "onnx_params": {n: d.onnx_parameter_count(p) for n, p in bundles.items()},
         "onnx_bytes": {n: c.model_bytes for n, c in conversions.items()},
         "bundle_bytes": {n: p.stat().st_size for n, p in bundles.items()},
-        "torch_accuracy": acc,
+        "torch_accuracy": {n: optimize.evaluate(m, (x_test, y_test))[1]
+                           for n, m in trained.items()},
         "int8_accuracy": {n: d.bundle_accuracy(m, x_test, y_test) for n, m in models.items()},
         "latency_s": {},
     }
@@ -65,39 +75,53 @@ def pruning(args, data, base, workdir: Path) -> dict:
 def distillation(args, data, teacher) -> dict:
     x_train, y_train, x_test, y_test = data
     seeds = list(range(args.seeds))
-    rows = d.distill_vs_alone(teacher, x_train, y_train, x_test, y_test, seeds)
+    n = d.TRANSFER_SAMPLES
+    regimes = {
+        f"full train split ({len(y_train)} samples, {d.DISTILL.epochs} epochs)":
+            d.distill_vs_alone(teacher, x_train, y_train, x_test, y_test, seeds, d.DISTILL),
+        f"{n} labeled samples ({d.DISTILL_TRANSFER.epochs} epochs)":
+            d.distill_vs_alone(teacher, x_train[:n], y_train[:n], x_test, y_test, seeds,
+                               d.DISTILL_TRANSFER),
+    }
     return {"teacher_params": optimize.count_parameters(teacher),
             "student_params": optimize.count_parameters(d.student_cnn(0)),
             "teacher_accuracy": optimize.evaluate(teacher, (x_test, y_test))[1],
-            "seeds": seeds, "distilled": [r[0] for r in rows], "alone": [r[1] for r in rows]}
+            "temperature": d.DISTILL.temperature, "alpha": d.DISTILL.alpha, "seeds": seeds,
+            "regimes": {name: {"distilled": [r[0] for r in rows], "alone": [r[1] for r in rows]}
+                        for name, rows in regimes.items()}}
 
 
 def report(p: dict, k: dict | None) -> None:
-    def ratio(table):
-        return table["unpruned"] / table["pruned"]
+    names = list(p["torch_params"])  # unpruned first
+
+    def row(label, table, fmt, ratio_word="ratio"):
+        cells = "  ".join(f"{n} {fmt(table[n])}" for n in names)
+        ratios = "  ".join(f"{n} {table['unpruned'] / table[n]:.2f}x" for n in names[1:])
+        print(f"{label:<18}{cells}   {ratio_word} {ratios}")
 
     print("\n== 50% structured pruning + fine-tune, int8 ONNX bundles on edgepack.runtime")
-    print(f"accuracy (torch)  unpruned {p['torch_accuracy']['unpruned']:.4f}  "
-          f"pruned {p['torch_accuracy']['pruned']:.4f}")
-    print(f"accuracy (int8)   unpruned {p['int8_accuracy']['unpruned']:.4f}  "
-          f"pruned {p['int8_accuracy']['pruned']:.4f}")
-    for key, label in (("torch_params", "torch parameters"), ("onnx_params", "ONNX parameters"),
-                       ("onnx_bytes", "ONNX model bytes"), ("bundle_bytes", "bundle bytes")):
-        print(f"{label:<18}unpruned {p[key]['unpruned']:>9}  pruned {p[key]['pruned']:>9}  "
-              f"ratio {ratio(p[key]):.2f}x")
+    for key, label in (("torch_accuracy", "accuracy (torch)"), ("int8_accuracy", "accuracy (int8)")):
+        print(f"{label:<18}" + "  ".join(f"{n} {p[key][n]:.4f}" for n in names))
+    for key, label in (("torch_params", "torch parameters"), ("torch_nonzero", "torch non-zero"),
+                       ("onnx_params", "ONNX parameters"), ("onnx_bytes", "ONNX model bytes"),
+                       ("bundle_bytes", "bundle bytes")):
+        row(label, p[key], lambda v: f"{v:>9}")
     for batch, lat in p["latency_s"].items():
-        print(f"latency {batch:<9} unpruned {lat['unpruned'] * 1e3:8.3f} ms  pruned "
-              f"{lat['pruned'] * 1e3:8.3f} ms  speed-up {ratio(lat):.2f}x")
+        row(f"latency {batch}", lat, lambda v: f"{v * 1e3:8.3f} ms", "speed-up")
     if k is None:
         return
-    print(f"\n== distillation: student {k['student_params']} params = "
-          f"{k['student_params'] / k['teacher_params']:.1%} of the teacher "
-          f"({k['teacher_params']}, test accuracy {k['teacher_accuracy']:.4f})")
-    for seed, a, b in zip(k["seeds"], k["distilled"], k["alone"]):
-        print(f"seed {seed}: distilled {a:.4f}  alone {b:.4f}  diff {(a - b) * 100:+.2f} pts")
-    wins = sum(a > b for a, b in zip(k["distilled"], k["alone"]))
-    print(f"mean: distilled {statistics.mean(k['distilled']):.4f}  alone "
-          f"{statistics.mean(k['alone']):.4f}  (distilled better on {wins}/{len(k['seeds'])})")
+    print(f"\n== distillation (T={k['temperature']}, alpha={k['alpha']}): student "
+          f"{k['student_params']} params = {k['student_params'] / k['teacher_params']:.1%} of the "
+          f"teacher ({k['teacher_params']}, test accuracy {k['teacher_accuracy']:.4f})")
+    for name, r in k["regimes"].items():
+        print(f"-- students see the {name}")
+        for seed, a, b in zip(k["seeds"], r["distilled"], r["alone"]):
+            print(f"seed {seed}: distilled {a:.4f}  alone {b:.4f}  diff {(a - b) * 100:+.2f} pts")
+        wins = sum(a > b for a, b in zip(r["distilled"], r["alone"]))
+        losses = sum(a < b for a, b in zip(r["distilled"], r["alone"]))
+        print(f"mean: distilled {statistics.mean(r['distilled']):.4f}  alone "
+              f"{statistics.mean(r['alone']):.4f}  (distilled better on {wins}, worse on "
+              f"{losses} of {len(k['seeds'])} seeds)")
 
 
 def main() -> None:
@@ -106,6 +130,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=400)
     parser.add_argument("--threads", type=int, default=1, help="engine threads")
     parser.add_argument("--no-distill", action="store_true")
+    parser.add_argument("--magnitude", action="store_true",
+                        help="also time a 50%% magnitude-pruned (zeros only) bundle")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
     torch.set_num_threads(1)  # a shared host: one training thread avoids spin-wait contention

@@ -23,7 +23,11 @@ SIZE = 32
 #: Training of the unpruned model, fine-tuning after 50% structured pruning, distillation.
 BASE_TRAIN = TrainConfig(epochs=4, lr=3e-3, seed=0)
 FINE_TUNE = TrainConfig(epochs=3, lr=1e-3, seed=0)
+#: Distillation on the whole train split, and on a 300-sample labeled transfer set (the
+#: student's whole labeled budget; the teacher was trained on the full split).
 DISTILL = DistillConfig(epochs=20, lr=3e-3, temperature=4.0, alpha=0.9)
+TRANSFER_SAMPLES = 300
+DISTILL_TRANSFER = dataclasses.replace(DISTILL, epochs=40)
 
 
 def digits_split(seed: int = 0, size: int = SIZE):
@@ -120,19 +124,20 @@ def interleaved_latency(models: dict, x: np.ndarray, repeats: int) -> dict[str, 
     return {n: float(np.median(t)) for n, t in times.items()}
 
 
-def distill_vs_alone(teacher: nn.Module, x_train, y_train, x_test, y_test, seeds):
+def distill_vs_alone(teacher: nn.Module, x_train, y_train, x_test, y_test, seeds,
+                     config: DistillConfig = DISTILL):
     """For each seed: (distilled accuracy, alone accuracy) of the student from the same init.
 
-    Both runs use DISTILL's epochs, lr, batch order and seed; only the loss differs
-    (alone = plain cross-entropy).
+    Both runs use `config`'s epochs, lr, batch order and seed on the same (x_train, y_train);
+    only the loss differs (alone = plain cross-entropy on the labels).
     """
-    alone_config = TrainConfig(epochs=DISTILL.epochs, lr=DISTILL.lr,
-                               batch_size=DISTILL.batch_size)
+    alone_config = TrainConfig(epochs=config.epochs, lr=config.lr,
+                               batch_size=config.batch_size)
     rows = []
     for seed in seeds:
         distilled, alone = student_cnn(seed), student_cnn(seed)
         optimize.distill(teacher, distilled, (x_train, y_train),
-                         dataclasses.replace(DISTILL, seed=seed))
+                         dataclasses.replace(config, seed=seed))
         optimize.fine_tune(alone, (x_train, y_train), dataclasses.replace(alone_config, seed=seed))
         rows.append((optimize.evaluate(distilled, (x_test, y_test))[1],
                      optimize.evaluate(alone, (x_test, y_test))[1]))
