@@ -195,7 +195,8 @@ def speed_section(rounds: int, with_litert: bool) -> None:
     fp32 = export_onnx(mobilenet_v2(), x)
     calib = {"x": np.random.default_rng(1).standard_normal((16, 3, 224, 224)).astype(np.float32)}
     int8 = quantize_int8(fp32, calib, Int8Options(recipe=recipe))
-    default = recipe.with_overrides(activation_type="int8", reduce_range=False, float_thin_convs=0)
+    default = recipe.with_overrides(activation_type="int8", reduce_range=False,
+                                    float_thin_convs=0)
     from edgepack.converters.int8.graph_prep import prepare_graph
     with Calibrated(prepare_graph(fp32).model_bytes, calib) as cal:
         s8s8 = cal.quantize(default)
@@ -263,15 +264,16 @@ def ops_section(rounds: int) -> None:
     convs = [n for n in graph.node if n.op_type == "Conv"]
     depthwise = [n.name for n in convs
                  if next((a.i for a in n.attribute if a.name == "group"), 1) > 1]
-    base = choose_recipe("onnxruntime", "x86_64-workstation")   # U8S8, reduce_range
-    variants = {"U8S8 rr (x86 recipe)": (base, ()),
+    # U8S8, reduce_range, every conv int8 (the thin-conv rule is one of the variants)
+    base = choose_recipe("onnxruntime", "x86_64-workstation", float_thin_convs=0)
+    variants = {"U8S8 rr, all int8": (base, ()),
                 "U8S8": (base.with_overrides(reduce_range=False), ()),
                 "S8S8 (ORT defaults)": (base.with_overrides(activation_type="int8",
                                                             reduce_range=False), ()),
                 "U8U8": (base.with_overrides(weight_type="uint8", reduce_range=False), ()),
                 "U8S8 rr per-tensor": (base.with_overrides(per_channel=False), ()),
                 "U8S8 rr QOperator": (base.with_overrides(quant_format="qoperator"), ()),
-                "U8S8 rr, first conv float": (base, (convs[0].name,)),
+                "U8S8 rr, first conv float": (base, (convs[0].name,)),   # = x86 recipe
                 "U8S8 rr, depthwise float": (base, tuple(depthwise))}
     calib = {"x": np.random.default_rng(1).standard_normal((16, 3, 224, 224)).astype(np.float32)}
     models = {"fp32": fp32}

@@ -14,25 +14,27 @@ onnxruntime profiling, all sessions interleaved in one process; command:
         keeps DQ -> float Conv -> Q for int8 activations on x86, QuantizeLinear/Dequantize
         alone cost 2.2 ms of 13.7)
     QDQ U8S8 per-channel ............................................ x0.72-0.78
-    QDQ U8S8 per-channel reduce_range ............................... x0.72
-    QDQ U8S8 per-tensor reduce_range ................................ x0.70 (per-channel ~free)
-    QOperator U8S8 per-channel ...................................... x0.80 (no gain over QDQ)
-    QDQ U8U8 per-channel ............................................ x1.01 (no fast u8u8 path)
-    U8S8 + first conv (3 input channels) kept float ................. x0.68-0.78, 2-9%
-        better than all-int8 in 3 of 3 runs (its own time -40..-50%, minus a float->NCHWc
+    QDQ U8S8 per-channel reduce_range ............................... x0.72-0.80
+    QDQ U8S8 per-tensor reduce_range ................................ x0.70-0.81 (per-channel
+        costs nothing measurable)
+    QOperator U8S8 per-channel reduce_range ......................... x0.77-0.81 (no gain)
+    QDQ U8U8 per-channel ............................................ x1.01-1.12 (no fast path)
+    U8S8 + first conv (3 input channels) kept float ................. x0.68-0.78, 1-9%
+        better than all-int8 in 4 of 4 runs (its own time -40..-50%, minus a float->NCHWc
         reorder and a larger QuantizeLinear): hence float_thin_convs=4 on x86
-    U8S8 + all depthwise convs kept float ........................... x0.80 (slower: they
+    U8S8 + all depthwise convs kept float ........................... x0.79-0.89 (slower: they
         run as NHWC float convs between Q/DQ pairs)
-    per op type (U8S8): pointwise Conv x0.57, depthwise Conv x1.0-1.07, first Conv x1.48,
-        Gemm x0.36.
-Whole bundles through edgepack.runtime, before float_thin_convs (`python benchmarks/int8.py --only speed`, 40-60
-interleaved rounds, medians, load average 3-7 from other users): recipe x0.76-0.78 at 1
-thread and x0.67-0.69 at 2 threads; S8S8 defaults x1.03-1.04 at both.
+    per op kind (U8S8): pointwise Conv x0.57-0.65, depthwise Conv x0.99-1.07, first Conv
+        x1.3-1.6, Gemm x0.36.
+Whole bundles through edgepack.runtime (`python benchmarks/int8.py --only speed`, 40-60
+interleaved rounds, medians, load average 3-7 from other users): before float_thin_convs
+x0.76-0.78 at 1 thread and x0.67-0.69 at 2 threads; with it x0.69-0.74 and x0.55-0.65;
+S8S8 defaults x0.96-1.04 at both.
 So on this CPU family only the stem conv is worth leaving in float on onnxruntime (no op
 type as a whole: depthwise convs kept float cost more than they save), and int8 pays
-x0.7-0.8, not x0.5: without VNNI, u8s8 products go through vpmaddubsw+vpmaddwd (about twice the
-fp32 FMA rate at best) and onnxruntime's fp32 depthwise NCHWc kernels are already as fast as
-its int8 ones.
+x0.7-0.8, not x0.5: without VNNI, u8s8 products go through vpmaddubsw+vpmaddwd (about
+twice the fp32 FMA rate at best) and onnxruntime's fp32 depthwise NCHWc kernels are
+already as fast as its int8 ones.
 
 LiteRT 2.3 (XNNPACK) on the same host and model (Keras MobileNetV2, full-int8 builtins):
     int8/fp32 x1.01-1.19 at 1 thread, x1.06-1.14 at 2 threads (int8 not faster); dynamic

@@ -28,6 +28,14 @@ def _dq_types(model_bytes: bytes) -> set[int]:
             if n.op_type == "DequantizeLinear" and n.input[0] in inits}
 
 
+def _activation_types(model_bytes: bytes) -> set[int]:
+    """onnx element types of the zero points of every QuantizeLinear (activations)."""
+    import onnx
+    graph = onnx.load_from_string(model_bytes).graph
+    zero_points = {n.input[2] for n in graph.node if n.op_type == "QuantizeLinear"}
+    return {i.data_type for i in graph.initializer if i.name in zero_points}
+
+
 def test_graph_prep_fuses_batchnorm_and_keeps_the_function(calib):
     model = conv_net(batchnorm=True)
     prepared = prepare_graph(model)
@@ -65,14 +73,8 @@ def test_recipe_types_end_up_in_the_model(calib):
     # Weights are int8 (symmetric; biases int32) for both; activations follow the recipe.
     assert _dq_types(x86.model_bytes) == {onnx.TensorProto.INT8, onnx.TensorProto.INT32}
     assert _dq_types(arm.model_bytes) == {onnx.TensorProto.INT8, onnx.TensorProto.INT32}
-    q_x86 = [n for n in onnx.load_from_string(x86.model_bytes).graph.node
-             if n.op_type == "QuantizeLinear"]
-    q_arm = [n for n in onnx.load_from_string(arm.model_bytes).graph.node
-             if n.op_type == "QuantizeLinear"]
-    zp_types = lambda m, qs: {i.data_type for i in onnx.load_from_string(m).graph.initializer  # noqa: E731
-                              if i.name in {q.input[2] for q in qs}}
-    assert zp_types(x86.model_bytes, q_x86) == {onnx.TensorProto.UINT8}
-    assert zp_types(arm.model_bytes, q_arm) == {onnx.TensorProto.INT8}
+    assert _activation_types(x86.model_bytes) == {onnx.TensorProto.UINT8}
+    assert _activation_types(arm.model_bytes) == {onnx.TensorProto.INT8}
     assert x86.record["recipe"]["name"] == "ort-x86-avx2"
     # The x86 recipe keeps convs reading <= 4 channels float (measured slower in int8).
     assert [k["node"] for k in x86.record["kept_float"]] == ["conv_a"]

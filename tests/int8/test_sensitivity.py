@@ -43,7 +43,8 @@ def test_outlier_model_plain_int8_misses_and_accuracy_aware_meets(calib, held_ou
     assert {"conv_a", "conv_b"} <= kept
     assert record["met"] and record["agreement"] >= 0.95
     assert record["agreement_all_int8"] < 0.5
-    assert [k["node"] for k in aware.record["kept_float"]] == [k["node"] for k in record["kept_float"]]
+    assert [k["node"] for k in aware.record["kept_float"]] == \
+        [k["node"] for k in record["kept_float"]]
     assert all("sensitivity rank" in k["reason"] for k in aware.record["kept_float"])
     # ... and it holds on samples the pass never saw.
     assert _agreement(reference, run(aware.model_bytes, held_out)) >= 0.95
