@@ -22,11 +22,12 @@ def digits():
 
 @pytest.fixture(scope="session")
 def trained_cnn(digits):
-    """The unpruned digits CNN, trained once per session (about 40 s on 2 cores)."""
+    """The unpruned digits CNN, trained once per session (about 40 s of one core)."""
     from edgepack.converters import optimize
-    from optimize_digits import BASE_TRAIN, digits_cnn
+    from optimize_digits import BASE_TRAIN, digits_cnn, one_torch_thread
 
     x_train, y_train, _, _ = digits
     model = digits_cnn()
-    optimize.fine_tune(model, (x_train, y_train), BASE_TRAIN)
+    with one_torch_thread():
+        optimize.fine_tune(model, (x_train, y_train), BASE_TRAIN)
     return model

@@ -5,6 +5,7 @@ image that removing channels changes latency measurably (not only the per-op ove
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import time
@@ -28,6 +29,21 @@ FINE_TUNE = TrainConfig(epochs=3, lr=1e-3, seed=0)
 DISTILL = DistillConfig(epochs=20, lr=3e-3, temperature=4.0, alpha=0.9)
 TRANSFER_SAMPLES = 300
 DISTILL_TRANSFER = dataclasses.replace(DISTILL, epochs=40)
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """Train with one intra-op thread, restoring the previous count afterwards.
+
+    On a shared 2-core host, two spinning OpenMP threads per process are several times slower
+    than one; and results are reproducible only at a fixed thread count.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def digits_split(seed: int = 0, size: int = SIZE):
