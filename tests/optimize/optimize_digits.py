@@ -95,13 +95,11 @@ def prune_and_fine_tune(base: nn.Module, x_train, y_train, amount: float = 0.5):
 
 def int8_bundle(model: nn.Module, out: Path, x_train, x_test, y_test):
     """Convert with `edgepack.convert` to an int8 ONNX bundle, validated on the test split."""
-    # the function, not `edgepack.convert`: once the edgepack.convert module is imported, the
-    # package attribute of that name is the module
-    from edgepack.conversion import convert
+    import edgepack
 
-    return convert(model, out, quantize="int8", example_inputs=(x_train[:1],),
-                   calibration_data=x_train[:200], validation_data=x_test,
-                   validation_labels=y_test)
+    return edgepack.convert(model, out, quantize="int8", example_inputs=(x_train[:1],),
+                            calibration_data=x_train[:200], validation_data=x_test,
+                            validation_labels=y_test)
 
 
 def onnx_parameter_count(bundle_path: Path) -> int:

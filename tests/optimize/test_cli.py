@@ -140,7 +140,7 @@ def test_cli_module_imports_no_torch():
 @pytest.mark.slow
 def test_pruned_export_feeds_edgepack_convert(workdir):
     """The .pt2 written by `optimize prune --export` converts as is, and matches the weights."""
-    from edgepack.conversion import convert
+    import edgepack
     from edgepack.runtime import load
 
     result = CliRunner().invoke(cli(), [
@@ -149,7 +149,7 @@ def test_pruned_export_feeds_edgepack_convert(workdir):
         "--export", "pruned.pt2"])
     assert result.exit_code == 0, result.output
     x = np.load(workdir / "data.npz")["x_test"]
-    conversion = convert(str(workdir / "pruned.pt2"), workdir / "pruned.edgepack",
+    conversion = edgepack.convert(str(workdir / "pruned.pt2"), workdir / "pruned.edgepack",
                                   quantize="none", validation_data=x)
     assert conversion.validation["passed"]
     import cli_models_opt
