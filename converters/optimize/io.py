@@ -7,7 +7,6 @@ the Conv/Linear/BatchNorm layers to the shapes stored in the file, then loads st
 from __future__ import annotations
 
 import importlib
-import sys
 from pathlib import Path
 from typing import Callable
 
@@ -18,12 +17,10 @@ from .errors import OptimizeError
 
 
 def resolve_factory(spec: str) -> Callable[[], nn.Module]:
-    """Import `package.module:function` (current directory importable) and return the callable."""
+    """Import `package.module:function` and return the callable."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise OptimizeError(f"model spec must look like 'package.module:factory', got {spec!r}")
-    if "" not in sys.path and str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))  # so `edgepack optimize` finds the user's files
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
