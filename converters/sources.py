@@ -91,9 +91,10 @@ def _load_weights(model: Any, weights: Path) -> None:
     framework = detect_framework(model)
     try:
         if framework == "pytorch":
-            import torch
-            state = torch.load(weights, map_location="cpu", weights_only=True)
-            model.load_state_dict(state)
+            # Resizes layers that structured pruning narrowed, then loads strictly; a plain
+            # state_dict of the factory's own shapes loads unchanged.
+            from .optimize.io import load_weights
+            load_weights(model, weights)
         elif framework == "keras":
             model.load_weights(str(weights))
         else:

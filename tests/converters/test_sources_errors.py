@@ -111,6 +111,29 @@ def test_module_factory_with_weights(tmp_path, nchw_data, monkeypatch):
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_module_factory_with_structurally_pruned_weights(tmp_path, nchw_data, monkeypatch):
+    """`edgepack optimize prune` writes narrower layers than factory() builds; convert loads them."""
+    from edgepack import optimize
+    model = make_torch_cnn(seed=3).eval()
+    pruned = optimize.prune_structured(model, torch.from_numpy(nchw_data[:2]),
+                                       optimize.StructuredPruneConfig(amount=0.5))
+    assert pruned.pruned and pruned.params_after < pruned.params_before  # really narrower
+    optimize.save_weights(model, tmp_path / "pruned.pt")
+    (tmp_path / "pruned_factory.py").write_text(
+        "import sys\nsys.path.insert(0, %r)\nfrom tiny_models import make_torch_cnn\n"
+        "def build():\n    return make_torch_cnn(seed=99)\n" % str(_tests_dir()))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = convert_model("pruned_factory:build", tmp_path / "p.edgepack", ConversionConfig(),
+                           weights=tmp_path / "pruned.pt", input_shapes=[(1, 1, 8, 8)],
+                           validation_data=nchw_data[:16])
+    from edgepack.runtime import load
+    with load(result.path) as bundle:
+        (out,) = bundle.run({bundle.inputs[0].name: nchw_data[:4]}).values()
+    with torch.no_grad():
+        expected = model(torch.from_numpy(nchw_data[:4])).numpy()
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_bad_factory_spec(tmp_path):
     with pytest.raises(ConversionError, match="cannot import 'no_such_module_xyz:build'"):
         convert_model("no_such_module_xyz:build", tmp_path / "o.edgepack", ConversionConfig())
