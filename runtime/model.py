@@ -9,7 +9,7 @@ import numpy as np
 
 from . import engines
 from .bundle import Bundle, BundleLimits, read_bundle
-from .errors import BundleError, InputError
+from .errors import BundleError, EngineError, InputError
 from .ops import Context, compile_steps
 from .specs import TensorSpec, format_shape
 
@@ -58,6 +58,7 @@ class Model:
             for s in self.outputs}
         self._checks = [_Check(s) for s in self.inputs]
         self._engine = engines.open_engine(self.engine_name, bundle.model_bytes(), threads=threads)
+        self._run = self._engine.run  # bound once: run() is the hot path
         self._check_engine_agrees()
         log.debug("loaded %s %s on %s", self.name, self.version, self.engine_name)
 
@@ -85,11 +86,12 @@ class Model:
                 raise InputError(
                     f"run() takes a dict of input name -> array, got {type(feeds).__name__}")
             feeds = dict(feeds)
-        if len(feeds) != len(self._checks):
+        checks = self._checks
+        if len(feeds) != len(checks):
             self._explain_names(feeds)
-        for check in self._checks:
+        for check in checks:
             check(feeds.get(check.name, _MISSING), self, feeds)
-        return self._engine.run(feeds)
+        return self._run(feeds)
 
     def _explain_names(self, feeds: Mapping[str, Any]):
         expected = [s.name for s in self.inputs]
@@ -140,6 +142,7 @@ class Model:
         if self._engine is not None:
             self._engine.close()
             self._engine = None
+            self._run = _closed
 
     def __enter__(self) -> "Model":
         return self
@@ -152,6 +155,10 @@ class Model:
 
 
 _MISSING = object()
+
+
+def _closed(feeds):
+    raise EngineError("this model was closed; load the bundle again to run it")
 
 
 class _Check:
