@@ -148,3 +148,12 @@ def test_manifest_that_disagrees_with_model_is_refused(tmp_path, conv_onnx):
                        outputs=[TensorSpec("logits", (-1, 4), "float32")])
     with pytest.raises(BundleError, match="repack"):
         load(path)
+
+
+def test_closed_model_says_so(conv_bundle):
+    from edgepack.runtime.errors import EngineError
+    model = load(conv_bundle)
+    model.close()
+    model.close()  # idempotent
+    with pytest.raises(EngineError, match="closed"):
+        model.run({"x": np.zeros((1, 3, 8, 8), np.float32)})
