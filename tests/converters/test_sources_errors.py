@@ -92,13 +92,18 @@ def test_pickled_module_is_refused_with_the_alternatives(tmp_path):
                       input_shapes=[(1, 1, 8, 8)])
 
 
-def test_module_factory_with_weights(tmp_path, nchw_data, monkeypatch):
-    model = make_torch_cnn(seed=3)
-    torch.save(model.state_dict(), str(tmp_path / "weights.pt"))
-    (tmp_path / "tiny_factory.py").write_text(
+def _write_factory(tmp_path, module: str, monkeypatch) -> None:
+    """An importable `module:build` returning the tiny CNN with other (seed 99) weights."""
+    (tmp_path / f"{module}.py").write_text(
         "import sys\nsys.path.insert(0, %r)\nfrom tiny_models import make_torch_cnn\n"
         "def build():\n    return make_torch_cnn(seed=99)\n" % str(_tests_dir()))
     monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_module_factory_with_weights(tmp_path, nchw_data, monkeypatch):
+    model = make_torch_cnn(seed=3)
+    torch.save(model.state_dict(), str(tmp_path / "weights.pt"))
+    _write_factory(tmp_path, "tiny_factory", monkeypatch)
     result = convert_model("tiny_factory:build", tmp_path / "o.edgepack", ConversionConfig(),
                            weights=tmp_path / "weights.pt", input_shapes=[(1, 1, 8, 8)],
                            validation_data=nchw_data[:16])
@@ -119,10 +124,7 @@ def test_module_factory_with_structurally_pruned_weights(tmp_path, nchw_data, mo
                                        optimize.StructuredPruneConfig(amount=0.5))
     assert pruned.pruned and pruned.params_after < pruned.params_before  # really narrower
     optimize.save_weights(model, tmp_path / "pruned.pt")
-    (tmp_path / "pruned_factory.py").write_text(
-        "import sys\nsys.path.insert(0, %r)\nfrom tiny_models import make_torch_cnn\n"
-        "def build():\n    return make_torch_cnn(seed=99)\n" % str(_tests_dir()))
-    monkeypatch.syspath_prepend(str(tmp_path))
+    _write_factory(tmp_path, "pruned_factory", monkeypatch)
     result = convert_model("pruned_factory:build", tmp_path / "p.edgepack", ConversionConfig(),
                            weights=tmp_path / "pruned.pt", input_shapes=[(1, 1, 8, 8)],
                            validation_data=nchw_data[:16])
