@@ -11,6 +11,7 @@ from . import engines
 from .bundle import Bundle, BundleLimits, read_bundle
 from .errors import BundleError, EngineError, InputError
 from .ops import Context, compile_steps
+from .ops.tensor import dequantize_array, quantize_array
 from .specs import TensorSpec, format_shape
 
 log = logging.getLogger(__name__)
@@ -115,8 +116,7 @@ class Model:
         for spec in self.outputs:
             value = outputs[spec.name]
             if spec.is_quantized and np.issubdtype(value.dtype, np.integer):
-                q = spec.quantization
-                value = _dequantize(value, q.scale, q.zero_point, q.axis)
+                value = dequantize_array(value, *_quant_arrays(spec))
             result[spec.name] = self._postprocess[spec.name](value)
         return result
 
@@ -194,32 +194,19 @@ class _Check:
 
 
 def _fit(value: np.ndarray, spec: TensorSpec) -> np.ndarray:
-    """Last touches predict() makes: batch axis, quantization, float width."""
+    """Last touches predict() makes: batch axis, quantization, dtype width."""
     if value.ndim == len(spec.shape) - 1 and spec.shape and spec.shape[0] in (-1, 1):
         value = value[None]
     if spec.is_quantized and np.issubdtype(value.dtype, np.floating):
-        q = spec.quantization
-        info = np.iinfo(spec.dtype)
-        scale = _along(np.asarray(q.scale, np.float32), value.ndim, q.axis)
-        zero = _along(np.asarray(q.zero_point, np.float32), value.ndim, q.axis)
-        value = np.clip(np.rint(value / scale) + zero, info.min, info.max).astype(spec.dtype)
-    elif np.issubdtype(value.dtype, np.number) and spec.dtype != "string" and \
+        scale, zero, axis = _quant_arrays(spec)
+        return quantize_array(value, scale, zero, spec.dtype, axis)
+    if np.issubdtype(value.dtype, np.number) and spec.dtype != "string" and \
             value.dtype != np.dtype(spec.dtype) and np.can_cast(value.dtype, spec.dtype, "same_kind"):
-        value = value.astype(spec.dtype)
-    elif np.issubdtype(value.dtype, np.integer) and spec.dtype.startswith("float"):
-        value = value.astype(spec.dtype)
+        return value.astype(spec.dtype)
     return value
 
 
-def _along(values: np.ndarray, ndim: int, axis: int | None) -> np.ndarray:
-    if values.size == 1 or axis is None:
-        return values.reshape(()) if values.size == 1 else values
-    shape = [1] * ndim
-    shape[axis] = -1
-    return values.reshape(shape)
-
-
-def _dequantize(value: np.ndarray, scale, zero, axis) -> np.ndarray:
-    s = _along(np.asarray(scale, np.float32), value.ndim, axis)
-    z = _along(np.asarray(zero, np.float32), value.ndim, axis)
-    return (value.astype(np.float32) - z) * s
+def _quant_arrays(spec: TensorSpec) -> tuple[np.ndarray, np.ndarray, int]:
+    q = spec.quantization
+    return (np.asarray(q.scale, np.float32), np.asarray(q.zero_point, np.float32),
+            q.axis if q.axis is not None else -1)

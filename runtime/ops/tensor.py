@@ -107,26 +107,29 @@ def _broadcast(values: np.ndarray, ndim: int, axis: int) -> np.ndarray:
     return values.reshape(shape)
 
 
+def quantize_array(x, scale: np.ndarray, zero_point: np.ndarray, dtype: str,
+                   axis: int = -1) -> np.ndarray:
+    """q = clip(round(x / scale) + zero_point) in the integer dtype (per-tensor or along axis)."""
+    x = np.asarray(x, dtype=np.float32)
+    info = np.iinfo(dtype)
+    q = np.rint(x / _broadcast(scale, x.ndim, axis)) + _broadcast(zero_point, x.ndim, axis)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize_array(q, scale: np.ndarray, zero_point: np.ndarray, axis: int = -1) -> np.ndarray:
+    """x = (q - zero_point) * scale in float32."""
+    q = np.asarray(q)
+    return ((q.astype(np.float32) - _broadcast(zero_point, q.ndim, axis))
+            * _broadcast(scale, q.ndim, axis))
+
+
 @register_op("quantize")
 def _quantize(p: Params, ctx: Context):
-    """q = clip(round(x / scale) + zero_point) in the integer dtype."""
     scale, zero, dtype, axis = _quant_params(p, ctx, "int8")
-    info = np.iinfo(dtype)
-
-    def quantize(x):
-        x = np.asarray(x, dtype=np.float32)
-        q = np.rint(x / _broadcast(scale, x.ndim, axis)) + _broadcast(zero, x.ndim, axis)
-        return np.clip(q, info.min, info.max).astype(dtype)
-    return quantize
+    return lambda x: quantize_array(x, scale, zero, dtype, axis)
 
 
 @register_op("dequantize")
 def _dequantize(p: Params, ctx: Context):
-    """x = (q - zero_point) * scale in float32."""
     scale, zero, _, axis = _quant_params(p, ctx, "int8")
-
-    def dequantize(q):
-        q = np.asarray(q)
-        return ((q.astype(np.float32) - _broadcast(zero, q.ndim, axis))
-                * _broadcast(scale, q.ndim, axis))
-    return dequantize
+    return lambda q: dequantize_array(q, scale, zero, axis)
