@@ -186,9 +186,10 @@ class V2Handler(BaseHTTPRequestHandler):
         if out_header is not None:
             headers["Inference-Header-Content-Length"] = str(out_header)
             ctype_out = "application/octet-stream"
+        # Counted before the answer leaves: a client that reads /metrics right after its
+        # response must find the request there.
+        self._count_success(labels, start)
         self._send(200, out, ctype_out, headers)
-        self.app.metrics.inc("edgepack_requests_total", labels)
-        self.app.metrics.observe(labels, time.perf_counter() - start)
 
     def _predict(self, model: str, version: str | None) -> None:
         """edgepack route: the body is one file (image or .npy); answers postprocessed JSON."""
@@ -220,7 +221,10 @@ class V2Handler(BaseHTTPRequestHandler):
         except Exception:
             self._count_error(model, labels, 500)
             raise
+        self._count_success(labels, start)
         self._json(200, payload)
+
+    def _count_success(self, labels: Any, start: float) -> None:
         self.app.metrics.inc("edgepack_requests_total", labels)
         self.app.metrics.observe(labels, time.perf_counter() - start)
 

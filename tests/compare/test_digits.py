@@ -2,9 +2,11 @@
 against a direct measurement of the same bundle, made here without edgepack.compare.
 
 Tolerances: sizes and accuracy/agreement exactly (same bundle, same samples, argmax);
-latency p50 within a factor of 4 of a direct timing (a shared 2-core machine: other jobs
-move single runs by 10x, medians by less); memory only within sane bounds (it is a
-whole-process figure that depends on the engine build).
+latency: p50/p99 exactly the percentiles of the recorded samples, and within a factor of 50
+of a direct timing — a unit or bookkeeping error (us vs ms, per-block vs per-run) is caught,
+while machine load (this 2-core box is shared; a factor of 6.6 was seen on a 0.02 ms model)
+is not mistaken for one: speed itself is the benchmarks' job, not a unit test's; memory only
+within sane bounds (it is a whole-process figure that depends on the engine build).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from edgepack.runtime import load, read_bundle
 pytestmark = pytest.mark.slow
 
 LATENCY = LatencyConfig(rounds=5, block=10, warmup=5)
-LATENCY_FACTOR = 4.0
+LATENCY_FACTOR = 50.0
 
 
 def held_out_indices(count: int, holdout: float = 0.3, seed: int = 0) -> np.ndarray:
@@ -123,6 +125,11 @@ def _check_against_direct(result, xs, ys, source):
         assert 1 / LATENCY_FACTOR <= ratio <= LATENCY_FACTOR, (row.key, row.latency.p50_ms,
                                                                direct)
         assert len(row.latency.times_ms) == LATENCY.runs
+        times = np.asarray(row.latency.times_ms)
+        assert (times > 0).all(), row.key
+        assert row.latency.p50_ms == pytest.approx(float(np.percentile(times, 50)), rel=1e-9)
+        assert row.latency.result.p99_ms == pytest.approx(float(np.percentile(times, 99)),
+                                                          rel=1e-9)
         assert 10 < row.memory.engine_baseline_mb < row.memory.peak_mb < 1500, row.memory
         assert row.memory.model_mb == pytest.approx(
             row.memory.peak_mb - row.memory.engine_baseline_mb)
