@@ -21,7 +21,7 @@ import digits_common as dc  # noqa: E402
 
 from edgepack.converters import ConversionConfig, QuantizationConfig, convert_model  # noqa: E402
 from edgepack.runtime import read_bundle  # noqa: E402
-from edgepack.runtime.errors import EngineNotInstalledError  # noqa: E402
+from edgepack.runtime.errors import ConversionError, EngineNotInstalledError  # noqa: E402
 
 pytestmark = pytest.mark.slow
 MODES = ("none", "fp16", "dynamic", "int8")
@@ -69,9 +69,20 @@ def test_pytorch_digits(digits, tmp_path):
         with pytest.raises(EngineNotInstalledError, match="convert-torch-tflite"):
             convert_model(model, tmp_path / "t.edgepack", ConversionConfig(target="tflite"),
                           example_inputs=x_train[:1])
-    else:  # pragma: no cover - only where the heavy extra is installed
-        convert_model(model, tmp_path / "t.edgepack", ConversionConfig(target="tflite"),
-                      example_inputs=x_train[:1], validation_data=x_test)
+        return
+    # litert-torch converts fp32 only (quantized modes are refused, pointing at ONNX).
+    result = convert_model(model, tmp_path / "t.edgepack", ConversionConfig(target="tflite"),
+                           example_inputs=x_train[:1], validation_data=x_test,
+                           validation_labels=digits.y_test)
+    task = result.validation["task"]
+    assert result.validation["passed"] and result.validation["top1_agreement"] >= 0.99
+    # fp32 on both sides: at most one validation image may flip on rounding.
+    assert abs(task["bundle"] - task["source"]) <= 1 / result.validation["samples"] + 1e-9
+    with pytest.raises(ConversionError, match="--target onnx"):
+        convert_model(model, tmp_path / "q.edgepack",
+                      ConversionConfig(target="tflite",
+                                       quantization=QuantizationConfig(mode="int8")),
+                      example_inputs=x_train[:1], calibration_data=x_train[:50])
 
 
 def test_keras_digits(digits, tmp_path):
