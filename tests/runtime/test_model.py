@@ -157,3 +157,17 @@ def test_closed_model_says_so(conv_bundle):
     model.close()  # idempotent
     with pytest.raises(EngineError, match="closed"):
         model.run({"x": np.zeros((1, 3, 8, 8), np.float32)})
+
+
+def test_litert_engine_names_a_wrong_input_and_follows_batch_changes(conv_tflite):
+    from edgepack.runtime.errors import EngineError
+    engine = engines.open_engine("litert", conv_tflite)
+    (spec,) = engine.inputs()
+    assert spec.name == "image"                       # the signature's name, not a tensor path
+    with pytest.raises(EngineError, match="no input 'nope'.*image"):
+        engine.run({"nope": np.zeros((1, 8, 8, 3), np.float32)})
+    x = RNG.standard_normal((3, 8, 8, 3)).astype(np.float32)
+    batched = next(iter(engine.run({"image": x}).values()))
+    single = [next(iter(engine.run({"image": x[i:i + 1]}).values()))[0] for i in range(3)]
+    np.testing.assert_allclose(batched, np.stack(single), rtol=1e-5, atol=1e-6)
+    engine.close()
