@@ -114,9 +114,9 @@ class LiteRTEngine:
                 return {name: get_tensor(index) for name, index in self._output_index}
             except (ValueError, RuntimeError) as e:
                 raise EngineError(f"LiteRT failed to run the model: {e}") from e
-            except KeyError as e:
-                raise EngineError(f"LiteRT model has no input {e}; inputs are "
-                                  f"{sorted(self._input_index)}") from None
+            except KeyError:
+                raise EngineError(f"LiteRT model takes inputs {sorted(self._input_index)}, "
+                                  f"got {sorted(feeds)}") from None
 
     def _resize(self, feeds: dict[str, np.ndarray]) -> None:
         # Dynamic dims (e.g. batch): resize every input that changed, then re-plan memory
