@@ -12,6 +12,7 @@ import logging
 import re
 import time
 import zlib
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
@@ -159,36 +160,23 @@ class V2Handler(BaseHTTPRequestHandler):
             raise RequestError(415, f"content type {ctype!r} is not supported by /infer; send "
                                     "application/json (or the binary tensor extension)")
         body = self._read_body()
-        start = time.perf_counter()
-        labels = None
-        try:
-            with self.app.manager.lease(model, version) as lv:
-                labels = lv.labels      # errors from here on count against this version
-                header_length = parse_header_length(
-                    self.headers.get("Inference-Header-Content-Length"), len(body))
-                request = decode_infer_request(body, header_length)
-                del body
-                with self.app.workers:
-                    if request.parameters.get(PIPELINE_PARAMETER):
-                        outputs = run_pipeline(lv.model, request)
-                    else:
-                        outputs = run_raw(lv.model, request)
-                out, out_header = encode_infer_response(lv.model_name, lv.version, request.id,
-                                                        outputs)
-        except RequestError as exc:
-            self._count_error(model, labels, exc.status)
-            raise
-        except Exception:
-            self._count_error(model, labels, 500)
-            raise
+        with self._metered_lease(model, version) as lv:
+            header_length = parse_header_length(
+                self.headers.get("Inference-Header-Content-Length"), len(body))
+            request = decode_infer_request(body, header_length)
+            del body
+            with self.app.workers:
+                if request.parameters.get(PIPELINE_PARAMETER):
+                    outputs = run_pipeline(lv.model, request)
+                else:
+                    outputs = run_raw(lv.model, request)
+            out, out_header = encode_infer_response(lv.model_name, lv.version, request.id,
+                                                    outputs)
         headers = {}
         ctype_out = "application/json"
         if out_header is not None:
             headers["Inference-Header-Content-Length"] = str(out_header)
             ctype_out = "application/octet-stream"
-        # Counted before the answer leaves: a client that reads /metrics right after its
-        # response must find the request there.
-        self._count_success(labels, start)
         self._send(200, out, ctype_out, headers)
 
     def _predict(self, model: str, version: str | None) -> None:
@@ -200,31 +188,39 @@ class V2Handler(BaseHTTPRequestHandler):
             raise RequestError(415, f"content type {ctype!r} is not supported by /predict; "
                                     "send image/* or application/octet-stream bytes")
         body = self._read_body()
+        with self._metered_lease(model, version) as lv:
+            inputs = lv.model.inputs
+            if len(inputs) != 1:
+                raise RequestError(400, f"/predict takes one file but model {model!r} has "
+                                        f"{len(inputs)} inputs; use /infer with "
+                                        f"parameters.{PIPELINE_PARAMETER}")
+            array = decode_file(body, inputs[0].name)
+            with self.app.workers:
+                result = predict(lv.model, {inputs[0].name: array})
+            payload = {"model_name": lv.model_name, "model_version": lv.version,
+                       "outputs": jsonable_results(result)}
+        self._json(200, payload)
+
+    @contextmanager
+    def _metered_lease(self, model: str, version: str | None):
+        """Lease a model version for one request and meter it.
+
+        A failure inside counts against that version (or the model, before a lease); a
+        success is counted after the lease ends and before the caller replies, so a client
+        that reads /metrics right after its response finds the request there.
+        """
         start = time.perf_counter()
         labels = None
         try:
             with self.app.manager.lease(model, version) as lv:
-                labels = lv.labels
-                inputs = lv.model.inputs
-                if len(inputs) != 1:
-                    raise RequestError(400, f"/predict takes one file but model {model!r} has "
-                                            f"{len(inputs)} inputs; use /infer with "
-                                            f"parameters.{PIPELINE_PARAMETER}")
-                array = decode_file(body, inputs[0].name)
-                with self.app.workers:
-                    result = predict(lv.model, {inputs[0].name: array})
-                payload = {"model_name": lv.model_name, "model_version": lv.version,
-                           "outputs": jsonable_results(result)}
+                labels = lv.labels      # errors from here on count against this version
+                yield lv
         except RequestError as exc:
             self._count_error(model, labels, exc.status)
             raise
         except Exception:
             self._count_error(model, labels, 500)
             raise
-        self._count_success(labels, start)
-        self._json(200, payload)
-
-    def _count_success(self, labels: Any, start: float) -> None:
         self.app.metrics.inc("edgepack_requests_total", labels)
         self.app.metrics.observe(labels, time.perf_counter() - start)
 
