@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import numpy as np
 
@@ -100,6 +100,35 @@ class TensorSpec:
             raise InputError(
                 f"input {self.name!r}: expected shape {format_shape(self.shape)}, "
                 f"got {format_shape(array.shape)}")
+
+
+def example_feeds(specs: Iterable[TensorSpec], *, seed: int = 0,
+                  batch: int = 1) -> dict[str, np.ndarray]:
+    """Seeded inputs that fit `specs`, for smoke runs, benchmarks and host-vs-device checks.
+
+    A dynamic first dimension becomes `batch`, other dynamic dimensions 1. Floats are
+    standard normal; int8/uint8 span their full range (quantized data); other integers are
+    zeros, a valid value for index-like inputs (token ids, embedding rows); bools are random.
+    """
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for spec in specs:
+        shape = tuple((batch if i == 0 else 1) if d == -1 else d
+                      for i, d in enumerate(spec.shape))
+        if spec.dtype == "string":
+            feeds[spec.name] = np.full(shape, "", dtype=object)
+            continue
+        dtype = np.dtype(spec.dtype)
+        if dtype.kind == "f":
+            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind == "b":
+            feeds[spec.name] = rng.integers(0, 2, shape).astype(bool)
+        elif dtype in (np.int8, np.uint8):
+            info = np.iinfo(dtype)
+            feeds[spec.name] = rng.integers(info.min, info.max + 1, shape).astype(dtype)
+        else:
+            feeds[spec.name] = np.zeros(shape, dtype=dtype)
+    return feeds
 
 
 def format_shape(shape: tuple[int, ...] | list[int]) -> str:

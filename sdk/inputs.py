@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -72,21 +72,3 @@ def input_sets(arguments: Sequence[str], specs: Sequence[TensorSpec]) -> list[di
     if named:
         runs.append(named)
     return runs
-
-
-def example_feeds(specs: Iterable[TensorSpec], seed: int = 0, batch: int = 1) -> dict[str, np.ndarray]:
-    """Random tensors matching the specs (dynamic dims -> `batch` for the first, 1 elsewhere)."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for spec in specs:
-        shape = tuple((batch if i == 0 else 1) if d == -1 else d for i, d in enumerate(spec.shape))
-        dtype = np.dtype("float32" if spec.dtype == "string" else spec.dtype)
-        if np.issubdtype(dtype, np.floating):
-            feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
-        elif dtype == np.bool_:
-            feeds[spec.name] = rng.integers(0, 2, shape).astype(bool)
-        else:
-            info = np.iinfo(dtype)
-            low, high = max(info.min, -128), min(info.max, 127)
-            feeds[spec.name] = rng.integers(low, high + 1, shape).astype(dtype)
-    return feeds

@@ -16,6 +16,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from edgepack.runtime.errors import ConversionError
+from edgepack.runtime.specs import example_feeds
 
 log = logging.getLogger(__name__)
 
@@ -97,22 +98,6 @@ def interleaved_medians(runners: Sequence[Callable[[], Any]], rounds: int, warmu
             runner()
             times[i].append(clock() - start)
     return [float(np.median(t)) for t in times]
-
-
-def example_feeds(specs: Sequence, seed: int = 0) -> dict[str, np.ndarray]:
-    """Seeded inputs matching engine input specs (dynamic dims become 1)."""
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for spec in specs:
-        shape = tuple(d if d > 0 else 1 for d in spec.shape)
-        if spec.dtype.startswith("float"):
-            feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
-        elif spec.dtype in ("int8", "uint8"):
-            info = np.iinfo(spec.dtype)
-            feeds[spec.name] = rng.integers(info.min, info.max + 1, shape).astype(spec.dtype)
-        else:
-            feeds[spec.name] = np.zeros(shape, dtype=spec.dtype)
-    return feeds
 
 
 def measure_speed(fp32_model: bytes, int8_model: bytes, engine: str = "onnxruntime",

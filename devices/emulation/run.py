@@ -98,25 +98,11 @@ def _stage_runtime(workdir: Path) -> Path:
 
 
 def default_inputs(bundle_path: str | os.PathLike, seed: int = 0) -> dict[str, Any]:
-    """Seeded random inputs matching the bundle's input specs (dynamic dims -> 1)."""
-    import numpy as np
-
+    """Seeded inputs matching the bundle's input specs (dynamic dims -> 1)."""
     from edgepack.runtime import read_bundle
+    from edgepack.runtime.specs import example_feeds
 
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for spec in read_bundle(bundle_path).manifest.inputs:
-        shape = tuple(1 if d < 0 else d for d in spec.shape)
-        dtype = np.dtype(spec.dtype)
-        if dtype.kind in "iu":
-            info = np.iinfo(dtype)
-            feeds[spec.name] = rng.integers(max(info.min, -128), min(info.max, 255) + 1,
-                                            size=shape, dtype=dtype)
-        elif dtype.kind == "b":
-            feeds[spec.name] = rng.integers(0, 2, size=shape).astype(bool)
-        else:
-            feeds[spec.name] = rng.normal(size=shape).astype(dtype)
-    return feeds
+    return example_feeds(read_bundle(bundle_path).manifest.inputs, seed=seed)
 
 
 def load_inputs(bundle_path: str | os.PathLike, files: Sequence[str | os.PathLike]) -> dict:

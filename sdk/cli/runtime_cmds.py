@@ -10,10 +10,10 @@ import numpy as np
 from edgepack.runtime import engines, load, pack_bundle, read_bundle
 from edgepack.runtime.errors import InputError
 from edgepack.runtime.pack import detect_engine
-from edgepack.runtime.specs import format_shape
+from edgepack.runtime.specs import example_feeds, format_shape
 
 from ..benchmark import benchmark
-from ..inputs import example_feeds, input_sets
+from ..inputs import input_sets
 from ..packing import ImagePipeline, onnx_opset, read_labels, read_pipeline_file
 
 

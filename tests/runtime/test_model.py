@@ -171,3 +171,18 @@ def test_litert_engine_names_a_wrong_input_and_follows_batch_changes(conv_tflite
     single = [next(iter(engine.run({"image": x[i:i + 1]}).values()))[0] for i in range(3)]
     np.testing.assert_allclose(batched, np.stack(single), rtol=1e-5, atol=1e-6)
     engine.close()
+
+
+def test_example_feeds_fit_the_specs_and_are_seeded():
+    from edgepack.runtime.specs import example_feeds
+    specs = [TensorSpec("image", (-1, 4, 4, 3), "uint8"), TensorSpec("ids", (-1, 7), "int64"),
+             TensorSpec("x", (1, -1), "float32"), TensorSpec("mask", (2,), "bool")]
+    feeds = example_feeds(specs, seed=3, batch=5)
+    assert feeds["image"].shape == (5, 4, 4, 3) and feeds["image"].dtype == np.uint8
+    assert feeds["image"].max() > 127                      # the full uint8 range is used
+    assert (feeds["ids"] == 0).all() and feeds["ids"].shape == (5, 7)   # valid as indices
+    assert feeds["x"].shape == (1, 1) and feeds["mask"].dtype == bool
+    again = example_feeds(specs, seed=3, batch=5)
+    assert all(np.array_equal(feeds[k], again[k]) for k in feeds)
+    for spec in specs:
+        spec.check(feeds[spec.name])                        # every feed passes its own spec
