@@ -157,18 +157,21 @@ def bundle(tmp: Path, name: str, model_bytes: bytes, quantization=None) -> Path:
 
 
 def time_bundles(paths: dict[str, Path], threads: int, rounds: int) -> dict[str, float]:
-    """Median ms per run of each bundle, loaded with `threads`, runs interleaved."""
-    from edgepack.converters.int8.speed import example_feeds, interleaved_medians
+    """Median ms per run of each bundle, loaded with `threads`, timed in alternating
+    blocks of 5 runs (with a pause for the previous bundle's thread pool to go idle)."""
+    from edgepack.benchmark import pool_pause, time_interleaved
     from edgepack.runtime import load
+    from edgepack.runtime.specs import example_feeds
     models = {n: load(p, threads=threads) for n, p in paths.items()}
     try:
         feeds = {n: example_feeds(m.inputs, seed=1) for n, m in models.items()}
         runners = [lambda m=m, f=feeds[n]: m.run(f) for n, m in models.items()]
-        medians = interleaved_medians(runners, rounds, warmup=5)
+        times = time_interleaved(runners, rounds=-(-rounds // 5), block=5, warmup=5,
+                                 pause=pool_pause(threads))
     finally:
         for m in models.values():
             m.close()
-    return {n: 1e3 * t for n, t in zip(models, medians)}
+    return {n: 1e3 * float(np.median(t)) for n, t in zip(models, times)}
 
 
 def run_onnx(model_bytes: bytes, x: np.ndarray) -> np.ndarray:

@@ -66,7 +66,7 @@ def pruning(args, data, base, workdir: Path) -> dict:
     }
     for batch in (1, 32):
         out["latency_s"][f"batch{batch}"] = d.interleaved_latency(
-            models, x_test[:batch], args.repeats)
+            models, x_test[:batch], args.repeats, threads=args.threads)
     for m in models.values():
         m.close()
     return out

@@ -18,7 +18,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -59,23 +58,18 @@ def train(x: np.ndarray, y: np.ndarray, epochs: int):
 def interleaved_latency(paths: list[Path], sample: np.ndarray, threads: int, rounds: int,
                         block: int) -> list[float]:
     """Median ms per run for each bundle; blocks of `block` runs, round-robin."""
+    from edgepack.benchmark import pool_pause, time_interleaved
     from edgepack.runtime import load
     models = [load(p, threads=threads) for p in paths]
     try:
-        for model in models:  # warm-up: first runs allocate and pack weights
-            for _ in range(20):
-                dc.run_float(model, sample)
-        per_model: list[list[float]] = [[] for _ in models]
-        for _ in range(rounds):
-            for i, model in enumerate(models):
-                start = time.perf_counter()
-                for _ in range(block):
-                    dc.run_float(model, sample)
-                per_model[i].append((time.perf_counter() - start) / block * 1e3)
+        # warm-up: first runs allocate and pack weights
+        times = time_interleaved([lambda m=m: dc.run_float(m, sample) for m in models],
+                                 rounds=rounds, block=block, warmup=20,
+                                 pause=pool_pause(threads))
     finally:
         for model in models:
             model.close()
-    return [float(np.median(t)) for t in per_model]
+    return [float(np.median(t)) * 1e3 for t in times]
 
 
 def main() -> None:

@@ -5,7 +5,7 @@ import resource
 import sys
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -53,6 +53,52 @@ def time_calls(fn: Callable[[], object], runs: int, warmup: int) -> np.ndarray:
         start = time.perf_counter()
         fn()
         times[i] = time.perf_counter() - start
+    return times
+
+
+#: Seconds to wait before timing a block when engines run thread pools. onnxruntime's
+#: intra-op workers keep spinning for tens of milliseconds after a run; measured here
+#: (MobileNetV2, 2 threads, 2 cores): a session timed right after another one ran at
+#: 1.5-2.2x its solo latency, even after an untimed settling run, and at its solo latency
+#: after a 50 ms pause. 0.1 s leaves a margin.
+POOL_IDLE_S = 0.1
+
+
+def pool_pause(threads: int | None) -> float:
+    """The pause `time_interleaved` needs for engines using `threads` (None = all cores)."""
+    return 0.0 if threads == 1 else POOL_IDLE_S
+
+
+def time_interleaved(runners: Sequence[Callable[[], object]], *, rounds: int, block: int = 1,
+                     warmup: int = 0, pause: float = 0.0,
+                     clock: Callable[[], float] = time.perf_counter,
+                     sleep: Callable[[float], None] = time.sleep) -> list[np.ndarray]:
+    """Seconds per call of each runner, timed in rotating round-robin blocks.
+
+    Timing A for a while and then B lets a burst of load from other processes favour one
+    of them. Here each round runs one block of every runner, starting one further along
+    each round, so noise lands on all of them alike. With `block` > 1 each block starts
+    with one untimed call (cold caches after the switch), preceded by `pause` seconds (see
+    POOL_IDLE_S: the previous runner's thread pool must go idle first).
+    Returns one array of rounds * block timings per runner, in round order.
+    """
+    for runner in runners:
+        for _ in range(warmup):
+            runner()
+    count = len(runners)
+    times = [np.empty(rounds * block) for _ in runners]
+    for round_ in range(rounds):
+        for k in range(count):
+            i = (round_ + k) % count
+            runner = runners[i]
+            if pause:
+                sleep(pause)
+            if block > 1:
+                runner()
+            for j in range(block):
+                start = clock()
+                runner()
+                times[i][round_ * block + j] = clock() - start
     return times
 
 

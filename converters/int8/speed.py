@@ -1,17 +1,18 @@
 """"Is int8 faster than fp32 here?" — measured on the spot, on the machine converting.
 
 Both models are opened through the runtime's own engines (what a device runs) in one
-process and timed interleaved (fp32, int8, fp32, int8, ...), so a burst of load from other
-processes hits both alike; the verdict uses medians. The result is a fact about *this*
+process and timed in alternating blocks (edgepack.benchmark.time_interleaved), so a burst
+of load from other processes hits both alike; the verdict uses medians. With more than one
+thread each block waits for the other model's thread pool to stop spinning first: without
+that pause, 2-thread timings measured the two pools fighting over the cores. The result is a fact about *this*
 machine: the manifest records it with the host's CPU family so nobody mistakes it for a
 measurement on the target board.
 """
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -26,18 +27,20 @@ FASTER_BELOW = 0.95
 
 @dataclass(frozen=True)
 class SpeedSettings:
-    """threads: thread counts to measure; rounds: interleaved timed runs per model."""
+    """threads: thread counts to measure; rounds: timed runs per model, in blocks of
+    `block` alternating between the models."""
 
     threads: tuple[int, ...] = (1,)
     rounds: int = 15
     warmup: int = 3
+    block: int = 5
 
     def __post_init__(self) -> None:
         if not self.threads or any(not isinstance(t, int) or t < 1 for t in self.threads):
             raise ConversionError(f"speed check threads must be positive integers, "
                                   f"got {self.threads!r}")
-        if self.rounds < 3 or self.warmup < 0:
-            raise ConversionError("speed check needs rounds >= 3 and warmup >= 0")
+        if self.rounds < 3 or self.warmup < 0 or self.block < 1:
+            raise ConversionError("speed check needs rounds >= 3, warmup >= 0 and block >= 1")
 
 
 @dataclass(frozen=True)
@@ -85,21 +88,6 @@ class SpeedReport:
         return f"faster than fp32 here? {verdict}: int8/fp32 latency " + ", ".join(parts)
 
 
-def interleaved_medians(runners: Sequence[Callable[[], Any]], rounds: int, warmup: int,
-                        clock: Callable[[], float] = time.perf_counter) -> list[float]:
-    """Median seconds per call of each runner, timed round-robin `rounds` times."""
-    for runner in runners:
-        for _ in range(warmup):
-            runner()
-    times: list[list[float]] = [[] for _ in runners]
-    for _ in range(rounds):
-        for i, runner in enumerate(runners):
-            start = clock()
-            runner()
-            times[i].append(clock() - start)
-    return [float(np.median(t)) for t in times]
-
-
 def measure_speed(fp32_model: bytes, int8_model: bytes, engine: str = "onnxruntime",
                   settings: SpeedSettings = SpeedSettings(),
                   feeds: Mapping[str, np.ndarray] | None = None) -> SpeedReport:
@@ -109,7 +97,9 @@ def measure_speed(fp32_model: bytes, int8_model: bytes, engine: str = "onnxrunti
     model gets the same arrays, quantized when its inputs are integer.
     Raises EngineNotInstalledError/EngineError from the runtime when a model cannot run.
     """
+    from edgepack.benchmark import pool_pause, time_interleaved
     from edgepack.runtime.engines import open_engine
+    block = min(settings.block, settings.rounds)
     points = []
     for threads in settings.threads:
         fp32 = open_engine(engine, fp32_model, threads=threads)
@@ -117,9 +107,11 @@ def measure_speed(fp32_model: bytes, int8_model: bytes, engine: str = "onnxrunti
         try:
             f_feeds = dict(feeds) if feeds is not None else example_feeds(fp32.inputs())
             i_feeds = _feeds_for(int8.inputs(), fp32.inputs(), f_feeds)
-            f_ms, i_ms = (1e3 * t for t in interleaved_medians(
+            times = time_interleaved(
                 [lambda: fp32.run(f_feeds), lambda: int8.run(i_feeds)],
-                settings.rounds, settings.warmup))
+                rounds=-(-settings.rounds // block), block=block, warmup=settings.warmup,
+                pause=pool_pause(threads))
+            f_ms, i_ms = (1e3 * float(np.median(t)) for t in times)
         finally:
             fp32.close()
             int8.close()

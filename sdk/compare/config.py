@@ -22,7 +22,8 @@ class LatencyConfig:
     turn (the order rotates each round), so a burst of machine noise lands on all bundles
     alike instead of on whichever one happened to be measured during it. Each block starts
     with one untimed run, which absorbs the switch from the previous bundle (cold caches,
-    thread pools waking up).
+    thread pools waking up), after a pause for the previous bundle's thread pool to stop
+    spinning when there is more than one thread.
     warmup: untimed runs per bundle before the first round.
     threads: engine threads; None means the device profile's recommended count (capped at
         the host's cores), or the engine default without a device.

@@ -3,19 +3,20 @@
 Timing bundle A for ten seconds and then bundle B for ten seconds lets a noisy neighbour
 (another build, thermal throttling, a cron job) favour one of them. Here each round runs
 one block of every bundle, in an order that rotates each round, so noise is spread over
-all bundles alike; the percentiles are then taken over all blocks of a bundle.
+all bundles alike; the percentiles are then taken over all blocks of a bundle. With thread
+pools, each block first waits for the previous bundle's pool to stop spinning
+(edgepack.benchmark.time_interleaved).
 """
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from edgepack.benchmark import BenchResult, summarize
+from edgepack.benchmark import BenchResult, pool_pause, summarize, time_interleaved
 
 from .config import LatencyConfig
 
@@ -67,26 +68,17 @@ def measure_latency(paths: Mapping[str, Path], sample: Mapping[str, np.ndarray],
         for key, path in paths.items():
             models[key] = load(path, threads=threads)
             feeds[key] = _feeds(models[key], sample, input_names)
-        for key, model in models.items():
-            for _ in range(config.warmup):
-                model.run(feeds[key])
         keys = list(models)
-        times: dict[str, list[float]] = {k: [] for k in keys}
-        for round_ in range(config.rounds):
-            shift = round_ % len(keys)
-            for key in keys[shift:] + keys[:shift]:
-                run, feed = models[key].run, feeds[key]
-                run(feed)  # untimed: absorbs the switch from the previous bundle
-                for _ in range(config.block):
-                    start = time.perf_counter()
-                    run(feed)
-                    times[key].append(time.perf_counter() - start)
+        arrays = time_interleaved(
+            [lambda run=models[k].run, feed=feeds[k]: run(feed) for k in keys],
+            rounds=config.rounds, block=config.block, warmup=config.warmup,
+            pause=pool_pause(threads))
+        times = dict(zip(keys, arrays))
     finally:
         for model in models.values():
             model.close()
     out = {}
-    for key, seconds in times.items():
-        array = np.asarray(seconds)
+    for key, array in times.items():
         blocks = (array * 1e3).reshape(config.rounds, config.block)
         out[key] = Latency(summarize(array, config.warmup, threads),
                            tuple(float(t) for t in array * 1e3),

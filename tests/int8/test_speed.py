@@ -5,31 +5,62 @@ the arithmetic with a fake clock and that a real measurement is reported consist
 """
 from __future__ import annotations
 
+from statistics import median
+
 import pytest
 from int8_models import conv_net, images
 
+from edgepack.benchmark import pool_pause, time_interleaved
 from edgepack.converters.int8 import Int8Options, SpeedSettings, quantize_int8
-from edgepack.converters.int8.speed import (SpeedPoint, SpeedReport, interleaved_medians,
-                                            measure_speed)
+from edgepack.converters.int8.speed import SpeedPoint, SpeedReport, measure_speed
 from edgepack.runtime.errors import ConversionError
 
 
-def test_runs_are_interleaved_and_medians_taken():
-    order: list[str] = []
-    costs = {"a": [5.0, 5.0, 100.0], "b": [2.0, 3.0, 2.0]}   # one outlier round for "a"
-    # A fake clock: each reading after a timed run advances by that run's cost.
-    readings = iter([0.0] + [x for i in range(3) for x in
-                             (costs["a"][i], 0.0, costs["b"][i], 0.0)])
-    now = [0.0]
+class FakeClock:
+    """Each runner call advances time by that runner's next cost; no real waiting."""
 
-    def clock() -> float:
-        now[0] += next(readings)
-        return now[0]
+    def __init__(self, costs: dict[str, list[float]]):
+        self.costs = {k: iter(v) for k, v in costs.items()}
+        self.now = 0.0
+        self.calls: list[str] = []
+        self.pauses: list[tuple[float, int]] = []   # (seconds, calls made before it)
 
-    runners = [lambda: order.append("a"), lambda: order.append("b")]
-    a, b = interleaved_medians(runners, rounds=3, warmup=1, clock=clock)
-    assert order == ["a", "b", "a", "b", "a", "b", "a", "b"]   # warm-up, then a/b alternate
-    assert (a, b) == (5.0, 2.0)                               # medians ignore the outlier
+    def runner(self, name: str):
+        def run() -> None:
+            self.calls.append(name)
+            self.now += next(self.costs[name])
+        return run
+
+    def sleep(self, seconds: float) -> None:
+        self.pauses.append((seconds, len(self.calls)))
+
+    def clock(self) -> float:
+        return self.now
+
+
+def test_blocks_alternate_in_rotating_order_and_untimed_calls_are_excluded():
+    # a: warm-up 50, then per block one untimed settling call (1000) and two timed ones.
+    fake = FakeClock({"a": [50, 1000, 5, 5, 1000, 5, 100, 1000, 5, 7],
+                      "b": [60, 1000, 2, 3, 1000, 2, 2, 1000, 3, 2]})
+    a, b = time_interleaved([fake.runner("a"), fake.runner("b")], rounds=3, block=2,
+                            warmup=1, pause=0.25, clock=fake.clock, sleep=fake.sleep)
+    assert fake.calls[:2] == ["a", "b"]                      # warm-up
+    firsts = [fake.calls[2 + 3 * k] for k in range(6)]       # who starts each block
+    assert firsts == ["a", "b", "b", "a", "a", "b"]          # the order rotates per round
+    assert list(a) == [5, 5, 5, 100, 5, 7] and list(b) == [2, 3, 2, 2, 3, 2]
+    assert median(a) == 5 and median(b) == 2                 # the outlier does not count
+    # One pause before every block, so the other runner's thread pool is idle.
+    assert [calls for _, calls in fake.pauses] == [2, 5, 8, 11, 14, 17]
+    assert {seconds for seconds, _ in fake.pauses} == {0.25}
+
+
+def test_single_runs_have_no_settling_call_and_one_thread_no_pause():
+    fake = FakeClock({"a": [4.0, 6.0], "b": [1.0, 9.0]})
+    a, b = time_interleaved([fake.runner("a"), fake.runner("b")], rounds=2,
+                            clock=fake.clock, sleep=fake.sleep)
+    assert fake.calls == ["a", "b", "b", "a"] and not fake.pauses
+    assert list(a) == [4.0, 6.0] and list(b) == [1.0, 9.0]
+    assert pool_pause(1) == 0.0 and pool_pause(2) > 0 and pool_pause(None) > 0
 
 
 def test_verdict_and_summary():

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import time
 from pathlib import Path
 
 import numpy as np
@@ -118,24 +117,15 @@ def bundle_accuracy(model, x, y) -> float:
     return float((logits.argmax(1) == y).mean())
 
 
-def interleaved_latency(models: dict, x: np.ndarray, repeats: int) -> dict[str, float]:
-    """Median seconds per `run` of each model on `x`, timed in alternating order.
-
-    Alternating (a, b, b, a, ...) in one loop exposes both models to the same machine load,
-    which on a shared host matters more than any single measurement.
-    """
+def interleaved_latency(models: dict, x: np.ndarray, repeats: int,
+                        threads: int | None = 1) -> dict[str, float]:
+    """Median seconds per `run` of each model on `x`, timed in alternating order
+    (edgepack.benchmark.time_interleaved: both models see the same machine load)."""
+    from edgepack.benchmark import pool_pause, time_interleaved
     names = list(models)
-    feeds = {n: {models[n].inputs[0].name: x} for n in names}
-    for n in names:  # warm-up: first runs allocate arenas
-        for _ in range(5):
-            models[n].run(feeds[n])
-    times: dict[str, list[float]] = {n: [] for n in names}
-    for i in range(repeats):
-        for n in (names if i % 2 == 0 else names[::-1]):
-            start = time.perf_counter()
-            models[n].run(feeds[n])
-            times[n].append(time.perf_counter() - start)
-    return {n: float(np.median(t)) for n, t in times.items()}
+    runners = [lambda m=models[n]: m.run({m.inputs[0].name: x}) for n in names]
+    times = time_interleaved(runners, rounds=repeats, warmup=5, pause=pool_pause(threads))
+    return {n: float(np.median(t)) for n, t in zip(names, times)}
 
 
 def distill_vs_alone(teacher: nn.Module, x_train, y_train, x_test, y_test, seeds,
