@@ -21,6 +21,13 @@ def digits():
 
 
 @pytest.fixture(scope="session")
+def unseen_digits(digits):
+    """The digits the CNNs never trained on: compare's calibration and held-out samples."""
+    x, y = digits
+    return x[TRAIN:], y[TRAIN:]
+
+
+@pytest.fixture(scope="session")
 def torch_digits(digits):
     torch = pytest.importorskip("torch")
     x, y = digits

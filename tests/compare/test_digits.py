@@ -15,7 +15,6 @@ import time
 import numpy as np
 import pytest
 
-from conftest import TRAIN
 from edgepack.compare import CompareConfig, LatencyConfig, compare
 from edgepack.compare.pick import choose, status_for
 from edgepack.compare.result import OK, OVER_BUDGET
@@ -70,30 +69,30 @@ def direct_p50_ms(path, x: np.ndarray, threads) -> float:
 
 
 @pytest.fixture(scope="module")
-def torch_case(torch_digits, digits, tmp_path_factory):
-    x, y = digits
-    result = compare(torch_digits, {"x": x[TRAIN:], "labels": y[TRAIN:]},
+def torch_case(torch_digits, unseen_digits, tmp_path_factory):
+    x, y = unseen_digits
+    result = compare(torch_digits, {"x": x, "labels": y},
                      CompareConfig(device="rpi4b", latency=LATENCY, name="digits-torch"),
                      work_dir=tmp_path_factory.mktemp("torch"))
     import torch
-    held = held_out_indices(len(x) - TRAIN)
-    xs = x[TRAIN:][held]
+    held = held_out_indices(len(x))
+    xs = x[held]
     with torch.no_grad():
         source = torch_digits(torch.from_numpy(xs)).numpy()
-    return result, xs, y[TRAIN:][held], source
+    return result, xs, y[held], source
 
 
 @pytest.fixture(scope="module")
-def keras_case(keras_digits, digits, tmp_path_factory):
-    x, y = digits
+def keras_case(keras_digits, unseen_digits, tmp_path_factory):
+    x, y = unseen_digits
     nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    result = compare(keras_digits, {"image": nhwc[TRAIN:], "labels": y[TRAIN:]},
+    result = compare(keras_digits, {"image": nhwc, "labels": y},
                      CompareConfig(device="rpi4b", latency=LATENCY, name="digits-keras"),
                      work_dir=tmp_path_factory.mktemp("keras"))
-    held = held_out_indices(len(x) - TRAIN)
-    xs = nhwc[TRAIN:][held]
+    held = held_out_indices(len(x))
+    xs = nhwc[held]
     source = np.asarray(keras_digits(xs, training=False))
-    return result, xs, y[TRAIN:][held], source
+    return result, xs, y[held], source
 
 
 def _check_against_direct(result, xs, ys, source):
