@@ -2,8 +2,10 @@
 
 Modes map onto the converter as follows: fp16 = float16 weights (float32 compute and I/O
 on CPU), dynamic = int8 weights with float activations, int8 = full-integer builtins with
-a representative dataset (float or int8 I/O). Only builtin ops are allowed: the select-TF
-ops ("flex") runtime is not available in the slim LiteRT wheels devices run.
+a representative dataset (float or int8 I/O), made by edgepack.converters.int8.litert_int8
+(the device's LiteRT recipe, optional accuracy-aware mixed precision, the speed check).
+Only builtin ops are allowed: the select-TF ops ("flex") runtime is not available in the
+slim LiteRT wheels devices run.
 """
 from __future__ import annotations
 
@@ -11,16 +13,15 @@ import logging
 import re
 import tempfile
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Mapping
 
 import numpy as np
 
 from edgepack.runtime.errors import ConversionError
 
 from .artifacts import ConvertedModel, SourceModel
-from .config import ConversionConfig
+from .config import ConversionConfig, QuantizationConfig
 from .keras_source import export_saved_model
-from .progress import report
 
 log = logging.getLogger(__name__)
 
@@ -28,55 +29,64 @@ log = logging.getLogger(__name__)
 def convert(source: SourceModel, config: ConversionConfig,
             calibration: Mapping[str, np.ndarray] | None) -> ConvertedModel:
     """Registry entry point for keras -> tflite."""
-    import tensorflow as tf
-
     quant = config.quantization
     if quant.needs_calibration and not calibration:
         raise ConversionError(
             "int8 quantization needs calibration data (a .npy/.npz file, an image folder or "
             "an iterable of samples); pass --calibration-data")
+    samples = None
     with tempfile.TemporaryDirectory(prefix="edgepack-tfl-") as tmp:
         saved = export_saved_model(source, Path(tmp, "saved_model"), config.dynamic_batch)
-        converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        samples = None
-        if quant.mode in ("fp16", "dynamic", "int8"):
-            converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if quant.mode == "fp16":
-            converter.target_spec.supported_types = [tf.float16]
-        if quant.mode in ("dynamic", "int8") and not quant.per_channel:
-            # No public switch exists; this private flag is what the converter reads.
-            converter._experimental_disable_per_channel = True
         if quant.mode == "int8":
             names = source.input_names
             samples = min(quant.calibration.samples, *(len(calibration[n]) for n in names))
-            converter.representative_dataset = _representative(calibration, names, samples)
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-            if quant.int8_io:
-                converter.inference_input_type = tf.int8
-                converter.inference_output_type = tf.int8
-        try:
-            model_bytes = converter.convert()
-        except Exception as e:
-            raise conversion_error(e) from e
+            model_bytes, int8_record = _quantize_int8(
+                saved, quant, {n: np.asarray(calibration[n])[:samples] for n in names})
+        else:
+            model_bytes, int8_record = _convert_float(saved, quant), {}
     input_map, output_order = signature_maps(model_bytes, source)
     notes = () if config.dynamic_batch else (f"fixed batch {source.example_inputs[0].shape[0]}",)
     record = quant.to_record(calibration_samples=samples)
     if record:
         record.pop("reduce_range", None)  # an onnxruntime x86 workaround; TFLite has no such knob
+        record.update((k, v) for k, v in int8_record.items() if k != "calibration")
     return ConvertedModel(model_bytes, "litert", "tf.lite.TFLiteConverter",
                           input_map=input_map, output_order=output_order,
                           quantization=record,
                           notes=notes)
 
 
-def _representative(calibration: Mapping[str, np.ndarray], names, count: int):
-    def generate() -> Iterator[dict[str, np.ndarray]]:
-        for i in range(count):
-            report("calibrate", i, count)
-            yield {n: np.asarray(calibration[n][i:i + 1], dtype=np.float32) for n in names}
-        report("calibrate", count, count)
-    return generate
+def _convert_float(saved: Path, quant: QuantizationConfig) -> bytes:
+    """none / fp16 / dynamic."""
+    import tensorflow as tf
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quant.mode in ("fp16", "dynamic"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quant.mode == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quant.mode == "dynamic" and not quant.per_channel:
+        # No public switch exists; this private flag is what the converter reads.
+        converter._experimental_disable_per_channel = True
+    try:
+        return converter.convert()
+    except Exception as e:
+        raise conversion_error(e) from e
+
+
+def _quantize_int8(saved: Path, quant: QuantizationConfig,
+                   samples: Mapping[str, np.ndarray]) -> tuple[bytes, dict]:
+    """int8 through edgepack.converters.int8: the LiteRT recipe of the device, optional
+    accuracy-aware mixed precision and the speed check, as the ONNX path does."""
+    from .int8 import AccuracyTarget, LiteRtInt8Options, SpeedSettings, quantize_litert_int8
+    options = LiteRtInt8Options(
+        device=quant.device, recipe_overrides=(("per_channel", quant.per_channel),),
+        int8_io=quant.int8_io,
+        accuracy=(None if quant.accuracy_target is None
+                  else AccuracyTarget(min_agreement=quant.accuracy_target)),
+        speed=SpeedSettings() if quant.speed_check else None)
+    result = quantize_litert_int8(saved, samples, options)
+    return result.model_bytes, result.record
 
 
 def signature_maps(model_bytes: bytes, source: SourceModel
