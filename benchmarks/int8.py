@@ -384,6 +384,77 @@ def sensitive_section() -> None:
             for entry in kept:
                 print(f"      manifest kept_float: {entry['node']} "
                       f"{entry.get('op', '')}: {entry['reason']}")
+    tflite_sensitive_section(target)
+
+
+def keras_digits_cnn(x_train, y_train, epochs: int = 30):
+    """`digits_cnn` in Keras (NHWC input), trained on the training split."""
+    import keras
+    keras.utils.set_random_seed(0)
+
+    def block(x, filters, name):
+        x = keras.layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv")(x)
+        x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+        return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+    image = keras.Input((8, 8, 1), name="x")
+    x = block(block(image, 32, "block1"), 64, "block2")
+    x = block(keras.layers.MaxPooling2D(2)(x), 64, "block3")
+    model = keras.Model(image, keras.layers.Dense(10, name="head")(keras.layers.Flatten()(x)))
+    model.compile(optimizer=keras.optimizers.Adam(3e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x_train, y_train, epochs=epochs, batch_size=64, verbose=0)
+    return model
+
+
+def add_keras_outlier_channel(model, factor: float) -> None:
+    """`add_outlier_channel` for the Keras CNN, in place: channel 0 of block 1's BatchNorm
+    output x`factor`, block 2's conv weights reading it /`factor` (same float function)."""
+    bn, conv = model.get_layer("block1_bn"), model.get_layer("block2_conv")
+    gamma, beta, mean, var = bn.get_weights()
+    gamma[0] *= factor
+    beta[0] *= factor
+    bn.set_weights([gamma, beta, mean, var])
+    kernel, bias = conv.get_weights()
+    kernel[:, :, 0, :] /= factor
+    conv.set_weights([kernel, bias])
+
+
+def tflite_sensitive_section(target) -> None:
+    """The same measurement for Keras -> TFLite int8 (TensorFlow's selective quantization)."""
+    from edgepack.converters.int8 import LiteRtInt8Options, quantize_litert_int8
+    from edgepack.runtime import load, read_bundle
+    x_train, x_test, y_train, y_test = (np.ascontiguousarray(a.transpose(0, 2, 3, 1))
+                                        if a.ndim == 4 else a for a in digits_splits())
+    model = keras_digits_cnn(x_train, y_train)
+    add_keras_outlier_channel(model, factor=300.0)
+    ref = model.predict(x_test, verbose=0)
+    print(f"\n== the same CNN in Keras -> TFLite (LiteRT), channel 0 of block 1 x300; fp32 "
+          f"accuracy {np.mean(ref.argmax(1) == y_test):.4f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = Path(tmp, "saved_model")
+        model.export(str(saved), verbose=False)
+        for name, accuracy in (("plain int8", None), ("accuracy-aware", target)):
+            start = time.perf_counter()
+            result = quantize_litert_int8(saved, {"x": x_train[:256]},
+                                          LiteRtInt8Options(accuracy=accuracy))
+            seconds = time.perf_counter() - start
+            path = bundle(Path(tmp), "tflite-" + name.replace(" ", "-"), result.model_bytes,
+                          result.record)
+            with load(path) as runner:
+                (got,) = runner.run({runner.inputs[0].name: x_test}).values()
+            agreement = float(np.mean(got.argmax(1) == ref.argmax(1)))
+            acc = float(np.mean(got.argmax(1) == y_test))
+            verdict = "meets" if agreement >= target.min_agreement else "MISSES"
+            record = result.record.get("accuracy_aware") or {}
+            on_calibration = (f"; calibration set {record['agreement_all_int8']:.4f} -> "
+                              f"{record['agreement']:.4f}" if record else "")
+            print(f"  {name:15s} agreement {agreement:.4f} ({verdict} target)  accuracy "
+                  f"{acc:.4f}  [{seconds:.0f} s{on_calibration}]")
+            for entry in read_bundle(path).manifest.quantization.get("kept_float", []):
+                # A fused TFLite op is named after all the ops it fused: show the first.
+                print(f"      manifest kept_float: {entry['node'].split(';')[0]};... "
+                      f"{entry.get('op', '')}: {entry['reason']}")
 
 
 def main(argv=None) -> int:
