@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -46,8 +47,15 @@ def is_available(name: str) -> bool:
     return name in _entry_points()
 
 
-def open_engine(name: str, model: bytes, *, threads: int | None = None) -> Engine:
-    """Create engine `name` for the serialized `model`; raise a clear error if it cannot."""
+def open_engine(name: str, model: bytes, *, threads: int | None = None,
+                spin_wait: bool | None = None) -> Engine:
+    """Create engine `name` for the serialized `model`; raise a clear error if it cannot.
+
+    An engine class is called as `cls(model, threads=...)`, plus `spin_wait=...` when the
+    caller set it and the class takes it. spin_wait=False asks the engine's thread pool to
+    sleep between runs instead of spinning (see `load`); an engine without such a setting
+    is opened without it.
+    """
     if name in BUILTIN:
         module, cls, _, extra = BUILTIN[name]
         if not is_available(name):
@@ -61,12 +69,23 @@ def open_engine(name: str, model: bytes, *, threads: int | None = None) -> Engin
                 f"unknown engine {name!r}; built in: {sorted(BUILTIN)}, registered: "
                 f"{sorted(points) or 'none'}")
         factory = points[name].load()
+    settings: dict = {"threads": threads}
+    if spin_wait is not None and _accepts(factory, "spin_wait"):
+        settings["spin_wait"] = spin_wait
     try:
-        return factory(model, threads=threads)
+        return factory(model, **settings)
     except EngineError:
         raise
     except Exception as e:  # engines raise their own types; the caller gets ours
         raise EngineError(f"engine {name!r} could not load the model: {e}") from e
+
+
+def _accepts(factory, keyword: str) -> bool:
+    try:
+        parameters = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # some C-implemented callables have no signature
+        return False
+    return any(p.name == keyword or p.kind is p.VAR_KEYWORD for p in parameters)
 
 
 def _entry_points() -> dict:

@@ -6,7 +6,8 @@ import pytest
 
 import models
 from edgepack.runtime import TensorSpec, engines, load, pack_bundle
-from edgepack.runtime.errors import BundleError, EngineNotInstalledError, InputError
+from edgepack.runtime.errors import (BundleError, EngineError, EngineNotInstalledError,
+                                     InputError)
 
 RNG = np.random.default_rng(42)
 
@@ -138,8 +139,46 @@ def test_entry_point_engine(monkeypatch, conv_bundle):
     x = np.arange(192, dtype=np.float32).reshape(1, 3, 8, 8)
     with load(conv_bundle, engine="echo") as model:
         np.testing.assert_array_equal(model.run({"x": x})["logits"], [[0, 1, 2, 3]])
+    # An engine without a spin_wait setting is opened without it, not refused.
+    with load(conv_bundle, engine="echo", spin_wait=False) as model:
+        assert model.run({"x": x})["logits"].shape == (1, 4)
     with pytest.raises(EngineNotInstalledError, match="unknown engine 'nope'.*echo"):
         load(conv_bundle, engine="nope")
+
+
+def test_spin_wait_reaches_engines_that_take_it(monkeypatch, conv_bundle):
+    seen = []
+
+    class Recorder:
+        name = "recorder"
+
+        def __init__(self, model, *, threads=None, **settings):
+            seen.append({"threads": threads, **settings})
+            raise RuntimeError("recorded")
+
+    class EntryPoint:
+        def load(self):
+            return Recorder
+
+    monkeypatch.setattr(engines, "_entry_points", lambda: {"recorder": EntryPoint()})
+    for spin_wait in (None, False, True):
+        with pytest.raises(EngineError, match="recorded"):
+            load(conv_bundle, engine="recorder", threads=2, spin_wait=spin_wait)
+    assert seen == [{"threads": 2}, {"threads": 2, "spin_wait": False},
+                    {"threads": 2, "spin_wait": True}]
+
+
+@pytest.mark.parametrize("spin_wait, allowed", [(None, None), (False, "0"), (True, "1")])
+def test_onnxruntime_spin_wait_sets_the_session_option(conv_onnx, spin_wait, allowed):
+    engine = engines.open_engine("onnxruntime", conv_onnx, threads=2, spin_wait=spin_wait)
+    config = engine.session.get_session_options().get_session_config_entry
+    key = "session.intra_op.allow_spinning"
+    if allowed is None:   # onnxruntime's own default is left alone
+        with pytest.raises(Exception):
+            config(key)
+    else:
+        assert config(key) == allowed
+    engine.close()
 
 
 def test_manifest_that_disagrees_with_model_is_refused(tmp_path, conv_onnx):
