@@ -33,9 +33,10 @@ def load(path: str | os.PathLike | Bundle, *, engine: str | None = None,
     spinning (None: the engine's default, which for ONNX Runtime is to spin). Set it when
     the process runs more than one multi-threaded model, or does real work between runs
     (camera capture, preprocessing): measured here with two 2-thread MobileNetV2 sessions
-    run alternately on 2 cores, spinning made each one 1.4-2x slower than with sleeping
-    workers, while a single model in a tight loop gained 10-20% from spinning
-    (benchmarks/spin_wait.py). Engines without such a setting (LiteRT) ignore it.
+    run alternately on 2 cores, spinning made each one 1.6-2.2x slower than with sleeping
+    workers, and a frame of one run + 5 ms of app work 1.1-1.2x slower; a single model in
+    a tight loop was 0-65% slower with sleeping workers (benchmarks/spin_wait.py).
+    Engines without such a setting (LiteRT) ignore it.
     """
     bundle = path if isinstance(path, Bundle) else read_bundle(
         path, limits=limits, trusted_key=trusted_key)
