@@ -44,6 +44,8 @@ def convert(source: SourceModel, config: ConversionConfig,
                 saved, quant, {n: np.asarray(calibration[n])[:samples] for n in names})
         else:
             model_bytes, int8_record = _convert_float(saved, quant), {}
+    if quant.mode == "dynamic":
+        _warn_if_conv_heavy(model_bytes)
     input_map, output_order = signature_maps(model_bytes, source)
     notes = () if config.dynamic_batch else (f"fixed batch {source.example_inputs[0].shape[0]}",)
     record = quant.to_record(calibration_samples=samples)
@@ -54,6 +56,15 @@ def convert(source: SourceModel, config: ConversionConfig,
                           input_map=input_map, output_order=output_order,
                           quantization=record,
                           notes=notes)
+
+
+def _warn_if_conv_heavy(model_bytes: bytes) -> None:
+    """Dynamic was asked for explicitly: keep it, but say when it is the wrong mode."""
+    from edgepack.devices.tflite_reader import read_tflite
+
+    from .int8 import dynamic_refusal
+    ops = [op.opcode.name for op in read_tflite(model_bytes).operators]
+    dynamic_refusal(ops, asked_explicitly=True, engine="litert")
 
 
 def _convert_float(saved: Path, quant: QuantizationConfig) -> bytes:

@@ -57,9 +57,12 @@ FORMATS = ("qdq", "qoperator")
 INT8_TYPES = ("uint8", "int8")
 #: CPU families a recipe can be chosen for, from the profile's/host's ISA features.
 CPU_FAMILIES = ("x86-vnni", "x86-avx2", "x86-generic", "arm-dotprod", "arm-neon", "unknown")
-#: ONNX op types whose int8 form is a convolution or a matrix product: a model made mostly
-#: of these is "conv-heavy" and must not be quantized dynamically.
-CONV_OPS = ("Conv", "ConvTranspose")
+#: Convolutions and matrix products, as ONNX op types and TFLite builtin names: a model
+#: with at least as many of the first as of the second is "conv-heavy" and must not be
+#: quantized dynamically.
+CONV_OPS = ("Conv", "ConvTranspose", "CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV",
+            "CONV_3D")
+MATMUL_OPS = ("MatMul", "Gemm", "FULLY_CONNECTED", "BATCH_MATMUL")
 
 
 @dataclass(frozen=True)
@@ -254,22 +257,29 @@ def _describe(device: Any) -> tuple[str, tuple[str, ...], str]:
     return profile.arch, profile.features, profile.name
 
 
-def dynamic_refusal(model_op_types: Iterable[str], asked_explicitly: bool) -> str | None:
+def dynamic_refusal(model_op_types: Iterable[str], asked_explicitly: bool,
+                    engine: str = "onnxruntime") -> str | None:
     """Why "dynamic" quantization should not be used on this model, or None.
 
+    model_op_types: one entry per node (ONNX op types, or TFLite builtin names for
+        engine "litert").
     Dynamic quantization of a conv-heavy ONNX model either leaves the convolutions in float
     (edgepack's dynamic mode quantizes only MatMul/Gemm: no gain) or makes them ConvInteger,
     which onnxruntime's CPU provider runs 10-15x slower than float (issue 8's measurement on
     MobileNetV2); measured here on LiteRT, dynamic MobileNetV2 is x1.5-2.7 of fp32. A recipe
     never picks it; when the user asks explicitly, this warns and returns None.
     """
+    if engine not in ENGINES:
+        raise ConversionError(f"no int8 recipes for engine {engine!r}; known: {', '.join(ENGINES)}")
     ops = list(model_op_types)
     convs = sum(op in CONV_OPS for op in ops)
-    mats = sum(op in ("MatMul", "Gemm") for op in ops)
+    mats = sum(op in MATMUL_OPS for op in ops)
     if convs and convs >= mats:
-        message = (f"the model has {convs} convolutions: dynamic int8 (weights only) leaves "
-                   "them float or makes them ConvInteger (10-15x slower than float on "
-                   "onnxruntime); use int8 with calibration data")
+        cost = ("leaves them float or makes them ConvInteger (10-15x slower than float on "
+                "onnxruntime)" if engine == "onnxruntime" else
+                "was measured x1.5-2.7 of fp32 on LiteRT (MobileNetV2)")
+        message = (f"the model has {convs} convolutions: dynamic int8 (weights only) {cost}; "
+                   "use int8 with calibration data")
         if asked_explicitly:
             log.warning("%s (kept because it was asked explicitly)", message)
             return None

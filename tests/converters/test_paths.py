@@ -61,11 +61,15 @@ def test_pytorch_to_onnx_every_mode(torch_cnn, nchw_data, tmp_path):
     assert sizes["none"] > 4 * (16 * 64 * 10)
 
 
-def test_keras_to_tflite_every_mode(keras_cnn, nhwc_data, tmp_path):
-    _convert_all_modes(keras_cnn, "tflite", tmp_path, nhwc_data)
+def test_keras_to_tflite_every_mode(keras_cnn, nhwc_data, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="edgepack.converters.int8.recipes"):
+        _convert_all_modes(keras_cnn, "tflite", tmp_path, nhwc_data)
     manifest = read_bundle(tmp_path / "int8.edgepack").manifest
     assert manifest.model.engine == "litert"
     assert manifest.inputs[0].layout == "NHWC"
+    # Dynamic was asked for explicitly on a model of 2 convs and 1 dense layer: kept, warned.
+    warnings = [r.getMessage() for r in caplog.records if "dynamic int8" in r.getMessage()]
+    assert len(warnings) == 1 and "2 convolutions" in warnings[0], warnings
 
 
 def test_keras_to_onnx_every_mode(keras_cnn, nhwc_data, tmp_path):

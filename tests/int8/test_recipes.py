@@ -112,3 +112,13 @@ def test_dynamic_is_refused_for_conv_heavy_models_unless_asked(caplog):
         assert dynamic_refusal(convnet, asked_explicitly=True) is None
     assert "10-15x slower" in caplog.text
     assert dynamic_refusal(["MatMul", "Add", "MatMul", "Softmax"], False) is None
+
+
+def test_dynamic_refusal_reads_tflite_op_names(caplog):
+    mobilenet_like = ["CONV_2D", "DEPTHWISE_CONV_2D", "CONV_2D", "ADD", "FULLY_CONNECTED"]
+    assert "LiteRT" in dynamic_refusal(mobilenet_like, False, engine="litert")
+    with caplog.at_level("WARNING"):
+        assert dynamic_refusal(mobilenet_like, True, engine="litert") is None
+    assert "x1.5-2.7" in caplog.text
+    assert dynamic_refusal(["FULLY_CONNECTED", "FULLY_CONNECTED", "CONV_2D"], False,
+                           engine="litert") is None
