@@ -15,6 +15,7 @@ from edgepack.runtime.specs import example_feeds, format_shape
 from ..benchmark import benchmark
 from ..inputs import input_sets
 from ..packing import ImagePipeline, onnx_opset, read_labels, read_pipeline_file
+from .describe_quantization import quantization_lines
 
 
 def _floats(text: str | None) -> tuple[float, ...] | None:
@@ -102,7 +103,8 @@ def _spec_rows(specs):
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def inspect(bundle, as_json):
-    """Show what a bundle holds: specs, pipelines, labels, provenance, accuracy kept."""
+    """Show what a bundle holds: specs, pipelines, labels, provenance, how it was
+    quantized, accuracy kept."""
     b = read_bundle(bundle)
     m = b.manifest
     if as_json:
@@ -125,10 +127,8 @@ def inspect(bundle, as_json):
     labels = b.labels()
     if labels:
         click.echo(f"labels: {len(labels)} ({', '.join(labels[:5])}{', …' if len(labels) > 5 else ''})")
-    if m.quantization:
-        q = m.quantization
-        details = ", ".join(f"{k}={v}" for k, v in q.items() if k != "mode" and not isinstance(v, (dict, list)))
-        click.echo(f"quantization: {q.get('mode', '?')}" + (f" ({details})" if details else ""))
+    for line in quantization_lines(m.quantization):
+        click.echo(line)
     if m.validation:
         for line in _validation_lines(m.validation):
             click.echo(line)
