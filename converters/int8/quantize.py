@@ -7,6 +7,8 @@ through onnxruntime's calibration cache.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -128,19 +130,26 @@ class Calibrated:
                  # symmetric weights are what the int8 conv kernels expect.
                  "ActivationSymmetric": False, "WeightSymmetric": True}
         reader = None if self._cache.exists() else self._reader
+        # The histogram calibrators print progress to stdout ("Collecting tensor data and
+        # making histogram ..."), which would mix with the CLI's own output (and --json).
+        chatter = io.StringIO()
         try:
-            ortq.quantize_static(
-                str(self._model_path), str(out), reader,
-                quant_format={"qdq": ortq.QuantFormat.QDQ,
-                              "qoperator": ortq.QuantFormat.QOperator}[recipe.quant_format],
-                per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
-                activation_type=qtype[recipe.activation_type],
-                weight_type=qtype[recipe.weight_type], calibrate_method=method,
-                nodes_to_exclude=sorted(excluded) or None, extra_options=extra,
-                calibration_cache_path=str(self._cache))
+            with contextlib.redirect_stdout(chatter):
+                ortq.quantize_static(
+                    str(self._model_path), str(out), reader,
+                    quant_format={"qdq": ortq.QuantFormat.QDQ,
+                                  "qoperator": ortq.QuantFormat.QOperator}[recipe.quant_format],
+                    per_channel=recipe.per_channel, reduce_range=recipe.reduce_range,
+                    activation_type=qtype[recipe.activation_type],
+                    weight_type=qtype[recipe.weight_type], calibrate_method=method,
+                    nodes_to_exclude=sorted(excluded) or None, extra_options=extra,
+                    calibration_cache_path=str(self._cache))
         except Exception as e:
             first = (str(e).splitlines() or [type(e).__name__])[0]
             raise ConversionError(f"onnxruntime static quantization failed: {first}") from e
+        finally:
+            if chatter.getvalue().strip():
+                log.debug("onnxruntime quantizer: %s", chatter.getvalue().strip())
         return out.read_bytes()
 
 
