@@ -27,14 +27,16 @@ def quantization_lines(record: Mapping[str, Any]) -> list[str]:
     """Lines describing a manifest's `quantization` record (empty for None or {})."""
     if not record:
         return []
-    lines = _guarded("quantization", record, _headline)
+    lines = guarded_lines("quantization", record, _headline)
     for key, describe in _SECTIONS.items():
         if record.get(key) is not None:
-            lines.extend(_guarded(key, record[key], describe))
+            lines.extend(guarded_lines(key, record[key], describe))
     return lines
 
 
-def _guarded(key: str, value: Any, describe: Callable[[Any], Iterator[str]]) -> list[str]:
+def guarded_lines(key: str, value: Any, describe: Callable[[Any], Iterator[str]]) -> list[str]:
+    """`describe(value)` as a list of lines, or one line showing `value` raw when it is not
+    in the form `describe` expects."""
     # Manifests can be hand-edited or written by another version: a section whose value is
     # not in the expected form is shown raw, and the rest of inspect carries on.
     try:

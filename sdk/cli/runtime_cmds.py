@@ -15,7 +15,7 @@ from edgepack.runtime.specs import example_feeds, format_shape
 from ..benchmark import benchmark
 from ..inputs import input_sets
 from ..packing import ImagePipeline, onnx_opset, read_labels, read_pipeline_file
-from .describe_quantization import quantization_lines
+from .describe_quantization import guarded_lines, quantization_lines
 
 
 def _floats(text: str | None) -> tuple[float, ...] | None:
@@ -130,7 +130,7 @@ def inspect(bundle, as_json):
     for line in quantization_lines(m.quantization):
         click.echo(line)
     if m.validation:
-        for line in _validation_lines(m.validation):
+        for line in guarded_lines("validation", m.validation, _validation_lines):
             click.echo(line)
 
 

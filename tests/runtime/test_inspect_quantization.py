@@ -178,3 +178,13 @@ def test_describing_quantization_imports_nothing_heavy():
     loaded = set(json.loads(out.stdout.strip().splitlines()[-1]))
     assert "edgepack.cli.describe_quantization" in loaded
     assert not loaded & {"torch", "tensorflow", "keras", "onnx", "onnxruntime", "jax", "click"}
+
+
+def test_malformed_validation_record_is_shown_raw(tmp_path, conv_onnx):
+    validation = {"samples": 100, "passed": True, "outputs": {"logits": {"cosine": 0.99}},
+                  "task": {"metric": "accuracy", "source": "n/a", "bundle": 0.9}}
+    bundle = pack_bundle(tmp_path / "v.edgepack", conv_onnx, name="v", validation=validation)
+    result = CliRunner().invoke(cli, ["inspect", str(bundle)], catch_exceptions=False)
+    assert result.exit_code == 0 and "Traceback" not in result.output
+    assert _line(result.output, "validation:").startswith(
+        'validation: not in the expected form, raw: {"samples": 100')
