@@ -16,7 +16,9 @@ Accuracy-aware mode uses TensorFlow's own selective quantization
    quantized op runs beside a float twin fed the same (dequantized) input, so a layer is
    measured alone, the TFLite counterpart of sensitivity.py's "isolated" ranking;
 4. keep layers float, worst first, re-quantizing and re-measuring after each, until the
-   target is met or `max_float_layers` is reached (then the best mix, marked unmet).
+   target is met or `max_float_layers` is reached (then the best mix, marked unmet);
+5. once met, return the kept layers the target does not need to int8, least sensitive
+   first: sensitivity.py's `prune_float_layers`, on the same calibrated model and samples.
 
 Kept-float layers are TFLite builtin float kernels between QUANTIZE/DEQUANTIZE ops. The
 selective quantizer does not check `supported_ops`, so TFLITE_BUILTINS_INT8 needs no
@@ -40,7 +42,7 @@ from edgepack.runtime.errors import ConversionError
 
 from .onnx_int8 import Int8Result
 from .recipes import Recipe, choose_recipe
-from .sensitivity import AccuracyTarget, MixedPrecision, Score, score
+from .sensitivity import AccuracyTarget, MixedPrecision, Score, prune_float_layers, score
 from .speed import SpeedSettings, measure_speed
 
 log = logging.getLogger(__name__)
@@ -176,12 +178,15 @@ def accuracy_aware_litert(converter, float_model: bytes, samples: Mapping[str, n
     names = list(reference)
     n_used = len(reference[names[0]])
 
-    def measure(model: bytes) -> Score:
+    def measure_model(model: bytes) -> Score:
         out = run(model)
         return score([reference[n] for n in names], [out[n] for n in names])
 
-    full = _requantize(debugger, [])
-    base = measure(full)
+    def measure(nodes: Sequence[str]) -> tuple[bytes, Score]:
+        model = _requantize(debugger, nodes)
+        return model, measure_model(model)
+
+    full, base = measure([])
     log.info("accuracy-aware (TFLite): all-int8 agreement %.4f (target %.4f), error %.3g on "
              "%d samples", base.agreement, target.min_agreement, base.error, n_used)
     if base.agreement >= target.min_agreement:
@@ -204,7 +209,7 @@ def accuracy_aware_litert(converter, float_model: bytes, samples: Mapping[str, n
             skipped += 1
             continue
         kept.append(layer)
-        result = measure(candidate)
+        result = measure_model(candidate)
         log.info("accuracy-aware (TFLite): +float %s -> agreement %.4f, error %.3g",
                  layer.node, result.agreement, result.error)
         if (result.agreement, -result.error) > (best.agreement, -best.error):
@@ -217,8 +222,15 @@ def accuracy_aware_litert(converter, float_model: bytes, samples: Mapping[str, n
                     "best, below the target %.4f%s", len(best_kept), best.agreement,
                     target.min_agreement, f" ({skipped} layer(s) at the model's I/O stayed "
                     "int8 for int8 I/O)" if skipped else "")
-    return LiteRtMixedPrecision(_shipped(best_model, int8_io), target, base, best, best_kept,
-                                tuple(ranking), n_used)
+        return LiteRtMixedPrecision(_shipped(best_model, int8_io), target, base, best,
+                                    best_kept, tuple(ranking), n_used)
+    # Fewer float layers can only leave fewer tensors at the model's I/O float, so every
+    # pruned mix still takes int8 I/O when the greedy one did.
+    pruned = prune_float_layers(best_kept, best_model, best, measure, target.min_agreement,
+                                all_int8=base)
+    return LiteRtMixedPrecision(_shipped(pruned.model_bytes, int8_io), target, base,
+                                pruned.score, pruned.kept, tuple(ranking), n_used,
+                                pruned.trials)
 
 
 def layer_errors(debugger, samples: Mapping[str, np.ndarray]) -> list[LayerError]:

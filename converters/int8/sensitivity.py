@@ -14,16 +14,22 @@ The pass works on the calibration set (the held-out split stays for validation):
      error disappears; it measures the layer in the model that would ship, where errors
      compound, but misses such pairs;
 3. keep layers in float, most sensitive first, re-measuring after each, until the target is
-   met or `max_float_layers` is reached (then the best mix found is returned, marked unmet).
+   met or `max_float_layers` is reached (then the best mix found is returned, marked unmet);
+4. once the target is met, prune (`prune_float_layers`): try each kept layer back in int8,
+   the least sensitive first, and leave it int8 when the target still holds without it. A
+   layer added early may be redundant once later ones are float too (the "isolated"
+   ranking lists both the producer and the consumer of an outlier tensor), and every float
+   layer costs speed and size on the device.
 
 Calibration runs once (`Calibrated` reuses the ranges), so each step costs one graph
-rewrite and one pass over the calibration set.
+rewrite and one pass over the calibration set. The pruning is shared with the TFLite path
+(litert_int8.py): it only sees a `measure(float nodes) -> (model, Score)` callable.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -35,6 +41,19 @@ from .recipes import Recipe
 log = logging.getLogger(__name__)
 
 SENSITIVITY_METHODS = ("isolated", "leave_one_out")
+#: Pruning leaves layers int8 only while the mix gives back at most this fraction of the
+#: output error that the greedy phase's float layers removed from the all-int8 model.
+#: Agreement alone is a count on a few hundred samples that sees only the first class
+#: output: a layer that brings back a real share of the damage without flipping a top-1
+#: here is likely to flip some on held-out data, or breaks an output agreement does not
+#: look at (which validation may then refuse). A layer whose int8 form is only rounding
+#: noise stays far below a quarter (0.02% for the head of the tests' outlier CNN), while one
+#: that matters gives back most of it: with only the consumer of the TFLite benchmark's
+#: outlier tensor float, agreement is 0.887 (it would pass a 0.88 target) but 92% of the
+#: error is back. The bound is scaled by the removed error, not by the greedy mix's own
+#: error, which is often ~0 (exactly 0 when every layer ended float); it is fixed at the
+#: greedy mix, so returning several layers does not compound it.
+MAX_ERROR_GIVEN_BACK = 0.25
 
 
 @dataclass(frozen=True)
@@ -96,6 +115,86 @@ class LayerSensitivity:
                 f"all-int8 output error (agreement {self.agreement:.4f})")
 
 
+class KeptLayer(Protocol):
+    """A layer the pass may keep float: LayerSensitivity here, LayerError for TFLite."""
+
+    node: str
+    op_type: str
+
+    def describe(self, rank: int) -> str: ...
+
+
+#: The float layers of a candidate (besides the caller's and the recipe's) -> the candidate
+#: model and its score on the measurement samples.
+Measure = Callable[[Sequence[str]], "tuple[bytes, Score]"]
+
+
+@dataclass(frozen=True)
+class PruningTrial:
+    """One layer of the greedy result tried back in int8 (`prune_float_layers`)."""
+
+    node: str
+    op_type: str
+    others: tuple[str, ...]   # the layers still float during the trial
+    score: Score              # the mix with this layer int8
+    before: Score             # the greedy mix (all its layers float)
+    error_limit: float        # the most error a pruned mix may have (MAX_ERROR_GIVEN_BACK)
+    returned: bool            # True: the layer stays int8
+
+    def describe(self, target: float) -> str:
+        others = (f"once {', '.join(self.others)} {'was' if len(self.others) == 1 else 'were'}"
+                  " float" if self.others else "with no other layer float")
+        if self.returned:
+            return (f"not needed {others}: agreement {self.score.agreement:.4f} (target "
+                    f"{target}) and output error {self.score.error:.3g} without it "
+                    f"({self.before.agreement:.4f} and {self.before.error:.3g} with it)")
+        if self.score.agreement < target:
+            return (f"needed: back in int8 it gives agreement {self.score.agreement:.4f}, "
+                    f"below the target {target}")
+        return (f"needed: back in int8 it keeps agreement {self.score.agreement:.4f} but gives "
+                f"back over {MAX_ERROR_GIVEN_BACK:.0%} of the output error the float layers "
+                f"removed (error {self.score.error:.3g}, at most {self.error_limit:.3g} allowed)")
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What `prune_float_layers` leaves: the final float layers and their model."""
+
+    kept: tuple[Any, ...]
+    model_bytes: bytes
+    score: Score
+    trials: tuple[PruningTrial, ...]
+
+
+def prune_float_layers(kept: Sequence[KeptLayer], model_bytes: bytes, result: Score,
+                       measure: Measure, min_agreement: float, *, all_int8: Score) -> Pruned:
+    """Try each of `kept` (most sensitive first, as the greedy phase added them) back in
+    int8, the least sensitive first; a layer stays int8 when the mix without it still
+    reaches `min_agreement` and gives back at most MAX_ERROR_GIVEN_BACK of the error that
+    the float layers removed from `all_int8`.
+
+    `model_bytes`/`result`: the greedy mix (all of `kept` float), which met the target.
+    `measure(nodes)` quantizes with `nodes` float (the caller adds its own fixed ones) and
+    returns (model, score), on the same samples that gave `result`.
+    """
+    removed = max(all_int8.error - result.error, 0.0)
+    error_limit = result.error + MAX_ERROR_GIVEN_BACK * removed
+    current = list(kept)
+    best_model, best = model_bytes, result
+    trials = []
+    for layer in reversed(kept):
+        others = [k for k in current if k is not layer]
+        model, trial = measure([k.node for k in others])
+        returned = trial.agreement >= min_agreement and trial.error <= error_limit
+        log.info("accuracy-aware: %s back to int8 -> agreement %.4f, error %.3g: %s",
+                 layer.node, trial.agreement, trial.error, "kept int8" if returned else "needed")
+        trials.append(PruningTrial(layer.node, layer.op_type, tuple(k.node for k in others),
+                                   trial, result, error_limit, returned))
+        if returned:
+            current, best_model, best = others, model, trial
+    return Pruned(tuple(current), best_model, best, tuple(trials))
+
+
 @dataclass(frozen=True)
 class MixedPrecision:
     """Result of the pass: the model to ship and the evidence for the manifest."""
@@ -107,6 +206,7 @@ class MixedPrecision:
     kept_float: tuple[LayerSensitivity, ...]
     ranking: tuple[LayerSensitivity, ...] = field(default=())
     samples: int = 0
+    pruning: tuple[PruningTrial, ...] = ()   # empty when the target was not met
 
     @property
     def met(self) -> bool:
@@ -123,9 +223,19 @@ class MixedPrecision:
             "error": float(f"{self.final.error:.4g}"),
             "met": self.met,
             "method": self.target.method,
-            "kept_float": [{"node": s.node, "op": s.op_type, "reason": s.describe(i + 1)}
+            "kept_float": [{"node": s.node, "op": s.op_type, "reason": self._reason(s, i)}
                            for i, s in enumerate(self.kept_float)],
+            "returned_to_int8": [{"node": t.node, "op": t.op_type,
+                                  "reason": t.describe(self.target.min_agreement)}
+                                 for t in self.pruning if t.returned],
         }
+
+    def _reason(self, layer: KeptLayer, index: int) -> str:
+        # The rank in the whole ranking: pruning (and TFLite's int8-I/O skips) leave gaps.
+        rank = self.ranking.index(layer) + 1 if layer in self.ranking else index + 1
+        trial = next((t for t in self.pruning if t.node == layer.node), None)
+        needed = f"; {trial.describe(self.target.min_agreement)}" if trial else ""
+        return layer.describe(rank) + needed
 
 
 class FloatRunner:
@@ -184,8 +294,12 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
     reference = run(calibrated.model_bytes)
     n_used = len(reference[0])
     fixed = list(keep_float)
-    full = calibrated.quantize(recipe, fixed)
-    base = score(reference, run(full))
+
+    def measure(nodes: Sequence[str]) -> tuple[bytes, Score]:
+        model = calibrated.quantize(recipe, [*fixed, *nodes])
+        return model, score(reference, run(model))
+
+    full, base = measure([])
     log.info("accuracy-aware: all-int8 agreement %.4f (target %.4f), error %.3g on %d samples",
              base.agreement, target.min_agreement, base.error, n_used)
     if base.agreement >= target.min_agreement:
@@ -200,8 +314,7 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
     best_model, best, best_kept = full, base, ()
     for layer in ranking[:target.max_float_layers]:
         kept.append(layer)
-        model = calibrated.quantize(recipe, fixed + [k.node for k in kept])
-        result = score(reference, run(model))
+        model, result = measure([k.node for k in kept])
         log.info("accuracy-aware: +float %s -> agreement %.4f, error %.3g",
                  layer.node, result.agreement, result.error)
         if (result.agreement, -result.error) > (best.agreement, -best.error):
@@ -212,7 +325,11 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
         log.warning("accuracy-aware: %d layers kept in float reach agreement %.4f at best, "
                     "below the target %.4f", len(best_kept), best.agreement,
                     target.min_agreement)
-    return MixedPrecision(best_model, target, base, best, best_kept, tuple(ranking), n_used)
+        return MixedPrecision(best_model, target, base, best, best_kept, tuple(ranking), n_used)
+    pruned = prune_float_layers(best_kept, best_model, best, measure, target.min_agreement,
+                                all_int8=base)
+    return MixedPrecision(pruned.model_bytes, target, base, pruned.score, pruned.kept,
+                          tuple(ranking), n_used, pruned.trials)
 
 
 def rank_layers(calibrated: Calibrated, recipe: Recipe, run: FloatRunner,

@@ -116,6 +116,9 @@ def test_accuracy_aware_bundle_meets_the_target_that_plain_int8_misses(
     assert kept == [k["node"] for k in record["kept_float"]]
     assert all(k["op"] == "CONV_2D" and k["reason"].startswith(f"sensitivity rank {i + 1}:")
                for i, k in enumerate(quant["kept_float"]))
+    # Pruning tried each back in int8 (shared with ONNX): both are needed here.
+    assert record["returned_to_int8"] == []
+    assert all("needed: back in int8" in k["reason"] for k in quant["kept_float"])
     assert read_bundle(plain).manifest.quantization["kept_float"] == []
     # They really are float in the shipped model (int8 in the plain one), and I/O stays float.
     aware_types = _tensor_dtypes(read_bundle(aware).model_bytes())

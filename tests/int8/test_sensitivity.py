@@ -46,6 +46,11 @@ def test_outlier_model_plain_int8_misses_and_accuracy_aware_meets(calib, held_ou
     assert [k["node"] for k in aware.record["kept_float"]] == \
         [k["node"] for k in record["kept_float"]]
     assert all("sensitivity rank" in k["reason"] for k in aware.record["kept_float"])
+    # In onnxruntime's QDQ graph either layer alone quantizes the tensor: pruning tried
+    # each back in int8 and kept both float, with the evidence in the reason.
+    assert record["returned_to_int8"] == []
+    assert all("needed: back in int8 it gives agreement" in k["reason"]
+               for k in record["kept_float"])
     # ... and it holds on samples the pass never saw.
     assert _agreement(reference, run(aware.model_bytes, held_out)) >= 0.95
 
@@ -55,7 +60,7 @@ def test_nothing_is_kept_float_when_plain_int8_already_meets_the_target(calib):
     result = quantize_int8(conv_net(), {"x": calib}, Int8Options(recipe=_recipe(),
                                                                  accuracy=target))
     record = result.record["accuracy_aware"]
-    assert record["met"] and record["kept_float"] == []
+    assert record["met"] and record["kept_float"] == [] and record["returned_to_int8"] == []
     assert record["agreement"] == record["agreement_all_int8"] >= 0.8
 
 
@@ -87,6 +92,7 @@ def test_max_float_layers_bounds_the_search(calib, caplog):
                                     AccuracyTarget(min_agreement=0.99, max_float_layers=1))
     assert len(result.kept_float) == 1 and not result.met
     assert "below the target" in caplog.text
+    assert result.pruning == ()   # no pruning below the target: every layer is needed
 
 
 def test_bad_targets_are_refused():
