@@ -384,6 +384,8 @@ def sensitive_section() -> None:
             for entry in kept:
                 print(f"      manifest kept_float: {entry['node']} "
                       f"{entry.get('op', '')}: {entry['reason']}")
+            for entry in result.record.get("accuracy_aware", {}).get("returned_to_int8", []):
+                print(f"      returned to int8 by pruning: {entry['node']}: {entry['reason']}")
     tflite_sensitive_section(target)
 
 
@@ -455,6 +457,9 @@ def tflite_sensitive_section(target) -> None:
                 # A fused TFLite op is named after all the ops it fused: show the first.
                 print(f"      manifest kept_float: {entry['node'].split(';')[0]};... "
                       f"{entry.get('op', '')}: {entry['reason']}")
+            for entry in record.get("returned_to_int8", []):
+                print(f"      returned to int8 by pruning: {entry['node'].split(';')[0]};... "
+                      f"{entry['reason']}")
 
 
 def main(argv=None) -> int:
