@@ -148,10 +148,7 @@ def quantize_litert_int8(saved_model: str | Path, calibration: Mapping[str, np.n
     speed = None
     if options.speed is not None:
         speed = measure_speed(float_model, quantized, "litert", options.speed)
-        record["speed"] = speed.to_record()
-        if options.device is not None:
-            record["speed"]["note"] = (f"measured on the converting host, not on "
-                                       f"{getattr(options.device, 'name', options.device)}")
+        record["speed"] = speed.to_record(target_device=options.device)
     return Int8Result(quantized, recipe, record, mixed, speed)
 
 

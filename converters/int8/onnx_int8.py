@@ -104,8 +104,5 @@ def quantize_int8(model_bytes: bytes, calibration: Mapping[str, np.ndarray],
     speed = None
     if options.speed is not None:
         speed = measure_speed(model_bytes, quantized, "onnxruntime", options.speed)
-        record["speed"] = speed.to_record()
-        if options.device is not None:
-            record["speed"]["note"] = (f"measured on the converting host, not on "
-                                       f"{getattr(options.device, 'name', options.device)}")
+        record["speed"] = speed.to_record(target_device=options.device)
     return Int8Result(quantized, recipe, record, mixed, speed)

@@ -73,12 +73,21 @@ class SpeedReport:
         """True when int8 is faster at every measured thread count."""
         return all(p.faster for p in self.points)
 
-    def to_record(self) -> dict[str, Any]:
-        """The `speed` entry of the manifest (quantization and validation records)."""
-        return {"engine": self.engine, "host": self.host, "faster_than_fp32": self.faster,
-                "points": [{"threads": p.threads, "fp32_ms": round(p.fp32_ms, 3),
-                            "int8_ms": round(p.int8_ms, 3), "ratio": round(p.ratio, 3),
-                            "faster": p.faster} for p in self.points]}
+    def to_record(self, target_device: Any = None) -> dict[str, Any]:
+        """The `speed` entry of the manifest (quantization and validation records).
+
+        target_device: the device profile (name or Profile) the bundle is converted for;
+        the record then notes that the figures are this host's, not that device's.
+        """
+        record: dict[str, Any] = {
+            "engine": self.engine, "host": self.host, "faster_than_fp32": self.faster,
+            "points": [{"threads": p.threads, "fp32_ms": round(p.fp32_ms, 3),
+                        "int8_ms": round(p.int8_ms, 3), "ratio": round(p.ratio, 3),
+                        "faster": p.faster} for p in self.points]}
+        if target_device is not None:
+            name = getattr(target_device, "name", target_device)
+            record["note"] = f"measured on the converting host, not on {name}"
+        return record
 
     def summary(self) -> str:
         """One line for the validation table, e.g. 'x0.68 at 1 thread (faster)'."""

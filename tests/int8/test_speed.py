@@ -75,6 +75,9 @@ def test_verdict_and_summary():
     record = report.to_record()
     assert record["faster_than_fp32"] is False
     assert [p["ratio"] for p in record["points"]] == [0.65, 0.98]
+    assert "note" not in record
+    assert report.to_record(target_device="rpi4b")["note"] == (
+        "measured on the converting host, not on rpi4b")
 
 
 def test_real_measurement_is_consistent_and_warns_when_not_faster(caplog):
