@@ -42,7 +42,8 @@ from edgepack.runtime.errors import ConversionError
 
 from .onnx_int8 import Int8Result
 from .recipes import Recipe, choose_recipe
-from .sensitivity import AccuracyTarget, MixedPrecision, Score, prune_float_layers, score
+from .sensitivity import (AccuracyTarget, MixedPrecision, Score, keep_float_greedily,
+                          prune_float_layers, score)
 from .speed import SpeedSettings, measure_speed
 
 log = logging.getLogger(__name__)
@@ -191,40 +192,23 @@ def accuracy_aware_litert(converter, float_model: bytes, samples: Mapping[str, n
     ranking = layer_errors(debugger, measured)
     if not ranking:
         raise ConversionError("the TFLite model has no quantized layer to keep in float")
-    from ..progress import report
-    kept: list[LayerError] = []
-    skipped = 0
-    best_model, best, best_kept = full, base, ()
-    for index, layer in enumerate(ranking):
-        if len(kept) >= target.max_float_layers:
-            break
-        report("sensitivity", index, len(ranking))
-        candidate = _requantize(debugger, [k.node for k in (*kept, layer)])
+
+    def measure_admissible(nodes: Sequence[str]) -> tuple[bytes, Score] | None:
+        candidate = _requantize(debugger, nodes)
         if int8_io and _with_io(candidate, True) is None:
             log.info("accuracy-aware (TFLite): %s stays int8: in float it would leave the "
-                     "model's I/O float, and int8 I/O was asked for", layer.node)
-            skipped += 1
-            continue
-        kept.append(layer)
-        result = measure_model(candidate)
-        log.info("accuracy-aware (TFLite): +float %s -> agreement %.4f, error %.3g",
-                 layer.node, result.agreement, result.error)
-        if (result.agreement, -result.error) > (best.agreement, -best.error):
-            best_model, best, best_kept = candidate, result, tuple(kept)
-        if result.agreement >= target.min_agreement:
-            break
-    report("sensitivity", len(ranking), len(ranking))
-    if best.agreement < target.min_agreement:
-        log.warning("accuracy-aware (TFLite): %d layers kept in float reach agreement %.4f at "
-                    "best, below the target %.4f%s", len(best_kept), best.agreement,
-                    target.min_agreement, f" ({skipped} layer(s) at the model's I/O stayed "
-                    "int8 for int8 I/O)" if skipped else "")
-        return LiteRtMixedPrecision(_shipped(best_model, int8_io), target, base, best,
-                                    best_kept, tuple(ranking), n_used)
+                     "model's I/O float, and int8 I/O was asked for", nodes[-1])
+            return None
+        return candidate, measure_model(candidate)
+
+    greedy = keep_float_greedily(ranking, measure_admissible, (full, base), target)
+    if greedy.score.agreement < target.min_agreement:
+        return LiteRtMixedPrecision(_shipped(greedy.model_bytes, int8_io), target, base,
+                                    greedy.score, greedy.kept, tuple(ranking), n_used)
     # Fewer float layers can only leave fewer tensors at the model's I/O float, so every
     # pruned mix still takes int8 I/O when the greedy one did.
-    pruned = prune_float_layers(best_kept, best_model, best, measure, target.min_agreement,
-                                all_int8=base)
+    pruned = prune_float_layers(greedy.kept, greedy.model_bytes, greedy.score, measure,
+                                target.min_agreement, all_int8=base)
     return LiteRtMixedPrecision(_shipped(pruned.model_bytes, int8_io), target, base,
                                 pruned.score, pruned.kept, tuple(ranking), n_used,
                                 pruned.trials)

@@ -157,6 +157,57 @@ class PruningTrial:
 
 
 @dataclass(frozen=True)
+class Greedy:
+    """What `keep_float_greedily` found: the best mix tried and how many layers it skipped."""
+
+    kept: tuple[Any, ...]
+    model_bytes: bytes
+    score: Score
+    skipped: int = 0
+
+
+def keep_float_greedily(ranking: Sequence[KeptLayer],
+                        measure: Callable[[Sequence[str]], tuple[bytes, Score] | None],
+                        all_int8: tuple[bytes, Score], target: AccuracyTarget) -> Greedy:
+    """Keep layers of `ranking` (most harmful first) in float one by one, re-measuring
+    after each, until agreement reaches `target.min_agreement` or
+    `target.max_float_layers` are float. Returns the best mix tried (the all-int8
+    `all_int8` model and score if none was better), logging a warning when it misses.
+
+    `measure(nodes)` quantizes with `nodes` float and returns (model, score), or None when
+    that mix is not admissible (the layer just added is then skipped, not kept).
+    """
+    from ..progress import report
+    kept: list[KeptLayer] = []
+    skipped = 0
+    best_model, best = all_int8
+    best_kept: tuple[KeptLayer, ...] = ()
+    for index, layer in enumerate(ranking):
+        if len(kept) >= target.max_float_layers:
+            break
+        report("sensitivity", index, len(ranking))
+        measured = measure([k.node for k in (*kept, layer)])
+        if measured is None:
+            skipped += 1
+            continue
+        kept.append(layer)
+        model, result = measured
+        log.info("accuracy-aware: +float %s -> agreement %.4f, error %.3g",
+                 layer.node, result.agreement, result.error)
+        if (result.agreement, -result.error) > (best.agreement, -best.error):
+            best_model, best, best_kept = model, result, tuple(kept)
+        if result.agreement >= target.min_agreement:
+            break
+    report("sensitivity", len(ranking), len(ranking))
+    if best.agreement < target.min_agreement:
+        log.warning("accuracy-aware: %d layers kept in float reach agreement %.4f at best, "
+                    "below the target %.4f%s", len(best_kept), best.agreement,
+                    target.min_agreement, f" ({skipped} layer(s) could not be kept float)"
+                    if skipped else "")
+    return Greedy(best_kept, best_model, best, skipped)
+
+
+@dataclass(frozen=True)
 class Pruned:
     """What `prune_float_layers` leaves: the final float layers and their model."""
 
@@ -310,24 +361,12 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
     if not nodes:
         raise ConversionError("the model has no named quantizable layer to keep in float")
     ranking = rank_layers(calibrated, recipe, run, reference, base, nodes, target.method, fixed)
-    kept: list[LayerSensitivity] = []
-    best_model, best, best_kept = full, base, ()
-    for layer in ranking[:target.max_float_layers]:
-        kept.append(layer)
-        model, result = measure([k.node for k in kept])
-        log.info("accuracy-aware: +float %s -> agreement %.4f, error %.3g",
-                 layer.node, result.agreement, result.error)
-        if (result.agreement, -result.error) > (best.agreement, -best.error):
-            best_model, best, best_kept = model, result, tuple(kept)
-        if result.agreement >= target.min_agreement:
-            break
-    if best.agreement < target.min_agreement:
-        log.warning("accuracy-aware: %d layers kept in float reach agreement %.4f at best, "
-                    "below the target %.4f", len(best_kept), best.agreement,
-                    target.min_agreement)
-        return MixedPrecision(best_model, target, base, best, best_kept, tuple(ranking), n_used)
-    pruned = prune_float_layers(best_kept, best_model, best, measure, target.min_agreement,
-                                all_int8=base)
+    greedy = keep_float_greedily(ranking, measure, (full, base), target)
+    if greedy.score.agreement < target.min_agreement:
+        return MixedPrecision(greedy.model_bytes, target, base, greedy.score, greedy.kept,
+                              tuple(ranking), n_used)
+    pruned = prune_float_layers(greedy.kept, greedy.model_bytes, greedy.score, measure,
+                                target.min_agreement, all_int8=base)
     return MixedPrecision(pruned.model_bytes, target, base, pruned.score, pruned.kept,
                           tuple(ranking), n_used, pruned.trials)
 
