@@ -82,6 +82,7 @@ class ServeConfig:
     port: int = 8000
     workers: int = field(default_factory=lambda: max(1, os.cpu_count() or 1))
     engine_threads: int | None = None
+    engine_spin_wait: bool | None = None
     engine: str | None = None
     trusted_key: str | None = None
     max_body_bytes: int = 64 * 1024 * 1024
@@ -119,6 +120,19 @@ class ServeConfig:
         if engine == "litert":
             return cores
         return max(1, cores // self.workers)
+
+    def spin_wait_for(self, threads: int) -> bool | None:
+        """`spin_wait` to load a model with `threads` engine threads (see runtime.load).
+
+        Left unset, a multi-threaded engine's workers sleep between runs: a server parses
+        and encodes requests between inferences and may hold several models or versions,
+        and spinning workers take those cores (benchmarks/spin_wait.py: a run + 5 ms of
+        other work per frame took 1.1-1.2x longer with spinning, two alternating models
+        1.6-2.2x). One thread has no workers to spin.
+        """
+        if self.engine_spin_wait is not None:
+            return self.engine_spin_wait
+        return False if threads > 1 else None
 
     def policy_for(self, model: str) -> VersionPolicy:
         """The version policy of one model: its own if given, else the default."""

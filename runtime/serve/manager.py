@@ -112,7 +112,9 @@ class ModelManager:
         if engine is None:
             entry = peek_manifest(path).get("model")
             engine = entry.get("engine") if isinstance(entry, dict) else None
-        return load(path, engine=self.config.engine, threads=self.config.threads_for(engine),
+        threads = self.config.threads_for(engine)
+        return load(path, engine=self.config.engine, threads=threads,
+                    spin_wait=self.config.spin_wait_for(threads),
                     trusted_key=self.config.trusted_key)
 
     def _load(self, cand: Candidate) -> LoadedVersion:

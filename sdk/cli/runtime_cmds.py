@@ -215,11 +215,13 @@ def run(bundle, inputs, raw, threads, as_json):
 @click.option("--runs", type=int, default=200, show_default=True)
 @click.option("--warmup", type=int, default=20, show_default=True)
 @click.option("--threads", type=int, help="Engine intra-op threads [engine default].")
+@click.option("--spin-wait/--no-spin-wait", default=None,
+              help="Engine worker threads spin (or sleep) between runs [engine default].")
 @click.option("--batch", type=int, default=1, show_default=True, help="Batch for dynamic dims.")
 @click.option("--json", "as_json", is_flag=True)
-def bench(bundle, runs, warmup, threads, batch, as_json):
+def bench(bundle, runs, warmup, threads, spin_wait, batch, as_json):
     """Measure latency (p50/p90/p99), throughput and peak memory of BUNDLE."""
-    with load(bundle, threads=threads) as model:
+    with load(bundle, threads=threads, spin_wait=spin_wait) as model:
         feeds = example_feeds(model.inputs, batch=batch)
         result = benchmark(lambda: model.run(feeds), runs=runs, warmup=warmup, threads=threads)
     if as_json:

@@ -43,6 +43,8 @@ def _policies(values: tuple[str, ...]) -> tuple[VersionPolicy, tuple[tuple[str, 
 @click.option("--port", default=8000, show_default=True, type=int, help="0 picks a free port.")
 @click.option("--workers", type=int, help="Inferences run at once [number of CPU cores].")
 @click.option("--threads", type=int, help="Engine intra-op threads per model [cores // workers].")
+@click.option("--spin-wait/--no-spin-wait", default=None,
+              help="Let engine worker threads spin between runs [no when --threads > 1].")
 @click.option("--engine", help="Force an engine (e.g. onnxruntime, litert).")
 @click.option("--versions", "versions", multiple=True, metavar="[MODEL=]POLICY",
               help="latest (default), latest:N, all, or versions to pin such as 1,3; "
@@ -58,8 +60,9 @@ def _policies(values: tuple[str, ...]) -> tuple[VersionPolicy, tuple[tuple[str, 
               help="Skip the zero-input inference run before a version goes live.")
 @click.option("--quiet", is_flag=True, help="Log warnings and errors only.")
 def serve(path: Path, host: str, port: int, workers: int | None, threads: int | None,
-          engine: str | None, versions: tuple[str, ...], max_body: str, max_connections: int,
-          poll: float, trusted_key: str | None, no_smoke_test: bool, quiet: bool) -> None:
+          spin_wait: bool | None, engine: str | None, versions: tuple[str, ...],
+          max_body: str, max_connections: int, poll: float, trusted_key: str | None,
+          no_smoke_test: bool, quiet: bool) -> None:
     """Serve a bundle or a model repository over the KServe V2 / Open Inference Protocol.
 
     PATH is one .edgepack bundle, or a repository REPO/<model>/<version>.edgepack (or
@@ -67,8 +70,8 @@ def serve(path: Path, host: str, port: int, workers: int | None, threads: int | 
     swapped in without downtime; a bad one is refused and the current one keeps serving.
     """
     default, per_model = _policies(versions)
-    options = dict(host=host, port=port, engine_threads=threads, engine=engine,
-                   max_body_bytes=_size(max_body), max_connections=max_connections,
+    options = dict(host=host, port=port, engine_threads=threads, engine_spin_wait=spin_wait,
+                   engine=engine, max_body_bytes=_size(max_body), max_connections=max_connections,
                    poll_interval=poll, smoke_test=not no_smoke_test, trusted_key=trusted_key,
                    default_policy=default, model_policies=per_model)
     if workers is not None:

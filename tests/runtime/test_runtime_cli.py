@@ -56,6 +56,24 @@ def test_pack_inspect_run_bench(tmp_path, onnx_file, conv_onnx):
     assert bench["peak_rss_mb"] > 10
 
 
+def test_bench_passes_spin_wait_to_the_runtime(tmp_path, onnx_file, monkeypatch):
+    assert invoke("pack", onnx_file).exit_code == 0
+    from edgepack.cli import runtime_cmds
+    from edgepack.runtime import load
+    seen = []
+
+    def recording_load(path, **kwargs):
+        seen.append(kwargs)
+        return load(path, **kwargs)
+
+    monkeypatch.setattr(runtime_cmds, "load", recording_load)
+    for flag, expected in ((None, None), ("--no-spin-wait", False), ("--spin-wait", True)):
+        args = ["bench", tmp_path / "net.edgepack", "--runs", 3, "--warmup", 1, "--threads", 2]
+        result = invoke(*args, *([flag] if flag else []))
+        assert result.exit_code == 0, result.output
+        assert seen[-1] == {"threads": 2, "spin_wait": expected}
+
+
 def test_verify_sign_and_tamper(tmp_path, onnx_file):
     invoke("pack", onnx_file)
     bundle = tmp_path / "net.edgepack"
