@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/serve.py [--duration 3] [--clients 1,4,16] [--threads 1]
                                          [--hidden 256] [--compare-asgi]
+                                         [--workers N] [--spin-wait default|yes|no]
 
 Builds a small MLP bundle (64 -> 256 -> 256 -> 10, fixed seed), measures the in-process
 `Model.run` rate in one thread, then starts `edgepack serve` in a subprocess (as on a device)
@@ -130,10 +131,13 @@ def drive(port: int, clients: int, duration: float, binary: bool) -> dict[str, f
             "p99_ms": float(np.percentile(flat, 99) * 1e3)}
 
 
-def start_server(repo: Path, workers: int, threads: int) -> tuple[subprocess.Popen, int]:
+def start_server(repo: Path, workers: int, threads: int,
+                 spin: str = "default") -> tuple[subprocess.Popen, int]:
+    spin_flag = {"default": [], "yes": ["--spin-wait"], "no": ["--no-spin-wait"]}[spin]
     proc = subprocess.Popen(
         [sys.executable, "-m", "edgepack.cli.main", "serve", str(repo), "--port", "0",
-         "--poll", "0", "--workers", str(workers), "--threads", str(threads), "--quiet"],
+         "--poll", "0", "--workers", str(workers), "--threads", str(threads), "--quiet",
+         *spin_flag],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # --quiet keeps stderr small, so the unread pipe cannot fill and block the server.
     deadline = time.monotonic() + 60
@@ -228,6 +232,8 @@ def main() -> None:
     parser.add_argument("--clients", default="1,4,16")
     parser.add_argument("--threads", type=int, default=1, help="engine intra-op threads")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--spin-wait", choices=["default", "yes", "no"], default="default",
+                        help="engine workers spin between runs (serve's --spin-wait)")
     parser.add_argument("--hidden", type=int, default=256, help="MLP hidden width")
     parser.add_argument("--compare-asgi", action="store_true",
                         help="also run the same path under uvicorn (h11 and httptools)")
@@ -249,7 +255,8 @@ def main() -> None:
         repo = Path(tmp) / "repo"
         bundle = build_bundle(repo, args.hidden)
         rate, p50 = in_process_rate(bundle, args.threads, args.duration)
-        stacks = [("stdlib", lambda: start_server(repo, args.workers, args.threads))]
+        stacks = [("stdlib", lambda: start_server(repo, args.workers, args.threads,
+                                                  args.spin_wait))]
         if args.compare_asgi:
             from importlib.util import find_spec
 

@@ -124,15 +124,14 @@ class ServeConfig:
     def spin_wait_for(self, threads: int) -> bool | None:
         """`spin_wait` to load a model with `threads` engine threads (see runtime.load).
 
-        Left unset, a multi-threaded engine's workers sleep between runs: a server parses
-        and encodes requests between inferences and may hold several models or versions,
-        and spinning workers take those cores (benchmarks/spin_wait.py: a run + 5 ms of
-        other work per frame took 1.1-1.2x longer with spinning, two alternating models
-        1.6-2.2x). One thread has no workers to spin.
+        Left unset, the engine's default (ONNX Runtime: workers spin between runs). Measured
+        with benchmarks/serve.py (--workers 1 --threads 2, a 0.3 ms MLP, 4 clients, 3
+        interleaved pairs): spinning served 7-19% more requests/s, so sleeping is opt-in
+        here (--no-spin-wait), for boards that also run other work or several models.
         """
-        if self.engine_spin_wait is not None:
-            return self.engine_spin_wait
-        return False if threads > 1 else None
+        if threads <= 1:
+            return None   # no worker threads to spin
+        return self.engine_spin_wait
 
     def policy_for(self, model: str) -> VersionPolicy:
         """The version policy of one model: its own if given, else the default."""

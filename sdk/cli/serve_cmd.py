@@ -44,7 +44,7 @@ def _policies(values: tuple[str, ...]) -> tuple[VersionPolicy, tuple[tuple[str, 
 @click.option("--workers", type=int, help="Inferences run at once [number of CPU cores].")
 @click.option("--threads", type=int, help="Engine intra-op threads per model [cores // workers].")
 @click.option("--spin-wait/--no-spin-wait", default=None,
-              help="Let engine worker threads spin between runs [no when --threads > 1].")
+              help="Engine worker threads spin (or sleep) between runs [engine default].")
 @click.option("--engine", help="Force an engine (e.g. onnxruntime, litert).")
 @click.option("--versions", "versions", multiple=True, metavar="[MODEL=]POLICY",
               help="latest (default), latest:N, all, or versions to pin such as 1,3; "

@@ -213,16 +213,16 @@ def test_engine_threads_share_the_cores_without_oversubscription(monkeypatch):
     assert ServeConfig(workers=4, engine_threads=3).threads_for("litert") == 3
 
 
-def test_multi_threaded_engines_sleep_between_runs_unless_told(tmp_path, monkeypatch):
-    assert ServeConfig().spin_wait_for(1) is None            # no worker threads to spin
-    assert ServeConfig().spin_wait_for(2) is False
+def test_spin_wait_is_the_engine_default_unless_told(tmp_path, monkeypatch):
+    assert ServeConfig().spin_wait_for(2) is None
+    assert ServeConfig(engine_spin_wait=False).spin_wait_for(1) is None   # no workers to spin
     assert ServeConfig(engine_spin_wait=True).spin_wait_for(4) is True
     # ...and the manager's loader passes it to the runtime.
     import edgepack.runtime
     seen = []
     monkeypatch.setattr(edgepack.runtime, "load", lambda path, **kw: seen.append(kw))
     write(tmp_path, "m", "1")
-    mgr = manager(tmp_path, engine_threads=2, engine="onnxruntime")
+    mgr = manager(tmp_path, engine_threads=2, engine="onnxruntime", engine_spin_wait=False)
     mgr._default_loader(next(tmp_path.rglob("*.edgepack")))
     assert seen[0]["threads"] == 2 and seen[0]["spin_wait"] is False
 
