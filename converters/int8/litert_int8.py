@@ -42,8 +42,8 @@ from edgepack.runtime.errors import ConversionError
 
 from .onnx_int8 import Int8Result
 from .recipes import Recipe, choose_recipe
-from .sensitivity import (AccuracyTarget, MixedPrecision, Score, keep_float_greedily,
-                          prune_float_layers, score)
+from .sensitivity import (AccuracyTarget, AgreementMeter, MixedPrecision, Score,
+                          keep_float_greedily, prune_float_layers)
 from .speed import SpeedSettings, measure_speed
 
 log = logging.getLogger(__name__)
@@ -171,18 +171,12 @@ def accuracy_aware_litert(converter, float_model: bytes, samples: Mapping[str, n
     except Exception as e:
         raise _failure(e, list(samples)) from e
     measured = {n: a[:target.samples] for n, a in samples.items()}
-    run = _Runner(measured)
-    reference = run(float_model)
-    names = list(reference)
-    n_used = len(reference[names[0]])
-
-    def measure_model(model: bytes) -> Score:
-        out = run(model)
-        return score([reference[n] for n in names], [out[n] for n in names])
+    meter = AgreementMeter("litert", float_model, measured)
+    n_used = meter.count
 
     def measure(nodes: Sequence[str]) -> tuple[bytes, Score]:
         model = _requantize(debugger, nodes)
-        return model, measure_model(model)
+        return model, meter(model)
 
     full, base = measure([])
     log.info("accuracy-aware (TFLite): all-int8 agreement %.4f (target %.4f), error %.3g on "
@@ -199,7 +193,7 @@ def accuracy_aware_litert(converter, float_model: bytes, samples: Mapping[str, n
             log.info("accuracy-aware (TFLite): %s stays int8: in float it would leave the "
                      "model's I/O float, and int8 I/O was asked for", nodes[-1])
             return None
-        return candidate, measure_model(candidate)
+        return candidate, meter(candidate)
 
     greedy = keep_float_greedily(ranking, measure_admissible, (full, base), target)
     if greedy.score.agreement < target.min_agreement:
@@ -265,37 +259,6 @@ def channel_error(float_values: np.ndarray, quantized: np.ndarray, scale: float,
     error = np.sqrt(np.sum((got - ref) ** 2, axis=axes))
     alive = signal > 0
     return float(np.mean(error[alive] / signal[alive])) if alive.any() else float("nan")
-
-
-class _Runner:
-    """Runs TFLite models on fixed samples through edgepack's LiteRT engine (what devices
-    run); returns outputs keyed by name, float64, in the model's output order."""
-
-    def __init__(self, samples: Mapping[str, np.ndarray], batch: int = 64):
-        self.samples, self.batch = samples, batch
-
-    def __call__(self, model_bytes: bytes) -> dict[str, np.ndarray]:
-        from edgepack.runtime.engines import open_engine
-        engine = open_engine("litert", model_bytes)
-        try:
-            specs = engine.inputs()
-            names = [s.name for s in specs]
-            if set(names) != set(self.samples):  # no usable signature: match by position
-                names = list(self.samples)
-            first = specs[0].shape[0]
-            batch = first if first > 0 else self.batch
-            count = min(len(a) for a in self.samples.values())
-            # A fixed-batch model only takes full batches: the remainder is not measured.
-            stop = count - count % batch if first > 0 else count
-            chunks = [engine.run({s.name: self.samples[n][start:start + batch]
-                                  for s, n in zip(specs, names)})
-                      for start in range(0, stop, batch)]
-        finally:
-            engine.close()
-        if not chunks:
-            raise ConversionError(f"the model takes batches of {batch}; fewer samples given")
-        return {name: np.concatenate([c[name] for c in chunks]).astype(np.float64)
-                for name in chunks[0]}
 
 
 def _converter(saved_model: str | Path, recipe: Recipe,

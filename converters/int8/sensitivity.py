@@ -289,34 +289,52 @@ class MixedPrecision:
         return layer.describe(rank) + needed
 
 
-class FloatRunner:
-    """Runs serialized ONNX models on fixed samples with onnxruntime (CPU)."""
+class AgreementMeter:
+    """Scores models against a reference model on fixed samples, run in batches through
+    edgepack's own engine for them (what devices run).
 
-    def __init__(self, samples: Mapping[str, np.ndarray], threads: int | None = None,
+    meter = AgreementMeter("onnxruntime", float_model, samples); meter(int8_model) -> Score.
+    Outputs are matched by name, so a converter that reorders them is still compared
+    output for output. `samples` are keyed by input name; if the names do not match the
+    model's (no usable signature), they are fed by position.
+    """
+
+    def __init__(self, engine: str, reference_model: bytes,
+                 samples: Mapping[str, np.ndarray], threads: int | None = None,
                  batch: int = 64):
+        self.engine, self.threads, self.batch = engine, threads, batch
         self.samples = {n: np.ascontiguousarray(a, dtype=np.float32) for n, a in samples.items()}
-        self.threads, self.batch = threads, batch
+        self.reference = self.outputs(reference_model)
+        #: Samples actually measured (a fixed-batch model drops the remainder).
+        self.count = len(next(iter(self.reference.values())))
 
-    def __call__(self, model_bytes: bytes) -> list[np.ndarray]:
-        import onnxruntime as ort
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-        session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-        names = [i.name for i in session.get_inputs()]
-        first = session.get_inputs()[0].shape[0]
-        static = isinstance(first, int) and first > 0
-        batch = first if static else self.batch
-        count = min(len(a) for a in self.samples.values())
-        # A fixed-batch graph only takes full batches: the remainder is not measured.
-        stop = count - count % batch if static else count
-        chunks = [session.run(None, {n: self.samples[n][s:s + batch] for n in names})
-                  for s in range(0, stop, batch)]
+    def __call__(self, model_bytes: bytes) -> Score:
+        produced = self.outputs(model_bytes)
+        return score(list(self.reference.values()), [produced[n] for n in self.reference])
+
+    def outputs(self, model_bytes: bytes) -> dict[str, np.ndarray]:
+        """Outputs of `model_bytes` on the samples, by name, float64."""
+        from edgepack.runtime.engines import open_engine
+        engine = open_engine(self.engine, model_bytes, threads=self.threads)
+        try:
+            specs = engine.inputs()
+            names = [s.name for s in specs]
+            if set(names) != set(self.samples):
+                names = list(self.samples)
+            first = specs[0].shape[0]
+            batch = first if first > 0 else self.batch
+            count = min(len(a) for a in self.samples.values())
+            # A fixed-batch model only takes full batches: the remainder is not measured.
+            stop = count - count % batch if first > 0 else count
+            chunks = [engine.run({s.name: self.samples[n][start:start + batch]
+                                  for s, n in zip(specs, names)})
+                      for start in range(0, stop, batch)]
+        finally:
+            engine.close()
         if not chunks:
             raise ConversionError(f"the model takes batches of {batch}; fewer samples given")
-        return [np.concatenate([c[i] for c in chunks]).astype(np.float64)
-                for i in range(len(chunks[0]))]
+        return {name: np.concatenate([c[name] for c in chunks]).astype(np.float64)
+                for name in chunks[0]}
 
 
 def score(reference: Sequence[np.ndarray], produced: Sequence[np.ndarray]) -> Score:
@@ -341,14 +359,14 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
 
     Raises ConversionError when the model has nothing to quantize.
     """
-    run = FloatRunner({n: a[:target.samples] for n, a in samples.items()}, threads)
-    reference = run(calibrated.model_bytes)
-    n_used = len(reference[0])
+    meter = AgreementMeter("onnxruntime", calibrated.model_bytes,
+                           {n: a[:target.samples] for n, a in samples.items()}, threads)
+    n_used = meter.count
     fixed = list(keep_float)
 
     def measure(nodes: Sequence[str]) -> tuple[bytes, Score]:
         model = calibrated.quantize(recipe, [*fixed, *nodes])
-        return model, score(reference, run(model))
+        return model, meter(model)
 
     full, base = measure([])
     log.info("accuracy-aware: all-int8 agreement %.4f (target %.4f), error %.3g on %d samples",
@@ -360,7 +378,7 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
              if name and name not in by_recipe and name not in fixed]
     if not nodes:
         raise ConversionError("the model has no named quantizable layer to keep in float")
-    ranking = rank_layers(calibrated, recipe, run, reference, base, nodes, target.method, fixed)
+    ranking = rank_layers(calibrated, recipe, meter, base, nodes, target.method, fixed)
     greedy = keep_float_greedily(ranking, measure, (full, base), target)
     if greedy.score.agreement < target.min_agreement:
         return MixedPrecision(greedy.model_bytes, target, base, greedy.score, greedy.kept,
@@ -371,9 +389,8 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
                           tuple(ranking), n_used, pruned.trials)
 
 
-def rank_layers(calibrated: Calibrated, recipe: Recipe, run: FloatRunner,
-                reference: Sequence[np.ndarray], base: Score,
-                nodes: Sequence[tuple[str, str]], method: str = "isolated",
+def rank_layers(calibrated: Calibrated, recipe: Recipe, meter: Callable[[bytes], Score],
+                base: Score, nodes: Sequence[tuple[str, str]], method: str = "isolated",
                 fixed: Sequence[str] = ()) -> list[LayerSensitivity]:
     """Sensitivity of each (node, op) in `nodes` by `method`, most harmful first
     (`fixed` nodes stay float throughout)."""
@@ -384,10 +401,10 @@ def rank_layers(calibrated: Calibrated, recipe: Recipe, run: FloatRunner,
         report("sensitivity", index, len(nodes))
         if method == "isolated":
             others = [n for n in names if n != name]
-            result = score(reference, run(calibrated.quantize(recipe, [*fixed, *others])))
+            result = meter(calibrated.quantize(recipe, [*fixed, *others]))
             impact = result.error
         else:
-            result = score(reference, run(calibrated.quantize(recipe, [*fixed, name])))
+            result = meter(calibrated.quantize(recipe, [*fixed, name]))
             impact = (base.error - result.error) / base.error if base.error > 0 else 0.0
         ranking.append(LayerSensitivity(name, op, method, result.error, result.agreement,
                                         impact))
