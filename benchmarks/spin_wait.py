@@ -41,13 +41,9 @@ def busy_work(seconds: float = 0.005) -> None:
 
 
 def median_ms(fn, rounds: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
+    """Median ms per call of `fn` in a tight loop, then a pause so its workers go idle."""
+    from edgepack.benchmark import time_calls
+    times = time_calls(fn, rounds, warmup)
     time.sleep(SETTLE_S)
     return 1e3 * float(np.median(times))
 
