@@ -93,6 +93,7 @@ class V2Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method: str) -> None:
         self._status = 500
         self._consumed = False      # request body read (or discarded) yet?
+        self._counted = False       # edgepack_http_requests_total incremented yet?
         try:
             self._route(method, urlsplit(self.path).path)
         except RequestError as exc:
@@ -101,7 +102,13 @@ class V2Handler(BaseHTTPRequestHandler):
             log.exception("unhandled error serving %s %s", method, self.path)
             self._fail(500, "internal server error; see the server log")
         finally:
-            self.app.metrics.inc("edgepack_http_requests_total", (("code", str(self._status)),))
+            self._count_status()   # when nothing was sent (e.g. the client went away)
+
+    def _count_status(self) -> None:
+        if self._counted:   # once per request: the status that went out first
+            return
+        self._counted = True
+        self.app.metrics.inc("edgepack_http_requests_total", (("code", str(self._status)),))
 
     def _route(self, method: str, path: str) -> None:
         if path in ("/v2/health/live", "/v2/health/ready", "/v2", "/metrics",
@@ -317,6 +324,9 @@ class V2Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, body: bytes, content_type: str,
               headers: dict[str, str] | None = None) -> None:
         self._status = status
+        # Counted before a byte goes out: a client that reads this response and then
+        # scrapes /metrics must find it there.
+        self._count_status()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
