@@ -21,6 +21,9 @@ MODEL_SUFFIX = {"onnxruntime": ".onnx", "litert": ".tflite"}
 _KNOWN = {"format", "schema_version", "name", "version", "created", "model", "inputs",
           "outputs", "preprocess", "postprocess", "labels", "source", "quantization",
           "validation", "requires", "files"}
+# DESIGN §7: optional fields for tasks beyond classification. Written back only when set,
+# so manifests without them stay byte-identical to what older writers produced.
+_TASK_FIELDS = ("task", "assets", "encode", "decode", "stream", "stages", "examples")
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,18 @@ class Manifest:
     files: Mapping[str, FileEntry] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    # DESIGN §7 (all optional): what the model's whole job is and the data it needs.
+    task: Mapping[str, Any] | None = None          # {"kind": "detect", ...}
+    assets: Mapping[str, str] = field(default_factory=dict)   # asset name -> member path
+    encode: tuple[Mapping[str, Any], ...] = ()     # raw input -> feeds (e.g. tokenize)
+    decode: tuple[Mapping[str, Any], ...] = ()     # all outputs -> task result (e.g. nms)
+    stream: Mapping[str, Any] | None = None        # windowing + state pairs for stream()
+    stages: tuple[Mapping[str, Any], ...] = ()     # several models run in sequence
+    examples: Mapping[str, Any] = field(default_factory=dict)  # input -> example value/range
+
+    @property
+    def task_kind(self) -> str | None:
+        return self.task.get("kind") if self.task else None
 
     def input(self, name: str) -> TensorSpec:
         return next(s for s in self.inputs if s.name == name)
@@ -79,6 +94,11 @@ class Manifest:
             "requires": dict(self.requires),
             "files": {k: {"sha256": v.sha256, "bytes": v.bytes} for k, v in self.files.items()},
         }
+        for key in _TASK_FIELDS:
+            value = getattr(self, key)
+            if value:  # unset fields are not written (see _TASK_FIELDS)
+                data[key] = ([dict(v) for v in value] if isinstance(value, tuple)
+                             else dict(value))
         data.update(self.extra)
         return data
 
@@ -145,9 +165,50 @@ def manifest_from_dict(data: Any) -> Manifest:
         validation=_obj(data, "validation", required=False, nullable=True),
         requires=_obj(data, "requires", required=False),
         files=files,
-        extra={k: v for k, v in data.items() if k not in _KNOWN},
+        extra={k: v for k, v in data.items() if k not in _KNOWN and k not in _TASK_FIELDS},
         schema_version=version,
+        **_task_fields(data, files),
     )
+
+
+def _task_fields(data: Mapping, files: Mapping[str, FileEntry]) -> dict[str, Any]:
+    """Structural checks of the DESIGN §7 fields; each step's own parameters are checked
+    by its builder when the model is loaded (like pre/post-processing steps)."""
+    task = _obj(data, "task", required=False, nullable=True)
+    if task is not None and not (isinstance(task.get("kind"), str) and task["kind"]):
+        raise ManifestError("manifest.json: task.kind must be a non-empty string, "
+                            "e.g. {\"kind\": \"detect\"}")
+    assets = _obj(data, "assets", required=False)
+    for name, member in assets.items():
+        if not isinstance(member, str) or member not in files:
+            raise ManifestError(
+                f"manifest.json: assets[{name!r}] must name a member listed in files, "
+                f"got {member!r}; repack the bundle with that file")
+    stream = _obj(data, "stream", required=False, nullable=True)
+    # Examples may also name a stage's inputs, so names are not checked against `inputs`.
+    examples = _obj(data, "examples", required=False)
+    for name, example in examples.items():
+        if not isinstance(example, dict):
+            raise ManifestError(
+                f"manifest.json: examples[{name!r}] must be an object such as "
+                "{\"value\": 16000} or {\"range\": [-1, 1]}")
+    stages = data.get("stages") or []
+    if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
+        raise ManifestError("manifest.json: stages must be a list of objects")
+    return {"task": task, "assets": assets, "stream": stream, "examples": examples,
+            "encode": _step_list(data, "encode"), "decode": _step_list(data, "decode"),
+            "stages": tuple(stages)}
+
+
+def _step_list(data: Mapping, key: str) -> tuple[Mapping[str, Any], ...]:
+    steps = data.get(key)
+    if steps is None:
+        return ()
+    if not isinstance(steps, list) or not all(
+            isinstance(s, dict) and isinstance(s.get("op"), str) for s in steps):
+        raise ManifestError(
+            f"manifest.json: {key} must be a list of steps like {{'op': 'nms', ...}}")
+    return tuple(steps)
 
 
 def _str(data: Mapping, key: str, where: str | None = None, required: bool = True) -> str | None:
