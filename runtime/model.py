@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -12,7 +13,8 @@ from .bundle import Bundle, BundleLimits, read_bundle
 from .errors import BundleError, EngineError, InputError
 from .ops import Context, compile_steps
 from .ops.tensor import dequantize_array, quantize_array
-from .specs import TensorSpec, format_shape
+from .ops.trace import Trace
+from .specs import TensorSpec, example_feeds, format_shape
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +62,21 @@ class Model:
         self.engine_name = engine or manifest.model.engine
         self.threads = threads
         hooks = dict(hooks or {})
+        self.assets = {name: bundle.read(member) for name, member in manifest.assets.items()}
+        self.task = manifest.task_kind
+        context = Context(None, self.labels, hooks, self.assets, self.inputs, self.outputs)
         self._preprocess = {
             s.name: compile_steps(manifest.preprocess.get(s.name, []),
-                                  Context(s, self.labels, hooks), f"preprocess[{s.name!r}]")
+                                  replace(context, spec=s), f"preprocess[{s.name!r}]")
             for s in self.inputs}
         self._postprocess = {
             s.name: compile_steps(manifest.postprocess.get(s.name, []),
-                                  Context(s, self.labels, hooks), f"postprocess[{s.name!r}]")
+                                  replace(context, spec=s), f"postprocess[{s.name!r}]")
             for s in self.outputs}
+        self._encode = (compile_steps(manifest.encode, context, "encode", kind="encode")
+                        if manifest.encode else None)
+        self._decode = (compile_steps(manifest.decode, context, "decode", kind="decode")
+                        if manifest.decode else None)
         self._checks = [_Check(s) for s in self.inputs]
         self._engine = engines.open_engine(self.engine_name, bundle.model_bytes(),
                                            threads=threads, spin_wait=spin_wait)
@@ -114,31 +123,47 @@ class Model:
                          f"unexpected {extra}")
 
     # -- with the manifest's pipelines ----------------------------------------------------
-    def preprocess(self, raw: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    def preprocess(self, raw: Mapping[str, Any], trace: Trace | None = None
+                   ) -> dict[str, np.ndarray]:
+        """Per-input preprocessing; geometric steps record their transform in `trace`."""
         feeds = {}
         for spec in self.inputs:
             if spec.name not in raw:
                 self._explain_names(raw)
-            value = self._preprocess[spec.name](raw[spec.name])
+            value = self._preprocess[spec.name](raw[spec.name], trace)
             feeds[spec.name] = _fit(np.asarray(value), spec)
         return feeds
 
-    def postprocess(self, outputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    def postprocess(self, outputs: Mapping[str, np.ndarray], trace: Trace | None = None
+                    ) -> dict[str, Any]:
+        """Dequantize, per-output postprocess, then the manifest's `decode` steps if any."""
         result = {}
         for spec in self.outputs:
             value = outputs[spec.name]
             if spec.is_quantized and np.issubdtype(value.dtype, np.integer):
                 value = dequantize_array(value, *_quant_arrays(spec))
-            result[spec.name] = self._postprocess[spec.name](value)
+            result[spec.name] = self._postprocess[spec.name](value, trace)
+        if self._decode is not None:
+            result = self._decode(result, trace if trace is not None else Trace())
         return result
 
     def predict(self, *args: Any, **inputs: Any) -> dict[str, Any]:
-        """Preprocess -> run -> postprocess.
+        """Encode -> preprocess -> run -> postprocess -> decode; returns a dict.
 
-        `predict(x)` for a one-input model, `predict(name=x, ...)` or `predict({...})` for
-        several. Quantized (int8/uint8) inputs are quantized and outputs dequantized here.
+        `predict(x)` for a one-input model (or any raw input, e.g. text, when the bundle
+        has `encode` steps), `predict(name=x, ...)` or `predict({...})` for several.
+        Quantized (int8/uint8) inputs are quantized and outputs dequantized here. Without
+        `decode` steps the dict is keyed by output name; with them it is the task's result
+        (e.g. {"detections": [...]}, DESIGN §7).
         """
-        if args:
+        trace = Trace()
+        if self._encode is not None:
+            if len(args) + len(inputs) != 1:
+                raise InputError(f"model {self.name!r} takes one input (its encode steps "
+                                 "turn it into the model's tensors)")
+            raw = args[0] if args else next(iter(inputs.values()))
+            inputs = self._encode(raw, trace)
+        elif args:
             if len(args) > 1 or inputs:
                 raise InputError("predict() takes one positional input, or inputs by name")
             if isinstance(args[0], Mapping):
@@ -148,7 +173,15 @@ class Model:
             else:
                 raise InputError(f"model {self.name!r} has inputs {[s.name for s in self.inputs]}; "
                                  "pass them by name")
-        return self.postprocess(self.run(self.preprocess(inputs)))
+        feeds = self.preprocess(inputs, trace)
+        trace.feeds = feeds
+        return self.postprocess(self.run(feeds), trace)
+
+    def example_feeds(self, *, seed: int = 0, batch: int = 1) -> dict[str, np.ndarray]:
+        """Inputs for smoke runs (verify, serve's load check, speed checks): the manifest's
+        `examples` where given (values, ranges, shapes, stored arrays), seeded data else."""
+        return example_feeds(self.inputs, seed=seed, batch=batch,
+                             examples=self.manifest.examples, assets=self.assets)
 
     def close(self) -> None:
         if self._engine is not None:

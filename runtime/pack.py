@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -43,11 +44,25 @@ def pack_bundle(out_path: str | os.PathLike, model: bytes | str | os.PathLike, *
                 validation: Mapping[str, Any] | None = None,
                 extra: Mapping[str, Any] | None = None,
                 created: str | None = None,
-                directory: bool = False) -> Path:
+                directory: bool = False,
+                task: Mapping[str, Any] | None = None,
+                encode: Sequence[Mapping[str, Any]] | None = None,
+                decode: Sequence[Mapping[str, Any]] | None = None,
+                stream: Mapping[str, Any] | None = None,
+                stages: Sequence[Mapping[str, Any]] | None = None,
+                examples: Mapping[str, Any] | None = None,
+                assets: Mapping[str, Any] | None = None,
+                members: Mapping[str, bytes] | None = None) -> Path:
     """Write a bundle around `model`. Specs not given are read from the model by its engine.
 
     Every pipeline step is checked now (hooks excepted: the device supplies them), so a
     bundle that packs is a bundle whose manifest the runtime accepts.
+
+    DESIGN §7 fields: `task`, `encode`, `decode`, `stream`, `stages`, `examples` go into the
+    manifest as given. `assets` maps an asset name to its data: bytes (stored as
+    `assets/<name>`), a path (stored as `assets/<file name>`) or a `(member, bytes)` pair.
+    `members` adds other files (e.g. a stage's model) under their own names; every member
+    is checksummed like the model.
     """
     data = Path(model).read_bytes() if isinstance(model, (str, os.PathLike)) else bytes(model)
     if not data:
@@ -67,12 +82,15 @@ def pack_bundle(out_path: str | os.PathLike, model: bytes | str | os.PathLike, *
         inputs = [TensorSpec(s.name, s.shape, s.dtype, layouts.get(s.name, s.layout),
                              s.quantization) for s in inputs]
     model_member = "model" + MODEL_SUFFIX.get(engine, ".bin")
-    members = {model_member: data}
+    extra_members, members = members, {model_member: data}
     if labels is not None:
         labels = [str(label).strip() for label in labels]
         if any(not label or "\n" in label for label in labels):
             raise ManifestError("labels must be non-empty single-line strings")
         members["labels.txt"] = ("\n".join(labels) + "\n").encode("utf-8")
+    members.update(dict(extra_members or {}))
+    asset_members = _asset_members(assets or {})
+    members.update({member: data for member, data in asset_members.values()})
 
     manifest = Manifest(
         name=name, version=version,
@@ -86,16 +104,39 @@ def pack_bundle(out_path: str | os.PathLike, model: bytes | str | os.PathLike, *
         validation=dict(validation) if validation is not None else None,
         requires={"engines": [_ENGINE_REQUIREMENT.get(engine, engine)], "edgepack": ">=0.1"},
         extra=dict(extra or {}),
+        task=dict(task) if task else None,
+        assets={name: member for name, (member, _) in asset_members.items()},
+        encode=tuple(encode or ()), decode=tuple(decode or ()),
+        stream=dict(stream) if stream else None, stages=tuple(stages or ()),
+        examples=dict(examples or {}),
     )
-    _check_pipelines(manifest, labels)
+    _check_pipelines(manifest, labels, {n: d for n, (_, d) in asset_members.items()})
     return write_bundle(out_path, manifest, members, directory=directory)
 
 
-def _check_pipelines(manifest: Manifest, labels) -> None:
+def _asset_members(assets: Mapping[str, Any]) -> dict[str, tuple[str, bytes]]:
+    out = {}
+    for name, value in assets.items():
+        if isinstance(value, tuple):
+            member, data = value
+        elif isinstance(value, (str, os.PathLike)):
+            member, data = f"assets/{Path(value).name}", Path(value).read_bytes()
+        else:
+            member, data = f"assets/{name}", bytes(value)
+        out[name] = (member, bytes(data))
+    return out
+
+
+def _check_pipelines(manifest: Manifest, labels, assets: Mapping[str, bytes]) -> None:
+    base = Context(None, labels, _AnyHook(), assets, manifest.inputs, manifest.outputs)
     for kind, specs, table in (("preprocess", manifest.inputs, manifest.preprocess),
                                ("postprocess", manifest.outputs, manifest.postprocess)):
         names = {s.name: s for s in specs}
         for tensor, steps in table.items():
             if tensor not in names:
                 raise ManifestError(f"{kind} names tensor {tensor!r}; the model has {sorted(names)}")
-            compile_steps(steps, Context(names[tensor], labels, _AnyHook()), f"{kind}[{tensor!r}]")
+            compile_steps(steps, replace(base, spec=names[tensor]), f"{kind}[{tensor!r}]")
+    for kind in ("encode", "decode"):
+        steps = getattr(manifest, kind)
+        if steps:
+            compile_steps(steps, base, kind, kind=kind)

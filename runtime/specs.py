@@ -102,24 +102,36 @@ class TensorSpec:
                 f"got {format_shape(array.shape)}")
 
 
-def example_feeds(specs: Iterable[TensorSpec], *, seed: int = 0,
-                  batch: int = 1) -> dict[str, np.ndarray]:
+def example_feeds(specs: Iterable[TensorSpec], *, seed: int = 0, batch: int = 1,
+                  examples: Mapping[str, Any] | None = None,
+                  assets: Mapping[str, bytes] | None = None) -> dict[str, np.ndarray]:
     """Seeded inputs that fit `specs`, for smoke runs, benchmarks and host-vs-device checks.
 
-    A dynamic first dimension becomes `batch`, other dynamic dimensions 1. Floats are
-    standard normal; int8/uint8 span their full range (quantized data); other integers are
-    zeros, a valid value for index-like inputs (token ids, embedding rows); bools are random.
+    `examples` is the manifest's `examples` table (DESIGN §7), per input name:
+    `{"value": v}` (a scalar filled into the shape, or a nested list taken as is),
+    `{"range": [lo, hi]}` (uniform in the range; integers inclusive), `{"shape": [...]}`
+    (concrete dims for the dynamic ones, combinable with value/range), `{"asset": name}`
+    (an .npy array stored in the bundle). Without an example: a dynamic first dimension
+    becomes `batch`, other dynamic dimensions 1; floats are standard normal; int8/uint8 span
+    their full range (quantized data); other integers are zeros, a valid value for
+    index-like inputs (token ids, embedding rows); bools are random.
     """
     rng = np.random.default_rng(seed)
+    examples = examples or {}
     feeds = {}
     for spec in specs:
-        shape = tuple((batch if i == 0 else 1) if d == -1 else d
-                      for i, d in enumerate(spec.shape))
+        example = examples.get(spec.name) or {}
+        shape = _example_shape(spec, example.get("shape"), batch)
+        if "asset" in example:
+            feeds[spec.name] = _example_asset(spec, example["asset"], assets or {})
+            continue
         if spec.dtype == "string":
-            feeds[spec.name] = np.full(shape, "", dtype=object)
+            feeds[spec.name] = np.full(shape, example.get("value", ""), dtype=object)
             continue
         dtype = np.dtype(spec.dtype)
-        if dtype.kind == "f":
+        if "value" in example or "range" in example:
+            feeds[spec.name] = _example_values(spec, example, shape, dtype, rng)
+        elif dtype.kind == "f":
             feeds[spec.name] = rng.standard_normal(shape).astype(dtype)
         elif dtype.kind == "b":
             feeds[spec.name] = rng.integers(0, 2, shape).astype(bool)
@@ -129,6 +141,43 @@ def example_feeds(specs: Iterable[TensorSpec], *, seed: int = 0,
         else:
             feeds[spec.name] = np.zeros(shape, dtype=dtype)
     return feeds
+
+
+def _example_values(spec: TensorSpec, example: Mapping[str, Any], shape: tuple[int, ...],
+                    dtype: np.dtype, rng: np.random.Generator) -> np.ndarray:
+    try:
+        if "value" in example:
+            value = np.asarray(example["value"], dtype=dtype)
+            return value if value.ndim else np.full(shape, value, dtype=dtype)
+        lo, hi = example["range"]
+        if dtype.kind in "iu":
+            return rng.integers(int(lo), int(hi) + 1, shape).astype(dtype)
+        return rng.uniform(float(lo), float(hi), shape).astype(dtype)
+    except (TypeError, ValueError, OverflowError) as e:
+        raise InputError(f"examples[{spec.name!r}] {dict(example)} does not give "
+                         f"{spec.dtype} values ({e}); fix the bundle's examples") from e
+
+
+def _example_shape(spec: TensorSpec, given: Any, batch: int) -> tuple[int, ...]:
+    if given is not None:
+        if not _is_int_list(given) or len(given) != len(spec.shape) or any(
+                d != -1 and g != d for g, d in zip(given, spec.shape)) or min(given, default=1) < 0:
+            raise InputError(
+                f"examples[{spec.name!r}].shape {given} does not fit the input's shape "
+                f"{format_shape(spec.shape)}; fix the bundle's examples")
+        return tuple(given)
+    return tuple((batch if i == 0 else 1) if d == -1 else d for i, d in enumerate(spec.shape))
+
+
+def _example_asset(spec: TensorSpec, name: Any, assets: Mapping[str, bytes]) -> np.ndarray:
+    import io
+    if name not in assets:
+        raise InputError(f"examples[{spec.name!r}] names asset {name!r}, which the bundle "
+                         f"does not have (assets: {sorted(assets) or 'none'})")
+    try:
+        return np.load(io.BytesIO(assets[name]), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise InputError(f"examples[{spec.name!r}]: asset {name!r} is not a .npy array ({e})") from e
 
 
 def format_shape(shape: tuple[int, ...] | list[int]) -> str:

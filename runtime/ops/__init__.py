@@ -5,6 +5,16 @@ registered as a *builder*: it checks its parameters once, when the bundle is loa
 returns a function array -> array. So a typo in a manifest fails at load time with the
 step's location, and the per-request path does no parsing. The converters run these same
 functions for calibration and validation, so workstation and device preprocess identically.
+
+Three kinds of steps (DESIGN §7):
+- per-tensor steps (`register_op`): `preprocess[input]` and `postprocess[output]`, array ->
+  array. A step that needs the call's `Trace` (geometric steps record their transform there)
+  marks its function with `@traced`; it is then called as `fn(value, trace)`.
+- `encode` steps (`register_encode`): the raw input (text, a clip...) -> a dict of tensors
+  by input name, before per-input preprocessing (e.g. a tokenizer).
+- `decode` steps (`register_decode`): see all postprocessed outputs at once, as a dict, and
+  return a dict (e.g. candidates -> NMS -> {"detections": [...]}), after `postprocess`.
+Encode and decode functions are always called as `fn(value, trace)`.
 """
 from __future__ import annotations
 
@@ -15,31 +25,65 @@ import numpy as np
 
 from ..errors import HookError, PipelineError
 from ..specs import TensorSpec
+from .trace import Geometry, Trace
 
 Step = Callable[[Any], Any]
 Builder = Callable[["Params", "Context"], Step]
 
 _OPS: dict[str, Builder] = {}
+_ENCODERS: dict[str, Builder] = {}
+_DECODERS: dict[str, Builder] = {}
 _HOOKS: dict[str, Callable[..., Any]] = {}
 
 
 @dataclass(frozen=True)
 class Context:
-    """What a step may know besides its parameters: the tensor's spec and the labels."""
+    """What a step may know besides its parameters.
+
+    `spec` is the tensor a per-tensor step works on (None for encode/decode steps);
+    `inputs`/`outputs` are all of the model's specs; `assets` maps the manifest's asset
+    names to the members' bytes (tokenizer, anchors, example inputs).
+    """
 
     spec: TensorSpec | None = None
     labels: Sequence[str] | None = None
     hooks: Mapping[str, Callable[..., Any]] = field(default_factory=dict)
+    assets: Mapping[str, bytes] = field(default_factory=dict)
+    inputs: Sequence[TensorSpec] = ()
+    outputs: Sequence[TensorSpec] = ()
+
+    def asset(self, name: str, where: str) -> bytes:
+        """The bytes of asset `name`, or a PipelineError naming the step that needs it."""
+        if name not in self.assets:
+            raise PipelineError(
+                f"{where}: asset {name!r} is not in this bundle (assets: "
+                f"{sorted(self.assets) or 'none'}); pack it with the bundle")
+        return self.assets[name]
 
 
-def register_op(name: str) -> Callable[[Builder], Builder]:
-    """Register a step builder under `name` (used by the built-in op modules)."""
-    def decorate(builder: Builder) -> Builder:
-        if name in _OPS:
-            raise ValueError(f"op {name!r} is registered twice")
-        _OPS[name] = builder
-        return builder
-    return decorate
+def _registrar(table: dict[str, Builder], kind: str) -> Callable[[str], Callable[[Builder], Builder]]:
+    def register(name: str) -> Callable[[Builder], Builder]:
+        def decorate(builder: Builder) -> Builder:
+            if name in table:
+                raise ValueError(f"{kind} {name!r} is registered twice")
+            table[name] = builder
+            return builder
+        return decorate
+    return register
+
+
+register_op = _registrar(_OPS, "op")
+register_op.__doc__ = "Register a per-tensor step builder under `name`."
+register_encode = _registrar(_ENCODERS, "encode op")
+register_encode.__doc__ = "Register an encode step builder: raw input -> dict of tensors."
+register_decode = _registrar(_DECODERS, "decode op")
+register_decode.__doc__ = "Register a decode step builder: dict of outputs -> dict of results."
+
+
+def traced(fn: Callable[[Any, Trace], Any]) -> Callable[[Any, Trace], Any]:
+    """Mark a per-tensor step function that takes the call's Trace as second argument."""
+    fn.wants_trace = True  # type: ignore[attr-defined]
+    return fn
 
 
 def hook(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -65,8 +109,8 @@ def unregister_hook(name: str) -> None:
     _HOOKS.pop(name, None)
 
 
-def known_ops() -> list[str]:
-    return sorted(_OPS)
+def known_ops(kind: str = "op") -> list[str]:
+    return sorted({"op": _OPS, "encode": _ENCODERS, "decode": _DECODERS}[kind])
 
 
 class Params:
@@ -138,31 +182,48 @@ class Params:
 
 
 def compile_steps(steps: Sequence[Mapping[str, Any]], context: Context,
-                  where: str = "steps") -> Callable[[Any], Any]:
-    """Validate `steps` and return one function applying them in order."""
-    functions: list[Step] = []
+                  where: str = "steps", kind: str = "op") -> Callable[..., Any]:
+    """Validate `steps` and return one function `pipeline(value, trace=None)`.
+
+    `kind` selects the registry: "op" (per-tensor steps), "encode" or "decode".
+    """
+    table = {"op": _OPS, "encode": _ENCODERS, "decode": _DECODERS}[kind]
+    functions: list[tuple[Callable[..., Any], bool]] = []
     for i, step in enumerate(steps):
         loc = f"{where}[{i}]"
         if not isinstance(step, Mapping) or not isinstance(step.get("op"), str):
             raise PipelineError(f"{loc}: a step must be an object with an 'op' name")
         name = step["op"]
         if name == "hook":
-            functions.append(_build_hook(Params(step, loc), context))
+            functions.append((_build_hook(Params(step, loc), context), False))
             continue
-        builder = _OPS.get(name)
+        builder = table.get(name)
         if builder is None:
-            raise PipelineError(f"{loc}: unknown op {name!r}; known ops: {known_ops()} and 'hook'")
+            raise PipelineError(
+                f"{loc}: unknown {'' if kind == 'op' else kind + ' '}op {name!r}; known: "
+                f"{known_ops(kind)} and 'hook'")
         params = Params(step, loc)
         fn = builder(params, context)
         params.finish()
-        functions.append(_located(fn, loc, name))
+        wants_trace = kind != "op" or getattr(fn, "wants_trace", False)
+        functions.append((_located(fn, loc, name, wants_trace), wants_trace))
 
-    def pipeline(value: Any) -> Any:
-        for fn in functions:
-            value = fn(value)
+    if not any(wants for _, wants in functions):
+        plain = [fn for fn, _ in functions]
+
+        def pipeline(value: Any, trace: Trace | None = None) -> Any:
+            for fn in plain:
+                value = fn(value)
+            return value
+        return pipeline
+
+    def traced_pipeline(value: Any, trace: Trace | None = None) -> Any:
+        if trace is None:  # scripts and calibration: a throw-away record
+            trace = Trace()
+        for fn, wants in functions:
+            value = fn(value, trace) if wants else fn(value)
         return value
-
-    return pipeline
+    return traced_pipeline
 
 
 def apply_steps(steps: Sequence[Mapping[str, Any]], value: Any,
@@ -171,15 +232,30 @@ def apply_steps(steps: Sequence[Mapping[str, Any]], value: Any,
     return compile_steps(steps, context or Context(hooks=_HOOKS))(value)
 
 
-def _located(fn: Step, where: str, name: str) -> Step:
+def _located(fn: Callable[..., Any], where: str, name: str,
+             wants_trace: bool = False) -> Callable[..., Any]:
+    def fail(value: Any, e: Exception) -> PipelineError:
+        shape = getattr(value, "shape", None)
+        what = f"input of shape {shape}" if shape is not None else type(value).__name__
+        return PipelineError(f"{where} ({name}) failed on {what}: {e}")
+
+    if wants_trace:
+        def run_traced(value: Any, trace: Trace) -> Any:
+            try:
+                return fn(value, trace)
+            except PipelineError:
+                raise
+            except (ValueError, TypeError, IndexError, KeyError, FloatingPointError) as e:
+                raise fail(value, e) from e
+        return run_traced
+
     def run(value: Any) -> Any:
         try:
             return fn(value)
         except PipelineError:
             raise
         except (ValueError, TypeError, IndexError, FloatingPointError) as e:
-            shape = getattr(value, "shape", None)
-            raise PipelineError(f"{where} ({name}) failed on input of shape {shape}: {e}") from e
+            raise fail(value, e) from e
     return run
 
 
