@@ -1,7 +1,7 @@
 """"Is int8 faster than fp32 here?" — measured on the spot, on the machine converting.
 
 Both models are opened through the runtime's own engines (what a device runs) in one
-process and timed in alternating blocks (edgepack.benchmark.time_interleaved), so a burst
+process and timed in alternating blocks (edgepack.runtime.benchmark.time_interleaved), so a burst
 of load from other processes hits both alike; the verdict uses medians. With more than one
 thread each block waits for the other model's thread pool to stop spinning first: without
 that pause, 2-thread timings measured the two pools fighting over the cores. The result is a fact about *this*
@@ -106,7 +106,7 @@ def measure_speed(fp32_model: bytes, int8_model: bytes, engine: str = "onnxrunti
     model gets the same arrays, quantized when its inputs are integer.
     Raises EngineNotInstalledError/EngineError from the runtime when a model cannot run.
     """
-    from edgepack.benchmark import pool_pause, time_interleaved
+    from edgepack.runtime.benchmark import pool_pause, time_interleaved
     from edgepack.runtime.engines import open_engine
     block = min(settings.block, settings.rounds)
     points = []

@@ -12,7 +12,7 @@ from edgepack.runtime.errors import InputError
 from edgepack.runtime.pack import detect_engine
 from edgepack.runtime.specs import example_feeds, format_shape
 
-from ..benchmark import benchmark
+from edgepack.runtime.benchmark import benchmark
 from ..inputs import input_sets
 from ..packing import ImagePipeline, onnx_opset, read_labels, read_pipeline_file
 from .describe_quantization import guarded_lines, quantization_lines

@@ -5,7 +5,7 @@ Timing bundle A for ten seconds and then bundle B for ten seconds lets a noisy n
 one block of every bundle, in an order that rotates each round, so noise is spread over
 all bundles alike; the percentiles are then taken over all blocks of a bundle. With thread
 pools, each block first waits for the previous bundle's pool to stop spinning
-(edgepack.benchmark.time_interleaved).
+(edgepack.runtime.benchmark.time_interleaved).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from edgepack.benchmark import BenchResult, pool_pause, summarize, time_interleaved
+from edgepack.runtime.benchmark import BenchResult, pool_pause, summarize, time_interleaved
 
 from .config import LatencyConfig
 
