@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .errors import (BundleError, BundleTooLargeError, ChecksumError, ManifestError,
-                     MissingMemberError, UnlistedMemberError, UnsafeMemberError)
+                     MissingMemberError, SignatureError, UnlistedMemberError, UnsafeMemberError)
 from .manifest import FileEntry, Manifest, parse_manifest
 
 MANIFEST = "manifest.json"
@@ -48,11 +48,16 @@ class Bundle:
     """A verified bundle held in memory: its manifest and the bytes of every member."""
 
     def __init__(self, path: Path, manifest: Manifest, members: Mapping[str, bytes],
-                 manifest_bytes: bytes):
+                 manifest_bytes: bytes, signature: bytes | None = None,
+                 signed_by: str | None = None):
         self.path = path
         self.manifest = manifest
         self._members = dict(members)
         self.manifest_bytes = manifest_bytes
+        #: signature.ed25519's bytes, or None for an unsigned bundle.
+        self.signature = signature
+        #: fingerprint of the trusted key the signature was checked against (None: not checked).
+        self.signed_by = signed_by
 
     @property
     def members(self) -> list[str]:
@@ -107,11 +112,34 @@ def read_bundle(path: str | os.PathLike, *, limits: BundleLimits = BundleLimits(
     signature = raw.pop(SIGNATURE, None)
     _verify_members(path, manifest, raw)
 
-    key = trusted_key if trusted_key is not None else os.environ.get("EDGEPACK_TRUSTED_KEY")
-    if key:
+    key = trusted_key_setting(trusted_key)
+    signed_by = None
+    if key is not None:
         from .signing import verify_signature
-        verify_signature(path, manifest_bytes, signature, key)
-    return Bundle(path, manifest, raw, manifest_bytes)
+        signed_by = verify_signature(path, manifest_bytes, signature, key)
+    return Bundle(path, manifest, raw, manifest_bytes, signature, signed_by)
+
+
+def trusted_key_setting(trusted_key: bytes | str | os.PathLike | None = None
+                        ) -> bytes | str | os.PathLike | None:
+    """The trusted key to check signatures with: `trusted_key`, else EDGEPACK_TRUSTED_KEY.
+
+    An empty value is an error rather than "no key": a blank variable in a deployment must not
+    turn signature checking off without a word.
+    """
+    if trusted_key is None:
+        env = os.environ.get("EDGEPACK_TRUSTED_KEY")
+        if env is None:
+            return None
+        if not env.strip():
+            raise SignatureError(
+                "EDGEPACK_TRUSTED_KEY is set but empty; set it to a public key file (PREFIX.pub "
+                "from `edgepack keygen`), or unset it to accept unsigned bundles")
+        return env.strip()
+    if isinstance(trusted_key, (str, bytes)) and not trusted_key.strip():
+        raise SignatureError("the trusted key is empty; give a public key file, or None to "
+                             "accept unsigned bundles")
+    return trusted_key
 
 
 def _verify_members(path: Path, manifest: Manifest, members: dict[str, bytes]) -> None:

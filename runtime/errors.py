@@ -54,6 +54,11 @@ class SignatureError(BundleError):
     """The signature is missing or does not verify against the trusted key."""
 
 
+class KeyFileError(SignatureError):
+    """A key file is missing, malformed, of the wrong kind (private vs public), or would be
+    overwritten."""
+
+
 # --- pre/post-processing -----------------------------------------------------------------
 class PipelineError(EdgepackError):
     """A pre/post-processing step is unknown, misconfigured, or failed on its input."""

@@ -102,10 +102,12 @@ def _spec_rows(specs):
 @click.command()
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
-def inspect(bundle, as_json):
+@click.option("--key", "trusted_key", type=click.Path(dir_okay=False, path_type=Path),
+              help="Public key to check the signature with [EDGEPACK_TRUSTED_KEY].")
+def inspect(bundle, as_json, trusted_key):
     """Show what a bundle holds: specs, pipelines, labels, provenance, how it was
-    quantized, accuracy kept."""
-    b = read_bundle(bundle)
+    quantized, accuracy kept, whether it is signed and by which key."""
+    b = read_bundle(bundle, trusted_key=trusted_key)
     m = b.manifest
     if as_json:
         click.echo(json.dumps(m.to_dict(), indent=2))
@@ -114,6 +116,7 @@ def inspect(bundle, as_json):
     click.echo(f"{m.name} {m.version}  ({m.model.engine}, {m.model.path}, {size / 1024:.1f} KiB"
                + (f", opset {m.model.opset}" if m.model.opset else "") + ")")
     click.echo(f"created {m.created}; source: " + ", ".join(f"{k}={v}" for k, v in m.source.items()))
+    click.echo(f"signature: {_signature_state(b)}")
     click.echo("inputs:")
     for row in _spec_rows(m.inputs):
         click.echo(row)
@@ -132,6 +135,14 @@ def inspect(bundle, as_json):
     if m.validation:
         for line in guarded_lines("validation", m.validation, _validation_lines):
             click.echo(line)
+
+
+def _signature_state(b) -> str:
+    if b.signature is None:
+        return "none (unsigned)"
+    if b.signed_by is None:
+        return "signed (key unknown; check it with --key PUB)"
+    return f"ok (key {b.signed_by})"
 
 
 def _validation_lines(validation: dict):
@@ -157,6 +168,9 @@ def _validation_lines(validation: dict):
 def verify(bundle, trusted_key, no_run):
     """Verify checksums, manifest and (with --key) signature; then load and run once."""
     b = read_bundle(bundle, trusted_key=trusted_key)
+    click.echo(f"signature ok (key {b.signed_by})" if b.signed_by else
+               "signature: none" if b.signature is None else
+               "signature present but not checked (pass --key PUB)")
     if no_run:
         click.echo(f"ok: {bundle} ({len(b.members)} members verified)")
         return
@@ -242,23 +256,22 @@ def bench(bundle, runs, warmup, threads, spin_wait, batch, as_json):
 def sign(bundle, private_key):
     """Sign BUNDLE's manifest in place (detached signature.ed25519)."""
     from edgepack.runtime.bundle import write_bundle
+    from edgepack.runtime.signing import fingerprint, load_private_key
+    key = load_private_key(private_key)   # a public or malformed key fails before any write
     b = read_bundle(bundle)
     members = {name: b.read(name) for name in b.members}
     write_bundle(bundle, b.manifest, members, directory=bundle.is_dir(), signing_key=private_key)
-    click.echo(f"signed {bundle}")
+    click.echo(f"signed {bundle} (key {fingerprint(key)})")
 
 
 @click.command()
 @click.argument("prefix", type=click.Path(path_type=Path))
-def keygen(prefix):
-    """Write an Ed25519 key pair: PREFIX.key (private) and PREFIX.pub (public)."""
-    from edgepack.runtime.signing import generate_keypair
-    private, public = generate_keypair()
-    key = prefix.with_suffix(".key")
-    key.write_text(private + "\n")
-    key.chmod(0o600)
-    prefix.with_suffix(".pub").write_text(public + "\n")
-    click.echo(f"wrote {key} and {prefix.with_suffix('.pub')}")
+@click.option("--force", is_flag=True, help="Replace an existing key pair (the old key is lost).")
+def keygen(prefix, force):
+    """Write an Ed25519 key pair: PREFIX.key (private, 0600) and PREFIX.pub (public, 0644)."""
+    from edgepack.runtime.signing import write_keypair
+    key, pub, fp = write_keypair(prefix, force=force)
+    click.echo(f"wrote {key} and {pub} (key {fp})")
 
 
 def register(cli: click.Group) -> None:
