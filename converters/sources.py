@@ -13,13 +13,20 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgepack.runtime.errors import ConversionError
+from edgepack.runtime.errors import ConversionError, InputError
 
 from .artifacts import SourceModel
 
 log = logging.getLogger(__name__)
 
 TORCH_SUFFIXES = (".pt2", ".pt", ".pth", ".ts")
+
+
+class MissingSourceError(ConversionError, InputError):
+    """The source model file (or its weights) does not exist: an input error (exit 2),
+    still a ConversionError for callers of the conversion API."""
+
+    exit_code = InputError.exit_code
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 
 
@@ -87,7 +94,7 @@ def _call_factory(spec: str, weights: str | Path | None) -> Any:
 
 def _load_weights(model: Any, weights: Path) -> None:
     if not weights.exists():
-        raise ConversionError(f"weights file {weights} does not exist")
+        raise MissingSourceError(f"weights file {weights} does not exist")
     framework = detect_framework(model)
     try:
         if framework == "pytorch":
@@ -109,7 +116,7 @@ def _load_weights(model: Any, weights: Path) -> None:
 def _load_path(path: Path, examples: tuple[np.ndarray, ...] | None,
                weights: str | Path | None) -> SourceModel:
     if not path.exists():
-        raise ConversionError(f"source model {path} does not exist")
+        raise MissingSourceError(f"source model {path} does not exist")
     suffix = path.suffix.lower()
     if path.is_dir():
         if not (path / "saved_model.pb").exists():

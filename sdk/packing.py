@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgepack.runtime.errors import ManifestError
+from edgepack.runtime.errors import InputError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -44,7 +44,8 @@ class ImagePipeline:
         if self.layout:
             source, sep, target = self.layout.partition(":")
             if not sep:
-                raise ManifestError(f"--layout {self.layout!r} must look like HWC:NCHW")
+                # A bad flag is the user's input (exit 2), not a bad bundle (exit 3).
+                raise InputError(f"--layout {self.layout!r} must look like HWC:NCHW")
             steps.append({"op": "layout", "from": source, "to": target})
         return steps
 
@@ -63,10 +64,10 @@ def read_pipeline_file(path: Path) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
         data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-        raise ManifestError(f"{path}: cannot read the pipeline file ({e})") from e
+        raise InputError(f"{path}: cannot read the pipeline file ({e})") from e
     unknown = set(data) - {"preprocess", "postprocess", "layouts"}
     if unknown:
-        raise ManifestError(f"{path}: unknown tables {sorted(unknown)}; "
+        raise InputError(f"{path}: unknown tables {sorted(unknown)}; "
                             "use preprocess, postprocess, layouts")
     return data
 
@@ -76,7 +77,7 @@ def read_labels(path: Path) -> list[str]:
         return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()
                 if line.strip()]
     except (OSError, UnicodeDecodeError) as e:
-        raise ManifestError(f"{path}: cannot read labels ({e})") from e
+        raise InputError(f"{path}: cannot read labels ({e})") from e
 
 
 def onnx_opset(model: bytes) -> int | None:

@@ -38,16 +38,19 @@ def _style(text: str, role: str) -> str:
 @click.option("--modes", default="none,fp16,dynamic,int8", show_default=True,
               help="Comma-separated quantization modes.")
 @click.option("--device", help="Device profile: threads for latency and the check a pick must pass.")
-@click.option("--max-drop", type=float, default=1.0, show_default=True,
+@click.option("--max-drop", type=click.FloatRange(0.0, 100.0), default=1.0,
+              show_default=True,
               help="Accuracy budget in points below the source (top-1 agreement without labels).")
-@click.option("--holdout", type=float, default=0.3, show_default=True,
+@click.option("--holdout", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+              default=0.3, show_default=True,
               help="Fraction of DATA held out for accuracy.")
 @click.option("--weights", type=click.Path(exists=True), help="Weights for MODEL=module:factory.")
-@click.option("--rounds", type=int, default=10, show_default=True,
+@click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True,
               help="Interleaved latency rounds.")
-@click.option("--block", type=int, default=20, show_default=True,
+@click.option("--block", type=click.IntRange(min=1), default=20, show_default=True,
               help="Timed runs per bundle per round.")
-@click.option("--threads", type=int, help="Engine threads (default: the device's recommendation).")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Engine threads (default: the device's recommendation).")
 @click.option("--no-memory", is_flag=True, help="Skip the per-bundle memory subprocess.")
 @click.option("--pick", "pick_out", type=click.Path(dir_okay=False),
               help="Copy the picked bundle here.")
@@ -96,8 +99,10 @@ def compare_command(model, data, labels, targets, modes, device, max_drop, holdo
             click.echo(f"wrote {html_out}")
     if pick_out:
         if result.pick.path is None:
-            raise click.ClickException(f"nothing picked, {pick_out} not written: "
-                                       f"{result.pick.reason}")
+            from edgepack.runtime.errors import ConversionError
+            # No conversion met the budget: the conversion family (exit 6).
+            raise ConversionError(f"nothing picked, {pick_out} not written: "
+                                  f"{result.pick.reason}")
         if not as_json:
             click.echo(f"wrote {pick_out} ({result.pick.key})")
 

@@ -42,7 +42,8 @@ def _json_file(path: str | None, what: str):
               help=".npy/.npz file or image folder (int8).")
 @click.option("--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]),
               default="minmax", show_default=True)
-@click.option("--calibration-samples", type=int, default=200, show_default=True)
+@click.option("--calibration-samples", type=click.IntRange(min=1), default=200,
+              show_default=True)
 @click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel weights.")
 @click.option("--int8-io", is_flag=True, help="int8 model inputs/outputs (with -q int8).")
 @click.option("--full-range-weights", is_flag=True,
@@ -55,7 +56,8 @@ def _json_file(path: str | None, what: str):
               help="int8: skip timing int8 against fp32 on this machine.")
 @click.option("--validation-data", type=click.Path(exists=True),
               help="Held-out .npz (inputs + 'labels') or .npy or image folder.")
-@click.option("--max-drop", type=float, help="Allowed accuracy drop in points.")
+@click.option("--max-drop", type=click.FloatRange(0.0, 100.0),
+              help="Allowed accuracy drop in points.")
 @click.option("--accept", is_flag=True, help="Keep the bundle even if validation fails.")
 @click.option("--weights", type=click.Path(exists=True), help="Weights for module:factory.")
 @click.option("--input-shape", "input_shapes", multiple=True, type=_shape, metavar="SHAPE",
@@ -67,7 +69,7 @@ def _json_file(path: str | None, what: str):
               help="JSON {input: [steps]} stored in the manifest.")
 @click.option("--postprocess", type=click.Path(exists=True),
               help="JSON {output: [steps]} stored in the manifest.")
-@click.option("--opset", type=int, default=18, show_default=True)
+@click.option("--opset", type=click.IntRange(13, 23), default=18, show_default=True)
 @click.option("--static-batch", is_flag=True, help="Do not export a dynamic batch axis.")
 @click.option("--device", help="Device profile (e.g. rpi4b): its defaults and refusals.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

@@ -116,9 +116,12 @@ def check(ctx: click.Context, bundle: Path, device: str, as_json: bool) -> None:
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
 @click.argument("inputs", nargs=-1, type=click.Path(exists=True, dir_okay=False))
 @_device_option
-@click.option("--threads", default=1, show_default=True, help="Engine threads on both sides.")
-@click.option("--atol", default=1e-4, show_default=True, help="Float outputs: absolute tolerance.")
-@click.option("--rtol", default=1e-3, show_default=True, help="Float outputs: relative tolerance.")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Engine threads on both sides.")
+@click.option("--atol", default=1e-4, show_default=True, type=click.FloatRange(min=0.0),
+              help="Float outputs: absolute tolerance.")
+@click.option("--rtol", default=1e-3, show_default=True, type=click.FloatRange(min=0.0),
+              help="Float outputs: relative tolerance.")
 @click.option("--cache-dir", type=click.Path(path_type=Path),
               help="Where the emulated userland is cached [~/.cache/edgepack].")
 @click.option("--rebuild", is_flag=True, help="Rebuild the emulated userland.")
@@ -135,8 +138,6 @@ def emulate(ctx: click.Context, bundle: Path, inputs: tuple[str, ...], device: s
     """
     from edgepack.devices.emulation import Tolerance, emulate as run_emulated, load_inputs
 
-    if threads < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--threads")
     feeds = load_inputs(bundle, inputs) if inputs else None
     result = run_emulated(bundle, device, feeds, threads=threads,
                           tolerance=Tolerance(atol=atol, rtol=rtol), cache_dir=cache_dir,

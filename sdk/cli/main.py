@@ -1,8 +1,9 @@
 """`edgepack` command line: a thin click layer over the library.
 
-Every EdgepackError becomes one line on stderr and the error's exit code; a traceback is
-shown only with --debug. Commands from other areas register themselves through a
-`register(cli)` function in their module, listed in COMMAND_MODULES.
+Every EdgepackError becomes one line on stderr and the error's exit code (the one mapping,
+below: commands never re-wrap errors themselves); a traceback is shown only with --debug.
+Commands from other areas register themselves through a `register(cli)` function in their
+module, listed in COMMAND_MODULES.
 """
 from __future__ import annotations
 
@@ -24,6 +25,19 @@ COMMAND_MODULES = (
 )
 
 
+#: Exit codes by error family (README "Errors"). Numbers are stable: a new family gets a
+#: new number, never a reused one. 2 is also click's own code for a bad option or argument.
+EXIT_CODES = {
+    "input": 2, "bundle": 3, "pipeline": 4, "engine": 5, "conversion": 6, "device": 7,
+    "serve": 8,
+}
+
+
+def exit_code_for(error: EdgepackError) -> int:
+    """The process exit code for `error`: its family's number (1 for the bare root)."""
+    return int(getattr(error, "exit_code", 1))
+
+
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
@@ -32,7 +46,7 @@ class _Group(click.Group):
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             click.echo(f"error: {e}", err=True)
-            ctx.exit(getattr(e, "exit_code", 1))
+            ctx.exit(exit_code_for(e))
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from edgepack.runtime.errors import EdgepackError
+from edgepack.runtime.errors import InputError
 
 
 def _load_npz(path: str, need_train: bool = True) -> dict:
@@ -21,11 +21,11 @@ def _load_npz(path: str, need_train: bool = True) -> dict:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError) as e:
-        raise click.ClickException(f"cannot read data file {path}: {e}") from e
+        raise InputError(f"cannot read data file {path}: {e}") from e
     if need_train:
         missing = [k for k in ("x_train", "y_train") if k not in arrays]
         if missing:
-            raise click.ClickException(
+            raise InputError(
                 f"{path} lacks {', '.join(missing)}; it has {', '.join(arrays) or 'nothing'} "
                 "(expected x_train, y_train and optionally x_test, y_test)")
     return arrays
@@ -58,13 +58,13 @@ def _example(arrays: dict | None, input_shape: str | None):
         try:
             shape = [int(d) for d in input_shape.split(",")]
         except ValueError:
-            raise click.ClickException(
+            raise InputError(
                 f"--input-shape must be comma-separated integers like 1,1,32,32, got "
                 f"{input_shape!r}") from None
         return torch.zeros(shape)
     if arrays is None:
-        raise click.ClickException("structured pruning needs --data or --input-shape to "
-                                   "trace tensor shapes")
+        raise InputError("structured pruning needs --data or --input-shape to "
+                         "trace tensor shapes")
     return torch.as_tensor(arrays["x_train"][:2]).float()
 
 
@@ -101,12 +101,13 @@ def optimize_group() -> None:
 @click.option("--data", type=click.Path(exists=True, dir_okay=False),
               help=".npz with x_train, y_train[, x_test, y_test] for tracing and fine-tuning.")
 @click.option("--input-shape", help="Example input shape, e.g. 1,1,32,32 (instead of --data).")
-@click.option("--epochs", type=int, default=0, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=0), default=0, show_default=True,
               help="Fine-tune epochs after pruning (needs --data).")
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=1e-3,
+              show_default=True)
 @click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd"]), default="adam",
               show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--export", "export", type=click.Path(dir_okay=False),
               help="Also write a torch.export program (.pt2) `edgepack convert` takes as is.")
@@ -114,11 +115,8 @@ def optimize_group() -> None:
 def prune_cmd(model_spec, weights, out, method, amount, norm, scope, layers, exclude, data,
               input_shape, epochs, lr, optimizer, batch_size, seed, export, as_json):
     """Prune MODEL_SPEC (package.module:factory) and write its weights to --out."""
-    try:
-        _prune(model_spec, weights, out, method, amount, norm, scope, layers, exclude, data,
-               input_shape, epochs, lr, optimizer, batch_size, seed, export, as_json)
-    except EdgepackError as e:
-        raise click.ClickException(str(e)) from e
+    _prune(model_spec, weights, out, method, amount, norm, scope, layers, exclude, data,
+           input_shape, epochs, lr, optimizer, batch_size, seed, export, as_json)
 
 
 def _prune(model_spec, weights, out, method, amount, norm, scope, layers, exclude, data,
@@ -126,15 +124,15 @@ def _prune(model_spec, weights, out, method, amount, norm, scope, layers, exclud
     from edgepack.converters import optimize
 
     if epochs and not data:
-        raise click.ClickException("--epochs needs --data with x_train and y_train")
+        raise InputError("--epochs needs --data with x_train and y_train")
     # every option is checked before the model is built or any data read
     if method == "structured":
         config = optimize.StructuredPruneConfig(
             amount=amount, norm=norm, layers=_names(layers), exclude=_names(exclude) or ())
     else:
         if layers:
-            raise click.ClickException("--layers is for structured pruning; magnitude pruning "
-                                       "takes --exclude")
+            raise InputError("--layers is for structured pruning; magnitude pruning "
+                             "takes --exclude")
         config = optimize.MagnitudePruneConfig(sparsity=amount, scope=scope,
                                                exclude=_names(exclude) or ())
     train_config = optimize.TrainConfig(epochs=epochs, lr=lr, optimizer=optimizer,
@@ -180,8 +178,9 @@ def _export(model, example, path: str) -> Path:
                                       dynamic_shapes=({0: torch.export.Dim("batch")},))
         torch.export.save(program, path)
     except Exception as e:  # torch.export raises many types
-        raise click.ClickException(f"torch.export of the optimized model failed: "
-                                   f"{str(e).splitlines()[0]}") from e
+        from edgepack.converters.optimize.errors import OptimizeError
+        raise OptimizeError(f"torch.export of the optimized model failed: "
+                            f"{str(e).splitlines()[0]}") from e
     return Path(path)
 
 
@@ -195,42 +194,41 @@ def _export(model, example, path: str) -> Path:
               help=".npz with x_train, y_train[, x_test, y_test].")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False),
               help="Where to write the student's state_dict (.pt).")
-@click.option("--temperature", type=float, default=4.0, show_default=True)
-@click.option("--alpha", type=float, default=0.7, show_default=True,
+@click.option("--temperature", type=click.FloatRange(min=0.0, min_open=True), default=4.0,
+              show_default=True)
+@click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=0.7, show_default=True,
               help="Weight of the teacher (soft) term; 1-alpha weighs the labels.")
-@click.option("--epochs", type=int, default=10, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=1e-3,
+              show_default=True)
 @click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd"]), default="adam",
               show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def distill_cmd(teacher_spec, teacher_weights, student_spec, student_weights, data, out,
                 temperature, alpha, epochs, lr, optimizer, batch_size, seed, as_json):
     """Distill the teacher into the student on --data and write the student's weights."""
-    try:
-        from edgepack.converters import optimize
+    from edgepack.converters import optimize
 
-        config = optimize.DistillConfig(
-            temperature=temperature, alpha=alpha, epochs=epochs, lr=lr, optimizer=optimizer,
-            batch_size=batch_size, seed=seed)
-        arrays = _load_npz(data)
-        teacher = _model(teacher_spec, teacher_weights)
-        student = _model(student_spec, student_weights)
-        test = _split(arrays, "test")
-        result = optimize.distill(teacher, student, _split(arrays, "train"), config,
-                                  eval_data=test)
-        summary = {"teacher_params": optimize.count_parameters(teacher),
-                   "student_params": optimize.count_parameters(student),
-                   "final_loss": round(result.history.final.loss, 5)}
-        if test is not None:
-            summary["teacher_accuracy"] = optimize.evaluate(teacher, test)[1]
-            summary["student_accuracy"] = optimize.evaluate(student, test)[1]
-        summary["weights"] = str(optimize.save_weights(student, out))
-        summary["history"] = result.history.to_dict()
-        _emit(summary, as_json)
-    except EdgepackError as e:
-        raise click.ClickException(str(e)) from e
+    config = optimize.DistillConfig(
+        temperature=temperature, alpha=alpha, epochs=epochs, lr=lr, optimizer=optimizer,
+        batch_size=batch_size, seed=seed)
+    arrays = _load_npz(data)
+    teacher = _model(teacher_spec, teacher_weights)
+    student = _model(student_spec, student_weights)
+    test = _split(arrays, "test")
+    result = optimize.distill(teacher, student, _split(arrays, "train"), config,
+                              eval_data=test)
+    summary = {"teacher_params": optimize.count_parameters(teacher),
+               "student_params": optimize.count_parameters(student),
+               "final_loss": round(result.history.final.loss, 5)}
+    if test is not None:
+        summary["teacher_accuracy"] = optimize.evaluate(teacher, test)[1]
+        summary["student_accuracy"] = optimize.evaluate(student, test)[1]
+    summary["weights"] = str(optimize.save_weights(student, out))
+    summary["history"] = result.history.to_dict()
+    _emit(summary, as_json)
 
 
 def register(cli: click.Group) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -10,7 +11,7 @@ import numpy as np
 from edgepack.runtime import engines, load, pack_bundle, read_bundle
 from edgepack.runtime.errors import InputError
 from edgepack.runtime.pack import detect_engine
-from edgepack.runtime.specs import example_feeds, format_shape
+from edgepack.runtime.specs import format_shape
 
 from edgepack.runtime.benchmark import benchmark
 from ..inputs import input_sets
@@ -51,12 +52,13 @@ def _size(text: str | None) -> tuple[int, int] | None:
 @click.option("--resize-reference", type=click.Choice(["pillow", "opencv"]), default="pillow",
               show_default=True, help="Library whose resize semantics to reproduce.")
 @click.option("--color", type=click.Choice(["RGB", "BGR", "GRAY"]), help="Convert RGB input to this.")
-@click.option("--scale", type=float, help="Multiply pixels by this (e.g. 0.00392157).")
+@click.option("--scale", type=click.FloatRange(min=0.0, min_open=True),
+              help="Multiply pixels by this (e.g. 0.00392157).")
 @click.option("--mean", help="Per-channel mean, comma-separated.")
 @click.option("--std", help="Per-channel std, comma-separated.")
 @click.option("--layout", help="Input layout change, e.g. HWC:NCHW.")
 @click.option("--softmax", is_flag=True, help="Apply softmax to the output.")
-@click.option("--topk", type=int, help="Report the top K classes with labels.")
+@click.option("--topk", type=click.IntRange(min=1), help="Report the top K classes with labels.")
 @click.option("--directory", is_flag=True, help="Write an unpacked bundle directory.")
 def pack(model, output, name, version_, labels, pipeline, resize, resize_reference, color, scale,
          mean, std, layout, softmax, topk, directory):
@@ -175,7 +177,7 @@ def verify(bundle, trusted_key, no_run):
         click.echo(f"ok: {bundle} ({len(b.members)} members verified)")
         return
     with load(b) as model:
-        outputs = model.run(example_feeds(model.inputs))
+        outputs = model.run(model.example_feeds())
     bad = [n for n, v in outputs.items()
            if np.issubdtype(v.dtype, np.floating) and not np.all(np.isfinite(v))]
     if bad:
@@ -208,7 +210,7 @@ def _describe(value) -> str:
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
 @click.argument("inputs", nargs=-1, required=True)
 @click.option("--raw", is_flag=True, help="Feed tensors as they are (no pre/post-processing).")
-@click.option("--threads", type=int)
+@click.option("--threads", type=click.IntRange(min=1), help="Engine intra-op threads.")
 @click.option("--json", "as_json", is_flag=True)
 def run(bundle, inputs, raw, threads, as_json):
     """Run BUNDLE on INPUTS (.npy, .npz, images; name=path for several inputs)."""
@@ -226,24 +228,41 @@ def run(bundle, inputs, raw, threads, as_json):
 
 @click.command()
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
-@click.option("--runs", type=int, default=200, show_default=True)
-@click.option("--warmup", type=int, default=20, show_default=True)
-@click.option("--threads", type=int, help="Engine intra-op threads [engine default].")
+@click.option("--runs", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=20, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Engine intra-op threads [engine default].")
 @click.option("--spin-wait/--no-spin-wait", default=None,
               help="Engine worker threads spin (or sleep) between runs [engine default].")
-@click.option("--batch", type=int, default=1, show_default=True, help="Batch for dynamic dims.")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Batch for dynamic dims.")
 @click.option("--json", "as_json", is_flag=True)
 def bench(bundle, runs, warmup, threads, spin_wait, batch, as_json):
     """Measure latency (p50/p90/p99), throughput and peak memory of BUNDLE."""
+    cores = os.cpu_count() or 1
+    warnings = []
+    if threads is not None and threads > cores:
+        warnings.append(f"--threads {threads} is more than this machine's {cores} cores: the "
+                        "engine's threads compete for cores and the timings measure that "
+                        "contention, not the model")
     with load(bundle, threads=threads, spin_wait=spin_wait) as model:
-        feeds = example_feeds(model.inputs, batch=batch)
+        feeds = model.example_feeds(batch=batch)
         result = benchmark(lambda: model.run(feeds), runs=runs, warmup=warmup, threads=threads)
+    if result.skewed:
+        warnings.append(f"the mean ({result.mean_ms:.3f} ms) is above p90: a few runs were "
+                        f"much slower (max {result.max_ms:.3f} ms), e.g. other processes "
+                        "loading the CPU; quote p50 and re-run on a quiet machine")
     if as_json:
-        click.echo(json.dumps({"bundle": str(bundle), **result.to_dict()}))
+        click.echo(json.dumps({"bundle": str(bundle), **result.to_dict(),
+                               "cores": cores, "warnings": warnings}))
         return
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
     click.echo(f"{bundle}: {runs} runs after {warmup} warm-up, threads={threads or 'default'}")
     click.echo(f"  latency ms  p50 {result.p50_ms:.3f}  p90 {result.p90_ms:.3f}  "
                f"p99 {result.p99_ms:.3f}  mean {result.mean_ms:.3f}")
+    click.echo(f"  spread ms   min {result.min_ms:.3f}  max {result.max_ms:.3f}  "
+               f"std {result.std_ms:.3f}")
     click.echo(f"  throughput  {result.throughput_per_s * batch:.1f} samples/s   "
                f"peak RSS {result.peak_rss_mb:.1f} MB")
 

@@ -40,9 +40,12 @@ def _policies(values: tuple[str, ...]) -> tuple[VersionPolicy, tuple[tuple[str, 
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on; 0.0.0.0 to accept other machines.")
-@click.option("--port", default=8000, show_default=True, type=int, help="0 picks a free port.")
-@click.option("--workers", type=int, help="Inferences run at once [number of CPU cores].")
-@click.option("--threads", type=int, help="Engine intra-op threads per model [cores // workers].")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="0 picks a free port.")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Inferences run at once [number of CPU cores].")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Engine intra-op threads per model [cores // workers].")
 @click.option("--spin-wait/--no-spin-wait", default=None,
               help="Engine worker threads spin (or sleep) between runs [engine default].")
 @click.option("--engine", help="Force an engine (e.g. onnxruntime, litert).")
@@ -51,8 +54,8 @@ def _policies(values: tuple[str, ...]) -> tuple[VersionPolicy, tuple[tuple[str, 
                    "prefix MODEL= for one model. Repeatable.")
 @click.option("--max-body", default="64M", show_default=True,
               help="Largest request body accepted (413 beyond).")
-@click.option("--max-connections", default=64, show_default=True, type=int)
-@click.option("--poll", default=2.0, show_default=True, type=float,
+@click.option("--max-connections", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--poll", default=2.0, show_default=True, type=click.FloatRange(min=0.0),
               help="Seconds between repository scans; 0 disables hot updates.")
 @click.option("--trusted-key", type=click.Path(exists=True, dir_okay=False),
               help="Public key: refuse versions without a valid signature.")
@@ -76,16 +79,11 @@ def serve(path: Path, host: str, port: int, workers: int | None, threads: int | 
                    default_policy=default, model_policies=per_model)
     if workers is not None:
         options["workers"] = workers
-    try:
-        config = ServeConfig(**options)
-    except ServeError as exc:
-        raise click.ClickException(str(exc)) from None
+    # A ServeError (bad path, port in use) reaches the CLI's one error mapping: exit 8.
+    config = ServeConfig(**options)
     if not quiet:
         logging.getLogger("edgepack.runtime.serve").setLevel(logging.INFO)
-    try:
-        server = ModelServer(path, config).serve_in_background()
-    except ServeError as exc:
-        raise click.ClickException(str(exc)) from None
+    server = ModelServer(path, config).serve_in_background()
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}

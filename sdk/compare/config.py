@@ -13,6 +13,8 @@ class CompareError(EdgepackError):
     """A comparison cannot start (bad options, unreadable data); one combination failing
     is never this: it becomes a row with its reason."""
 
+    exit_code = 2  # the user's options or data: the input family
+
 
 @dataclass(frozen=True)
 class LatencyConfig:

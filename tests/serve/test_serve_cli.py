@@ -16,6 +16,7 @@ from serve_fixtures import call
 click = pytest.importorskip("click")
 from click.testing import CliRunner  # noqa: E402
 
+from edgepack.cli.main import cli  # noqa: E402
 from edgepack.cli.serve_cmd import _size, serve  # noqa: E402
 
 
@@ -55,8 +56,9 @@ def test_bad_options_are_one_line_errors(repo):
     assert result.exit_code == 2 and "N must be at least 1" in result.output
     result = runner.invoke(serve, [str(repo), "--max-body", "lots"])
     assert result.exit_code == 2 and "is not a size" in result.output
+    # a click range now (issue 12 item 19): a usage error, exit 2
     result = runner.invoke(serve, [str(repo), "--workers", "0"])
-    assert result.exit_code == 1 and "workers must be at least 1" in result.output
+    assert result.exit_code == 2 and "'--workers': 0 is not in the range x>=1" in result.output
     assert "Traceback" not in result.output
 
 
@@ -65,8 +67,9 @@ def test_port_in_use_is_a_clear_error(repo):
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        result = CliRunner().invoke(serve, [str(repo), "--port", str(port), "--poll", "0"])
-    assert result.exit_code == 1
+        # through the CLI group: ServeError's own exit code, 8 (issue 12 item 20)
+        result = CliRunner().invoke(cli, ["serve", str(repo), "--port", str(port), "--poll", "0"])
+    assert result.exit_code == 8
     assert f"cannot listen on 127.0.0.1:{port}" in result.output
     assert "Traceback" not in result.output
 
