@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import numpy as np
+from ..specs import example_feeds
 
 from .config import ServeConfig
 from .errors import RequestError, ServeError
@@ -64,18 +64,18 @@ class VersionState:
 
 
 def smoke_test(model: Any) -> None:
-    """Run one inference on zeros shaped like the manifest's inputs (dynamic dims -> 1).
+    """Run one inference on the bundle's own example inputs (`Model.example_feeds`: the
+    manifest's `examples` where given, so stateful/multi-input models get real values).
 
     Raises `ServeError` when an output the manifest declares does not come back.
     """
-    feeds = {}
-    for spec in model.inputs:
-        if spec.dtype == "string":
-            log.info("smoke test skipped for %s: input %r is a string tensor", model.name,
-                     spec.name)
-            return
-        shape = tuple(1 if d < 0 else d for d in spec.shape)
-        feeds[spec.name] = np.zeros(shape, dtype=spec.dtype)
+    examples = getattr(getattr(model, "manifest", None), "examples", None)
+    if any(spec.dtype == "string" for spec in model.inputs) and not examples:
+        log.info("smoke test skipped for %s: string inputs and no examples", model.name)
+        return
+    # Engines registered by applications may wrap a Model without example_feeds.
+    feeds = (model.example_feeds() if hasattr(model, "example_feeds")
+             else example_feeds(model.inputs))
     outputs = model.run(feeds)
     missing = [s.name for s in model.outputs if s.name not in outputs]
     if missing:
