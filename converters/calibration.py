@@ -14,13 +14,13 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from edgepack.runtime.errors import ConversionError
+from edgepack.runtime.errors import ConversionError, InputError
+from edgepack.runtime.images import IMAGE_SUFFIXES, decode_image
 
 from .sources import to_numpy
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 LABEL_KEYS = ("labels", "label", "y")
 
 
@@ -142,16 +142,13 @@ def _image_folder(path: Path, input_names, preprocess, class_names, what):
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ConversionError(f"{what} folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    try:
-        from PIL import Image
-    except ImportError as e:
-        raise ConversionError("reading an image folder needs Pillow: pip install 'edgepack[image]'"
-                              ) from e
     from edgepack.runtime.ops import apply_steps
     samples, labels = [], []
     for file in files:
-        with Image.open(file) as image:
-            pixels = np.asarray(image.convert("RGB"))
+        try:   # the runtime's one decoder: the same array as `run` and the server get
+            pixels = decode_image(file)
+        except InputError as e:
+            raise ConversionError(f"{what} {e}") from e
         samples.append(np.asarray(apply_steps(steps, pixels)))
         if class_names and file.parent != path:
             name = file.parent.name

@@ -7,9 +7,10 @@ from typing import Sequence
 import numpy as np
 
 from edgepack.runtime.errors import InputError
+from edgepack.runtime.images import IMAGE_SUFFIXES, decode_image
 from edgepack.runtime.specs import TensorSpec
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
+__all__ = ["IMAGE_SUFFIXES", "input_sets", "read_array", "read_image"]
 
 
 def read_array(path: Path) -> np.ndarray | dict[str, np.ndarray]:
@@ -31,15 +32,8 @@ def read_array(path: Path) -> np.ndarray | dict[str, np.ndarray]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    try:
-        from PIL import Image
-    except ImportError as e:
-        raise InputError(f"{path}: reading images needs Pillow; pip install 'edgepack[image]'") from e
-    try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: not a readable image ({e})") from e
+    """An image file as (H, W, 3) uint8 RGB: the runtime's one decoder (runtime/images.py)."""
+    return decode_image(path)
 
 
 def input_sets(arguments: Sequence[str], specs: Sequence[TensorSpec]) -> list[dict[str, np.ndarray]]:

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..images import DEFAULT_MAX_PIXELS
 from .errors import ServeError
 
 PolicyKind = Literal["latest", "all", "specific"]
@@ -74,8 +75,19 @@ class ServeConfig:
     intra-op threads. Left unset it is cores // workers for ONNX Runtime, so that workers x
     engine_threads matches the core count: each engine otherwise starts one thread per core,
     and 4 workers on a 4-core board would run 16 compute threads fighting over 4 cores
-    (LiteRT, which runs one request at a time per model, gets every core; see `threads_for`). With `trusted_key` (a public key file), every version must carry
-    a valid signature or it is refused.
+    (LiteRT, which runs one request at a time per model, gets every core; see `threads_for`).
+    With `trusted_key` (a public key file), every version must carry a valid signature or it
+    is refused.
+
+    Slow or hostile clients: a connection may sit idle between requests for
+    `keepalive_timeout` s; once a request's first byte arrives, its whole head (request line
+    and headers) must arrive within `header_timeout` s and its body within `body_timeout` s,
+    however slowly it trickles. When all `max_connections` slots are taken, the connection
+    that has waited longest without a complete request head is dropped to make room, so
+    trickling clients cannot lock well-behaved ones out. Images (`/predict`, pipeline BYTES)
+    over `max_image_pixels` are refused from their header (413) before decoding.
+    `release_memory` hands the heap freed by an unloaded version back to the OS (glibc
+    `malloc_trim`), which keeps RSS flat across hot swaps.
     """
 
     host: str = "127.0.0.1"
@@ -88,6 +100,10 @@ class ServeConfig:
     max_body_bytes: int = 64 * 1024 * 1024
     max_connections: int = 64
     keepalive_timeout: float = 30.0
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    max_image_pixels: int = DEFAULT_MAX_PIXELS
+    release_memory: bool = True
     poll_interval: float = 2.0
     smoke_test: bool = True
     default_policy: VersionPolicy = VersionPolicy()
@@ -104,6 +120,12 @@ class ServeConfig:
             raise ServeError(f"max body size {self.max_body_bytes} is too small: use >= 1024 bytes")
         if self.max_connections < 1:
             raise ServeError(f"max connections must be at least 1, got {self.max_connections}")
+        for name in ("keepalive_timeout", "header_timeout", "body_timeout"):
+            if not getattr(self, name) > 0:
+                raise ServeError(f"{name.replace('_', ' ')} must be > 0 seconds, got "
+                                 f"{getattr(self, name)}")
+        if self.max_image_pixels < 1:
+            raise ServeError(f"max image pixels must be at least 1, got {self.max_image_pixels}")
         if self.poll_interval < 0:
             raise ServeError("poll interval must be >= 0 seconds (0 disables watching)")
 

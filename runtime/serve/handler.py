@@ -174,7 +174,8 @@ class V2Handler(BaseHTTPRequestHandler):
             del body
             with self.app.workers:
                 if request.parameters.get(PIPELINE_PARAMETER):
-                    outputs = run_pipeline(lv.model, request)
+                    outputs = run_pipeline(lv.model, request,
+                                           self.app.config.max_image_pixels)
                 else:
                     outputs = run_raw(lv.model, request)
             out, out_header = encode_infer_response(lv.model_name, lv.version, request.id,
@@ -201,7 +202,7 @@ class V2Handler(BaseHTTPRequestHandler):
                 raise RequestError(400, f"/predict takes one file but model {model!r} has "
                                         f"{len(inputs)} inputs; use /infer with "
                                         f"parameters.{PIPELINE_PARAMETER}")
-            array = decode_file(body, inputs[0].name)
+            array = decode_file(body, inputs[0].name, self.app.config.max_image_pixels)
             with self.app.workers:
                 result = predict(lv.model, {inputs[0].name: array})
             payload = {"model_name": lv.model_name, "model_version": lv.version,

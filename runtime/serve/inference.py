@@ -5,18 +5,20 @@ static dims) so the client gets a 400 naming the input instead of an engine stac
 
 Pipeline mode (request parameter ``"edgepack_pipeline": true``) runs `Model.predict`, i.e.
 the bundle's preprocess -> run -> postprocess. A BYTES input element is decoded as a file:
-an image (JPEG/PNG/..., through Pillow when installed) or a ``.npy`` array; each element is
-one sample. Structured results (top-k lists) come back as BYTES tensors holding JSON text.
+an image (decoded by `edgepack.runtime.images`, Pillow) or a ``.npy`` array; each element
+is one sample. Structured results (top-k lists) come back as BYTES tensors holding JSON text.
 """
 from __future__ import annotations
 
 import io
 import json
+import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ..errors import EdgepackError, InputError, PipelineError
+from ..images import DEFAULT_MAX_PIXELS, ImageTooLargeError, decode_image, describe_bytes
 from .errors import RequestError
 from .protocol import InferRequest, v2_datatype
 
@@ -93,32 +95,53 @@ def classify(scores: np.ndarray, k: int, labels: Sequence[str] | None) -> np.nda
     return out.reshape(scores.shape[:-1] + (k,))
 
 
-def decode_file(data: bytes, name: str) -> np.ndarray:
-    """A BYTES element as an array: ``.npy`` bytes, or an image decoded by Pillow."""
+def decode_file(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A BYTES element or a /predict body as an array: ``.npy`` bytes, or an image.
+
+    Images go through the runtime's one decoder (`edgepack.runtime.images`: (H, W, 3) uint8
+    RGB, pixel count checked from the header against `max_pixels` before decoding), so a
+    file gives the same array here as in `edgepack run` and in calibration.
+    """
     if data[:6] == b"\x93NUMPY":
-        try:
-            return np.load(io.BytesIO(data), allow_pickle=False)
-        except ValueError as exc:
-            raise RequestError(400, f"input {name!r}: unreadable .npy data: {exc}") from None
+        return _decode_npy(data, name)
     try:
-        from PIL import Image, UnidentifiedImageError
-    except ImportError:
-        raise RequestError(415, f"input {name!r}: decoding images needs Pillow on the server "
-                                "(pip install pillow), or send a .npy array") from None
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            if image.mode in ("L", "I;16", "I", "F"):
-                return np.asarray(image.convert("L"))
-            return np.asarray(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise RequestError(400, f"input {name!r}: not an image Pillow can read ({exc}); send "
-                                "JPEG/PNG bytes or a .npy array") from None
+        return decode_image(data, max_pixels=max_pixels, what=f"input {name!r}")
+    except ImageTooLargeError as exc:
+        raise RequestError(413, str(exc)) from None
+    except InputError as exc:
+        raise RequestError(400, str(exc)) from None
 
 
-def run_pipeline(model: Any, request: InferRequest) -> list[Output]:
+def _decode_npy(data: bytes, name: str) -> np.ndarray:
+    """np.load, after checking that the header's shape fits in the bytes actually sent.
+
+    numpy allocates the array the header announces before reading the data, so a 100-byte
+    file claiming shape (10**10,) would otherwise ask for 40 GB.
+    """
+    from numpy.lib import format as npy
+
+    stream = io.BytesIO(data)
+    try:
+        version = npy.read_magic(stream)
+        shape, _, dtype = (npy.read_array_header_1_0(stream) if version == (1, 0)
+                           else npy.read_array_header_2_0(stream))
+        if dtype.hasobject:
+            raise ValueError("object arrays are not accepted")
+        needed = math.prod(shape) * dtype.itemsize
+        if needed > len(data) - stream.tell():
+            raise ValueError(f"its header announces shape {list(shape)} of {dtype} "
+                             f"({needed:,} bytes) but only {len(data) - stream.tell():,} "
+                             "bytes of data follow")
+        return np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, EOFError, OverflowError) as exc:
+        raise RequestError(400, f"input {name!r}: unreadable .npy data "
+                                f"({describe_bytes(data)}): {exc}") from None
+
+
+def run_pipeline(model: Any, request: InferRequest,
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Output]:
     """Bundle pre/post-processing around the model, one sample per BYTES element."""
-    samples = _samples(model, request)
+    samples = _samples(model, request, max_pixels)
     per_sample = [predict(model, feeds) for feeds in samples]
     names = list(per_sample[0])
     wanted = [o.name for o in request.outputs] or names
@@ -150,7 +173,7 @@ def _binary_flag(request: InferRequest, name: str) -> bool:
     return request.binary_output_default
 
 
-def _samples(model: Any, request: InferRequest) -> list[dict[str, Any]]:
+def _samples(model: Any, request: InferRequest, max_pixels: int) -> list[dict[str, Any]]:
     specs = {spec.name for spec in model.inputs}
     counts = set()
     decoded: dict[str, Any] = {}
@@ -159,7 +182,8 @@ def _samples(model: Any, request: InferRequest) -> list[dict[str, Any]]:
             raise RequestError(400, f"model has no input {tensor.name!r}; its inputs are "
                                     f"{', '.join(sorted(specs))}")
         if tensor.datatype == "BYTES":
-            items = [decode_file(bytes(x), tensor.name) for x in tensor.array.ravel()]
+            items = [decode_file(bytes(x), tensor.name, max_pixels)
+                     for x in tensor.array.ravel()]
             if not items:
                 raise RequestError(400, f"input {tensor.name!r} holds no element")
             counts.add(len(items))
