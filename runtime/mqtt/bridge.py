@@ -1,0 +1,383 @@
+"""The MQTT bridge: subscribe, queue, predict on worker threads, publish, acknowledge.
+
+Threads: paho's network thread runs the callbacks and only ever queues (never decodes or
+runs a model); one worker per subscription decodes, leases a model, predicts and publishes
+in arrival order; one acknowledger sends the PUBACK of each QoS 1 input only once its
+result (or error message) has itself been acknowledged by the broker, in arrival order.
+A message received on a connection that has since dropped is not acknowledged on the new
+one: the broker redelivers it (persistent session), so nothing is lost, and at most the
+messages in flight at the moment of a drop are answered twice (results carry the input's
+message id, ``dup`` flag and correlation data for de-duplication).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import EdgepackError
+from .config import BridgeConfig, Subscription
+from .connection import Connection, make_client
+from .discovery import discovery_config, discovery_topic
+from .errors import MqttError, PayloadError
+from .models import ModelSource, RepositoryModels, SingleModel, check_models
+from .queues import MessageQueue
+from .results import encode, error_document, predict_payload, result_document
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Message:
+    topic: str
+    payload: bytes | None
+    qos: int
+    mid: int
+    dup: bool
+    generation: int
+    received: float
+    correlation: bytes | None = None
+    response_topic: str | None = None
+    content_type: str | None = None
+    reject: str | None = None       # refused in the network thread (e.g. too large)
+
+
+class _Lane:
+    """One subscription's queue, worker thread and counters."""
+
+    def __init__(self, sub: Subscription):
+        self.sub = sub
+        self.map = sub.topic_map
+        self.queue = MessageQueue(sub.queue_size, sub.effective_policy)
+        self.labels = (("subscription", sub.topic),)
+        self.received = self.answered = self.errors = 0
+        self.thread: threading.Thread | None = None
+
+    def stats(self) -> dict[str, Any]:
+        return {"topic": self.sub.topic, "received": self.received, "answered": self.answered,
+                "errors": self.errors, "dropped": self.queue.dropped,
+                "queue_size": self.queue.size, "high_water": self.queue.high_water,
+                "policy": self.queue.policy}
+
+
+class MqttBridge:
+    """Serve models to MQTT subscribers. `models` is a loaded `Model`, a serve
+    `ModelManager`, or any `ModelSource`; `metrics` a serve `Metrics` registry (shared
+    with HTTP when run inside `edgepack serve`)."""
+
+    def __init__(self, config: BridgeConfig, models: Any, metrics: Any | None = None):
+        self.config = config
+        self.models: ModelSource = _as_source(models)
+        if metrics is None:
+            from ..serve.metrics import Metrics
+            metrics = Metrics()
+        self.metrics = metrics
+        self.lanes = [_Lane(s) for s in config.subscriptions]
+        self._stop = threading.Event()
+        self._generation = 0
+        self._session_present = False
+        self._acks: deque[tuple[Any, _Message | None]] = deque()
+        self._acks_ready = threading.Condition()
+        self._status_lock = threading.Lock()
+        self._announced: dict[str, str] = {}
+        self._discovered: set[str] = set()
+        self._threads: list[threading.Thread] = []
+        qos1 = [s.queue_size for s in config.subscriptions if s.qos > 0]
+        self._receive_maximum = min(qos1) if qos1 else 20
+        self._client: Any = None
+        self._connection: Connection | None = None
+        self.started = False
+
+    # --- lifecycle -----------------------------------------------------------------------
+    def start(self) -> "MqttBridge":
+        """Connect (raises `MqttError` with the broker's reason), subscribe, start workers."""
+        check_models(self.models, [s.model for s in self.config.subscriptions])
+        offline = encode({"state": "offline", "client_id": self.config.client_id})
+        self._client = make_client(self.config.broker, self.config.status_topic, offline,
+                                   self._receive_maximum)
+        client = self._client
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._connection = Connection(client, self.config.broker, self._receive_maximum,
+                                      on_reconnect=self._count_reconnect)
+        for lane in self.lanes:
+            lane.thread = threading.Thread(target=self._work, args=(lane,), daemon=True,
+                                           name=f"edgepack-mqtt-{lane.sub.topic}")
+            lane.thread.start()
+        acker = threading.Thread(target=self._acknowledge, daemon=True,
+                                 name="edgepack-mqtt-ack")
+        acker.start()
+        self._threads = [lane.thread for lane in self.lanes if lane.thread] + [acker]
+        try:
+            self._connection.open()
+        except MqttError:
+            self._halt_threads()
+            raise
+        self.started = True
+        return self
+
+    def stop(self) -> None:
+        """Finish the message in hand, publish the offline status, disconnect. Messages
+        still queued are not acknowledged: the broker delivers QoS 1 ones again later."""
+        if self._connection is None:
+            return
+        self._stop.set()
+        for lane in self.lanes:
+            left = lane.queue.drain()
+            if left:
+                log.info("%d message(s) on %s not answered at shutdown", len(left),
+                         lane.sub.topic)
+        for lane in self.lanes:
+            if lane.thread is not None:
+                lane.thread.join(timeout=self.config.drain_timeout)
+        with self._acks_ready:
+            self._acks_ready.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=self.config.drain_timeout)
+
+        def final_status() -> None:
+            info = self._client.publish(self.config.status_topic, encode(
+                {"state": "offline", "client_id": self.config.client_id}), qos=1, retain=True)
+            info.wait_for_publish(timeout=2)
+        self._connection.close(final_status)
+        self._connection = None
+        self.started = False
+
+    def _halt_threads(self) -> None:
+        self._stop.set()
+        with self._acks_ready:
+            self._acks_ready.notify_all()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> "MqttBridge":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters per subscription, plus reconnects and whether connected now."""
+        conn = self._connection
+        return {"connected": bool(conn and conn.connected.is_set()),
+                "reconnects": conn.reconnects if conn else 0,
+                "subscriptions": [lane.stats() for lane in self.lanes]}
+
+    @property
+    def connected(self) -> threading.Event:
+        if self._connection is None:
+            raise MqttError("the bridge is not started")
+        return self._connection.connected
+
+    # --- paho callbacks: network thread, never block --------------------------------------
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any,
+                    properties: Any) -> None:
+        if reason.is_failure:
+            self._connection.connack(str(reason))
+            return
+        self._generation += 1
+        self._session_present = bool(getattr(flags, "session_present", False))
+        client.subscribe([(lane.sub.topic, lane.sub.qos) for lane in self.lanes])
+        self.metrics.set_gauge("edgepack_mqtt_connected", (), 1)
+        self._publish_status()
+        if self.config.homeassistant:
+            for lane in self.lanes:
+                if lane.map.is_static:
+                    self._discover(lane, lane.sub.publish)
+        log.info("connected to %s:%d (session present: %s); subscribed to %s",
+                 self.config.broker.host, self.config.broker.port, self._session_present,
+                 ", ".join(lane.sub.topic for lane in self.lanes))
+        self._connection.connack(None)
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        self.metrics.set_gauge("edgepack_mqtt_connected", (), 0)
+        if self._connection is not None:
+            self._connection.lost()
+        if not self._stop.is_set():
+            log.warning("disconnected from the MQTT broker: %s", reason)
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:      # paho raises on a non-UTF-8 topic
+            return
+        lane = next((lane for lane in self.lanes if lane.map.match(topic) is not None), None)
+        if lane is None:
+            if msg.qos > 0:
+                client.ack(msg.mid, msg.qos)
+            return
+        props = getattr(msg, "properties", None)
+        item = _Message(topic, msg.payload, msg.qos, msg.mid, bool(msg.dup), self._generation,
+                        time.perf_counter(),
+                        correlation=getattr(props, "CorrelationData", None),
+                        response_topic=getattr(props, "ResponseTopic", None),
+                        content_type=getattr(props, "ContentType", None))
+        if len(msg.payload) > self.config.max_payload_bytes:
+            item.reject = (f"payload of {len(msg.payload)} bytes is over the limit of "
+                           f"{self.config.max_payload_bytes} bytes (--max-payload)")
+            item.payload = None       # do not keep megabytes queued just to refuse them
+        lane.received += 1
+        self.metrics.inc("edgepack_mqtt_messages_received_total", lane.labels)
+        dropped = lane.queue.put(item, self._stop.is_set)
+        if dropped is not None:
+            self.metrics.inc("edgepack_mqtt_messages_dropped_total", lane.labels)
+            if dropped.qos > 0:      # drop-oldest chosen for QoS 1: dropped means handled
+                self._queue_ack(None, dropped)
+
+    # --- workers -------------------------------------------------------------------------
+    def _work(self, lane: _Lane) -> None:
+        while not self._stop.is_set():
+            item = lane.queue.get(timeout=0.25)
+            if item is None:
+                continue
+            if item.qos > 0 and item.generation != self._generation and self._session_present:
+                continue   # the broker redelivers it on this session: answer that copy
+            try:
+                self._answer(lane, item)
+            except Exception:  # a bug must not end the lane
+                log.exception("answering a message on %s failed", item.topic)
+
+    def _answer(self, lane: _Lane, item: _Message) -> None:
+        meta: dict[str, Any] = {"topic": item.topic, "mid": item.mid}
+        if item.dup:
+            meta["dup"] = True
+        if item.correlation is not None:
+            meta["correlation"] = _text(item.correlation)
+        name = version = None
+        ok = False
+        try:
+            if item.reject is not None:
+                raise PayloadError(item.reject)
+            with self.models.lease(lane.sub.model) as leased:
+                name, version = leased.model_name, leased.version
+                start = time.perf_counter()
+                result, extras = predict_payload(
+                    leased.model, item.payload or b"", codec=lane.sub.codec,
+                    content_type=item.content_type, base64_field=self.config.base64_field,
+                    max_payload_bytes=self.config.max_payload_bytes)
+                latency = time.perf_counter() - start
+            meta["queued_ms"] = round((start - item.received) * 1000.0, 3)
+            doc = result_document(name, version, result, latency * 1000.0, {**extras, **meta})
+            ok = True
+        except EdgepackError as exc:
+            doc = error_document(str(getattr(exc, "message", exc)), meta, name, version)
+        except Exception as exc:  # a model or decoder bug: report it, keep serving
+            log.exception("unexpected failure on %s", item.topic)
+            doc = error_document(f"internal error: {type(exc).__name__}: {exc}", meta,
+                                 name, version)
+        if ok:
+            topic = item.response_topic or lane.map.publish_topic(item.topic)
+            qos = lane.sub.effective_result_qos
+            self.metrics.observe((("model", name), ("version", version),
+                                  ("transport", "mqtt")), latency)
+            if self._announced.get(name) != version:
+                self._publish_status()
+            if self.config.homeassistant and topic not in self._discovered:
+                self._discover(lane, topic, name, version)
+        else:
+            topic, qos = self.config.error_topic, max(item.qos, lane.sub.effective_result_qos)
+            lane.errors += 1
+            self.metrics.inc("edgepack_mqtt_message_errors_total", lane.labels)
+            log.info("message on %s refused: %s", item.topic, doc["error"])
+        info = self._publish(topic, encode(doc), qos, item.correlation)
+        if info is None:
+            return
+        if ok:
+            lane.answered += 1
+            self.metrics.inc("edgepack_mqtt_messages_published_total", lane.labels)
+        if item.qos > 0:
+            self._queue_ack(info, item)
+
+    def _publish(self, topic: str, payload: bytes, qos: int, correlation: bytes | None,
+                 retain: bool = False) -> Any:
+        """Publish once connected (waits in short steps; None if the bridge is stopping)."""
+        while not self._connection.connected.wait(0.25):
+            if self._stop.is_set():
+                return None
+        properties = None
+        if self.config.broker.protocol == "5":
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.ContentType = "application/json"
+            if correlation is not None:
+                properties.CorrelationData = correlation
+        return self._client.publish(topic, payload, qos=qos, retain=retain,
+                                    properties=properties)
+
+    # --- acknowledgements ----------------------------------------------------------------
+    def _queue_ack(self, info: Any, item: _Message) -> None:
+        with self._acks_ready:
+            self._acks.append((info, item))
+            self._acks_ready.notify()
+
+    def _acknowledge(self) -> None:
+        """PUBACK each QoS 1 input once the broker has its answer, in arrival order."""
+        while True:
+            with self._acks_ready:
+                while not self._acks and not self._stop.is_set():
+                    self._acks_ready.wait(0.25)
+                if not self._acks:
+                    return
+                info, item = self._acks.popleft()
+            while info is not None and not info.is_published():
+                if item.generation != self._generation or self._stop.is_set():
+                    break
+                try:
+                    info.wait_for_publish(timeout=0.25)
+                except (RuntimeError, ValueError):  # refused by paho: retried on reconnect
+                    time.sleep(0.05)
+            if item.generation == self._generation and (info is None or info.is_published()):
+                self._client.ack(item.mid, item.qos)
+
+    # --- status and discovery ------------------------------------------------------------
+    def _publish_status(self) -> None:
+        with self._status_lock:
+            served = self.models.describe()
+            self._announced = dict(served)
+            doc = {"state": "online", "client_id": self.config.client_id,
+                   "models": [{"name": n, "version": v} for n, v in served],
+                   "subscriptions": [{"topic": lane.sub.topic, "publish": lane.sub.publish,
+                                      "qos": lane.sub.qos} for lane in self.lanes]}
+            self._client.publish(self.config.status_topic, encode(doc), qos=1, retain=True)
+
+    def _discover(self, lane: _Lane, state_topic: str, name: str | None = None,
+                  version: str | None = None) -> None:
+        if name is None:
+            served = dict(self.models.describe())
+            name = lane.sub.model or next(iter(served), "model")
+            version = served.get(name, "")
+        self._discovered.add(state_topic)
+        config = discovery_config(self.config.client_id, state_topic, self.config.status_topic,
+                                  name, version or "")
+        self._client.publish(discovery_topic(self.config.discovery_prefix,
+                                             self.config.client_id, state_topic),
+                             json.dumps(config).encode(), qos=1, retain=True)
+
+    def _count_reconnect(self) -> None:
+        self.metrics.inc("edgepack_mqtt_reconnects_total", ())
+
+
+def _as_source(models: Any) -> ModelSource:
+    if hasattr(models, "lease") and hasattr(models, "describe"):
+        return models
+    if hasattr(models, "lease") and hasattr(models, "snapshot"):
+        return RepositoryModels(models)
+    if hasattr(models, "predict") and hasattr(models, "inputs"):
+        return SingleModel(models)
+    raise MqttError("the bridge needs a loaded Model, a serve ModelManager or a ModelSource")
+
+
+def _text(data: bytes) -> str:
+    """Correlation data as text when it is UTF-8, else base64."""
+    try:
+        return bytes(data).decode("utf-8")
+    except UnicodeDecodeError:
+        return "base64:" + base64.b64encode(bytes(data)).decode("ascii")

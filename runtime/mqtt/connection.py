@@ -1,0 +1,189 @@
+"""The paho-mqtt client of the bridge: options, TLS, last will, connect, and reconnecting
+with exponential backoff and jitter.
+
+paho's own reconnect loop waits without jitter (a fleet of boards behind one broker that
+restarts would all come back in the same instant), so it is switched off
+(``reconnect_on_failure=False``): when the network thread ends after a connection loss, a
+supervisor thread waits ``base/2 + U(0, base/2)`` with ``base = min(max, min * 2**attempt)``,
+reconnects and starts the network thread again. Subscriptions are renewed in `on_connect`.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import ssl
+import threading
+from typing import Any, Callable
+
+from .config import BrokerConfig
+from .errors import MqttError, require_paho
+
+log = logging.getLogger(__name__)
+
+
+def backoff_delay(attempt: int, minimum: float, maximum: float,
+                  rng: random.Random = random.Random()) -> float:
+    """Seconds to wait before reconnect attempt `attempt` (0-based): exponential, capped,
+    with 'equal jitter' so it is never shorter than half the exponential step."""
+    base = min(maximum, minimum * (2 ** min(attempt, 30)))
+    return base / 2 + rng.uniform(0, base / 2)
+
+
+def make_client(broker: BrokerConfig, will_topic: str, will_payload: bytes,
+                receive_maximum: int) -> Any:
+    """A configured paho `Client` (not connected): manual acks, persistent session."""
+    mqtt = require_paho()
+    from paho.mqtt.enums import CallbackAPIVersion
+    v5 = broker.protocol == "5"
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=broker.client_id or "",
+        protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        # A persistent session: QoS 1 messages not yet acknowledged, and those that arrive
+        # while the bridge is away, are delivered again after a reconnect.
+        clean_session=None if v5 else False,
+        reconnect_on_failure=False,
+        manual_ack=True)
+    if broker.username is not None:
+        client.username_pw_set(broker.username, broker.password)
+    if broker.tls is not None:
+        try:
+            client.tls_set(ca_certs=broker.tls.ca_file, certfile=broker.tls.cert_file,
+                           keyfile=broker.tls.key_file, cert_reqs=ssl.CERT_REQUIRED,
+                           tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise MqttError(f"cannot use the TLS files: {exc}") from None
+        if broker.tls.insecure:
+            client.tls_insecure_set(True)
+    client.will_set(will_topic, will_payload, qos=1, retain=True)
+    client.max_inflight_messages_set(max(20, receive_maximum))
+    client.max_queued_messages_set(0)    # results wait in paho while disconnected
+    client.enable_logger(logging.getLogger("edgepack.runtime.mqtt.paho"))
+    return client
+
+
+def connect_properties(broker: BrokerConfig, receive_maximum: int) -> Any:
+    """MQTT 5 CONNECT properties: session expiry, and a Receive Maximum equal to the QoS 1
+    queue size so the broker never has more unacknowledged messages out than fit."""
+    if broker.protocol != "5":
+        return None
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = broker.session_expiry
+    props.ReceiveMaximum = max(1, min(receive_maximum, 65535))
+    return props
+
+
+class Connection:
+    """Connects, reports CONNACK outcomes, and keeps reconnecting until `close()`."""
+
+    def __init__(self, client: Any, broker: BrokerConfig, receive_maximum: int,
+                 on_reconnect: Callable[[], None] = lambda: None):
+        self.client = client
+        self.broker = broker
+        self.receive_maximum = receive_maximum
+        self.on_reconnect = on_reconnect
+        self.connected = threading.Event()
+        self._lost = threading.Event()
+        self._connack = threading.Event()
+        self._connack_error: str | None = None
+        self._stop = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        self.reconnects = 0
+
+    # --- called from the bridge's paho callbacks -----------------------------------------
+    def connack(self, failure: str | None) -> None:
+        self._connack_error = failure
+        if failure is None:
+            self.connected.set()
+        self._connack.set()
+
+    def lost(self) -> None:
+        self.connected.clear()
+        self._lost.set()
+
+    # --- connecting ----------------------------------------------------------------------
+    def _attempt(self, first: bool) -> None:
+        """One connection attempt, waited for until CONNACK; raises MqttError on failure."""
+        broker = self.broker
+        where = f"{broker.host}:{broker.port}"
+        self._connack.clear()
+        self._connack_error = None
+        self._lost.clear()
+        props = connect_properties(broker, self.receive_maximum)
+        try:
+            if first:
+                kwargs = {"clean_start": False, "properties": props} if props is not None else {}
+                self.client.connect(broker.host, broker.port, broker.keepalive, **kwargs)
+            else:
+                self.client.reconnect()
+        except ssl.SSLError as exc:
+            raise MqttError(f"TLS handshake with {where} failed: {exc.reason or exc}; check "
+                            "the CA file (--ca-file) and the broker's certificate") from None
+        except (OSError, ValueError) as exc:
+            raise MqttError(f"cannot connect to the MQTT broker at {where}: "
+                            f"{getattr(exc, 'strerror', None) or exc}; is it running?") from None
+        self.client.loop_start()
+        if not self._connack.wait(broker.connect_timeout):
+            self.client.loop_stop()
+            raise MqttError(f"the broker at {where} did not answer the connection within "
+                            f"{broker.connect_timeout:g} s")
+        if self._connack_error is not None:
+            self.client.loop_stop()
+            raise MqttError(f"the broker at {where} refused the connection: "
+                            f"{self._connack_error}; check --username/--password and the "
+                            "broker's ACL")
+
+    def open(self) -> None:
+        """First connection (raises MqttError), then supervise in a daemon thread."""
+        self._attempt(first=True)
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True,
+                                            name="edgepack-mqtt-reconnect")
+        self._supervisor.start()
+
+    def _supervise(self) -> None:
+        while not self._stop.is_set():
+            if not self._lost.wait(0.25) or self._stop.is_set():
+                continue
+            self.client.loop_stop()        # the network thread has ended; join it
+            attempt = 0
+            while not self._stop.is_set():
+                delay = backoff_delay(attempt, self.broker.reconnect_min,
+                                      self.broker.reconnect_max)
+                log.warning("connection to the MQTT broker lost; reconnecting in %.2f s "
+                            "(attempt %d)", delay, attempt + 1)
+                if self._stop.wait(delay):
+                    return
+                try:
+                    self._attempt(first=False)
+                except MqttError as exc:
+                    log.warning("%s", exc)
+                    attempt += 1
+                    continue
+                except Exception:   # a paho bug must not end reconnecting
+                    log.exception("reconnecting failed unexpectedly")
+                    attempt += 1
+                    continue
+                self.reconnects += 1
+                log.warning("reconnected to the MQTT broker at %s:%d", self.broker.host,
+                            self.broker.port)
+                self.on_reconnect()
+                break
+
+    def close(self, before_disconnect: Callable[[], None] = lambda: None) -> None:
+        """Stop reconnecting, run `before_disconnect` (final status), disconnect."""
+        self._stop.set()
+        if self._supervisor is not None:
+            self._supervisor.join(timeout=5)
+            self._supervisor = None
+        if self.connected.is_set():
+            try:
+                before_disconnect()
+            except Exception:  # shutting down: report, do not raise
+                log.exception("publishing the final status failed")
+        try:
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()
+            self.connected.clear()

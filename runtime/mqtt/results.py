@@ -1,0 +1,151 @@
+"""Payload in -> result payload out: the one code path of the bridge, usable on its own.
+
+An application that already owns an MQTT client (or any other bus) calls `answer()` in its
+message handler and publishes what it returns::
+
+    from edgepack.runtime import load
+    from edgepack.runtime.mqtt import answer
+    model = load("detector.edgepack")
+    def on_message(client, userdata, msg):
+        client.publish("results", answer(model, msg.payload, content_type="image/jpeg"))
+
+Results are JSON: ``{"model", "version", "latency_ms", "result", ...}`` where ``result`` is
+what `Model.predict` returns for one sample (batch axis of 1 dropped, as serve's /predict
+does), made JSON-safe generically: numpy arrays -> lists, numpy scalars -> numbers,
+non-finite floats -> null, bytes -> base64 text.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import math
+import time
+from typing import Any, Mapping
+
+import numpy as np
+
+from ..errors import EdgepackError
+from .codecs import decode_payload
+from .errors import PayloadError
+
+DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
+
+
+def jsonable(value: Any) -> Any:
+    """`value` as plain JSON data; NaN/inf become None so the output is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (str, int, bool)) or value is None:
+        return value
+    if isinstance(value, np.ndarray):
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            return jsonable(value.astype(object).tolist())
+        if value.dtype.kind in "biuf":
+            return value.tolist()
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return jsonable(value.item())
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    return str(value)
+
+
+def unbatch(value: Any) -> Any:
+    """Drop the batch axis of 1 that predict() adds to one sample's result."""
+    if isinstance(value, np.ndarray) and value.ndim > 0 and value.shape[0] == 1:
+        return value[0]
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], list):
+        return value[0]
+    return value
+
+
+def top_label(result: Mapping[str, Any]) -> str | None:
+    """The label of the best entry of the first labelled list (top-k, detections), if any:
+    the one-word state a dashboard (Home Assistant) shows."""
+    for value in result.values():
+        if isinstance(value, list) and value and isinstance(value[0], dict) \
+                and "label" in value[0]:
+            return str(value[0]["label"])
+    return None
+
+
+def predict_payload(model: Any, payload: bytes, *, codec: str = "auto",
+                    content_type: str | None = None, base64_field: str = "data",
+                    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD
+                    ) -> tuple[dict[str, Any], Mapping[str, Any]]:
+    """Decode `payload` and run `model.predict` on it: (JSON-safe result, payload extras).
+
+    Raises `PayloadError` for a payload that cannot become model inputs, and the model's own
+    `EdgepackError` subclasses (InputError, PipelineError, EngineError) when it refuses them.
+    """
+    if len(payload) > max_payload_bytes:
+        raise PayloadError(f"payload of {len(payload)} bytes is over the limit of "
+                           f"{max_payload_bytes} bytes (--max-payload)")
+    inputs, extras = decode_payload(payload, [s.name for s in model.inputs], codec=codec,
+                                    content_type=content_type, base64_field=base64_field)
+    result = model.predict(inputs)
+    return {name: jsonable(unbatch(value)) for name, value in result.items()}, extras
+
+
+def result_document(name: str, version: str, result: Mapping[str, Any], latency_ms: float,
+                    meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The result message: model, version, latency, label (when there is one), result, and
+    whatever identifies the input (`meta`: topic, message id, correlation data, id)."""
+    doc: dict[str, Any] = {"model": name, "version": version,
+                           "latency_ms": round(latency_ms, 3)}
+    label = top_label(result)
+    if label is not None:
+        doc["label"] = label
+    doc["result"] = result
+    if meta:
+        doc.update(jsonable(dict(meta)))
+    return doc
+
+
+def error_document(reason: str, meta: Mapping[str, Any] | None = None,
+                   model: str | None = None, version: str | None = None) -> dict[str, Any]:
+    """The error-topic message: a one-line reason and what identifies the input."""
+    doc: dict[str, Any] = {"error": " ".join(reason.split())[:500]}
+    if model is not None:
+        doc["model"] = model
+    if version is not None:
+        doc["version"] = version
+    if meta:
+        doc.update(jsonable(dict(meta)))
+    return doc
+
+
+def encode(doc: Mapping[str, Any]) -> bytes:
+    """Compact strict JSON bytes."""
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def answer(model: Any, payload: bytes, *, content_type: str | None = None,
+           codec: str = "auto", name: str | None = None, version: str | None = None,
+           meta: Mapping[str, Any] | None = None, base64_field: str = "data",
+           max_payload_bytes: int = DEFAULT_MAX_PAYLOAD) -> bytes:
+    """One payload -> the result payload the bridge would publish (JSON bytes).
+
+    `name`/`version` default to the model's own; `meta` is echoed into the result (e.g.
+    ``{"topic": ..., "correlation": ...}``). Raises `PayloadError` or the model's
+    `EdgepackError` for a message it cannot answer; `answer_or_error` never raises for those.
+    """
+    start = time.perf_counter()
+    result, extras = predict_payload(model, payload, codec=codec, content_type=content_type,
+                                     base64_field=base64_field,
+                                     max_payload_bytes=max_payload_bytes)
+    latency = (time.perf_counter() - start) * 1000.0
+    return encode(result_document(name or model.name, version or model.version, result,
+                                  latency, {**extras, **(meta or {})}))
+
+
+def answer_or_error(model: Any, payload: bytes, **options: Any) -> tuple[bool, bytes]:
+    """Like `answer`, but a refused message gives (False, error payload) instead of raising."""
+    try:
+        return True, answer(model, payload, **options)
+    except EdgepackError as exc:
+        return False, encode(error_document(str(exc), options.get("meta")))
