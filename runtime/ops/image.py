@@ -1,5 +1,9 @@
 """Image steps on HWC (or HW) arrays: resize, center_crop, letterbox, color.
 
+Geometric steps (resize in every aspect mode, center_crop, letterbox) record their transform
+in the call's Trace (`trace.geometry[input name]`), so decoders map boxes back to the
+source image (see ops/trace.py).
+
 `resize` names the library whose semantics it reproduces, because libraries disagree
 (shrinking 480x640 to 224x224, Pillow and OpenCV differ by up to 103/255 on some pixels):
 - `reference: "pillow"` (default): Pillow's `Image.resize` (antialiased when shrinking, as
@@ -13,10 +17,12 @@ When the reference library itself is installed and the image is uint8, it is use
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
-from . import Context, Params, register_op
+from . import Context, Params, register_op, traced
+from .trace import Geometry
 
 _GRAY_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601, as Pillow "L"
 
@@ -117,44 +123,174 @@ def _library_resize(x: np.ndarray, size, method: str, reference: str):
     return out.reshape(height, width, *x.shape[2:])
 
 
+def fitted_size(shape: tuple[int, ...], size: tuple[int, int]) -> tuple[int, int]:
+    """The (height, width) an image of `shape` takes when fit inside `size`, aspect kept.
+
+    As Ultralytics' letterbox: ratio = min(H / h, W / w), sides int(round(side * ratio)),
+    at least 1 pixel.
+    """
+    ratio = min(size[0] / shape[0], size[1] / shape[1])
+    return max(1, int(round(shape[0] * ratio))), max(1, int(round(shape[1] * ratio)))
+
+
+def shorter_side_size(shape: tuple[int, ...], side: int) -> tuple[int, int]:
+    """The (height, width) after resizing the shorter side to `side`, aspect kept.
+
+    As torchvision's `Resize(side)`: the longer side becomes int(side * long / short)
+    (truncated, not rounded).
+    """
+    h, w = int(shape[0]), int(shape[1])
+    if w <= h:
+        return int(side * h / w), side
+    return side, int(side * w / h)
+
+
+def _geometry_name(ctx: Context) -> str:
+    return ctx.spec.name if ctx.spec is not None else "image"
+
+
 @register_op("resize")
 def _resize(p: Params, ctx: Context):
-    size = p.size()
+    """Resize in one of four aspect modes (geometry recorded for mapping boxes back).
+
+    aspect "stretch" (default): to `size` [H, W] exactly; "shorter": the shorter side to
+    `size` N, aspect kept (torchvision `Resize(N)`); "longer" / "fit": fit inside `size`
+    ([H, W] or N), aspect kept, no padding (see `letterbox` for padding).
+    """
+    aspect = p.choice("aspect", ("stretch", "shorter", "longer", "fit"), "stretch")
+    if aspect == "shorter":
+        side = p.get("size")
+        if isinstance(side, bool) or not isinstance(side, int) or side <= 0:
+            raise p.fail("aspect 'shorter' takes 'size' as one positive integer (the shorter "
+                         f"side), got {side!r}")
+        target = lambda shape: shorter_side_size(shape, side)  # noqa: E731
+    else:
+        size = p.size()
+        target = (lambda shape: size) if aspect == "stretch" else \
+            (lambda shape: fitted_size(shape, size))
     method = p.choice("method", ("bilinear", "nearest"), "bilinear")
     reference = p.choice("reference", ("pillow", "opencv"), "pillow")
-    return lambda x: resize_image(x, size, method, reference)
+    name = _geometry_name(ctx)
+
+    @traced
+    def resize(x, trace):
+        x = _as_image(x)
+        out_size = target(x.shape)
+        geometry = trace.image_geometry(name, x)
+        trace.geometry[name] = geometry.resized(*out_size)
+        return resize_image(x, out_size, method, reference)
+    return resize
+
+
+def crop_origin(shape: tuple[int, ...], size: tuple[int, int], reference: str) -> tuple[int, int]:
+    """(top, left) of a centred crop: "floor" halves the margin down; "torchvision" is
+    torchvision's CenterCrop, int(round(margin / 2)) (Python rounding, half to even)."""
+    dy, dx = shape[0] - size[0], shape[1] - size[1]
+    if reference == "torchvision":
+        return int(round(dy / 2.0)), int(round(dx / 2.0))
+    return dy // 2, dx // 2
 
 
 @register_op("center_crop")
 def _center_crop(p: Params, ctx: Context):
     height, width = p.size()
+    reference = p.choice("reference", ("floor", "torchvision"), "floor")
+    name = _geometry_name(ctx)
 
-    def crop(x):
+    @traced
+    def crop(x, trace):
         x = _as_image(x)
         if x.shape[0] < height or x.shape[1] < width:
             raise ValueError(f"image {x.shape[:2]} is smaller than the crop {(height, width)}; "
                              "resize first")
-        top, left = (x.shape[0] - height) // 2, (x.shape[1] - width) // 2
+        top, left = crop_origin(x.shape, (height, width), reference)
+        geometry = trace.image_geometry(name, x)
+        trace.geometry[name] = geometry.cropped(top, left, height, width)
         return x[top:top + height, left:left + width]
     return crop
 
 
+def _pad_value(p: Params) -> np.ndarray:
+    value = p.get("value", 114)
+    if isinstance(value, bool) or not (isinstance(value, (int, float)) or (
+            isinstance(value, list) and value and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))):
+        raise p.fail("'value' must be a number or one number per channel")
+    array = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(array)):
+        raise p.fail("'value' must be finite")
+    return array
+
+
+def _canvas(x: np.ndarray, height: int, width: int, value: np.ndarray) -> np.ndarray:
+    if value.ndim and x.ndim == 3 and value.size not in (1, x.shape[2]):
+        raise ValueError(f"pad value has {value.size} numbers for {x.shape[2]} channels")
+    if value.ndim and x.ndim == 2 and value.size != 1:
+        raise ValueError(f"pad value has {value.size} numbers for a one-channel image")
+    fill = value.reshape(-1)[0] if value.size == 1 else value
+    out = np.empty((height, width, *x.shape[2:]), dtype=x.dtype)
+    out[...] = np.clip(fill, 0, 255) if x.dtype == np.uint8 else fill
+    return out
+
+
+def _place(x: np.ndarray, height: int, width: int, position: str, value: np.ndarray):
+    """x on a (height, width) canvas: returns (canvas, top, left)."""
+    dy, dx = height - x.shape[0], width - x.shape[1]
+    # Ultralytics: top = round(dh/2 - 0.1), i.e. the odd pixel goes to the bottom/right.
+    top, left = (dy // 2, dx // 2) if position == "center" else (0, 0)
+    out = _canvas(x, height, width, value)
+    out[top:top + x.shape[0], left:left + x.shape[1]] = x
+    return out, top, left
+
+
+def letterbox_image(x: np.ndarray, size: tuple[int, int], value: Any = 114, *,
+                    order: str = "resize_then_pad", position: str = "center",
+                    method: str = "bilinear", reference: str = "pillow",
+                    geometry: Geometry | None = None) -> tuple[np.ndarray, Geometry]:
+    """Letterbox an (H, W[, C]) image to `size` (height, width); returns (image, geometry).
+
+    order "resize_then_pad" (Ultralytics): fit inside `size` (`fitted_size`), then pad.
+    order "pad_then_resize" (MediaPipe-style): pad the image to the aspect ratio of `size`,
+    then resize the padded image, so the pad border is interpolated like the pixels.
+    position "center" splits the padding (odd pixel bottom/right), "top_left" pads only
+    bottom/right. `geometry` is the transform so far (identity when None).
+    """
+    x = _as_image(x)
+    value = np.asarray(value, dtype=np.float64)
+    height, width = size
+    g = geometry if geometry is not None else Geometry.of(x.shape)
+    if order == "resize_then_pad":
+        inner = fitted_size(x.shape, size)
+        resized = resize_image(x, inner, method, reference)
+        out, top, left = _place(resized, height, width, position, value)
+        return out, g.resized(*inner).padded(top, left, height, width)
+    h, w = x.shape[0], x.shape[1]
+    if h * width >= w * height:   # taller than the target: pad the width
+        canvas = (h, max(w, int(round(h * width / height))))
+    else:
+        canvas = (max(h, int(round(w * height / width))), w)
+    padded, top, left = _place(x, canvas[0], canvas[1], position, value)
+    out = resize_image(padded, size, method, reference)
+    return out, g.padded(top, left, *canvas).resized(height, width)
+
+
 @register_op("letterbox")
 def _letterbox(p: Params, ctx: Context):
-    """Resize keeping the aspect ratio to fit `size`, then pad evenly with `value`."""
-    height, width = p.size()
-    value = p.number("value", 114)
+    """Fit inside `size` keeping the aspect ratio and pad with `value` (see letterbox_image)."""
+    size = p.size()
+    value = _pad_value(p)
+    order = p.choice("order", ("resize_then_pad", "pad_then_resize"), "resize_then_pad")
+    position = p.choice("position", ("center", "top_left"), "center")
     method = p.choice("method", ("bilinear", "nearest"), "bilinear")
     reference = p.choice("reference", ("pillow", "opencv"), "pillow")
+    name = _geometry_name(ctx)
 
-    def letterbox(x):
+    @traced
+    def letterbox(x, trace):
         x = _as_image(x)
-        ratio = min(height / x.shape[0], width / x.shape[1])
-        inner = (max(1, round(x.shape[0] * ratio)), max(1, round(x.shape[1] * ratio)))
-        resized = resize_image(x, inner, method, reference)
-        out = np.full((height, width, *x.shape[2:]), value, dtype=resized.dtype)
-        top, left = (height - inner[0]) // 2, (width - inner[1]) // 2
-        out[top:top + inner[0], left:left + inner[1]] = resized
+        out, trace.geometry[name] = letterbox_image(
+            x, size, value, order=order, position=position, method=method,
+            reference=reference, geometry=trace.image_geometry(name, x))
         return out
     return letterbox
 
