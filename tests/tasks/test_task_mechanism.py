@@ -11,7 +11,7 @@ from edgepack.runtime import load, pack_bundle
 from edgepack.runtime.errors import PipelineError
 from edgepack.runtime.ops import register_decode, register_encode, traced, register_op
 from edgepack.runtime.ops.trace import Geometry, Trace
-from tests.models import onnx_conv_classifier
+from models import onnx_conv_classifier
 
 
 @register_encode("test_sum_encode")
