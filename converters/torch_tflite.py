@@ -59,7 +59,7 @@ def convert(source: SourceModel, config: ConversionConfig,
     if config.nhwc:
         # Validation feeds the source layout; NHWC I/O needs a transposing runner first.
         raise ConversionError("NHWC I/O for pytorch -> tflite is not supported yet; "
-                              "convert without --nhwc")
+                              "convert with nhwc=False")
     try:
         edge_model = lib.convert(model.eval(), args)
     except Exception as e:

@@ -51,5 +51,5 @@ def refuse_reason(profile: str | Profile, target: str, quantization: str) -> str
         return (f"dynamic-range int8 TFLite models use FULLY_CONNECTED v12 (TF 2.21 "
                 f"converter, measured), but "
                 f"{engine.package} {engine.op_table} (the only TFLite engine for {p.name}) "
-                f"stops at v{limit}; use --quantization int8")
+                f"stops at v{limit}; use -q int8 (with --calibration-data)")
     return None

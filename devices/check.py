@@ -155,8 +155,8 @@ def _engine_rules(s: BundleFacts, p: Profile, out: list[Finding]) -> EngineSuppo
     missing = [e for e in p.engines if e.target == s.target]
     why = "; ".join(f"{e.package}: {e.wheel}" for e in missing) or "no engine listed"
     other = "tflite" if s.target == "onnx" else "onnx"
-    fix = (f"convert to {other} instead: `edgepack convert --device {p.name}` picks "
-           f"target={p.target}, quantization={p.quantization}") if p.engines_for(other) else (
+    fix = (f"convert to {other} instead: `edgepack convert MODEL -o MODEL.edgepack --device "
+           f"{p.name}` picks target={p.target}, quantization={p.quantization}") if p.engines_for(other) else (
         "use another device profile")
     out.append(Finding("error", "ENGINE_UNAVAILABLE",
                        f"no {s.target} engine installs on {p.name} ({p.arch}): {why}", fix))
@@ -188,7 +188,8 @@ def _op_version_findings(info: TFLiteModelInfo, table_version: str, package: str
                 "convert without this op or use an engine built after it was added"))
         elif op.version > limit:
             dynamic_fc = op.name == "FULLY_CONNECTED" and quantization == "dynamic"
-            fix = ("use full-integer quantization (--quantization int8): dynamic-range int8 "
+            fix = ("use full-integer quantization (`edgepack convert MODEL -o MODEL.edgepack "
+                   "-q int8 --calibration-data DATA`): dynamic-range int8 "
                    f"emits FULLY_CONNECTED v{op.version}, {package} {table_version} stops at "
                    f"v{limit}") if dynamic_fc else (
                 f"convert with an older TFLite converter or pick a quantization whose kernels "
@@ -275,12 +276,17 @@ def _numeric_rules(s: BundleFacts, p: Profile, out: list[Finding]) -> None:
             out.append(Finding("info", "ADVICE_INT8",
                                f"{p.core} has int8 dot-product instructions (SDOT): a full "
                                "int8 model is usually the fastest choice here",
-                               f"edgepack convert --device {p.name} --quantization int8"))
+                               _int8_command(p.name)))
         else:
             out.append(Finding("info", "ADVICE_INT8",
                                f"int8 is about 4x smaller than fp32 and usually faster on "
-                               f"{p.core} NEON", f"edgepack convert --device {p.name} "
-                               "--quantization int8"))
+                               f"{p.core} NEON", _int8_command(p.name)))
+
+
+def _int8_command(device: str) -> str:
+    """The advice to convert for `device` with full int8 (MODEL and DATA are the user's)."""
+    return (f"`edgepack convert MODEL -o MODEL.edgepack --device {device} -q int8 "
+            "--calibration-data DATA`")
 
 
 def check_bundle(bundle_path: str | os.PathLike, profile: str | Profile) -> CheckReport:

@@ -1,6 +1,7 @@
 """Device commands: devices (list/show), doctor, check, emulate."""
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -91,11 +92,22 @@ def doctor(as_json: bool) -> None:
 @click.command()
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
 @_device_option
+@click.option("--ram-mb", type=click.IntRange(min=64), metavar="MB",
+              help="The board's RAM, for a variant the profile does not describe "
+                   "(e.g. a 2 GB Raspberry Pi 4) [the profile's].")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
-def check(ctx: click.Context, bundle: Path, device: str, as_json: bool) -> None:
+def check(ctx: click.Context, bundle: Path, device: str, ram_mb: int | None,
+          as_json: bool) -> None:
     """Say whether BUNDLE can run on a device, and why not. Exit 1 when it cannot."""
-    report = check_bundle(bundle, device)
+    profile = load_profile(device)
+    if ram_mb is not None:
+        if ram_mb <= profile.os_reserved_mb:
+            raise click.BadParameter(f"{ram_mb} MB leaves nothing after the "
+                                     f"{profile.os_reserved_mb} MB the OS of {profile.name} "
+                                     "uses", param_hint="--ram-mb")
+        profile = dataclasses.replace(profile, ram_mb=ram_mb)
+    report = check_bundle(bundle, profile)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     else:

@@ -19,7 +19,7 @@ def test_dynamic_range_tflite_is_refused_on_armv7l(bundles):
     err = next(f for f in report.findings if f.code == "OP_VERSION")
     assert err.severity == "error"
     assert "FULLY_CONNECTED version 12" in err.message and "highest it registers: 10" in err.message
-    assert "--quantization int8" in err.fix
+    assert "-q int8 --calibration-data DATA" in err.fix
     assert report.estimates["quantization"] == "dynamic"
 
 

@@ -46,7 +46,7 @@ def test_defaults_and_refusals():
     assert tuple(defaults_for("rpi4b")) == ("onnx", "onnxruntime", "int8", 4)
     assert "no onnx engine" in refuse_reason("generic-armv7l", "onnx", "int8")
     reason = refuse_reason("generic-armv7l", "tflite", "dynamic")
-    assert "FULLY_CONNECTED v12" in reason and "v10" in reason and "--quantization int8" in reason
+    assert "FULLY_CONNECTED v12" in reason and "v10" in reason and "-q int8" in reason
     assert refuse_reason("generic-armv7l", "tflite", "int8") is None
     assert refuse_reason("rpi4b", "tflite", "dynamic") is None  # ai-edge-litert runs it
     with pytest.raises(DeviceError, match="unknown quantization 'int4'"):
