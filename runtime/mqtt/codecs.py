@@ -79,13 +79,14 @@ def decode_payload(payload: bytes, input_names: Sequence[str], *, codec: str = "
 
 
 def decode_image(payload: bytes) -> np.ndarray:
-    """JPEG/PNG/... bytes -> uint8 HWC RGB (or HW grayscale), with the runtime's decoder."""
-    from ..serve.errors import RequestError
-    from ..serve.inference import decode_file
+    """JPEG/PNG/... bytes -> (H, W, 3) uint8 RGB, with the runtime's one image decoder
+    (`edgepack.runtime.images`, the same as `run` and serve use)."""
+    from ..errors import InputError
+    from ..images import decode_image as runtime_decode
     try:
-        return decode_file(payload, "image")
-    except RequestError as exc:
-        raise PayloadError(_one_line(exc.message)) from None
+        return runtime_decode(payload, what="image payload")
+    except InputError as exc:
+        raise PayloadError(_one_line(str(exc))) from None
 
 
 def decode_npy(payload: bytes) -> np.ndarray:
