@@ -119,7 +119,16 @@ def scanned_modules() -> list[Path]:
     paths = [*(ROOT / "converters").rglob("*.py"), *(ROOT / "sdk").rglob("*.py")]
     paths += [ROOT / "devices" / name for name in
               ("check.py", "advice.py", "catalog.py", "emulation/run.py")]
-    return sorted(p for p in paths if p.relative_to(ROOT).as_posix() not in FOREIGN)
+    from edgepack.cli.main import COMMAND_MODULES
+    registered = {name.rsplit(".", 1)[1] for name in COMMAND_MODULES}
+
+    def wanted(path: Path) -> bool:
+        rel = path.relative_to(ROOT).as_posix()
+        # a command module not yet registered defines options the CLI does not know yet
+        unregistered = (rel.startswith("sdk/cli/") and path.stem.endswith(("_cmd", "_cmds"))
+                        and path.stem not in registered)
+        return rel not in FOREIGN and not unregistered
+    return sorted(p for p in paths if wanted(p))
 
 
 def test_every_option_in_a_library_message_exists():
