@@ -22,6 +22,9 @@ COMMAND_MODULES = (
     "edgepack.cli.serve_cmd",
     "edgepack.cli.optimize_cmd",
     "edgepack.cli.compare_cmd",
+    "edgepack.cli.mqtt_cmd",
+    "edgepack.cli.deploy_cmd",
+    "edgepack.cli.oci_cmd",
 )
 
 
@@ -29,7 +32,7 @@ COMMAND_MODULES = (
 #: new number, never a reused one. 2 is also click's own code for a bad option or argument.
 EXIT_CODES = {
     "input": 2, "bundle": 3, "pipeline": 4, "engine": 5, "conversion": 6, "device": 7,
-    "serve": 8,
+    "serve": 8, "mqtt": 10,
 }
 
 
