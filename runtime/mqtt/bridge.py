@@ -92,6 +92,7 @@ class MqttBridge:
         self._client: Any = None
         self._connection: Connection | None = None
         self.started = False
+        self._reconnects = 0
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> "MqttBridge":
@@ -146,6 +147,7 @@ class MqttBridge:
                 {"state": "offline", "client_id": self.config.client_id}), qos=1, retain=True)
             info.wait_for_publish(timeout=2)
         self._connection.close(final_status)
+        self._reconnects = self._connection.reconnects
         self._connection = None
         self.started = False
 
@@ -166,7 +168,7 @@ class MqttBridge:
         """Counters per subscription, plus reconnects and whether connected now."""
         conn = self._connection
         return {"connected": bool(conn and conn.connected.is_set()),
-                "reconnects": conn.reconnects if conn else 0,
+                "reconnects": conn.reconnects if conn else self._reconnects,
                 "subscriptions": [lane.stats() for lane in self.lanes]}
 
     @property

@@ -1,8 +1,9 @@
 """Errors of the MQTT bridge.
 
 `MqttError` is a set-up problem (bad broker URL, refused credentials, TLS files, paho not
-installed): the CLI turns it into one line and exit code 9. `PayloadError` is one malformed
-message: it goes to the error topic and the bridge keeps serving.
+installed): the CLI turns it into one line and exit code 10 (the MQTT family; 9 is the OCI
+registry's). `PayloadError` is one malformed message: it goes to the error topic and the
+bridge keeps serving.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ INSTALL_HINT = "pip install 'edgepack[mqtt]'"
 class MqttError(EdgepackError):
     """The bridge cannot be configured or cannot reach/log in to the broker."""
 
-    exit_code = 9
+    exit_code = 10
 
 
 class PayloadError(InputError):

@@ -160,7 +160,7 @@ def test_wrong_password_is_a_clear_error(secure_broker, image_model, topic):
     message = str(caught.value)
     assert "refused the connection" in message and "--username/--password" in message
     assert "Bad user name or password" in message or "Not authorized" in message
-    assert caught.value.exit_code == 9
+    assert caught.value.exit_code == 10
 
 
 def test_tls_without_the_ca_is_a_clear_error(secure_broker, image_model, topic):
