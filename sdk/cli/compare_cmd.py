@@ -89,6 +89,8 @@ def compare_command(model, data, labels, targets, modes, device, max_drop, holdo
                          work_dir=keep or tmp, progress=progress)
         if pick_out and result.pick.path is not None:
             shutil.copyfile(result.pick.path, pick_out)
+        if not keep:  # the temporary bundles are deleted: report only what survives
+            result = result.without_work_paths(pick_out)
     if html_out:
         Path(html_out).write_text(render_html(result), encoding="utf-8")
     if as_json:

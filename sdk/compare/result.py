@@ -1,7 +1,7 @@
 """What a comparison found: one row per (target, mode), the pick, and the context."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,14 @@ class CompareResult:
 
     def row(self, key: str) -> Row:
         return next(r for r in self.rows if r.key == key)
+
+    def without_work_paths(self, pick_path: Path | None = None) -> "CompareResult":
+        """A copy whose bundle paths no longer point into a deleted work directory: rows
+        have none, the pick has `pick_path` (where it was copied to, if anywhere)."""
+        rows = tuple(replace(r, path=None) for r in self.rows)
+        pick = replace(self.pick, path=Path(pick_path) if pick_path and self.pick.key
+                       else None)
+        return replace(self, rows=rows, pick=pick)
 
     def best(self) -> dict[str, str | None]:
         """Keys of the fastest (p50), smallest (bundle file) and most accurate measured rows."""

@@ -97,7 +97,7 @@ def compare(model: Any, data: Any, config: CompareConfig = CompareConfig(), *,
         and held-out parts by `config.holdout`.
     labels: integer labels for `data` (array or .npy/.txt path).
     work_dir: where bundles are written and kept (default: a temporary directory removed on
-        return, so `result.pick.path` is only valid with a work_dir).
+        return; the result's paths are then None).
     Raises CompareError / the converters' errors for problems that stop every combination
     (unreadable data, a model that cannot be loaded); a combination that fails is a row.
     """
@@ -105,8 +105,9 @@ def compare(model: Any, data: Any, config: CompareConfig = CompareConfig(), *,
     threads, notes = resolve_threads(config)
     if work_dir is None:
         with tempfile.TemporaryDirectory(prefix="edgepack-compare-") as tmp:
-            return compare(model, data, config, labels=labels, weights=weights,
-                           work_dir=tmp, progress=progress)
+            result = compare(model, data, config, labels=labels, weights=weights,
+                             work_dir=tmp, progress=progress)
+        return result.without_work_paths()  # the bundles went with the directory
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     say("loading the model and data ...")
