@@ -281,3 +281,4 @@ def _build_hook(params: Params, context: Context) -> Step:
 # Built-in ops register themselves on import.
 from . import image, post, tensor  # noqa: E402,F401
 from . import audio  # noqa: E402,F401  (audio steps, runtime/ops/audio/)
+from . import vision  # noqa: E402,F401  (detection decoders and NMS, runtime/ops/vision/)

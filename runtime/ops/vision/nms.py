@@ -1,0 +1,329 @@
+"""Non-maximum suppression (hard and weighted, class-aware or agnostic) and the `nms` step.
+
+Semantics, matched to the references (tested against a plain greedy loop and OpenCV):
+- candidates are visited in descending score order, ties in ascending index order (a
+  stable sort, as OpenCV's `NMSBoxes`); torchvision's order on exact ties is unspecified;
+- a kept box suppresses another when their IoU is **strictly greater** than the threshold
+  (torchvision `ops.nms`, OpenCV `NMSBoxes`, MediaPipe); IoU = inter / (area_a + area_b -
+  inter) in float64, with no "+1" pixel convention; a pair with zero union never suppresses;
+- class-aware: only boxes of the same class suppress each other (torchvision `batched_nms`,
+  OpenCV `NMSBoxesBatched`);
+- weighted (MediaPipe's WEIGHTED overlap): every kept box absorbs the boxes it suppresses;
+  its box (and keypoints) become their score-weighted mean, its score stays its own.
+
+Speed: the candidate pairs that can overlap are found with a sort-and-sweep on x (no N x N
+matrix), their IoU computed as flat arrays, and the greedy order resolved a whole wave of
+boxes at a time (a box whose every possible suppressor is decided is decided next). For
+~200 YOLO candidates this runs in well under a millisecond in numpy alone.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import Context, Params, register_decode
+from .candidates import CANDIDATES, CandidateBatch, Candidates, label_of
+
+#: Above this many candidate pairs, fall back to a loop over kept boxes (bounded memory).
+PAIR_LIMIT = 4_000_000
+#: Waves of the parallel resolution before the rest is resolved one box at a time.
+MAX_WAVES = 64
+
+
+def iou_matrix(a: Any, b: Any) -> np.ndarray:
+    """IoU of every box in `a` (N, 4) with every box in `b` (M, 4), xyxy, float64."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.clip(w, 0, None) * np.clip(h, 0, None)
+    union = _area(a)[:, None] + _area(b)[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
+
+
+def _area(b: np.ndarray) -> np.ndarray:
+    return (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+
+
+def _pair_iou(b: np.ndarray, area: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    bi, bj = b[i], b[j]
+    w = np.minimum(bi[:, 2], bj[:, 2]) - np.maximum(bi[:, 0], bj[:, 0])
+    h = np.minimum(bi[:, 3], bj[:, 3]) - np.maximum(bi[:, 1], bj[:, 1])
+    inter = np.maximum(w, 0.0) * np.maximum(h, 0.0)
+    union = area[i] + area[j] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return inter / union   # 0/0 -> nan, which never compares greater than a threshold
+
+
+def _overlap_pairs(b: np.ndarray, classes: np.ndarray | None):
+    """(u, v) rank pairs, u < v, whose x ranges overlap (and same class), or None if too many."""
+    n = len(b)
+    x0, x1 = b[:, 0], b[:, 2]
+    if classes is not None:
+        # Shift each class to its own x band: pairs of different classes never meet.
+        span = float(x1.max() - x0.min()) + 1.0 if n else 1.0
+        shift = (classes - classes.min()).astype(np.float64) * (span * 2.0)
+        x0, x1 = x0 + shift, x1 + shift
+    by_x = np.argsort(x0, kind="stable")
+    start = x0[by_x]
+    ends = np.searchsorted(start, x1[by_x], side="left")
+    counts = np.maximum(ends - np.arange(n) - 1, 0)
+    total = int(counts.sum())
+    if total > PAIR_LIMIT:
+        return None
+    first = np.repeat(np.arange(n), counts)
+    offsets = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    p, q = by_x[first], by_x[first + 1 + offsets]
+    return np.minimum(p, q), np.maximum(p, q)
+
+
+def _resolve(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Greedy NMS on rank-ordered nodes given suppression edges u -> v (u < v): kept mask."""
+    state = np.zeros(n, np.int8)          # 0 undecided, 1 kept, 2 suppressed
+    has_in = np.zeros(n, bool)
+    has_in[v] = True
+    state[~has_in] = 1                    # nothing can suppress these
+    for _ in range(MAX_WAVES):
+        undecided = state[v] == 0
+        if not undecided.any():
+            return state == 1
+        su = state[u]
+        killed = v[(su == 1) & undecided]
+        state[killed[state[killed] == 0]] = 2
+        # kept when every possible suppressor is itself suppressed
+        blocking = np.bincount(v[(state[u] != 2) & (state[v] == 0)], minlength=n)
+        state[(state == 0) & (blocking == 0)] = 1
+    # A long chain of overlaps: finish in rank order, one box at a time.
+    order = np.argsort(u, kind="stable")
+    u, v = u[order], v[order]
+    starts = np.searchsorted(u, np.arange(n + 1))
+    for i in range(n):
+        if state[i] == 0:
+            state[i] = 1
+        if state[i] == 1:
+            targets = v[starts[i]:starts[i + 1]]
+            state[targets[state[targets] == 0]] = 2
+    return state == 1
+
+
+def _greedy_loop(b: np.ndarray, area: np.ndarray, classes: np.ndarray | None,
+                 threshold: float, max_keep: int | None) -> np.ndarray:
+    """The plain greedy loop (kept boxes x remaining), for very many candidate pairs."""
+    alive = np.ones(len(b), bool)
+    kept = []
+    for i in range(len(b)):
+        if not alive[i]:
+            continue
+        kept.append(i)
+        if max_keep is not None and len(kept) >= max_keep:
+            break
+        rest = np.flatnonzero(alive[i + 1:]) + i + 1
+        if classes is not None:
+            rest = rest[classes[rest] == classes[i]]
+        iou = _pair_iou(b, area, np.full(len(rest), i), rest)
+        alive[rest[iou > threshold]] = False
+    mask = np.zeros(len(b), bool)
+    mask[kept] = True
+    return mask
+
+
+def _suppress(boxes: Any, scores: Any, threshold: float, classes: Any = None):
+    """Sorted order, kept mask in rank space, and the suppression edges (or None)."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    s = np.asarray(scores).reshape(-1)
+    if len(b) != len(s):
+        raise ValueError(f"{len(b)} boxes but {len(s)} scores")
+    order = np.argsort(-s, kind="stable")
+    b = b[order]
+    c = None if classes is None else np.asarray(classes).reshape(-1)[order]
+    area = _area(b)
+    pairs = _overlap_pairs(b, c) if len(b) else (np.zeros(0, np.int64),) * 2
+    if pairs is None:
+        return order, None, (b, area, c)
+    u, v = pairs
+    hit = _pair_iou(b, area, u, v) > threshold
+    u, v = u[hit], v[hit]
+    return order, (u, v), (b, area, c)
+
+
+def nms(boxes: Any, scores: Any, iou_threshold: float, classes: Any = None,
+        max_keep: int | None = None) -> np.ndarray:
+    """Indices of the boxes greedy NMS keeps, in descending score order.
+
+    boxes (N, 4) xyxy; scores (N,); `classes` (N,) makes it class-aware (boxes of
+    different classes never suppress each other); `max_keep` stops after that many.
+    Same kept indices as torchvision's `nms`/`batched_nms` and OpenCV's `NMSBoxes`/
+    `NMSBoxesBatched` (see the module docstring for ties and the threshold).
+    """
+    order, edges, (b, area, c) = _suppress(boxes, scores, iou_threshold, classes)
+    if edges is None:
+        kept = _greedy_loop(b, area, c, iou_threshold, max_keep)
+    else:
+        kept = _resolve(len(b), *edges)
+    result = order[np.flatnonzero(kept)]
+    return result[:max_keep] if max_keep is not None else result
+
+
+def weighted_nms(boxes: Any, scores: Any, iou_threshold: float, classes: Any = None,
+                 keypoints: Any = None, max_keep: int | None = None):
+    """MediaPipe-style weighted NMS: (kept indices, blended boxes, blended keypoints|None).
+
+    Kept indices are those of hard NMS; each kept box is replaced by the score-weighted
+    mean of itself and the boxes it suppressed (IoU > threshold with it, not already taken
+    by a higher-scored kept box); scores are not changed.
+    """
+    b_in = np.asarray(boxes, np.float64).reshape(-1, 4)
+    s_in = np.asarray(scores, np.float64).reshape(-1)
+    order, edges, (b, area, c) = _suppress(b_in, s_in, iou_threshold, classes)
+    n = len(b)
+    if edges is None:
+        kept = _greedy_loop(b, area, c, iou_threshold, None)
+        keep_rank = np.flatnonzero(kept)
+        # the owner of a suppressed box: the first kept box (in rank) that overlaps it
+        owner = np.arange(n)
+        taken = kept.copy()
+        for i in keep_rank:
+            rest = np.flatnonzero(~taken)
+            rest = rest[rest > i]
+            if c is not None:
+                rest = rest[c[rest] == c[i]]
+            hit = rest[_pair_iou(b, area, np.full(len(rest), i), rest) > iou_threshold]
+            owner[hit], taken[hit] = i, True
+    else:
+        u, v = edges
+        kept = _resolve(n, u, v)
+        keep_rank = np.flatnonzero(kept)
+        owner = np.arange(n)
+        from_kept = kept[u] & ~kept[v]
+        fu, fv = u[from_kept], v[from_kept]
+        first = np.lexsort((fu, fv))             # by v, then lowest-rank owner first
+        fu, fv = fu[first], fv[first]
+        lead = np.ones(len(fv), bool)
+        lead[1:] = fv[1:] != fv[:-1]
+        owner[fv[lead]] = fu[lead]
+    weights = s_in[order]
+    slot = np.full(n, -1)
+    slot[keep_rank] = np.arange(len(keep_rank))
+    group = slot[owner]
+    total = np.bincount(group, weights, minlength=len(keep_rank))
+    blended = np.stack([np.bincount(group, weights * b[:, k], minlength=len(keep_rank))
+                        for k in range(4)], 1) / total[:, None]
+    points = None
+    if keypoints is not None:
+        kp = np.asarray(keypoints, np.float64)[order]
+        flat = kp.reshape(n, -1)
+        sums = np.stack([np.bincount(group, weights * flat[:, k], minlength=len(keep_rank))
+                         for k in range(flat.shape[1])], 1) if flat.shape[1] else \
+            np.zeros((len(keep_rank), 0))
+        points = (sums / total[:, None]).reshape(len(keep_rank), *kp.shape[1:])
+    index = order[keep_rank]
+    if max_keep is not None:
+        index, blended = index[:max_keep], blended[:max_keep]
+        points = None if points is None else points[:max_keep]
+    return index, blended, points
+
+
+# -- the decode step ------------------------------------------------------------------------
+def _class_list(p: Params, key: str, labels: Sequence[str] | None) -> frozenset[int] | None:
+    if not p.has(key):
+        return None
+    values = p.get(key)
+    if not isinstance(values, list) or not values:
+        raise p.fail(f"'{key}' must be a non-empty list of class indices or label names")
+    out = set()
+    for value in values:
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            out.add(value)
+        elif isinstance(value, str) and labels and value in labels:
+            out.add(list(labels).index(value))
+        else:
+            known = f"; labels: {list(labels)[:10]}" if labels else " (the bundle has no labels)"
+            raise p.fail(f"'{key}': {value!r} is neither a class index nor a label{known}")
+    return frozenset(out)
+
+
+@register_decode("nms")
+def _nms_step(p: Params, ctx: Context):
+    """Suppress candidates from a detection decoder and return {"detections": [...]}.
+
+    iou (0.45): IoU threshold (IoU > iou suppresses). mode: "hard" (default), "weighted"
+    (MediaPipe blending) or "none" (the model already suppressed). agnostic (false): let
+    boxes of different classes suppress each other. score_threshold: drop candidates at or
+    below it (the decoders already applied their own). max_detections (100), max_candidates
+    (30000: only the best-scored candidates enter NMS, as Ultralytics' max_nms). classes /
+    exclude: allow / deny lists of class indices or labels, applied before suppression.
+    Boxes and keypoints come back in source-image pixels, clipped to the image.
+    """
+    iou = p.number("iou", 0.45)
+    if not 0.0 <= iou <= 1.0:
+        raise p.fail(f"'iou' must be in [0, 1], got {iou}")
+    mode = p.choice("mode", ("hard", "weighted", "none"), "hard")
+    agnostic = p.get("agnostic", False)
+    if not isinstance(agnostic, bool):
+        raise p.fail("'agnostic' must be true or false")
+    threshold = p.number("score_threshold", -np.inf) if p.has("score_threshold") else None
+    max_det = p.integer("max_detections", 100, minimum=1)
+    max_candidates = p.integer("max_candidates", 30000, minimum=1)
+    labels = list(ctx.labels) if ctx.labels else None
+    allow, deny = _class_list(p, "classes", labels), _class_list(p, "exclude", labels)
+
+    def select(c: Candidates) -> Candidates:
+        keep = None
+        if threshold is not None:
+            keep = c.scores > threshold
+        if allow is not None:
+            mask = np.isin(c.classes, list(allow))
+            keep = mask if keep is None else keep & mask
+        if deny is not None:
+            mask = ~np.isin(c.classes, list(deny))
+            keep = mask if keep is None else keep & mask
+        if keep is not None:
+            c = c.take(np.flatnonzero(keep))
+        if len(c) > max_candidates:
+            c = c.take(np.argsort(-c.scores, kind="stable")[:max_candidates])
+        return c
+
+    def suppress(c: Candidates):
+        classes = None if agnostic else c.classes
+        if mode == "none":
+            index = np.argsort(-c.scores, kind="stable")[:max_det]
+            return index, c.boxes[index], None if c.keypoints is None else c.keypoints[index]
+        if mode == "weighted":
+            return weighted_nms(c.boxes, c.scores, iou, classes, c.keypoints, max_det)
+        index = nms(c.boxes, c.scores, iou, classes, max_det)
+        return index, c.boxes[index], None if c.keypoints is None else c.keypoints[index]
+
+    def decode(tensors, trace):
+        batch = tensors.get(CANDIDATES)
+        if not isinstance(batch, CandidateBatch):
+            raise ValueError("nms needs a detection decoder before it (yolo, ssd_anchors or "
+                             "boxes) in the bundle's decode steps")
+        geometry = trace.primary_geometry(batch.input)
+        results = []
+        for c in batch.images:
+            c = select(c)
+            index, boxes, points = suppress(c)
+            if geometry is not None:
+                boxes = geometry.boxes_to_source(boxes)
+                points = None if points is None else geometry.points_to_source(points)
+            else:
+                h, w = batch.size
+                boxes = np.clip(boxes, 0.0, [w, h, w, h])
+                points = None if points is None else np.clip(points, 0.0, [w, h])
+            results.append(_detections(boxes, c.scores[index], c.classes[index], points,
+                                       labels))
+        return {"detections": results if batch.batched else results[0]}
+    return decode
+
+
+def _detections(boxes, scores, classes, points, labels) -> list[dict[str, Any]]:
+    box_rows, score_list, class_list = boxes.tolist(), scores.tolist(), classes.tolist()
+    point_rows = points.tolist() if points is not None else None
+    out = []
+    for i, (box, score, cls) in enumerate(zip(box_rows, score_list, class_list)):
+        d = {"box": box, "score": score, "class": cls, "label": label_of(labels, cls)}
+        if point_rows is not None:
+            d["keypoints"] = point_rows[i]
+        out.append(d)
+    return out
