@@ -84,6 +84,8 @@ def convert_command(source, out, target, quantize, calibration_data, calibration
     from edgepack.converters.progress import reporting
     from edgepack.converters.validation import format_table
 
+    from .workdir import import_from_working_directory
+    import_from_working_directory()  # `convert mypkg.nets:build` as `optimize` does
     label_list = None
     if labels:
         label_list = [line.strip() for line in Path(labels).read_text(encoding="utf-8")

@@ -37,11 +37,10 @@ def _split(arrays: dict, prefix: str):
 
 
 def _model(spec: str, weights: str | None):
-    import sys
-
     from edgepack.converters import optimize
-    if "" not in sys.path and str(Path.cwd()) not in sys.path:
-        sys.path.insert(0, str(Path.cwd()))  # like `python -m`: the user's files importable
+
+    from .workdir import import_from_working_directory
+    import_from_working_directory()
     model = optimize.build_model(spec)
     if weights:
         optimize.load_weights(model, weights)

@@ -115,3 +115,15 @@ def test_out_of_range_numbers_are_usage_errors(cli_files, args):
     result = invoke(*args)
     assert result.exit_code == 2 and "is not in the range" in result.output, result.output
     assert "Traceback" not in result.output
+
+
+def test_convert_imports_factories_from_the_working_directory(cli_files, monkeypatch):
+    # issue 12 item 17: convert agreed with optimize only when the package was installed
+    import sys
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(cli_files))])
+    (cli_files / "mypkg_item17").mkdir()
+    (cli_files / "mypkg_item17" / "__init__.py").write_text("")
+    (cli_files / "mypkg_item17" / "nets.py").write_text("def build():\n    return object()\n")
+    result = invoke("convert", "mypkg_item17.nets:build", "-o", "o.edgepack")
+    # imported and called: the object is refused for what it is, not for a failed import
+    assert_family(result, "conversion", "cannot convert an object of type object")
