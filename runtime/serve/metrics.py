@@ -10,6 +10,9 @@ Exposed families:
 - ``edgepack_model_loaded{model,version}``: 1 per loaded version (gauge);
 - ``edgepack_model_load_seconds{model,version}``: time to load + verify + smoke-test;
 - ``edgepack_model_load_failures_total{model,version}``: refused versions.
+- ``edgepack_mqtt_*``: the MQTT bridge's messages received/published/dropped/errors by
+  subscription, reconnects and connected; its inference latency is in
+  ``edgepack_inference_seconds{model,version,transport="mqtt"}``.
 """
 from __future__ import annotations
 
@@ -105,8 +108,15 @@ _COUNTERS = (
     ("edgepack_request_errors_total", "Inference requests answered with an error, by status."),
     ("edgepack_http_requests_total", "HTTP requests of any kind, by status."),
     ("edgepack_model_load_failures_total", "Model versions refused (load, verify or smoke)."),
+    # The MQTT bridge (runtime/mqtt), labelled by subscription filter:
+    ("edgepack_mqtt_messages_received_total", "MQTT messages received, by subscription."),
+    ("edgepack_mqtt_messages_published_total", "MQTT results published, by subscription."),
+    ("edgepack_mqtt_messages_dropped_total", "MQTT messages dropped by a full drop-oldest queue."),
+    ("edgepack_mqtt_message_errors_total", "MQTT messages answered on the error topic."),
+    ("edgepack_mqtt_reconnects_total", "Reconnections to the MQTT broker."),
 )
 _GAUGES = (
     ("edgepack_model_loaded", "1 for each model version currently loaded."),
     ("edgepack_model_load_seconds", "Seconds taken to load, verify and smoke-test a version."),
+    ("edgepack_mqtt_connected", "1 while the MQTT bridge is connected to its broker."),
 )

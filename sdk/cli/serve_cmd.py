@@ -12,6 +12,8 @@ import click
 from edgepack.runtime.serve import ModelServer, ServeConfig, ServeError, VersionPolicy
 from edgepack.runtime.serve.repository import version_key
 
+from .mqtt_cmd import serve_mqtt_options, start_serve_bridge
+
 _SIZE = re.compile(r"(\d+)\s*([kmg]?)i?b?", re.IGNORECASE)
 
 
@@ -62,15 +64,18 @@ def _policies(values: tuple[str, ...]) -> tuple[VersionPolicy, tuple[tuple[str, 
 @click.option("--no-smoke-test", is_flag=True,
               help="Skip the zero-input inference run before a version goes live.")
 @click.option("--quiet", is_flag=True, help="Log warnings and errors only.")
+@serve_mqtt_options
 def serve(path: Path, host: str, port: int, workers: int | None, threads: int | None,
           spin_wait: bool | None, engine: str | None, versions: tuple[str, ...],
           max_body: str, max_connections: int, poll: float, trusted_key: str | None,
-          no_smoke_test: bool, quiet: bool) -> None:
+          no_smoke_test: bool, quiet: bool, **mqtt: object) -> None:
     """Serve a bundle or a model repository over the KServe V2 / Open Inference Protocol.
 
     PATH is one .edgepack bundle, or a repository REPO/<model>/<version>.edgepack (or
     REPO/<model>/<version>/<any>.edgepack). New versions copied in are loaded, verified and
     swapped in without downtime; a bad one is refused and the current one keeps serving.
+    With --mqtt-broker (or --mqtt-config) the same models also answer MQTT messages
+    (docs/mqtt.md): one repository, one hot swap, one /metrics.
     """
     default, per_model = _policies(versions)
     options = dict(host=host, port=port, engine_threads=threads, engine_spin_wait=spin_wait,
@@ -87,15 +92,23 @@ def serve(path: Path, host: str, port: int, workers: int | None, threads: int | 
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
                 for sig in (signal.SIGINT, signal.SIGTERM)}
+    bridge = None
     try:
+        bridge = start_serve_bridge(server, mqtt)
         for model, loaded in sorted(server.manager.snapshot().items()):
             names = ", ".join(sorted(loaded, key=version_key)) or "none loaded"
             click.echo(f"  {model}: {names}")
         click.echo(f"serving {path} at {server.url}/v2 (metrics at /metrics; Ctrl-C stops)")
+        if bridge is not None:
+            click.echo(f"answering MQTT at {bridge.config.broker.host}:"
+                       f"{bridge.config.broker.port} on "
+                       f"{', '.join(s.topic for s in bridge.config.subscriptions)}")
         while not stop.wait(0.5):
             pass
     finally:
         click.echo("stopping: finishing requests in flight")
+        if bridge is not None:
+            bridge.stop()
         server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
