@@ -17,6 +17,8 @@ MODES = ("none", "fp16", "dynamic", "int8")
 #: Calibration methods; onnxruntime offers all three, TFLite only min/max.
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 TARGETS = ("onnx", "tflite")
+#: Held-out samples compared when no limit is given: all of them up to this many.
+DEFAULT_VALIDATION_LIMIT = 10_000
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,9 @@ class ConversionConfig:
     opset: ONNX opset for exporters that take one.
     dynamic_batch: export a dynamic batch axis where the model allows it.
     nhwc: for pytorch -> tflite, present NHWC I/O instead of the model's NCHW.
-    validation_samples: at most this many held-out samples are compared.
+    validation_samples: at most this many held-out samples are compared; None (default)
+        compares all of them up to DEFAULT_VALIDATION_LIMIT. The report says how many of
+        how many were used.
     name/version: the bundle's name and version; preprocess/postprocess/labels go
         into the manifest unchanged (validated by the runtime when packing).
     device: a device profile name; its defaults and refusals apply when edgepack.devices
@@ -188,7 +192,7 @@ class ConversionConfig:
     opset: int = 18
     dynamic_batch: bool = True
     nhwc: bool = False
-    validation_samples: int = 256
+    validation_samples: int | None = None
     name: str = "model"
     version: str = "1.0.0"
     preprocess: Any = None
@@ -211,12 +215,20 @@ class ConversionConfig:
                 "drop the calibration method or convert to --target onnx")
         if not isinstance(self.opset, int) or not 13 <= self.opset <= 23:
             raise ConversionError(f"ONNX opset must be an integer in 13..23, got {self.opset!r}")
-        if not isinstance(self.validation_samples, int) or self.validation_samples < 1:
-            raise ConversionError("validation_samples must be a positive integer")
+        if self.validation_samples is not None and (
+                not isinstance(self.validation_samples, int) or
+                isinstance(self.validation_samples, bool) or self.validation_samples < 1):
+            raise ConversionError(f"validation_samples must be a positive integer or None, "
+                                  f"got {self.validation_samples!r}")
         if not isinstance(self.name, str) or not self.name.strip():
             raise ConversionError("the bundle name must be a non-empty string")
         if self.labels is not None:
             object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
+
+    @property
+    def validation_limit(self) -> int:
+        """The most held-out samples validation compares."""
+        return self.validation_samples or DEFAULT_VALIDATION_LIMIT
 
     @property
     def effective_tolerances(self) -> Tolerances:

@@ -89,8 +89,8 @@ def convert_model(source: Any, out: str | Path, config: ConversionConfig, *,
             "pip install 'edgepack[convert]'") from e
     entry = registry.get_converter(loaded.framework, config.target)
     registry.check_mode(entry, quant.mode)
-    calibration, held_out, data_kind = _datasets(loaded, config, calibration_data,
-                                                 validation_data, validation_labels)
+    calibration, held_out, data_kind, available = _datasets(
+        loaded, config, calibration_data, validation_data, validation_labels)
     converter = entry.load()
     report("convert", 0, 1)
     try:
@@ -121,6 +121,11 @@ def convert_model(source: Any, out: str | Path, config: ConversionConfig, *,
         output_names = _bundle_output_names(candidate)
         record = validate(loaded, converted, candidate, held_out,
                           config.effective_tolerances, data_kind, output_names)
+    if available > len(held_out):
+        # Never silently: the report (and the CLI's table) says how many were left out.
+        record["available"] = available
+        log.warning("validation compared %d of %d held-out samples (validation_samples=%d)",
+                    len(held_out), available, config.validation_limit)
     report("validate", len(held_out), len(held_out))
     log.info("validation %s on %d %s samples", "passed" if record["passed"] else "FAILED",
              record["samples"], data_kind)
@@ -197,8 +202,9 @@ def _bundle_output_names(path: Path) -> list[str]:
 
 def _datasets(source: SourceModel, config: ConversionConfig, calibration_data: Any,
               validation_data: Any, validation_labels: Any
-              ) -> tuple[Samples | None, Samples, str]:
-    """Calibration samples, held-out validation samples, and what the latter are."""
+              ) -> tuple[Samples | None, Samples, str, int]:
+    """Calibration samples, held-out validation samples (at most config.validation_limit),
+    what the latter are, and how many held-out samples there were before that limit."""
     common = dict(preprocess=config.preprocess, class_names=config.labels)
     calibration = load_samples(calibration_data, source.input_names, source.example_inputs,
                                what="calibration", **common)
@@ -212,7 +218,7 @@ def _datasets(source: SourceModel, config: ConversionConfig, calibration_data: A
     kind = "held-out"
     if held_out is None and calibration is not None and len(calibration) >= 2:
         # Hold out the tail so validation never sees the samples int8 was calibrated on.
-        split = max(1, min(config.validation_samples, len(calibration) // 5))
+        split = max(1, min(config.validation_limit, len(calibration) // 5))
         held_out = calibration.take(len(calibration) - split)
         calibration = calibration.take(0, len(calibration) - split)
         kind = "calibration split"
@@ -223,8 +229,9 @@ def _datasets(source: SourceModel, config: ConversionConfig, calibration_data: A
                             if x.dtype.kind == "f" else np.repeat(x[:1], count, axis=0)
                             for n, x in zip(source.input_names, source.example_inputs)})
         kind = "random"
-    held_out = held_out.take(0, config.validation_samples)
-    return calibration, held_out, kind
+    available = len(held_out)
+    held_out = held_out.take(0, config.validation_limit)
+    return calibration, held_out, kind, available
 
 
 def _check_device(config: ConversionConfig) -> None:

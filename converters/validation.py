@@ -204,6 +204,7 @@ def format_table(report: dict[str, Any]) -> str:
                            f"{'s' if p['threads'] > 1 else ''}" for p in speed["points"])
         lines.append(f"faster than fp32 here? {'yes' if speed['faster_than_fp32'] else 'NO'}"
                      f" (int8/fp32 latency {points}; {speed.get('host') or 'this host'})")
-    lines.append(f"samples: {report.get('samples')} ({report.get('data')})  "
+    of = f" of {report['available']}" if report.get("available") else ""
+    lines.append(f"samples: {report.get('samples')}{of} ({report.get('data')})  "
                  f"{'PASSED' if report.get('passed') else 'FAILED'}")
     return "\n".join(lines)

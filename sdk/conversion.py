@@ -17,7 +17,7 @@ def convert(source: Any, out: str | Path, *, target: str | None = None,
             reduce_range: bool | None = None, accuracy_target: float | None = None,
             speed_check: bool = True,
             validation_data: Any = None, validation_labels: Any = None,
-            validation_samples: int = 256, max_drop: float | None = None,
+            validation_samples: int | None = None, max_drop: float | None = None,
             tolerances: Tolerances | None = None, accept: bool = False,
             name: str | None = None, version: str = "1.0.0",
             labels: Sequence[str] | None = None,
@@ -34,6 +34,8 @@ def convert(source: Any, out: str | Path, *, target: str | None = None,
     calibration_data (int8): .npy/.npz path, image folder, array, dict or iterable.
     validation_data/validation_labels: held-out samples (and integer labels for accuracy);
         without them a tail of the calibration data is held out, else seeded random inputs.
+    validation_samples: compare at most this many held-out samples (default: all, up to
+        10,000); the report records how many were available when fewer were used.
     max_drop: allowed accuracy drop in points (overrides the mode's default).
     accept: keep a bundle whose validation is outside tolerance (never one with inf/NaN or
         constant outputs).

@@ -56,6 +56,8 @@ def _json_file(path: str | None, what: str):
               help="int8: skip timing int8 against fp32 on this machine.")
 @click.option("--validation-data", type=click.Path(exists=True),
               help="Held-out .npz (inputs + 'labels') or .npy or image folder.")
+@click.option("--validation-samples", type=click.IntRange(min=1),
+              help="Compare at most this many held-out samples [all, up to 10000].")
 @click.option("--max-drop", type=click.FloatRange(0.0, 100.0),
               help="Allowed accuracy drop in points.")
 @click.option("--accept", is_flag=True, help="Keep the bundle even if validation fails.")
@@ -76,7 +78,7 @@ def _json_file(path: str | None, what: str):
 def convert_command(source, out, target, quantize, calibration_data, calibration_method,
                     calibration_samples, per_tensor, int8_io, full_range_weights,
                     accuracy_target, no_speed_check,
-                    validation_data, max_drop,
+                    validation_data, validation_samples, max_drop,
                     accept, weights, input_shapes, name, bundle_version, labels, preprocess,
                     postprocess, opset, static_batch, device, as_json):
     """Convert SOURCE (model file or module:factory) into a validated bundle."""
@@ -102,7 +104,7 @@ def convert_command(source, out, target, quantize, calibration_data, calibration
                 per_channel=not per_tensor, int8_io=int8_io,
                 reduce_range=False if full_range_weights else None,
                 accuracy_target=accuracy_target, speed_check=not no_speed_check,
-                validation_data=validation_data,
+                validation_data=validation_data, validation_samples=validation_samples,
                 max_drop=max_drop, accept=accept, name=name, version=bundle_version,
                 labels=label_list, preprocess=_json_file(preprocess, "preprocess"),
                 postprocess=_json_file(postprocess, "postprocess"), opset=opset,
