@@ -183,6 +183,9 @@ class ConversionConfig:
         into the manifest unchanged (validated by the runtime when packing).
     device: a device profile name; its defaults and refusals apply when edgepack.devices
         is available.
+    task/decode/assets: DESIGN §7 manifest fields written into the bundle as given
+        (e.g. {"kind": "detect"} and detection decode steps; validation then compares
+        detections, see edgepack.converters.detection).
     """
 
     target: str = "onnx"
@@ -199,6 +202,9 @@ class ConversionConfig:
     postprocess: Any = None
     labels: tuple[str, ...] | None = None
     device: str | None = None
+    task: Any = None
+    decode: Any = None
+    assets: Any = None
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:

@@ -161,6 +161,7 @@ def _pack(out: Path, converted: ConvertedModel, source: SourceModel, config: Con
                        labels=list(config.labels) if config.labels else None,
                        layouts=layouts or None, opset=converted.opset, source=source_record,
                        quantization=converted.quantization, validation=validation,
+                       task=config.task, decode=config.decode, assets=config.assets,
                        directory=directory)
 
 

@@ -17,6 +17,7 @@ from edgepack.runtime.errors import ValidationError
 from .artifacts import ConvertedModel, SourceModel
 from .calibration import Samples
 from .config import Tolerances
+from .detection import detection_validation
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,11 @@ def validate(source: SourceModel, converted: ConvertedModel, bundle_path: Path,
                           "drop_points": drop}
         if drop > tolerances.max_drop:
             failures.append(f"accuracy drop {drop:.2f} points > {tolerances.max_drop}")
+    detection = detection_validation(bundle_path, list(output_names), reference, produced,
+                                     (converted.quantization or {}).get("mode"))
+    if detection is not None:  # a detect bundle: compare detections, not argmax
+        report["task"], detection_failures = detection
+        failures += detection_failures
     speed = (converted.quantization or {}).get("speed")
     if speed:  # measured by the int8 quantizer on this machine (edgepack.converters.int8)
         report["speed"] = speed
@@ -195,7 +201,11 @@ def format_table(report: dict[str, Any]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
     task = report.get("task")
-    if task:
+    if task and task.get("metric") == "detection":
+        lines.append(f"detections: recall {task['recall']:.4f}  precision "
+                     f"{task['precision']:.4f}  mean IoU {task['mean_iou']:.4f}  score error "
+                     f"{task['score_error_mean']:.4f} (max {task['score_error_max']:.4f})")
+    elif task:
         lines.append(f"accuracy: source {task['source'] * 100:.2f}%  bundle "
                      f"{task['bundle'] * 100:.2f}%  drop {task['drop_points']:.2f} pt")
     speed = report.get("speed")

@@ -23,6 +23,9 @@ def convert(source: Any, out: str | Path, *, target: str | None = None,
             labels: Sequence[str] | None = None,
             preprocess: Mapping[str, list] | None = None,
             postprocess: Mapping[str, list] | None = None,
+            task: Mapping[str, Any] | None = None,
+            decode: Sequence[Mapping[str, Any]] | None = None,
+            assets: Mapping[str, Any] | None = None,
             opset: int = 18, dynamic_batch: bool = True, nhwc: bool = False,
             device: str | None = None, directory: bool = False) -> ConversionResult:
     """Convert a PyTorch/Keras/ONNX/TFLite model into a validated bundle at `out`.
@@ -45,6 +48,8 @@ def convert(source: Any, out: str | Path, *, target: str | None = None,
     accuracy_target (int8): keep the most sensitive layers in float until top-1 agreement
         with the source on the calibration set reaches this (e.g. 0.99); the manifest
         lists the layers kept in float and why.
+    task/decode/assets: DESIGN §7 fields for the bundle, e.g. task={"kind": "detect"} with
+        decode=[{"op": "yolo"}, {"op": "nms"}]: validation then matches detections.
     speed_check (int8): time int8 against fp32 on this machine; the validation report says
         whether it is faster here, and a warning is logged when it is not.
 
@@ -63,7 +68,8 @@ def convert(source: Any, out: str | Path, *, target: str | None = None,
         opset=opset, dynamic_batch=dynamic_batch, nhwc=nhwc,
         validation_samples=validation_samples, name=name or Path(out).stem, version=version,
         preprocess=preprocess, postprocess=postprocess,
-        labels=tuple(labels) if labels is not None else None, device=device)
+        labels=tuple(labels) if labels is not None else None, device=device,
+        task=task, decode=decode, assets=assets)
     return convert_model(source, out, config, example_inputs=example_inputs,
                          input_shapes=input_shapes, weights=weights,
                          calibration_data=calibration_data, validation_data=validation_data,

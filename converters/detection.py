@@ -1,0 +1,157 @@
+"""Detection validation: compare the detections of the source model and of the bundle.
+
+For a bundle whose task is `detect`, argmax agreement means nothing; what a user cares
+about is whether the bundle finds the same objects. Both models' outputs on the held-out
+samples go through the bundle's own postprocess + decode steps (the runtime's functions,
+so the decoding is identical on both sides); then, per sample, each bundle detection is
+matched greedily (highest score first) to the unmatched source detection of the same class
+with the highest IoU, if that IoU >= 0.5 (the PASCAL VOC / COCO AP50 criterion).
+
+Recorded (manifest `validation.task`): recall of the bundle against the source (matched /
+source detections), precision (matched / bundle detections), mean IoU of the matches,
+mean and max absolute score error of the matches. `DetectionTolerances` gate the
+conversion as top-1 agreement does for classifiers.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from edgepack.runtime.errors import ConversionError
+
+log = logging.getLogger(__name__)
+
+#: A bundle detection matches a source detection of the same class at IoU >= this.
+MATCH_IOU = 0.5
+
+
+@dataclass(frozen=True)
+class DetectionTolerances:
+    """Pass/fail thresholds for detection validation (all in [0, 1])."""
+
+    min_recall: float
+    min_precision: float
+    min_mean_iou: float
+
+    def __post_init__(self) -> None:
+        for name in ("min_recall", "min_precision", "min_mean_iou"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                    not 0.0 <= value <= 1.0:
+                raise ConversionError(f"detection tolerance {name} must be in [0, 1], "
+                                      f"got {value!r}")
+
+    @classmethod
+    def for_mode(cls, mode: str | None) -> "DetectionTolerances":
+        return cls(**_DEFAULTS.get(mode or "none", _DEFAULTS["int8"]))
+
+    def to_dict(self) -> dict[str, float]:
+        return {"min_recall": self.min_recall, "min_precision": self.min_precision,
+                "min_mean_iou": self.min_mean_iou}
+
+
+# int8 moves boxes by a pixel or two and scores near the threshold flip in or out; the
+# matched boxes must still overlap well.
+_DEFAULTS = {
+    "none": dict(min_recall=0.99, min_precision=0.99, min_mean_iou=0.95),
+    "fp16": dict(min_recall=0.98, min_precision=0.98, min_mean_iou=0.9),
+    "dynamic": dict(min_recall=0.95, min_precision=0.95, min_mean_iou=0.85),
+    "int8": dict(min_recall=0.9, min_precision=0.9, min_mean_iou=0.8),
+}
+
+
+def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    from edgepack.runtime.ops.vision.nms import iou_matrix
+    return iou_matrix(a.reshape(-1, 4), b.reshape(-1, 4))
+
+
+def match_detections(source: Sequence[Mapping[str, Any]], bundle: Sequence[Mapping[str, Any]],
+                     iou: float = MATCH_IOU) -> list[tuple[int, int, float]]:
+    """Greedy matches (source index, bundle index, IoU): bundle detections by descending
+    score, each to the unmatched source detection of its class with the highest IoU."""
+    if not source or not bundle:
+        return []
+    sb = np.array([d["box"] for d in source], np.float64)
+    bb = np.array([d["box"] for d in bundle], np.float64)
+    overlap = _box_iou(bb, sb)
+    same = np.array([[d["class"] == s["class"] for s in source] for d in bundle])
+    overlap = np.where(same, overlap, -1.0)
+    taken = np.zeros(len(source), bool)
+    matches = []
+    for j in sorted(range(len(bundle)), key=lambda k: -bundle[k]["score"]):
+        row = np.where(taken, -1.0, overlap[j])
+        i = int(np.argmax(row))
+        if row[i] >= iou:
+            taken[i] = True
+            matches.append((i, j, float(row[i])))
+    return matches
+
+
+def compare_detections(source: Sequence[Sequence[Mapping[str, Any]]],
+                       bundle: Sequence[Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
+    """Per-sample detection lists of both models -> recall, precision, mean IoU, score error."""
+    found = wanted = produced = 0
+    ious, errors = [], []
+    for src, got in zip(source, bundle):
+        matches = match_detections(src, got)
+        found += len(matches)
+        wanted += len(src)
+        produced += len(got)
+        ious += [m[2] for m in matches]
+        errors += [abs(src[i]["score"] - got[j]["score"]) for i, j, _ in matches]
+    return {"metric": "detection", "match_iou": MATCH_IOU,
+            "source_detections": wanted, "bundle_detections": produced, "matched": found,
+            "recall": found / wanted if wanted else 1.0,
+            "precision": found / produced if produced else 1.0,
+            "mean_iou": float(np.mean(ious)) if ious else 1.0,
+            "score_error_mean": float(np.mean(errors)) if errors else 0.0,
+            "score_error_max": float(np.max(errors)) if errors else 0.0}
+
+
+def detections_per_sample(model, outputs: Mapping[str, np.ndarray],
+                          feeds: Mapping[str, np.ndarray] | None = None) -> list[list[dict]]:
+    """Run the bundle's postprocess + decode on each sample's outputs (float, batch first)."""
+    from edgepack.runtime.ops.trace import Trace
+    count = len(next(iter(outputs.values())))
+    results = []
+    for i in range(count):
+        trace = Trace(feeds={k: v[i:i + 1] for k, v in (feeds or {}).items()})
+        result = model.postprocess({k: v[i:i + 1] for k, v in outputs.items()}, trace)
+        detections = result.get("detections") if isinstance(result, dict) else None
+        if detections is None:
+            raise ConversionError("the bundle's task is 'detect' but its decode steps return no "
+                                  "'detections'; end them with {\"op\": \"nms\"}")
+        results.append(detections)
+    return results
+
+
+def detection_validation(bundle_path: Path, output_names: Sequence[str],
+                         reference: Sequence[np.ndarray], produced: Sequence[np.ndarray],
+                         mode: str | None, feeds: Mapping[str, np.ndarray] | None = None
+                         ) -> tuple[dict[str, Any], list[str]] | None:
+    """(task record, failures) for a detection bundle, or None when it is not one."""
+    from edgepack.runtime import load, read_bundle
+    manifest = read_bundle(bundle_path).manifest
+    if manifest.task_kind != "detect" or not manifest.decode:
+        return None
+    tolerances = DetectionTolerances.for_mode(mode)
+    with load(bundle_path) as model:
+        src = detections_per_sample(model, dict(zip(output_names, reference)), feeds)
+        got = detections_per_sample(model, dict(zip(output_names, produced)), feeds)
+    record = compare_detections(src, got)
+    record["tolerances"] = tolerances.to_dict()
+    failures = []
+    for key, limit in (("recall", tolerances.min_recall),
+                       ("precision", tolerances.min_precision),
+                       ("mean_iou", tolerances.min_mean_iou)):
+        if record[key] < limit:
+            failures.append(f"detection {key} {record[key]:.4f} < {limit} "
+                            f"({record['matched']} of {record['source_detections']} source "
+                            f"detections matched at IoU >= {MATCH_IOU})")
+    log.info("detection validation: recall %.4f precision %.4f mean IoU %.4f",
+             record["recall"], record["precision"], record["mean_iou"])
+    return record, failures
