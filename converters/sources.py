@@ -155,9 +155,19 @@ def serialized_source(data: bytes, kind: str, examples: tuple[np.ndarray, ...] |
         results = engine.run({n: np.asarray(a) for n, a in zip(names, inputs)})
         return [np.asarray(results[n]) for n in out_names]
 
-    version = "onnx" if kind == "onnx" else "tflite"
+    version = _package_version("onnx" if kind == "onnx" else "ai-edge-litert")
     return SourceModel(kind, data, names, examples, tuple(None for _ in names), run, version,
                        out_names, origin)
+
+
+def _package_version(package: str) -> str:
+    """The installed version of `package` (provenance: the onnx package for an ONNX
+    source, the LiteRT package that read a .tflite), "unknown" when not installed."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _examples(example_inputs: Any, input_shapes: Sequence[Sequence[int]] | None
