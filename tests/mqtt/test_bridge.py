@@ -152,3 +152,19 @@ def test_metrics_in_serve_registry(broker, image_model, clients, topic):
     text = metrics.render()
     assert 'edgepack_inference_seconds_count{model="conv",transport="mqtt",version="1"} 3' in text \
         or 'edgepack_inference_seconds_count{model="conv",version="1",transport="mqtt"} 3' in text
+
+
+def test_mqtt_311_round_trip_with_json_id(broker, image_model, clients, topic):
+    """MQTT 3.1.1 has no correlation data: a JSON payload's "id" identifies the answer."""
+    import base64
+    sub = clients(broker).subscribe(f"{topic}/out")
+    config = bridge_config(broker, [Subscription(f"{topic}/in", f"{topic}/out", qos=1)],
+                           broker_options={"protocol": "3.1.1"})
+    payload = jpeg_bytes(8)
+    body = json.dumps({"id": "frame-42", "data": base64.b64encode(payload).decode()}).encode()
+    with MqttBridge(config, image_model):
+        clients(broker).publish(f"{topic}/in", body)
+        got = sub.wait_for(1, timeout=20)
+    doc = json.loads(got[0].payload)
+    assert doc["id"] == "frame-42" and doc["mid"] > 0 and "correlation" not in doc
+    assert doc["result"] == expected(image_model, payload)
