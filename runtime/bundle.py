@@ -7,41 +7,31 @@ json and OS errors are translated here, in one place.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-import posixpath
+import secrets
+import signal
 import stat
-import struct
-import tempfile
+import threading
 import zipfile
-import zlib
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
 
 from .errors import (BundleError, BundleTooLargeError, ChecksumError, ManifestError,
-                     MissingMemberError, SignatureError, UnlistedMemberError, UnsafeMemberError)
+                     MissingMemberError, SignatureError, UnlistedMemberError)
 from .manifest import FileEntry, Manifest, parse_manifest
+from .members import BundleLimits, check_member_name, open_members
+
+__all__ = ["Bundle", "BundleLimits", "read_bundle", "write_bundle", "trusted_key_setting"]
 
 MANIFEST = "manifest.json"
 SIGNATURE = "signature.ed25519"
 _UNLISTED_OK = {MANIFEST, SIGNATURE}
+_MAX_SIGNATURE_BYTES = 4096   # an Ed25519 signature is 64 bytes
 # Fixed timestamp for archive members: the same inputs give byte-identical bundles.
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
-# Errors the stdlib raises on corrupt archives; all become BundleError.
-_ZIP_FAILURES = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError,
-                 OSError, ValueError, RuntimeError, zlib.error, struct.error, KeyError,
-                 IndexError, UnicodeDecodeError, OverflowError)
-
-
-@dataclass(frozen=True)
-class BundleLimits:
-    """Upper bounds checked before and while reading (a bundle is untrusted input)."""
-
-    max_member_bytes: int = 2 << 30
-    max_total_bytes: int = 4 << 30
-    max_members: int = 256
-    max_manifest_bytes: int = 4 << 20
 
 
 class Bundle:
@@ -93,31 +83,77 @@ def read_bundle(path: str | os.PathLike, *, limits: BundleLimits = BundleLimits(
     With `trusted_key` (or EDGEPACK_TRUSTED_KEY set), the manifest signature must verify.
     """
     path = Path(path)
-    if path.is_dir():
-        raw = _read_directory(path, limits)
-    elif path.is_file():
-        raw = _read_zip(path, limits)
-    else:
-        raise BundleError(f"{path}: no such bundle file or directory")
+    key = trusted_key_setting(trusted_key)   # a bad key setting fails before any reading
+    with open_members(path, limits) as source:
+        info = source.infos.get(MANIFEST)
+        if info is None:
+            raise MissingMemberError(
+                f"{path}: {MANIFEST} is missing; this is not an edgepack bundle")
+        too_big = lambda cap: BundleTooLargeError(f"{path}: {MANIFEST} is over {cap} bytes")  # noqa: E731
+        if info.size > limits.max_manifest_bytes:
+            raise too_big(limits.max_manifest_bytes)
+        manifest_bytes = source.read(MANIFEST, limits.max_manifest_bytes, too_big)
+        try:
+            manifest = parse_manifest(manifest_bytes)
+        except BundleError as e:
+            raise type(e)(f"{path}: {e}") from e
+        signature = None
+        if SIGNATURE in source.infos:
+            signature = source.read(SIGNATURE, _MAX_SIGNATURE_BYTES, lambda cap: BundleTooLargeError(
+                f"{path}: {SIGNATURE} is over {cap} bytes; an Ed25519 signature is 64"))
+        members = _read_members(path, manifest, source)
 
-    manifest_bytes = raw.pop(MANIFEST, None)
-    if manifest_bytes is None:
-        raise MissingMemberError(f"{path}: {MANIFEST} is missing; this is not an edgepack bundle")
-    if len(manifest_bytes) > limits.max_manifest_bytes:
-        raise BundleTooLargeError(f"{path}: {MANIFEST} is over {limits.max_manifest_bytes} bytes")
-    try:
-        manifest = parse_manifest(manifest_bytes)
-    except BundleError as e:
-        raise type(e)(f"{path}: {e}") from e
-    signature = raw.pop(SIGNATURE, None)
-    _verify_members(path, manifest, raw)
-
-    key = trusted_key_setting(trusted_key)
     signed_by = None
     if key is not None:
         from .signing import verify_signature
         signed_by = verify_signature(path, manifest_bytes, signature, key)
-    return Bundle(path, manifest, raw, manifest_bytes, signature, signed_by)
+    return Bundle(path, manifest, members, manifest_bytes, signature, signed_by)
+
+
+def _read_members(path: Path, manifest: Manifest, source) -> dict[str, bytes]:
+    """Read every member the manifest lists, each capped at its declared size and hashed as
+    it streams; refuse unlisted members before reading anything."""
+    available = {name: info for name, info in source.infos.items() if name not in _UNLISTED_OK}
+    for name in available:
+        if name not in manifest.files:
+            raise UnlistedMemberError(
+                f"{path}: member {name!r} is not listed in manifest.json files; "
+                "rebuild the bundle with `edgepack pack` rather than editing it")
+    for name, entry in manifest.files.items():
+        check_member_name(path, name)
+        if name not in available:
+            raise MissingMemberError(f"{path}: manifest lists {name!r} but the bundle lacks it")
+        if available[name].size != entry.bytes:
+            raise ChecksumError(
+                f"{path}: member {name!r} is {available[name].size} bytes, manifest says "
+                f"{entry.bytes}; the bundle is truncated or was modified")
+    members = {}
+    for name, entry in manifest.files.items():
+        digest = hashlib.sha256()
+        data = source.read(name, entry.bytes, lambda cap, name=name: ChecksumError(
+            f"{path}: member {name!r} holds more than the {cap} bytes the manifest says; "
+            "the bundle is corrupt or was modified"), digest)
+        _check_entry(path, name, entry, data, digest.hexdigest())
+        members[name] = data
+    _check_references(path, manifest)
+    return members
+
+
+def _check_entry(path: Path, name: str, entry: FileEntry, data: bytes, digest: str) -> None:
+    if len(data) != entry.bytes:
+        raise ChecksumError(
+            f"{path}: member {name!r} is {len(data)} bytes, manifest says {entry.bytes}; "
+            "the bundle is truncated or was modified")
+    if digest != entry.sha256:
+        raise ChecksumError(
+            f"{path}: member {name!r} sha256 {digest[:16]}… does not match the manifest "
+            f"({entry.sha256[:16]}…); the bundle is corrupt or was modified")
+
+
+def _check_references(path: Path, manifest: Manifest) -> None:
+    for field, member in (("model.path", manifest.model.path), ("labels", manifest.labels)):
+        if member is not None and member not in manifest.files:
+            raise ManifestError(f"{path}: {field} {member!r} is not listed in manifest.json files")
 
 
 def trusted_key_setting(trusted_key: bytes | str | os.PathLike | None = None
@@ -143,123 +179,16 @@ def trusted_key_setting(trusted_key: bytes | str | os.PathLike | None = None
 
 
 def _verify_members(path: Path, manifest: Manifest, members: dict[str, bytes]) -> None:
+    """The writer's check of an in-memory member table against its manifest."""
     for name in members:
         if name not in manifest.files:
-            raise UnlistedMemberError(
-                f"{path}: member {name!r} is not listed in manifest.json files; "
-                "rebuild the bundle with `edgepack pack` rather than editing it")
+            raise UnlistedMemberError(f"{path}: member {name!r} is not listed in manifest.json files")
     for name, entry in manifest.files.items():
-        _check_member_name(path, name)
+        check_member_name(path, name)
         if name not in members:
             raise MissingMemberError(f"{path}: manifest lists {name!r} but the bundle lacks it")
-        data = members[name]
-        if len(data) != entry.bytes:
-            raise ChecksumError(
-                f"{path}: member {name!r} is {len(data)} bytes, manifest says {entry.bytes}; "
-                "the bundle is truncated or was modified")
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != entry.sha256:
-            raise ChecksumError(
-                f"{path}: member {name!r} sha256 {digest[:16]}… does not match the manifest "
-                f"({entry.sha256[:16]}…); the bundle is corrupt or was modified")
-    for field, member in (("model.path", manifest.model.path), ("labels", manifest.labels)):
-        if member is not None and member not in manifest.files:
-            raise ManifestError(f"{path}: {field} {member!r} is not listed in manifest.json files")
-
-
-def _check_member_name(path: Path, name: str) -> None:
-    bad = (not name or name.startswith("/") or "\\" in name or "\x00" in name
-           or (len(name) > 1 and name[1] == ":")
-           or posixpath.normpath(name) != name or name.split("/")[0] == ".."
-           or ".." in name.split("/"))
-    if bad:
-        raise UnsafeMemberError(
-            f"{path}: member name {name!r} is not a plain relative path; refusing to read it")
-
-
-def _read_zip(path: Path, limits: BundleLimits) -> dict[str, bytes]:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            infos = archive.infolist()
-            if len(infos) > limits.max_members:
-                raise BundleTooLargeError(
-                    f"{path}: {len(infos)} members, more than the limit of {limits.max_members}")
-            total = 0
-            members: dict[str, bytes] = {}
-            for info in infos:
-                name = info.filename
-                _check_member_name(path, name)
-                # Many zip writers set no file-type bits; refuse only a type that is not regular.
-                kind = stat.S_IFMT(info.external_attr >> 16)
-                if info.is_dir() or kind not in (0, stat.S_IFREG):
-                    raise UnsafeMemberError(
-                        f"{path}: member {name!r} is a directory, link or device; "
-                        "bundles hold regular files only")
-                if name in members:
-                    raise UnsafeMemberError(f"{path}: member {name!r} appears twice")
-                if info.file_size > limits.max_member_bytes:
-                    raise BundleTooLargeError(
-                        f"{path}: member {name!r} declares {info.file_size} bytes, over the "
-                        f"per-member limit of {limits.max_member_bytes}")
-                data = _read_bounded(archive, info, limits.max_member_bytes, path)
-                total += len(data)
-                if total > limits.max_total_bytes:
-                    raise BundleTooLargeError(
-                        f"{path}: members add up to more than {limits.max_total_bytes} bytes")
-                members[name] = data
-            return members
-    except BundleError:
-        raise
-    except _ZIP_FAILURES as e:
-        raise BundleError(
-            f"{path}: not a readable bundle archive ({type(e).__name__}: {e}); "
-            "re-download or rebuild it") from e
-
-
-def _read_bounded(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int,
-                  path: Path) -> bytes:
-    # The header's size can lie; read at most limit+1 bytes to catch a bomb that does.
-    chunks, size = [], 0
-    with archive.open(info) as stream:
-        while chunk := stream.read(1 << 20):
-            size += len(chunk)
-            if size > limit:
-                raise BundleTooLargeError(
-                    f"{path}: member {info.filename!r} inflates past the per-member limit "
-                    f"of {limit} bytes")
-            chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _read_directory(path: Path, limits: BundleLimits) -> dict[str, bytes]:
-    members: dict[str, bytes] = {}
-    total = 0
-    try:
-        for root, dirs, files in os.walk(path, followlinks=False):
-            for name in sorted(dirs + files):
-                full = Path(root, name)
-                rel = full.relative_to(path).as_posix()
-                if full.is_symlink():
-                    raise UnsafeMemberError(f"{path}: {rel!r} is a symbolic link; refusing it")
-                if name in dirs:
-                    continue
-                if not full.is_file():
-                    raise UnsafeMemberError(f"{path}: {rel!r} is not a regular file")
-                if len(members) >= limits.max_members:
-                    raise BundleTooLargeError(f"{path}: more than {limits.max_members} files")
-                size = full.stat().st_size
-                if size > limits.max_member_bytes:
-                    raise BundleTooLargeError(
-                        f"{path}: {rel!r} is {size} bytes, over the limit of "
-                        f"{limits.max_member_bytes}")
-                total += size
-                if total > limits.max_total_bytes:
-                    raise BundleTooLargeError(
-                        f"{path}: files add up to more than {limits.max_total_bytes} bytes")
-                members[rel] = full.read_bytes()
-    except OSError as e:
-        raise BundleError(f"{path}: cannot read bundle directory ({e})") from e
-    return members
+        _check_entry(path, name, entry, members[name], hashlib.sha256(members[name]).hexdigest())
+    _check_references(path, manifest)
 
 
 # --- writing -------------------------------------------------------------------------------
@@ -274,7 +203,7 @@ def write_bundle(path: str | os.PathLike, manifest: Manifest, members: Mapping[s
     """
     path = Path(path)
     for name in members:
-        _check_member_name(path, name)
+        check_member_name(path, name)
         if name in _UNLISTED_OK:
             raise BundleError(f"{path}: {name!r} is reserved; pass it through `manifest`")
     files = {name: FileEntry(hashlib.sha256(data).hexdigest(), len(data))
@@ -289,31 +218,78 @@ def write_bundle(path: str | os.PathLike, manifest: Manifest, members: Mapping[s
     if signing_key is not None:
         from .signing import sign_manifest
         entries[SIGNATURE] = sign_manifest(manifest_bytes, signing_key)
-    if directory:
-        path.mkdir(parents=True, exist_ok=True)
-        (path / SIGNATURE).unlink(missing_ok=True)
-        for name, data in entries.items():
-            target = path / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(target, data)
-        return path
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".edgepack-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED) as zf:
+    with _signals_clean_up():
+        if directory:
+            path.mkdir(parents=True, exist_ok=True)
+            (path / SIGNATURE).unlink(missing_ok=True)
             for name, data in entries.items():
-                info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
-                info.external_attr = (stat.S_IFREG | 0o644) << 16
-                zf.writestr(info, data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+                target = path / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _atomic_write(target, lambda out, data=data: out.write(data))
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(path, lambda out: _write_zip(out, entries))
     return path
 
 
-def _atomic_write(target: Path, data: bytes) -> None:
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
+def _write_zip(out, entries: Mapping[str, bytes]) -> None:
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in entries.items():
+            info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+            info.external_attr = (stat.S_IFREG | 0o644) << 16
+            zf.writestr(info, data)
+
+
+def _atomic_write(target: Path, write) -> None:
+    """Write through a temporary file beside `target`, then rename it into place.
+
+    The temp file is created like any new file (mode 0666 less the umask, unlike mkstemp's
+    0600) and is removed on any failure, including KeyboardInterrupt and (see
+    `_signals_clean_up`) SIGTERM, so an interrupted write leaves neither a half-written
+    bundle nor a `.edgepack-*` file behind.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    for _ in range(100):   # a name clash is astronomically rare; bounded anyway
+        tmp = target.with_name(f".edgepack-{secrets.token_hex(6)}-{target.name}")
+        try:
+            fd = os.open(tmp, flags, 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:
+        raise BundleError(f"{target}: cannot create a temporary file beside it")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            write(out)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class _Terminated(BaseException):
+    """Raised by the temporary SIGTERM handler so that cleanup code runs."""
+
+
+@contextlib.contextmanager
+def _signals_clean_up():
+    """While writing, turn a default-handled SIGTERM into an exception (so the temp file is
+    removed), then die by the signal as before. Only in the main thread, and only when nobody
+    else handles SIGTERM; SIGINT already arrives as KeyboardInterrupt."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise _Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except _Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)   # cleaned up: now end as SIGTERM would have
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
