@@ -42,6 +42,10 @@ def load(path: str | os.PathLike | Bundle, *, engine: str | None = None,
     """
     bundle = path if isinstance(path, Bundle) else read_bundle(
         path, limits=limits, trusted_key=trusted_key)
+    if bundle.manifest.stages:  # chained models (DESIGN §7): runtime/stages.py
+        from .stages import StagedModel
+        return StagedModel(bundle, engine=engine, threads=threads, spin_wait=spin_wait,
+                           hooks=hooks)
     return Model(bundle, engine=engine, threads=threads, spin_wait=spin_wait, hooks=hooks)
 
 
@@ -182,6 +186,12 @@ class Model:
         `examples` where given (values, ranges, shapes, stored arrays), seeded data else."""
         return example_feeds(self.inputs, seed=seed, batch=batch,
                              examples=self.manifest.examples, assets=self.assets)
+
+    def stream(self) -> "Stream":
+        """A `Stream` over this model as the manifest's `stream` declares: push chunks of
+        any size, get events/segments (runtime/stream.py). One per audio source."""
+        from .stream import Stream
+        return Stream(self)
 
     def close(self) -> None:
         if self._engine is not None:

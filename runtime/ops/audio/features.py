@@ -67,14 +67,15 @@ def frame(x: np.ndarray, length: int, hop: int, *, center: bool = False,
 
 
 def preemphasis(x: np.ndarray, coef: float = 0.97) -> np.ndarray:
-    """y[n] = x[n] - coef * x[n-1] (reference: librosa.effects.preemphasis): the sample
-    before the first is extrapolated linearly, 2*x[0] - x[1], as librosa does by default."""
+    """y[n] = x[n] - coef * x[n-1] (reference: librosa.effects.preemphasis). The first
+    sample is librosa 0.11's default exactly: its filter state zi = 2*x[0] - x[1] is added,
+    y[0] = x[0] + 2*x[0] - x[1] (not scaled by coef; a librosa quirk, kept for parity)."""
     x = np.asarray(x, dtype=np.float32).reshape(-1)
     if len(x) < 2:
         return x.copy()
     y = np.empty_like(x)
     y[1:] = x[1:] - np.float32(coef) * x[:-1]
-    y[0] = x[0] - np.float32(coef) * (2 * x[0] - x[1])
+    y[0] = x[0] + (2 * x[0] - x[1])
     return y
 
 
@@ -274,7 +275,7 @@ def _db_params(p: Params):
     if kind == "db":
         top_db = p.get("top_db", 80.0)
         if top_db is not None:
-            top_db = p.number("top_db")
+            top_db = p.number("top_db", 80.0)
         amin, ref = p.number("amin", 1e-10), p.number("ref", 1.0)
         return lambda s: power_to_db(s, amin=amin, top_db=top_db, ref=ref)
     offset = np.float32(p.number("offset", 1e-6))  # ln(S + offset), as many torch front-ends

@@ -55,6 +55,8 @@ def read_wav(source: bytes | str | os.PathLike, *, mono: bool = True) -> Audio:
     fmt = _fmt_chunk(data, name)
     if fmt["tag"] == _FLOAT:
         samples, rate, channels = _read_float(data, fmt, name)
+    elif fmt["tag"] == _PCM and fmt["extensible"]:  # `wave` before 3.12 refuses these
+        samples, rate, channels = _read_extensible_pcm(data, fmt, name)
     else:
         samples, rate, channels = _read_pcm(data, name)
     samples = samples.reshape(-1, channels)
@@ -132,9 +134,11 @@ def _fmt_chunk(data: bytes, name: str) -> dict:
             if len(body) < 16:
                 break
             tag, channels, rate, _, align, bits = struct.unpack_from("<HHIIHH", body)
-            if tag == _EXTENSIBLE and len(body) >= 40:
+            extensible = tag == _EXTENSIBLE
+            if extensible and len(body) >= 40:
                 tag = struct.unpack_from("<H", body, 24)[0]  # first 2 bytes of the sub-format GUID
-            return {"tag": tag, "channels": channels, "rate": rate, "align": align, "bits": bits}
+            return {"tag": tag, "channels": channels, "rate": rate, "align": align, "bits": bits,
+                    "extensible": extensible}
     raise InputError(f"{name}: WAV file without a valid 'fmt ' chunk")
 
 
@@ -149,6 +153,18 @@ def _read_float(data: bytes, fmt: dict, name: str):
     body = body[:len(body) - len(body) % frame]
     samples = np.frombuffer(body, "<f4" if fmt["bits"] == 32 else "<f8").astype(np.float32)
     return samples, fmt["rate"], fmt["channels"]
+
+
+def _read_extensible_pcm(data: bytes, fmt: dict, name: str):
+    width = fmt["bits"] // 8 if fmt["bits"] % 8 == 0 else 0
+    if width not in (1, 2, 3, 4) or fmt["align"] != width * fmt["channels"] or fmt["rate"] < 1:
+        raise InputError(f"{name}: {fmt['bits']}-bit PCM with {fmt['channels']} channels is "
+                         "not supported")
+    body = next((b for cid, b in _chunks(data, name) if cid == b"data"), None)
+    if body is None:
+        raise InputError(f"{name}: WAV file without a 'data' chunk")
+    body = body[:len(body) - len(body) % fmt["align"]]
+    return _decode_ints(body, width, False), fmt["rate"], fmt["channels"]
 
 
 def _read_pcm(data: bytes, name: str):

@@ -1,0 +1,369 @@
+"""`model.stream()`: run a bundle over audio (or frames) arriving in chunks of any size.
+
+The manifest's `stream` field declares it (DESIGN §7):
+
+    "stream": {"rate": 16000, "window": 512, "hop": 512, "context": 64,
+               "input": "input",                       # the input that gets the samples
+               "constants": {"sr": 16000},             # other inputs, fed as given
+               "state": [{"input": "state", "output": "stateN", "init": 0.0,
+                          "dtype": "float32"}]}
+
+`push(samples)` buffers samples and runs the model once per complete window: the input
+gets `context` samples from before the window (zeros at the start) followed by `window`
+samples; windows start `hop` samples apart. Each state input is fed the state output of
+the previous run (its `init` value at the start and after `reset()`). Per-input
+preprocessing (e.g. `log_mel`) and per-output postprocessing run on every window; the
+manifest's `decode` steps (`events`, `segments`) see the window's position in the stream
+and keep their state per stream, and `push` returns the events/segments completed so far.
+A trailing partial window is not run; `flush()` closes open segments at the end.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .errors import InputError, PipelineError
+from .ops.audio.events import StreamClock
+from .ops.trace import Trace
+from .specs import TensorSpec, format_shape
+
+log = logging.getLogger(__name__)
+
+RESULT_KEYS = ("events", "segments")
+
+
+@dataclass(frozen=True)
+class StatePair:
+    """A state input fed from an output of the previous run."""
+
+    input: str
+    output: str
+    init: Any = 0.0
+    dtype: str | None = None
+    shape: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Windowing, state and constant inputs of a stream (see the module docstring).
+
+    For a stage fed by another stage (runtime/stages.py), `window`/`hop`/`context` count
+    frames of the previous stage's output instead of samples, and `rate` is unused.
+    """
+
+    window: int
+    hop: int
+    context: int = 0
+    rate: int | None = None
+    input: str = ""
+    state: tuple[StatePair, ...] = ()
+    constants: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_manifest(cls, stream: Mapping[str, Any] | None, inputs: Sequence[TensorSpec],
+                      outputs: Sequence[TensorSpec], examples: Mapping[str, Any] | None = None,
+                      *, where: str = "stream", needs_rate: bool = True) -> "StreamConfig":
+        """Check a manifest `stream` object against the model's specs; PipelineError if wrong."""
+        if not stream:
+            raise PipelineError(f"{where}: this bundle declares no stream (manifest 'stream' "
+                                "with rate/window/hop); pack it with --stream-window etc.")
+        if not isinstance(stream, Mapping):
+            raise PipelineError(f"{where} must be an object")
+        known = {"rate", "window", "hop", "context", "input", "state", "constants", "frames"}
+        unknown = sorted(set(stream) - known)
+        if unknown:
+            raise PipelineError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
+
+        def integer(key, default=None, minimum=1):
+            value = stream.get(key, default)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise PipelineError(f"{where}.{key} must be an integer >= {minimum}, got {value!r}")
+            return value
+
+        window = integer("window")
+        hop = integer("hop", window)
+        context = integer("context", 0, minimum=0)
+        rate = integer("rate") if needs_rate or "rate" in stream else None
+        in_names = {s.name: s for s in inputs}
+        out_names = {s.name for s in outputs}
+        pairs = []
+        for i, entry in enumerate(stream.get("state") or []):
+            loc = f"{where}.state[{i}]"
+            if not isinstance(entry, Mapping) or entry.get("input") not in in_names or \
+                    entry.get("output") not in out_names:
+                raise PipelineError(
+                    f"{loc} must be {{'input': one of {sorted(in_names)}, 'output': one of "
+                    f"{sorted(out_names)}, 'init': number}}, got {entry!r}")
+            spec = in_names[entry["input"]]
+            shape = entry.get("shape")
+            if shape is None:
+                if -1 in spec.shape:
+                    raise PipelineError(f"{loc}: input {spec.name!r} has dynamic shape "
+                                        f"{format_shape(spec.shape)}; give the state's 'shape'")
+                shape = spec.shape
+            pairs.append(StatePair(entry["input"], entry["output"], entry.get("init", 0.0),
+                                   entry.get("dtype") or spec.dtype, tuple(shape)))
+        constants = dict(stream.get("constants") or {})
+        state_inputs = {p.input for p in pairs}
+        free = [n for n in in_names if n not in state_inputs and n not in constants]
+        target = stream.get("input")
+        if target is None:
+            # the audio input: the one input left once state and constants are accounted for;
+            # manifest examples with a fixed value (e.g. sr = 16000) count as constants.
+            examples = examples or {}
+            fixed = [n for n in free if isinstance(examples.get(n), Mapping)
+                     and "value" in examples[n]]
+            rest = [n for n in free if n not in fixed]
+            if len(rest) != 1:
+                raise PipelineError(
+                    f"{where}: cannot tell which input gets the samples among {free}; set "
+                    f"{where}.input")
+            target = rest[0]
+            for n in fixed:
+                constants[n] = examples[n]["value"]
+        elif target not in in_names:
+            raise PipelineError(f"{where}.input {target!r} is not a model input {sorted(in_names)}")
+        missing = [n for n in in_names if n != target and n not in state_inputs and n not in constants]
+        if missing:
+            raise PipelineError(f"{where}: inputs {missing} get no value; add them to "
+                                f"{where}.constants or {where}.state")
+        return cls(window, hop, context, rate, target, tuple(pairs), constants)
+
+    @property
+    def span(self) -> int:
+        return self.context + self.window
+
+
+class Windower:
+    """Buffers items (samples, or frames of any shape) along axis 0; yields each complete
+    window of `context + window` items, windows `hop` items apart, with zeros before the
+    first item. Optional per-item (start_s, end_s) times travel with the items."""
+
+    def __init__(self, window: int, hop: int, context: int = 0):
+        self.window, self.hop, self.context = window, hop, context
+        self.reset()
+
+    def reset(self) -> None:
+        self._buf: np.ndarray | None = None
+        self._times: np.ndarray | None = None
+        self._first = -self.context      # absolute index of _buf[0]
+        self._next = 0                   # index of the next window
+        self.items_seen = 0
+
+    def push(self, items: np.ndarray, times: np.ndarray | None = None
+             ) -> list[tuple[int, np.ndarray, np.ndarray | None]]:
+        """Add items; return [(window index, items, times or None)] for complete windows."""
+        if self._buf is None:
+            lead = np.zeros((self.context,) + items.shape[1:], items.dtype)
+            self._buf = lead
+            if times is not None:
+                self._times = np.zeros((self.context, 2))
+        if items.shape[1:] != self._buf.shape[1:]:
+            raise InputError(f"stream items changed shape: {items.shape[1:]} after "
+                             f"{self._buf.shape[1:]}")
+        self._buf = np.concatenate([self._buf, items.astype(self._buf.dtype, copy=False)])
+        if self._times is not None:
+            self._times = np.concatenate([self._times, np.asarray(times, np.float64)])
+        self.items_seen += len(items)
+        out = []
+        span = self.context + self.window
+        while True:
+            lo = self._next * self.hop - self.context - self._first
+            if lo + span > len(self._buf):
+                break
+            out.append((self._next, self._buf[lo:lo + span],
+                        None if self._times is None else self._times[lo + self.context:lo + span]))
+            self._next += 1
+        drop = self._next * self.hop - self.context - self._first
+        if drop > 0:
+            self._buf = self._buf[drop:]
+            if self._times is not None:
+                self._times = self._times[drop:]
+            self._first += drop
+        return out
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """One model run of a stream: its window's place, the raw outputs, the result dict."""
+
+    index: int
+    t_s: float
+    end_s: float
+    outputs: dict[str, np.ndarray]
+    result: dict[str, Any]
+
+
+class Stream:
+    """Chunks in, events out; see the module docstring. Made by `Model.stream()`."""
+
+    def __init__(self, model, config: StreamConfig | None = None):
+        from .model import _fit  # the same last touches predict() makes
+        m = model.manifest
+        self.model = model
+        self.config = config or StreamConfig.from_manifest(m.stream, model.inputs,
+                                                           model.outputs, m.examples)
+        cfg = self.config
+        self._fit = _fit
+        self._spec = next(s for s in model.inputs if s.name == cfg.input)
+        self._pre = model._preprocess[cfg.input]
+        self._has_pre = bool(m.preprocess.get(cfg.input))
+        if not self._has_pre and cfg.rate is not None and -1 not in self._spec.shape and \
+                int(np.prod(self._spec.shape)) != cfg.span:
+            raise PipelineError(
+                f"stream: input {cfg.input!r} is {format_shape(self._spec.shape)} but a window "
+                f"is context {cfg.context} + window {cfg.window} = {cfg.span} samples")
+        self._constants = {}
+        for name, value in cfg.constants.items():
+            spec = next(s for s in model.inputs if s.name == name)
+            self._constants[name] = _constant(spec, value)
+        self._windower = Windower(cfg.window, cfg.hop, cfg.context)
+        self._window_s = cfg.window / cfg.rate if cfg.rate else 0.0
+        self._hop_s = cfg.hop / cfg.rate if cfg.rate else 0.0
+        self.reset()
+
+    # -- state ------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Back to the start: state inputs to their init values, buffers and events cleared."""
+        self._state = {p.input: _initial(p) for p in self.config.state}
+        self._step_state: dict = {}
+        self._windower.reset()
+        self._last_post: dict[str, Any] | None = None
+        self._end_s = 0.0
+
+    @property
+    def state(self) -> dict[str, np.ndarray]:
+        """The state that the next run will be fed (by state input name)."""
+        return dict(self._state)
+
+    # -- data -------------------------------------------------------------------------------
+    def push(self, samples: Any) -> list[dict[str, Any]]:
+        """Add samples (float in [-1, 1], or int16 PCM); return the events/segments that
+        the complete windows among them produced, in time order."""
+        return self.collect(self.windows(samples))
+
+    def windows(self, samples: Any, times: np.ndarray | None = None) -> list[WindowResult]:
+        """Add samples (or frames, for a chained stage) and run every complete window."""
+        items = _as_items(samples, frames=self.config.rate is None)
+        results = []
+        for index, window, item_times in self._windower.push(items, times):
+            if item_times is not None:
+                t0, t1 = float(item_times[0, 0]), float(item_times[-1, 1])
+            else:
+                t0 = index * self._hop_s
+                t1 = t0 + self._window_s
+            results.append(self._run(index, window, t0, t1))
+        return results
+
+    def _run(self, index: int, window: np.ndarray, t0: float, t1: float) -> WindowResult:
+        model = self.model
+        trace = Trace()
+        trace.notes["stream"] = StreamClock(t0, t1 - t0, self._hop_s if self.config.rate
+                                            else (t1 - t0), self._step_state)
+        value = self._pre(window, trace) if self._has_pre else window
+        feeds = dict(self._constants)
+        feeds[self.config.input] = self._fit(np.asarray(value), self._spec)
+        feeds.update(self._state)
+        trace.feeds = feeds
+        outputs = model.run(feeds)
+        for pair in self.config.state:
+            self._state[pair.input] = outputs[pair.output]
+        result = model.postprocess(outputs, trace)
+        self._last_post = outputs
+        self._end_s = t1
+        return WindowResult(index, t0, t1, outputs, result)
+
+    @staticmethod
+    def collect(results: Sequence[WindowResult]) -> list[dict[str, Any]]:
+        """The events and segments of several windows' results, in time order."""
+        found = []
+        for r in results:
+            for key in RESULT_KEYS:
+                found.extend(r.result.get(key, ()))
+        return found
+
+    def flush(self) -> list[dict[str, Any]]:
+        """End of input: close open segments at the last window's end (events need no flush)."""
+        model = self.model
+        if self._last_post is None or model._decode is None:
+            return []
+        trace = Trace()
+        trace.notes["stream"] = StreamClock(self._end_s, 0.0, 0.0, self._step_state, final=True)
+        empty = {}
+        for spec in model.outputs:
+            v = np.asarray(self._last_post[spec.name])
+            empty[spec.name] = np.zeros((0, v.shape[-1] if v.ndim else 1), np.float32)
+        result = model._decode(empty, trace)
+        return [e for key in RESULT_KEYS for e in result.get(key, ())]
+
+    def close(self) -> None:
+        """Forget this stream's state (the model stays loaded)."""
+        self.reset()
+
+    def __enter__(self) -> "Stream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _as_items(samples: Any, frames: bool) -> np.ndarray:
+    a = np.asarray(samples)
+    if a.dtype == np.int16:
+        return a.reshape(-1).astype(np.float32) * np.float32(1.0 / 32768.0)
+    if a.dtype.kind not in "fiu":
+        raise InputError(f"stream.push takes numeric samples, got {a.dtype}")
+    if frames:
+        return a  # frames from an upstream stage: (n, *frame_shape)
+    if a.ndim > 1:
+        if max(a.shape) != a.size:
+            raise InputError(f"stream.push takes mono samples (1-D), got shape {a.shape}")
+        a = a.reshape(-1)
+    return a.astype(np.float32, copy=False)
+
+
+def _initial(pair: StatePair) -> np.ndarray:
+    try:
+        value = np.asarray(pair.init, dtype=pair.dtype)
+        return np.full(pair.shape, value, dtype=pair.dtype) if value.ndim == 0 else \
+            value.reshape(pair.shape)
+    except (TypeError, ValueError) as e:
+        raise PipelineError(f"stream.state {pair.input!r}: init {pair.init!r} does not give "
+                            f"{pair.dtype} {list(pair.shape)} ({e})") from e
+
+
+def _constant(spec: TensorSpec, value: Any) -> np.ndarray:
+    try:
+        a = np.asarray(value, dtype=spec.dtype)
+    except (TypeError, ValueError) as e:
+        raise PipelineError(f"stream.constants[{spec.name!r}] = {value!r} is not "
+                            f"{spec.dtype} ({e})") from e
+    if a.ndim == 0 and spec.shape:
+        a = np.full([1 if d == -1 else d for d in spec.shape], a, dtype=a.dtype)
+    return a
+
+
+def stream_clip(stream, samples: Any) -> dict[str, Any]:
+    """Push a whole clip through a fresh stream and flush it: the task's result dict
+    ({"segments": [...]} and/or {"events": [...]}); what `edgepack run` prints for audio."""
+    results = stream.windows(samples)
+    found = Stream.collect(results) + stream.flush()
+    keys = set()
+    for r in results:
+        keys.update(k for k in RESULT_KEYS if k in r.result)
+    out = {key: [e for e in found if ("t_s" in e) == (key == "events")] for key in sorted(keys)}
+    if not keys:  # no events/segments decoder: the per-window results
+        out = {"windows": [{"t_s": round(r.t_s, 6),
+                            **{k: _plain(v) for k, v in r.result.items()}} for r in results]}
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

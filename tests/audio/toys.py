@@ -1,0 +1,91 @@
+"""Tiny ONNX graphs built in the tests (fixed seeds, no downloads)."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+OPSET = [helper.make_opsetid("", 17)]
+
+
+def _model(graph) -> bytes:
+    model = helper.make_model(graph, opset_imports=OPSET)
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def accumulator(window: int | None = None) -> bytes:
+    """input [1, N], state [1, 1] -> total = state + sum(input), stateN = total, also the
+    window's mean. N is dynamic unless `window` is given: one call over a whole signal
+    gives the same final total as the stream."""
+    n = window if window is not None else "n"
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, n])
+    s = helper.make_tensor_value_info("state", TensorProto.FLOAT, [1, 1])
+    total = helper.make_tensor_value_info("total", TensorProto.FLOAT, [1, 1])
+    s_out = helper.make_tensor_value_info("stateN", TensorProto.FLOAT, [1, 1])
+    nodes = [
+        helper.make_node("ReduceSum", ["input"], ["sum"], keepdims=1),
+        helper.make_node("Add", ["state", "sum"], ["total"]),
+        helper.make_node("Identity", ["total"], ["stateN"]),
+    ]
+    return _model(helper.make_graph(nodes, "acc", [x, s], [total, s_out]))
+
+
+def energy_vad(window: int, context: int = 0) -> bytes:
+    """input [1, context+window], sr int64 [1] -> prob [1, 1] = sigmoid(k * (rms - 0.05)),
+    plus a GRU-like state [1, 4] that is carried but does not change the output."""
+    span = window + context
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, span])
+    sr = helper.make_tensor_value_info("sr", TensorProto.INT64, [1])
+    st = helper.make_tensor_value_info("state", TensorProto.FLOAT, [1, 4])
+    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1])
+    st_out = helper.make_tensor_value_info("stateN", TensorProto.FLOAT, [1, 4])
+    inits = [helper.make_tensor("k", TensorProto.FLOAT, [], [200.0]),
+             helper.make_tensor("thr", TensorProto.FLOAT, [], [0.05]),
+             helper.make_tensor("decay", TensorProto.FLOAT, [], [0.5])]
+    nodes = [
+        helper.make_node("Slice", ["input", "starts", "ends", "axes"], ["win"]),
+        helper.make_node("Mul", ["win", "win"], ["sq"]),
+        helper.make_node("ReduceMean", ["sq"], ["ms"], keepdims=1),
+        helper.make_node("Sqrt", ["ms"], ["rms"]),
+        helper.make_node("Sub", ["rms", "thr"], ["d"]),
+        helper.make_node("Mul", ["d", "k"], ["z"]),
+        helper.make_node("Sigmoid", ["z"], ["output"]),
+        helper.make_node("Mul", ["state", "decay"], ["half"]),
+        helper.make_node("Add", ["half", "rms"], ["stateN"]),
+    ]
+    inits += [helper.make_tensor("starts", TensorProto.INT64, [1], [context]),
+              helper.make_tensor("ends", TensorProto.INT64, [1], [span]),
+              helper.make_tensor("axes", TensorProto.INT64, [1], [1])]
+    # sr is declared (as in real VAD models) and checked: output += 0 * (sr - 16000)
+    nodes += [helper.make_node("Cast", ["sr"], ["srf"], to=TensorProto.FLOAT),
+              helper.make_node("Sub", ["srf", "r16k"], ["srd"]),
+              helper.make_node("Mul", ["srd", "zero"], ["sr0"])]
+    inits += [helper.make_tensor("r16k", TensorProto.FLOAT, [], [16000.0]),
+              helper.make_tensor("zero", TensorProto.FLOAT, [], [0.0])]
+    nodes[6] = helper.make_node("Sigmoid", ["z"], ["p0"])
+    nodes.append(helper.make_node("Add", ["p0", "sr0"], ["output"]))
+    graph = helper.make_graph(nodes, "vad", [x, sr, st], [out, st_out], inits)
+    return _model(graph)
+
+
+def dense(inputs: int, outputs: int, *, name_in: str = "x", name_out: str = "y",
+          seed: int = 0, frames: int | None = None, act: str | None = None) -> bytes:
+    """x [1, inputs] (or [1, frames, inputs]) @ W + b -> y; a stage of the chained toys."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((inputs, outputs)).astype(np.float32) / np.sqrt(inputs)
+    b = rng.standard_normal(outputs).astype(np.float32) * 0.1
+    shape_in = [1, inputs] if frames is None else [1, frames, inputs]
+    shape_out = [1, outputs] if frames is None else [1, frames, outputs]
+    nodes = [helper.make_node("MatMul", [name_in, "W"], ["mm"]),
+             helper.make_node("Add", ["mm", "B"], [name_out if act is None else "lin"])]
+    if act is not None:
+        nodes.append(helper.make_node(act, ["lin"], [name_out]))
+    graph = helper.make_graph(
+        nodes, "dense",
+        [helper.make_tensor_value_info(name_in, TensorProto.FLOAT, shape_in)],
+        [helper.make_tensor_value_info(name_out, TensorProto.FLOAT, shape_out)],
+        [helper.make_tensor("W", TensorProto.FLOAT, w.shape, w.reshape(-1).tolist()),
+         helper.make_tensor("B", TensorProto.FLOAT, b.shape, b.tolist())])
+    return _model(graph)
