@@ -49,7 +49,7 @@ def torch_source(model: Any, examples: tuple[np.ndarray, ...] | None,
     else:
         if not isinstance(model, torch.nn.Module):
             raise ConversionError(f"expected a torch.nn.Module, got {type(model).__name__}")
-        model.eval()  # export and validation must see inference behaviour (dropout, BN)
+        _eval_mode(model)
         callable_model = model
         names = _forward_input_names(model)
     if examples is None:
@@ -118,3 +118,15 @@ def _exported_examples(program: Any) -> tuple[np.ndarray, ...] | None:
     if not shapes:
         return None
     return tuple(np.zeros(s, dtype=np.float32) for s in shapes)
+
+
+def _eval_mode(model) -> None:
+    """Export and validation must see inference behaviour (dropout, BatchNorm statistics).
+
+    `ExportedProgram.module()` returns a module whose `eval()` raises NotImplementedError:
+    such a module was traced in the mode it was exported in, so there is nothing to switch.
+    """
+    try:
+        model.eval()
+    except NotImplementedError:
+        pass

@@ -202,3 +202,18 @@ def test_unsupported_tf_op_named_with_alternative(tmp_path, target):
     assert "Eig" in str(e.value)
     other = "onnx" if target == "tflite" else "tflite"
     assert f"--target {other}" in str(e.value)
+
+
+def test_the_module_of_an_exported_program_converts(tmp_path):
+    """`torch.export.load(f).module()` has an eval() that raises; convert must accept it."""
+    import torch
+    import edgepack
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)).eval()
+    x = torch.randn(4, 1, 4, 4)
+    module = torch.export.export(net, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},)).module()
+    with pytest.raises(NotImplementedError):
+        module.eval()
+    result = edgepack.convert(module, tmp_path / "m.edgepack", target="onnx", quantize="none",
+                              example_inputs=(x.numpy(),), validation_data=x.numpy())
+    assert result.validation["outputs"]["output"]["max_abs"] < 1e-5
