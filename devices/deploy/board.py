@@ -60,7 +60,12 @@ def probe(session: SshSession, edgepack: str | None = None) -> BoardInfo | None:
     script = (f"{edgepack_lookup(edgepack)}\n"
               'if ! [ -x "$EP" ] && ! command -v "$EP" >/dev/null 2>&1; then exit 127; fi\n'
               'command -v "$EP" 2>/dev/null || echo "$EP"\n'
-              f'echo {_MARK}\n"$EP" --version\necho {_MARK}\n"$EP" doctor --json\n')
+              f'echo {_MARK}\n'
+              # the console script's interpreter answers in a fraction of a CLI start-up
+              'PY=$(head -n 1 "$(command -v "$EP" || echo "$EP")" | sed -n "s/^#!//p")\n'
+              '$PY -c "from importlib.metadata import version; print(version(\'edgepack\'))" '
+              '2>/dev/null || "$EP" --version\n'
+              f'echo {_MARK}\n"$EP" doctor --json\n')
     result = session.run(script, check=False, timeout=60)
     if result.returncode == 127:
         return None

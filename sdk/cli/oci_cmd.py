@@ -112,3 +112,22 @@ def register(cli: click.Group) -> None:
     """Add push, pull and kserve to the edgepack command group."""
     for command in (push, pull, kserve):
         cli.add_command(command)
+
+
+def follow_tags(path: Path, references: tuple[str, ...], poll: float,
+                trusted_key: str | None) -> list:
+    """For `serve --pull`: one started TagFollower per reference, writing into PATH."""
+    if not references:
+        return []
+    from edgepack.runtime.oci import TagFollower
+
+    if not path.is_dir() or (path / "manifest.json").exists():
+        raise click.UsageError("--pull needs PATH to be a model repository directory "
+                               "(the pulled bundles are written into PATH/<model>/N.edgepack)")
+    config = RegistryConfig.from_env()
+    followers = [TagFollower(Reference.parse(ref), path, poll_interval=poll, config=config,
+                             trusted_key=trusted_key) for ref in references]
+    for follower in followers:
+        follower.start()
+        click.echo(f"  following {follower.ref} every {poll:g} s")
+    return followers

@@ -64,11 +64,17 @@ def _policies(values: tuple[str, ...]) -> tuple[VersionPolicy, tuple[tuple[str, 
 @click.option("--no-smoke-test", is_flag=True,
               help="Skip the zero-input inference run before a version goes live.")
 @click.option("--quiet", is_flag=True, help="Log warnings and errors only.")
+@click.option("--pull", "pull", multiple=True, metavar="REGISTRY/REPO:TAG",
+              help="Follow an OCI tag: each new digest is pulled, verified and written as "
+                   "the next version PATH/<model>/N.edgepack. Repeatable.")
+@click.option("--pull-poll", default=30.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="Seconds between checks of the --pull tags.")
 @serve_mqtt_options
 def serve(path: Path, host: str, port: int, workers: int | None, threads: int | None,
           spin_wait: bool | None, engine: str | None, versions: tuple[str, ...],
           max_body: str, max_connections: int, poll: float, trusted_key: str | None,
-          no_smoke_test: bool, quiet: bool, **mqtt: object) -> None:
+          no_smoke_test: bool, quiet: bool, pull: tuple[str, ...] = (),
+          pull_poll: float = 30.0, **mqtt: object) -> None:
     """Serve a bundle or a model repository over the KServe V2 / Open Inference Protocol.
 
     PATH is one .edgepack bundle, or a repository REPO/<model>/<version>.edgepack (or
@@ -88,6 +94,8 @@ def serve(path: Path, host: str, port: int, workers: int | None, threads: int | 
     config = ServeConfig(**options)
     if not quiet:
         logging.getLogger("edgepack.runtime.serve").setLevel(logging.INFO)
+    from edgepack.cli.oci_cmd import follow_tags   # registry client only when --pull is used
+    followers = follow_tags(path, pull, pull_poll, trusted_key)   # daemon threads
     server = ModelServer(path, config).serve_in_background()
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())
@@ -107,8 +115,8 @@ def serve(path: Path, host: str, port: int, workers: int | None, threads: int | 
             pass
     finally:
         click.echo("stopping: finishing requests in flight")
-        if bridge is not None:
-            bridge.stop()
+        for follower in followers:
+            follower.stop()
         server.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
