@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/serve.py [--duration 3] [--clients 1,4,16] [--threads 1]
                                          [--hidden 256] [--compare-asgi]
                                          [--workers N] [--spin-wait default|yes|no]
+    .venv/bin/python benchmarks/serve.py --swaps 11 [--swap-mb 28]
 
 Builds a small MLP bundle (64 -> 256 -> 256 -> 10, fixed seed), measures the in-process
 `Model.run` rate in one thread, then starts `edgepack serve` in a subprocess (as on a device)
@@ -13,6 +14,11 @@ same `run_raw`) also runs as a bare ASGI app under uvicorn (pure-Python h11, and
 to put a number on the choice of HTTP stack. Clients run as threads in this process, so at high
 concurrency they compete with the server for the same cores: the ratio is a lower bound of
 what a remote client would see.
+
+With --swaps N it measures memory instead: a server subprocess holds one model of --swap-mb MB
+that is replaced in place N times while requests run on it, and the server's RSS is printed
+after each swap, with `release_memory` (malloc_trim after each unload, the default) and
+without it, so the two columns come from the same run.
 """
 from __future__ import annotations
 
@@ -131,6 +137,135 @@ def drive(port: int, clients: int, duration: float, binary: bool) -> dict[str, f
             "p99_ms": float(np.percentile(flat, 99) * 1e3)}
 
 
+def _swap_model(mb: float, seed: int) -> tuple[bytes, int]:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rows = max(1, int(mb * 1024 * 1024 / 4 / 256))
+    weights = np.random.default_rng(seed).normal(size=(rows, 256)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "big",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", rows])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 256])],
+        [numpy_helper.from_array(weights, "w")])
+    model = onnx.helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model.SerializeToString(), rows
+
+
+def _install_swap(repo: Path, mb: float, seed: int) -> int:
+    from edgepack.runtime import pack_bundle
+
+    data, rows = _swap_model(mb, seed)
+    staging = repo / "big" / ".1.tmp"
+    staging.parent.mkdir(parents=True, exist_ok=True)
+    pack_bundle(staging, data, name="big", version="1")
+    os.replace(staging, repo / "big" / "1.edgepack")
+    return rows
+
+
+def _rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def swap_child(repo: str, port: int, release: bool) -> None:
+    """The server side of --swaps: serve `repo` in this process until killed."""
+    from edgepack.runtime.serve import ModelServer, ServeConfig
+
+    config = ServeConfig(host="127.0.0.1", port=port, workers=2, poll_interval=0.05,
+                         engine_threads=2, max_body_bytes=256 * 1024 * 1024,
+                         release_memory=release)
+    with ModelServer(repo, config):
+        while True:
+            time.sleep(3600)
+
+
+def measure_swaps(swaps: int, mb: float, release: bool) -> list[float]:
+    """RSS (MB) of a server subprocess before and after each of `swaps` hot swaps."""
+    import socket
+
+    with tempfile.TemporaryDirectory() as tmp:
+        repo = Path(tmp) / "repo"
+        rows = _install_swap(repo, mb, 0)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--swap-child", str(repo), "--asgi-port", str(port),
+             "--swap-release", "yes" if release else "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        x = np.ones((1, rows), np.float32)
+        head = json.dumps({"inputs": [{"name": "x", "shape": [1, rows], "datatype": "FP32",
+                                       "parameters": {"binary_data_size": x.nbytes}}]}).encode()
+
+        def version() -> float:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            try:
+                conn.request("POST", "/v2/models/big/infer", head + x.tobytes(),
+                             {"Inference-Header-Content-Length": str(len(head))})
+                resp = conn.getresponse()
+                body = resp.read()
+                if resp.status != 200:
+                    raise SystemExit(f"inference failed: {resp.status} {body[:200]!r}")
+                return json.loads(body)["outputs"][0]["data"][0]   # differs per swap
+            finally:
+                conn.close()
+
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    version()
+                    break
+                except OSError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise SystemExit(f"server did not start: {proc.stderr.read()[-2000:]}")
+                    time.sleep(0.1)
+            for _ in range(3):
+                version()
+            rss = [_rss_mb(proc.pid)]
+            for seed in range(1, swaps + 1):
+                before = version()
+                _install_swap(repo, mb, seed)
+                deadline = time.monotonic() + 60
+                while version() == before:           # new weights: the answer changes
+                    if time.monotonic() > deadline:
+                        raise SystemExit(f"swap {seed} was not picked up in 60 s")
+                    time.sleep(0.05)
+                for _ in range(3):
+                    version()
+                time.sleep(0.2)
+                rss.append(_rss_mb(proc.pid))
+            return rss
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
+def print_swaps(swaps: int, mb: float) -> None:
+    with_trim = measure_swaps(swaps, mb, True)
+    without = measure_swaps(swaps, mb, False)
+    cpuinfo = open("/proc/cpuinfo").read()
+    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
+                if line.startswith("model name")), "unknown CPU")
+    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
+                      if line.startswith("flags")), []))
+    int8 = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
+    print(f"RSS of the server across {swaps} hot swaps of a {mb:g} MB model ({cpu}, "
+          f"int8 features: {' '.join(int8) or 'none'}, {os.cpu_count()} cores; other "
+          "processes share the machine)")
+    print(f"{'swap':>4} {'release_memory MB':>18} {'without MB':>11}")
+    for i, (a, b) in enumerate(zip(with_trim, without)):
+        print(f"{i:>4} {a:>18.0f} {b:>11.0f}")
+    print(f"growth after {swaps} swaps: {with_trim[-1] - with_trim[0]:+.0f} MB with "
+          f"release_memory, {without[-1] - without[0]:+.0f} MB without; peak "
+          f"{max(with_trim):.0f} vs {max(without):.0f} MB")
+
+
 def start_server(repo: Path, workers: int, threads: int,
                  spin: str = "default") -> tuple[subprocess.Popen, int]:
     spin_flag = {"default": [], "yes": ["--spin-wait"], "no": ["--no-spin-wait"]}[spin]
@@ -241,7 +376,18 @@ def main() -> None:
     parser.add_argument("--asgi-child", help=argparse.SUPPRESS)
     parser.add_argument("--asgi-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--asgi-http", help=argparse.SUPPRESS)
+    parser.add_argument("--swaps", type=int, default=0,
+                        help="measure server RSS across this many hot swaps instead")
+    parser.add_argument("--swap-mb", type=float, default=28.0, help="model size for --swaps")
+    parser.add_argument("--swap-child", help=argparse.SUPPRESS)
+    parser.add_argument("--swap-release", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.swap_child:
+        swap_child(args.swap_child, args.asgi_port, args.swap_release == "yes")
+        return
+    if args.swaps:
+        print_swaps(args.swaps, args.swap_mb)
+        return
     if args.asgi_child:
         import uvicorn
 

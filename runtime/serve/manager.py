@@ -26,6 +26,7 @@ from ..specs import example_feeds
 
 from .config import ServeConfig
 from .errors import RequestError, ServeError
+from .memory import release_freed_memory
 from .metrics import Metrics
 from .repository import Candidate, Fingerprint, peek_manifest, scan, version_key
 
@@ -222,6 +223,8 @@ class ModelManager:
         except Exception:  # a failing close must not take the request thread down with it
             log.exception("closing %s version %s failed", lv.model_name, lv.version)
         lv.model = None     # drop the engine so its memory can be reclaimed now
+        if self.config.release_memory:
+            release_freed_memory()      # else glibc keeps it: RSS grows with every swap
         log.info("released %s version %s", lv.model_name, lv.version)
 
     # --- requests ------------------------------------------------------------------------
