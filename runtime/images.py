@@ -48,6 +48,10 @@ _WIDE_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 _OBJECT_REPR = re.compile(r"\s*<[^<>]* object at 0x[0-9a-fA-F]+>")
 
 
+class ImageDecoderMissingError(InputError):
+    """Pillow is not installed, so images cannot be decoded here (a server answers 415)."""
+
+
 class ImageTooLargeError(InputError):
     """The image header announces more pixels than the configured limit."""
 
@@ -92,7 +96,7 @@ def decode_image(source: bytes | bytearray | memoryview | str | Path, *,
     try:
         from PIL import Image, UnidentifiedImageError
     except ImportError:
-        raise InputError(f"{label}: decoding images needs Pillow; pip install "
+        raise ImageDecoderMissingError(f"{label}: decoding images needs Pillow; pip install "
                          "'edgepack[image]' (or send a .npy array)") from None
     try:
         with Image.open(io.BytesIO(data)) as image:     # reads the header only

@@ -7,7 +7,6 @@ closes the connection because the stream position is lost.
 """
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -20,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 from .errors import RequestError
 from .inference import PIPELINE_PARAMETER, jsonable_results, predict, run_pipeline, run_raw
 from .inference import decode_file
-from .protocol import (decode_infer_request, encode_infer_response, error_body,
+from .protocol import (decode_infer_request, encode_infer_response, error_body, json_bytes,
                        parse_header_length, v2_datatype)
 
 if TYPE_CHECKING:
@@ -307,8 +306,7 @@ class V2Handler(BaseHTTPRequestHandler):
 
     # --- responses -----------------------------------------------------------------------
     def _json(self, status: int, payload: Any) -> None:
-        self._send(status, json.dumps(payload, separators=(",", ":")).encode("utf-8"),
-                   "application/json")
+        self._send(status, json_bytes(payload), "application/json")
 
     def _fail(self, status: int, message: str) -> None:
         if not self._consumed:

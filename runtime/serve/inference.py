@@ -18,7 +18,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import EdgepackError, InputError, PipelineError
-from ..images import DEFAULT_MAX_PIXELS, ImageTooLargeError, decode_image, describe_bytes
+from ..images import (DEFAULT_MAX_PIXELS, ImageDecoderMissingError, ImageTooLargeError,
+                      decode_image, describe_bytes)
 from .errors import RequestError
 from .protocol import InferRequest, v2_datatype
 
@@ -108,6 +109,8 @@ def decode_file(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         return decode_image(data, max_pixels=max_pixels, what=f"input {name!r}")
     except ImageTooLargeError as exc:
         raise RequestError(413, str(exc)) from None
+    except ImageDecoderMissingError as exc:   # a device without Pillow: unsupported media
+        raise RequestError(415, str(exc)) from None
     except InputError as exc:
         raise RequestError(400, str(exc)) from None
 

@@ -33,9 +33,12 @@ V2_TO_DTYPE = {
 }
 DTYPE_TO_V2 = {v: k for k, v in V2_TO_DTYPE.items()}
 
-#: Upper bound on elements of one tensor, independent of the body limit: a tiny JSON header
-#: may not announce a shape that would make the server allocate gigabytes.
+#: Upper bound on elements of one tensor (and on any one dimension), independent of the body
+#: limit: a tiny JSON header may not announce a shape that would make the server allocate
+#: gigabytes, nor dimensions numpy cannot even represent (``[0, 10**30]``).
 MAX_ELEMENTS = 1 << 28
+#: numpy allows 64 dimensions; no model takes more than a handful.
+MAX_RANK = 32
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,10 @@ def decode_infer_request(body: bytes, header_length: int | None) -> InferRequest
     """
     header_bytes = body if header_length is None else body[:header_length]
     try:
-        header = json.loads(header_bytes)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        header = json.loads(header_bytes, parse_constant=_refuse_constant)
+    except RecursionError:      # e.g. 100,000 nested brackets
+        raise RequestError(400, "request body is not valid JSON: nested too deeply") from None
+    except ValueError as exc:   # JSONDecodeError, UnicodeDecodeError, a 4,301-digit integer
         raise RequestError(400, f"request body is not valid JSON: {exc}") from None
     if not isinstance(header, dict):
         raise RequestError(400, "request body must be a JSON object with an 'inputs' list")
@@ -133,8 +138,16 @@ def decode_infer_request(body: bytes, header_length: int | None) -> InferRequest
     return InferRequest(request_id, tuple(inputs), outputs, parameters)
 
 
+def _refuse_constant(name: str) -> Any:
+    # Python's json reads NaN/Infinity, which are not JSON: send NaN as null (as orjson and
+    # MLServer do); a strict client could not have produced these tokens.
+    raise ValueError(f"{name} is not JSON; send non-finite numbers as null")
+
+
 def _list(header: Mapping[str, Any], key: str) -> list[Any]:
-    value = header.get(key, [])
+    value = header.get(key)     # absent or null (pydantic clients send null): none
+    if value is None:
+        return []
     if not isinstance(value, list):
         raise RequestError(400, f"'{key}' must be a list")
     return value
@@ -162,24 +175,27 @@ def _decode_input(raw: Any, index: int, binary: memoryview, offset: int
             or any(not isinstance(d, int) or isinstance(d, bool) or d < 0 for d in shape)):
         raise RequestError(400, f"input {name!r}: 'shape' must be a list of non-negative "
                                 "integers")
-    count = math.prod(shape)
-    if count > MAX_ELEMENTS:
-        raise RequestError(413, f"input {name!r}: shape {shape} has {count} elements, over "
-                                f"the limit of {MAX_ELEMENTS}")
+    if len(shape) > MAX_RANK:
+        raise RequestError(400, f"input {name!r}: shape has {len(shape)} dimensions, over "
+                                f"the limit of {MAX_RANK}")
+    if any(d > MAX_ELEMENTS for d in shape) or math.prod(shape) > MAX_ELEMENTS:
+        text = str(shape) if len(str(shape)) <= 80 else str(shape)[:77] + "..."
+        raise RequestError(400, f"input {name!r}: shape {text} is over the limit of "
+                                f"{MAX_ELEMENTS} elements per tensor (and per dimension)")
     params = _parameters(raw.get("parameters"), f"input {name!r}")
     size = params.get("binary_data_size")
     if size is not None:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise RequestError(400, f"input {name!r}: binary_data_size must be a non-negative "
                                     "integer")
-        if "data" in raw:
+        if raw.get("data") is not None:     # kserve's to_dict sends "data": null here
             raise RequestError(400, f"input {name!r} has both 'data' and binary_data_size")
         if offset + size > len(binary):
             raise RequestError(400, f"input {name!r}: binary_data_size {size} runs past the "
                                     f"end of the body ({len(binary) - offset} bytes left)")
         array = _from_binary(name, datatype, shape, binary[offset:offset + size])
         return InputTensor(name, datatype, tuple(shape), array), size
-    if "data" not in raw:
+    if raw.get("data") is None:
         raise RequestError(400, f"input {name!r} has neither 'data' nor "
                                 "parameters.binary_data_size")
     array = _from_json(name, datatype, shape, raw["data"])
@@ -258,15 +274,25 @@ def _from_json(name: str, datatype: str, shape: list[int], data: Any) -> np.ndar
         ok = all(isinstance(x, bool) for x in flat)
     elif dtype.kind in "iu":
         ok = all(isinstance(x, int) and not isinstance(x, bool) for x in flat)
-    else:
-        ok = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in flat)
+    else:   # null is NaN, as orjson and MLServer encode it
+        ok = all(x is None or (isinstance(x, (int, float)) and not isinstance(x, bool))
+                 for x in flat)
     if not ok:
         raise RequestError(400, f"input {name!r}: 'data' holds values that are not {datatype}")
-    if dtype.kind in "iu" and flat:
+    if dtype.kind in "iu":
         info = np.iinfo(dtype)
-        if min(flat) < info.min or max(flat) > info.max:
+        if flat and (min(flat) < info.min or max(flat) > info.max):
             raise RequestError(400, f"input {name!r}: values out of range for {datatype}")
-    return np.asarray(flat, dtype=dtype).reshape(shape)
+        return np.asarray(flat, dtype=dtype).reshape(shape)
+    try:
+        wide = np.array([math.nan if x is None else x for x in flat], dtype=np.float64)
+    except OverflowError:       # an integer literal of hundreds of digits
+        raise RequestError(400, f"input {name!r}: values out of range for {datatype}") from None
+    finite = wide[np.isfinite(wide)]
+    if finite.size and np.abs(finite).max() > np.finfo(dtype).max:
+        raise RequestError(400, f"input {name!r}: values out of range for {datatype} (largest "
+                                f"finite {float(np.finfo(dtype).max):g})")
+    return wide.astype(dtype).reshape(shape)
 
 
 def _decode_output(raw: Any, index: int) -> RequestedOutput:
@@ -311,7 +337,7 @@ def encode_infer_response(model_name: str, model_version: str, request_id: str |
             entry["data"] = _to_json_data(name, array, datatype)
         entries.append(entry)
     header["outputs"] = entries
-    head = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    head = json_bytes(header)
     if not blobs:
         return head, None
     return b"".join([head, *blobs]), len(head)
@@ -330,7 +356,12 @@ def _to_binary(array: np.ndarray, datatype: str) -> bytes:
 
 def _to_json_data(name: str, array: np.ndarray, datatype: str) -> list[Any]:
     if datatype != "BYTES":
-        return array.ravel().tolist()
+        data = array.ravel().tolist()
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            # NaN/Infinity tokens are not JSON (orjson, kserve's client and browsers refuse
+            # them): null, as orjson and MLServer write them; clients read null back as NaN.
+            data = [x if math.isfinite(x) else None for x in data]
+        return data
     data = []
     for item in array.ravel():
         if isinstance(item, str):
@@ -342,6 +373,25 @@ def _to_json_data(name: str, array: np.ndarray, datatype: str) -> list[Any]:
             raise RequestError(400, f"output {name!r} holds bytes that are not UTF-8: ask for "
                                     "it with parameters.binary_data=true") from None
     return data
+
+
+def json_bytes(payload: Any) -> bytes:
+    """Compact, strict JSON: non-finite floats become null instead of invalid tokens."""
+    try:
+        return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except ValueError:
+        return json.dumps(_finite(payload), separators=(",", ":"),
+                          allow_nan=False).encode("utf-8")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def error_body(message: str) -> bytes:

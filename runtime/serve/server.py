@@ -30,6 +30,19 @@ _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\
          b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY))
 
 
+#: Model metadata `platform`, as the Open Inference Protocol spec names them
+#: ("<project>_<format>"; its list has onnx_onnxv1 for "an ONNX model encoded for ONNX
+#: Runtime" and no TFLite entry, so LiteRT follows the same rule as tensorflow_tflite).
+V2_PLATFORMS = {"onnxruntime": "onnx_onnxv1", "litert": "tensorflow_tflite"}
+#: Triton's model configuration names ONNX Runtime models onnxruntime_onnx.
+TRITON_PLATFORMS = {"onnxruntime": "onnxruntime_onnx", "litert": "tensorflow_tflite"}
+
+
+def v2_platform(engine: str) -> str:
+    """The V2 metadata platform name of an edgepack engine (an unknown engine: its name)."""
+    return V2_PLATFORMS.get(engine, engine)
+
+
 class _HTTPServer(ThreadingHTTPServer):
     """ThreadingHTTPServer with a cap on concurrent connections and quiet client errors."""
 
@@ -173,7 +186,8 @@ class ModelServer:
             return [{"name": s.name, "data_type": "TYPE_" + ("STRING" if s.dtype == "string"
                                                              else v2_datatype(s.dtype)),
                      "dims": list(s.shape)} for s in specs]
-        return {"name": lv.model_name, "platform": f"edgepack_{lv.model.engine_name}",
+        engine = getattr(lv.model, "engine_name", "unknown")
+        return {"name": lv.model_name, "platform": TRITON_PLATFORMS.get(engine, engine),
                 "backend": "edgepack", "max_batch_size": 0,
                 "input": tensors(lv.model.inputs), "output": tensors(lv.model.outputs),
                 "version_policy": self.config.policy_for(lv.model_name).describe()}
@@ -185,7 +199,7 @@ class ModelServer:
         return {
             "name": lv.model_name,
             "versions": versions if all_versions else [lv.version],
-            "platform": f"edgepack_{getattr(model, 'engine_name', 'unknown')}",
+            "platform": v2_platform(getattr(model, "engine_name", "unknown")),
             "inputs": tensor_metadata(model.inputs),
             "outputs": tensor_metadata(model.outputs),
         }

@@ -90,7 +90,47 @@ def test_huge_announced_shape_is_refused_before_allocating():
     body, hlen = _binary_body(header, b"\0" * 4)
     with pytest.raises(RequestError) as info:
         decode_infer_request(body, hlen)
-    assert info.value.status == 413
+    assert info.value.status == 400
+    assert "over the limit of 268435456 elements" in info.value.message
+
+
+@pytest.mark.parametrize("body, fragment", [
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),                    # RecursionError
+    (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "INT64", "data": [' + b"9" * 4301
+     + b"]}]}", "Exceeds the limit"),                                          # int digit cap
+    (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [' + b"9" * 401
+     + b"]}]}", "values out of range for FP32"),                               # OverflowError
+    (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1e39]}]}',
+     "values out of range for FP32"),                                          # silent inf
+    (b'{"inputs": [{"name": "x", "shape": [0, 1000000000000000000000000000000], '
+     b'"datatype": "FP32", "data": []}]}', "per dimension"),                  # prod == 0
+    (b'{"inputs": [{"name": "x", "shape": [' + b"1, " * 40 + b'1], "datatype": "FP32", '
+     b'"data": [1]}]}', "41 dimensions"),
+    (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [NaN]}]}',
+     "NaN is not JSON"),
+    (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "INT32", "data": [null]}]}',
+     "not INT32"),
+])
+def test_hostile_json_is_400_not_a_crash(body, fragment):
+    with pytest.raises(RequestError) as info:
+        decode_infer_request(body, None)
+    assert info.value.status == 400
+    assert fragment in info.value.message
+
+
+def test_null_is_nan_for_float_inputs_and_non_finite_outputs_are_null():
+    req = decode_infer_request(json.dumps({"inputs": [
+        {"name": "x", "shape": [3], "datatype": "FP32", "data": [1.5, None, -2]}]}).encode(),
+        None)
+    x = req.inputs[0].array
+    assert x.dtype == np.float32 and x[0] == 1.5 and np.isnan(x[1]) and x[2] == -2
+    y = np.array([np.nan, np.inf, -np.inf, 0.25], np.float32)
+    body, hlen = encode_infer_response("m", "1", None, [("y", y, False)])
+    assert hlen is None
+    text = body.decode()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text, parse_constant=lambda c: 1 / 0)["outputs"][0]["data"] == \
+        [None, None, None, 0.25]
 
 
 @pytest.mark.parametrize("size, blob, fragment", [
