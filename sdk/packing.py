@@ -65,10 +65,12 @@ def read_pipeline_file(path: Path) -> dict[str, Any]:
         data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
         raise InputError(f"{path}: cannot read the pipeline file ({e})") from e
-    unknown = set(data) - {"preprocess", "postprocess", "layouts"}
+    # DESIGN §7 tables (task, decode, stream, examples, stages) pass through to the manifest
+    known = {"preprocess", "postprocess", "layouts", "task", "decode", "stream", "examples",
+             "stages"}
+    unknown = set(data) - known
     if unknown:
-        raise InputError(f"{path}: unknown tables {sorted(unknown)}; "
-                            "use preprocess, postprocess, layouts")
+        raise InputError(f"{path}: unknown tables {sorted(unknown)}; use {sorted(known)}")
     return data
 
 

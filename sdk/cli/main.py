@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "edgepack.cli.mqtt_cmd",
     "edgepack.cli.deploy_cmd",
     "edgepack.cli.oci_cmd",
+    "edgepack.cli.audio_cmd",
 )
 
 

@@ -82,7 +82,13 @@ def pack(model, output, name, version_, labels, pipeline, resize, resize_referen
     layouts = dict(tables.get("layouts", {}))
     if layout and len(inputs) == 1:
         layouts.setdefault(inputs[0].name, layout.partition(":")[2])
+    from .audio_cmd import finish_stages, pipeline_task_fields  # stream/decode/stages tables
+    task_fields = finish_stages(pipeline_task_fields(tables, pipeline.parent if pipeline else None),
+                                "model" + (".tflite" if detect_engine(data) == "litert" else ".onnx"),
+                                inputs, outputs)
+    outputs = task_fields.pop("outputs", outputs)
     out = pack_bundle(output or model.with_suffix(".edgepack"), data, name=name or model.stem,
+                **task_fields,
                 version=version_, inputs=inputs, outputs=outputs, preprocess=preprocess,
                 postprocess=postprocess, labels=read_labels(labels) if labels else None,
                 layouts=layouts or None, opset=onnx_opset(data) if model.suffix == ".onnx" else None,
@@ -129,6 +135,9 @@ def inspect(bundle, as_json, trusted_key):
         for tensor, steps in table.items():
             click.echo(f"{kind} {tensor}: " + " -> ".join(
                 s["op"] if s["op"] != "hook" else f"hook:{s.get('name')}" for s in steps))
+    from .audio_cmd import stream_lines  # stream, state and stages (DESIGN §7)
+    for line in stream_lines(m):
+        click.echo(line)
     labels = b.labels()
     if labels:
         click.echo(f"labels: {len(labels)} ({', '.join(labels[:5])}{', …' if len(labels) > 5 else ''})")
@@ -213,10 +222,11 @@ def _describe(value) -> str:
 @click.option("--threads", type=click.IntRange(min=1), help="Engine intra-op threads.")
 @click.option("--json", "as_json", is_flag=True)
 def run(bundle, inputs, raw, threads, as_json):
-    """Run BUNDLE on INPUTS (.npy, .npz, images; name=path for several inputs)."""
+    """Run BUNDLE on INPUTS (.npy, .npz, images, .wav clips; name=path for several inputs)."""
+    from .audio_cmd import audio_results  # WAV clips stream through the bundle (segments/events)
     with load(bundle, threads=threads) as model:
-        results = []
-        for feeds in input_sets(inputs, model.inputs):
+        results = [] if raw else audio_results(model, inputs)
+        for feeds in ([] if results else input_sets(inputs, model.inputs)):
             results.append(model.run(feeds) if raw else model.predict(feeds))
     if as_json:
         click.echo(json.dumps([{k: _jsonable(v) for k, v in r.items()} for r in results]))
