@@ -89,16 +89,33 @@ class Model:
         log.debug("loaded %s %s on %s", self.name, self.version, self.engine_name)
 
     def _check_engine_agrees(self) -> None:
+        """Refuse a manifest that contradicts its model: names, dtypes, ranks and static dims.
+
+        A dim the manifest declares dynamic (-1) may be static in the model, and a static
+        declared dim may narrow a dynamic one; two different static sizes are a contradiction
+        (the engine would return tensors the manifest, and serve's metadata, do not describe).
+        Every model input must be declared, or run() could never feed it.
+        """
         for kind, declared, actual in (("input", self.inputs, self._engine.inputs()),
                                        ("output", self.outputs, self._engine.outputs())):
             found = {s.name: s for s in actual}
+            if kind == "input":
+                names = {s.name for s in declared}
+                for real in actual:
+                    if real.name not in names:
+                        raise BundleError(
+                            f"{self.bundle.path}: model input {real.name!r} {real.dtype} "
+                            f"{format_shape(real.shape)} is not in the manifest (manifest has "
+                            f"{sorted(names)}); repack the bundle")
             for spec in declared:
                 real = found.get(spec.name)
                 if real is None:
                     raise BundleError(
                         f"{self.bundle.path}: manifest {kind} {spec.name!r} is not in the model "
                         f"(model has {sorted(found)}); repack the bundle")
-                if real.dtype != spec.dtype or len(real.shape) != len(spec.shape):
+                if real.dtype != spec.dtype or len(real.shape) != len(spec.shape) or any(
+                        want != -1 and got != -1 and want != got
+                        for want, got in zip(spec.shape, real.shape)):
                     raise BundleError(
                         f"{self.bundle.path}: manifest {kind} {spec.name!r} is {spec.dtype} "
                         f"{format_shape(spec.shape)} but the model has {real.dtype} "
