@@ -7,15 +7,9 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import bridge_config, jpeg_bytes, png_bytes
+from mqtt_helpers import bridge_config, expected, jpeg_bytes, png_bytes
 
 from edgepack.runtime.mqtt import MqttBridge, Subscription
-from edgepack.runtime.mqtt.results import jsonable, unbatch
-
-
-def expected(model, payload: bytes):
-    from edgepack.runtime.mqtt.codecs import decode_image
-    return {k: jsonable(unbatch(v)) for k, v in model.predict(decode_image(payload)).items()}
 
 
 def test_one_image_round_trip(broker, image_model, clients, topic):

@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import jpeg_bytes, make_bundle
+from mqtt_helpers import jpeg_bytes, make_bundle
 
 EDGEPACK = [sys.executable, "-m", "edgepack.cli.main"]
 

@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import bridge_config, jpeg_bytes, make_bundle
+from mqtt_helpers import bridge_config, expected, jpeg_bytes, make_bundle
 
 from edgepack.runtime.mqtt import MqttBridge, MqttError, Subscription
 
@@ -187,7 +187,6 @@ def test_hot_swap_under_mqtt_load(broker, clients, topic, tmp_path):
     from edgepack.runtime.serve import ServeConfig
     from edgepack.runtime.serve.manager import ModelManager
     from edgepack.runtime.serve.metrics import Metrics
-    from test_bridge import expected
     repo = tmp_path / "repo"
     (repo / "conv").mkdir(parents=True)
     make_bundle(repo / "conv" / "1.edgepack", seed=0, version="1")

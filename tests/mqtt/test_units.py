@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import jpeg_bytes
+from mqtt_helpers import jpeg_bytes
 
 from edgepack.runtime.mqtt import (BridgeConfig, BrokerConfig, MqttError, PayloadError,
                                    Subscription, TopicMap, answer, answer_or_error, jsonable,
