@@ -64,8 +64,20 @@ def quantize_onnx(model: bytes, config: QuantizationConfig,
         src, pre, out = Path(tmp, "in.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "out.onnx")
         onnx.save(proto, str(src))
         _preprocess(ortq, src, pre)
-        _quantize_dynamic(ortq, pre, out, config, exclude_nodes)
-        return QuantizedOnnx(out.read_bytes(), config.to_record())
+        reduce_range = dynamic_reduce_range(config)
+        _quantize_dynamic(ortq, pre, out, config, exclude_nodes, reduce_range)
+        record = dict(config.to_record() or {}, reduce_range=reduce_range)
+        return QuantizedOnnx(out.read_bytes(), record)
+
+
+def dynamic_reduce_range(config: QuantizationConfig) -> bool:
+    """7-bit weights for dynamic mode: as asked, else as the int8 recipe of the device (or
+    of this machine) decides: 8-bit on ARM and VNNI, 7-bit on x86 kernels that saturate,
+    including when this x86 host validates an ARM bundle (recipes.for_validation_host)."""
+    if config.reduce_range is not None:
+        return config.reduce_range
+    from .int8.recipes import choose_recipe
+    return choose_recipe("onnxruntime", config.device).reduce_range
 
 
 def _quantize_int8(model: bytes, config: QuantizationConfig,
@@ -160,7 +172,7 @@ def _preprocess(ortq, src: Path, dst: Path) -> None:
 
 
 def _quantize_dynamic(ortq, src: Path, dst: Path, config: QuantizationConfig,
-                      exclude: Sequence[str]) -> None:
+                      exclude: Sequence[str], reduce_range: bool) -> None:
     # Conv is left out: onnxruntime's CPU provider has no ConvInteger kernel for int8
     # weights, and a uint8 variant loses more accuracy than it saves on conv nets, so
     # "dynamic" means what it means elsewhere: int8 weights for the matrix multiplies.
@@ -173,7 +185,7 @@ def _quantize_dynamic(ortq, src: Path, dst: Path, config: QuantizationConfig,
         ortq.quantize_dynamic(
             str(src), str(dst), op_types_to_quantize=["MatMul", "Gemm", "Attention", "LSTM",
                                                       "GRU", "EmbedLayerNormalization"],
-            per_channel=config.per_channel, reduce_range=config.reduce_range is not False,
+            per_channel=config.per_channel, reduce_range=reduce_range,
             weight_type=ortq.QuantType.QInt8, nodes_to_exclude=list(exclude) or None)
     except Exception as e:
         raise ConversionError(f"onnxruntime dynamic quantization failed: {e}") from e

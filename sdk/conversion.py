@@ -4,6 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from edgepack.runtime.errors import ConversionError
+
 from edgepack.converters import (CalibrationConfig, ConversionConfig, ConversionResult,
                                  QuantizationConfig, Tolerances, convert_model)
 
@@ -56,7 +58,12 @@ def convert(source: Any, out: str | Path, *, target: str | None = None,
     Returns a ConversionResult (path, validation report, model size). Raises
     ConversionError, ValidationError (with `.report`) or EngineNotInstalledError.
     """
-    target, quantize = _defaults(target, quantize, device)
+    chosen_by_device = quantize is None and device is not None
+    target, quantize = resolve_defaults(target, quantize, device)
+    if chosen_by_device and quantize == "int8" and calibration_data is None:
+        from edgepack.devices import refuse_reason
+        if not refuse_reason(device, target, quantize):  # else the device refusal comes first
+            raise ConversionError(_needs_calibration(device, target))
     quantization = QuantizationConfig(
         mode=quantize, per_channel=per_channel, int8_io=int8_io, reduce_range=reduce_range,
         accuracy_target=accuracy_target, speed_check=speed_check,
@@ -76,10 +83,24 @@ def convert(source: Any, out: str | Path, *, target: str | None = None,
                          validation_labels=validation_labels, directory=directory)
 
 
-def _defaults(target: str | None, quantize: str | None, device: str | None) -> tuple[str, str]:
+def resolve_defaults(target: str | None, quantize: str | None,
+                     device: str | None) -> tuple[str, str]:
+    """The (target, quantization) a conversion uses: as given, else the device profile's
+    recommendation, else onnx / none. Raises DeviceError for an unknown profile."""
     if device is not None and (target is None or quantize is None):
         from edgepack.devices import defaults_for  # raises DeviceError for an unknown profile
         recommended = defaults_for(device)
         target = target or recommended.target
         quantize = quantize or recommended.quantization
     return target or "onnx", quantize or "none"
+
+
+def _needs_calibration(device: str, target: str) -> str:
+    """The refusal when the device's recommended int8 has no data, with the modes that need
+    none and that the device can run."""
+    from edgepack.devices import refuse_reason
+    others = [m for m in ("dynamic", "fp16", "none") if not refuse_reason(device, target, m)]
+    offer = " or ".join(f"-q {m}" for m in others)
+    return (f"--device {device} recommends {target} int8, which needs calibration data: pass "
+            f"--calibration-data (a .npy/.npz file or an image folder of typical inputs)"
+            + (f", or choose {offer}" if offer else ""))

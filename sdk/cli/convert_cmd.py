@@ -92,9 +92,14 @@ def convert_command(source, out, target, quantize, calibration_data, calibration
     if labels:
         label_list = [line.strip() for line in Path(labels).read_text(encoding="utf-8")
                       .splitlines() if line.strip()]
+    from edgepack.conversion import resolve_defaults
     if not as_json:
-        click.echo(f"converting {source} -> {target or 'default target'} "
-                   f"({quantize or 'default quantization'}) ...", err=True)
+        chosen_target, chosen_mode = resolve_defaults(target, quantize, device)
+        origin = f"the {device} profile" if device else "the default"
+        chosen = [what for what, given in (("target", target), ("quantization", quantize))
+                  if given is None]
+        why = f" ({' and '.join(chosen)} from {origin})" if chosen else ""
+        click.echo(f"converting {source} -> {chosen_target} ({chosen_mode}){why} ...", err=True)
     try:
         with reporting(None if as_json else _Progress()):
             result = convert(
