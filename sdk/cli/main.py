@@ -33,7 +33,7 @@ COMMAND_MODULES = (
 #: new number, never a reused one. 2 is also click's own code for a bad option or argument.
 EXIT_CODES = {
     "input": 2, "bundle": 3, "pipeline": 4, "engine": 5, "conversion": 6, "device": 7,
-    "serve": 8, "mqtt": 10,
+    "serve": 8, "registry": 9, "mqtt": 10,
 }
 
 
