@@ -50,6 +50,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--devices", default="rpi3b,rpi4b,rpi5,generic-armv7l")
     args = ap.parse_args()
+    from edgepack.runtime.benchmark import cpu_description
+    print(f"CPU: {cpu_description()}", flush=True)
     from edgepack.devices.emulation import emulate
 
     with tempfile.TemporaryDirectory() as tmp:

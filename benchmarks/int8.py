@@ -473,6 +473,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=40, help="interleaved timed runs")
     parser.add_argument("--no-litert", action="store_true")
     args = parser.parse_args(argv)
+    from edgepack.runtime.benchmark import cpu_description
+    print(f"CPU: {cpu_description()}", flush=True)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("root").setLevel(logging.ERROR)   # onnxruntime's "pre-process" advice
     from edgepack.devices import detect_host

@@ -134,6 +134,8 @@ def main() -> None:
                         help="also time a 50%% magnitude-pruned (zeros only) bundle")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
+    from edgepack.runtime.benchmark import cpu_description
+    print(f"CPU: {cpu_description()}", flush=True)
     torch.set_num_threads(1)  # same as the tests (d.one_torch_thread): reproducible, no spinning
     data = d.digits_split()
     t0 = time.time()

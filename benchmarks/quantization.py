@@ -79,6 +79,8 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=4)
     args = parser.parse_args()
+    from edgepack.runtime.benchmark import cpu_description
+    print(f"CPU: {cpu_description()}", flush=True)
 
     from edgepack.conversion import convert
     digits = dc.load()

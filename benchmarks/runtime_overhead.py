@@ -53,6 +53,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64, help="input height/width of the conv model")
     parser.add_argument("--width", type=int, default=32, help="conv filters of the model")
     args = parser.parse_args()
+    from edgepack.runtime.benchmark import cpu_description
+    print(f"CPU: {cpu_description()}", flush=True)
     tmp = Path(tempfile.mkdtemp())
     x_nchw = np.random.default_rng(0).standard_normal((1, 3, args.size, args.size)).astype(np.float32)
     print(f"runtime overhead, conv model 3x{args.size}x{args.size} -> {args.width} filters, "

@@ -82,6 +82,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3, help="spin/sleep pairs measured")
     args = parser.parse_args(argv)
+    from edgepack.runtime.benchmark import cpu_description
+    print(f"CPU: {cpu_description()}", flush=True)
     from int8 import bundle, export_onnx, mobilenet_v2
 
     from edgepack.converters.int8 import Int8Options, quantize_int8

@@ -132,3 +132,39 @@ def benchmark(fn: Callable[[], object], *, runs: int = 100, warmup: int = 10,
     if not isinstance(runs, int) or runs < 1:
         raise ValueError(f"runs must be a positive integer, got {runs!r}")
     return summarize(time_calls(fn, runs, warmup), warmup, threads)
+
+
+#: CPU flags that decide what int8 buys (x86: 8-bit dot products; ARM: sdot / i8mm).
+INT8_FEATURES = ("avx2", "avx512bw", "avx512_vnni", "avx_vnni", "amx_int8",
+                 "asimddp", "i8mm", "fphp", "asimdhp")
+
+
+def cpu_description(cpuinfo: str | None = None) -> str:
+    """One line naming this CPU and its int8-relevant features, for benchmark output.
+
+    Every figure a benchmark prints is only meaningful with it: int8 speed-ups differ by
+    2x between an AVX2-only and an AVX512-VNNI x86 host.
+    """
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            import platform
+            return f"{platform.processor() or platform.machine()} (no /proc/cpuinfo)"
+    names: dict[str, str] = {}
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip().lower()
+        if key in ("model name", "hardware", "model") and value.strip():
+            names.setdefault(key, value.strip())
+        elif key in ("flags", "features") and not flags:
+            flags = set(value.split())
+    # x86 has "model name" (its "model" is a number); a Pi has "Model : Raspberry Pi 4 ...".
+    model = names.get("model name") or names.get("hardware") or (
+        names.get("model") if not names.get("model", "").isdigit() else None)
+    found = [f for f in INT8_FEATURES if f in flags]
+    cores = sum(1 for line in cpuinfo.splitlines() if line.lower().startswith("processor"))
+    return (f"{model or 'unknown CPU'}, {cores or '?'} cores, int8 features: "
+            f"{', '.join(found) if found else 'none of ' + '/'.join(INT8_FEATURES[:5])}")
