@@ -160,3 +160,12 @@ def test_artifacts_interoperate_with_the_oras_client(registry, adders, tmp_path,
                          tmp_path / "back.edgepack")
     assert (tmp_path / "back.edgepack").read_bytes() == adders[1.0].read_bytes()
     assert result.digest.startswith("sha256:")
+
+
+def test_the_device_side_client_is_standard_library_only():
+    code = ("import sys, edgepack.runtime.oci; "
+            "heavy = [m for m in ('click', 'oras', 'requests', 'onnx', 'torch', 'yaml') "
+            "if m in sys.modules]; print(heavy)")
+    out = subprocess.run([str(Path(EDGEPACK).with_name("python")), "-c", code],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"
