@@ -10,13 +10,12 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from edgepack.devices.catalog import QUANTIZATIONS as MODES
+from edgepack.devices.catalog import TARGETS
 from edgepack.runtime.errors import ConversionError
 
-#: Quantization modes, named the same for every target.
-MODES = ("none", "fp16", "dynamic", "int8")
 #: Calibration methods; onnxruntime offers all three, TFLite only min/max.
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-TARGETS = ("onnx", "tflite")
 #: Held-out samples compared when no limit is given: all of them up to this many.
 DEFAULT_VALIDATION_LIMIT = 10_000
 
@@ -100,6 +99,30 @@ class QuantizationConfig:
     @property
     def needs_calibration(self) -> bool:
         return self.mode == "int8"
+
+    def int8_options(self, engine: str, exclude_nodes: tuple[str, ...] = ()) -> Any:
+        """This config as the options of edgepack.converters.int8 for `engine`
+        ("onnxruntime" -> Int8Options, "litert" -> LiteRtInt8Options): the one place the
+        translation is written, for the ONNX and TFLite paths alike."""
+        from .int8 import (AccuracyTarget, CalibrationSettings, Int8Options,
+                           LiteRtInt8Options, SpeedSettings)
+        accuracy = (None if self.accuracy_target is None
+                    else AccuracyTarget(min_agreement=self.accuracy_target))
+        speed = SpeedSettings() if self.speed_check else None
+        overrides: list[tuple[str, Any]] = [("per_channel", self.per_channel)]
+        if engine == "litert":
+            return LiteRtInt8Options(device=self.device, recipe_overrides=tuple(overrides),
+                                     int8_io=self.int8_io, accuracy=accuracy, speed=speed)
+        if self.reduce_range is not None:
+            overrides.append(("reduce_range", self.reduce_range))
+        if self.int8_io:
+            # make_int8_io turns the boundary Q/DQ into int8 graph I/O: they must be S8.
+            overrides.append(("activation_type", "int8"))
+        return Int8Options(
+            device=self.device, recipe_overrides=tuple(overrides),
+            calibration=CalibrationSettings(self.calibration.method,
+                                            self.calibration.percentile),
+            accuracy=accuracy, speed=speed, exclude_nodes=tuple(exclude_nodes))
 
     def to_record(self, calibration_samples: int | None = None) -> dict[str, Any] | None:
         """The manifest's `quantization` field (None for fp32)."""

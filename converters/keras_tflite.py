@@ -89,14 +89,8 @@ def _quantize_int8(saved: Path, quant: QuantizationConfig,
                    samples: Mapping[str, np.ndarray]) -> tuple[bytes, dict]:
     """int8 through edgepack.converters.int8: the LiteRT recipe of the device, optional
     accuracy-aware mixed precision and the speed check, as the ONNX path does."""
-    from .int8 import AccuracyTarget, LiteRtInt8Options, SpeedSettings, quantize_litert_int8
-    options = LiteRtInt8Options(
-        device=quant.device, recipe_overrides=(("per_channel", quant.per_channel),),
-        int8_io=quant.int8_io,
-        accuracy=(None if quant.accuracy_target is None
-                  else AccuracyTarget(min_agreement=quant.accuracy_target)),
-        speed=SpeedSettings() if quant.speed_check else None)
-    result = quantize_litert_int8(saved, samples, options)
+    from .int8 import quantize_litert_int8
+    result = quantize_litert_int8(saved, samples, quant.int8_options("litert"))
     return result.model_bytes, result.record
 
 

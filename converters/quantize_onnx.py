@@ -88,29 +88,14 @@ def _quantize_int8(model: bytes, config: QuantizationConfig,
     on-the-spot "faster than fp32 here?" check, all recorded in the manifest."""
     import onnx
 
-    from .int8 import (AccuracyTarget, CalibrationSettings, Int8Options, SpeedSettings,
-                       quantize_int8)
+    from .int8 import quantize_int8
     if not calibration:
         raise ConversionError(
             "int8 quantization needs calibration data (a .npy/.npz file, an image "
             "folder or an iterable of samples); pass --calibration-data")
     count = min(config.calibration.samples, *(len(a) for a in calibration.values()))
     samples = {n: np.asarray(a)[:count] for n, a in calibration.items()}
-    overrides = [("per_channel", config.per_channel)]
-    if config.reduce_range is not None:
-        overrides.append(("reduce_range", config.reduce_range))
-    if config.int8_io:
-        # make_int8_io turns the boundary Q/DQ into int8 graph I/O: they must be S8.
-        overrides.append(("activation_type", "int8"))
-    options = Int8Options(
-        device=config.device, recipe_overrides=tuple(overrides),
-        calibration=CalibrationSettings(config.calibration.method,
-                                        config.calibration.percentile),
-        accuracy=(None if config.accuracy_target is None
-                  else AccuracyTarget(min_agreement=config.accuracy_target)),
-        speed=SpeedSettings() if config.speed_check else None,
-        exclude_nodes=tuple(exclude_nodes))
-    result = quantize_int8(model, samples, options)
+    result = quantize_int8(model, samples, config.int8_options("onnxruntime", exclude_nodes))
     record = config.to_record(calibration_samples=result.record["calibration"]["samples"])
     record.update(per_channel=result.recipe.per_channel, reduce_range=result.recipe.reduce_range)
     record.update((k, v) for k, v in result.record.items() if k != "calibration")

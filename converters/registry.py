@@ -11,6 +11,8 @@ from typing import Callable
 
 from edgepack.runtime.errors import ConversionError
 
+from .config import MODES
+
 
 @dataclass(frozen=True)
 class ConverterEntry:
@@ -21,7 +23,7 @@ class ConverterEntry:
     implementation: str
     tool: str
     extra: str = "convert"
-    modes: tuple[str, ...] = ("none", "fp16", "dynamic", "int8")
+    modes: tuple[str, ...] = MODES
 
     def load(self) -> Callable:
         module_name, _, function = self.implementation.partition(":")

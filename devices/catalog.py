@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 
 PROFILE_DIR = Path(__file__).with_name("profiles")
 TARGET_ENGINE = {"onnx": "onnxruntime", "tflite": "litert"}  # runtime engine per model format
+#: The bundle formats, and the quantization modes, named the same everywhere: this is the one
+#: definition (the lowest layer that knows them); converters, compare and the CLI import it.
+TARGETS = tuple(TARGET_ENGINE)
 QUANTIZATIONS = ("none", "fp16", "dynamic", "int8")
 FEATURES = ("neon", "vfpv4", "crc32", "crypto", "dotprod", "fp16", "i8mm", "sve",
             "sse4_2", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni")

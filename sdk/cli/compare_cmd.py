@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-MODES = ("none", "fp16", "dynamic", "int8")
-TARGETS = ("onnx", "tflite")
+from edgepack.devices.catalog import QUANTIZATIONS as MODES
+from edgepack.devices.catalog import TARGETS
 
 
 def _names(text: str, known: tuple[str, ...], what: str) -> tuple[str, ...]:

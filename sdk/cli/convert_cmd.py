@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
+from edgepack.devices.catalog import QUANTIZATIONS as MODES
 from edgepack.runtime.errors import ValidationError
-
-MODES = ("none", "fp16", "dynamic", "int8")
 
 
 def _shape(text: str) -> tuple[int, ...]:

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from edgepack.devices.catalog import QUANTIZATIONS as MODES
+from edgepack.devices.catalog import TARGETS
 from edgepack.runtime.errors import EdgepackError
-
-TARGETS = ("onnx", "tflite")
-MODES = ("none", "fp16", "dynamic", "int8")
 
 
 class CompareError(EdgepackError):
