@@ -21,6 +21,7 @@ from . import registry
 from .artifacts import ConvertedModel, SourceModel
 from .calibration import Samples, load_samples
 from .config import ConversionConfig
+from .extras import raise_if_missing_module
 from .progress import report
 from .sources import KERAS_SUFFIXES, TORCH_SUFFIXES, detect_framework, load_source
 from .validation import raise_if_failed, validate
@@ -70,6 +71,22 @@ def convert_model(source: Any, out: str | Path, config: ConversionConfig, *,
     ValidationError (outside tolerance and not config.accept, or broken outputs) and
     EngineNotInstalledError (an optional dependency is missing; the message names the extra).
     """
+    try:
+        return _convert(source, out, config, example_inputs=example_inputs,
+                        input_shapes=input_shapes, weights=weights,
+                        calibration_data=calibration_data, validation_data=validation_data,
+                        validation_labels=validation_labels, directory=directory)
+    except EngineNotInstalledError:
+        raise
+    except Exception as e:  # data readers (images), validation engines, ...: same rule
+        raise_if_missing_module(e, "this conversion")
+        raise
+
+
+def _convert(source: Any, out: str | Path, config: ConversionConfig, *,
+             example_inputs: Any, input_shapes: Any, weights: str | Path | None,
+             calibration_data: Any, validation_data: Any, validation_labels: Any,
+             directory: bool) -> ConversionResult:
     quant = config.quantization
     framework = guess_framework(source)
     if framework is not None:
@@ -80,13 +97,8 @@ def convert_model(source: Any, out: str | Path, config: ConversionConfig, *,
             "int8 quantization needs calibration data (a .npy/.npz file, an image folder or "
             "an iterable of samples); pass calibration_data / --calibration-data")
 
-    try:
-        loaded = load_source(source, example_inputs=example_inputs, weights=weights,
-                             input_shapes=input_shapes)
-    except ImportError as e:
-        raise EngineNotInstalledError(
-            f"reading this source needs {e.name or 'a missing package'}: "
-            "pip install 'edgepack[convert]'") from e
+    loaded = load_source(source, example_inputs=example_inputs, weights=weights,
+                         input_shapes=input_shapes)  # a missing framework names its extra
     entry = registry.get_converter(loaded.framework, config.target)
     registry.check_mode(entry, quant.mode)
     calibration, held_out, data_kind, available = _datasets(
@@ -96,13 +108,15 @@ def convert_model(source: Any, out: str | Path, config: ConversionConfig, *,
     try:
         converted: ConvertedModel = converter(
             loaded, config, None if calibration is None else calibration.arrays)
-    except EdgepackError:
+    except EngineNotInstalledError:
         raise
-    except ImportError as e:
-        raise EngineNotInstalledError(
-            f"{entry.source}->{entry.target} needs {e.name or entry.tool}, which is not "
-            f"installed: pip install 'edgepack[{entry.extra}]'") from e
-    except Exception as e:  # a framework failure we did not anticipate: keep its message
+    except Exception as e:
+        # However deep an import failed (torch.onnx.export importing onnxscript), the user
+        # is told which module is missing and which extra installs it.
+        raise_if_missing_module(e, f"{entry.source}->{entry.target} ({entry.tool})")
+        if isinstance(e, EdgepackError):
+            raise
+        # a framework failure we did not anticipate: keep its message
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConversionError(f"{entry.source}->{entry.target} with {entry.tool} failed: "
                               f"{first}") from e

@@ -13,9 +13,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edgepack.runtime.errors import ConversionError, InputError
+from edgepack.runtime.errors import ConversionError, EngineNotInstalledError, InputError
 
 from .artifacts import SourceModel
+from .extras import raise_if_missing_module
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +44,22 @@ def load_source(source: Any, *, example_inputs: Any = None, weights: str | Path 
     """
     if isinstance(source, SourceModel):
         return source
+    try:
+        return _load(source, example_inputs, weights, input_shapes)
+    except EngineNotInstalledError:
+        raise
+    except Exception as e:  # a framework the source needs is missing: name its extra
+        raise_if_missing_module(e, "reading this source")
+        raise
+
+
+def _load(source: Any, example_inputs: Any, weights: str | Path | None,
+          input_shapes: Sequence[Sequence[int]] | None) -> SourceModel:
     examples = _examples(example_inputs, input_shapes)
     if isinstance(source, (str, Path)):
         text = str(source)
         if ":" in text and not Path(text).exists() and not _looks_like_windows_path(text):
-            return load_source(_call_factory(text, weights), example_inputs=examples)
+            return _load(_call_factory(text, weights), examples, None, None)
         return _load_path(Path(text), examples, weights)
     framework = detect_framework(source)
     if framework == "pytorch":
