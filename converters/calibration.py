@@ -14,7 +14,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from edgepack.runtime.errors import ConversionError, InputError
+from edgepack.runtime.errors import ConversionError, EdgepackError, InputError
 from edgepack.runtime.images import IMAGE_SUFFIXES, decode_image
 
 from .sources import to_numpy
@@ -75,7 +75,33 @@ def load_samples(data: Any, input_names: Sequence[str], example_inputs: Sequence
         raise ConversionError(
             f"cannot read {what} data of type {type(data).__name__}; pass a .npy/.npz path, "
             "an image folder, an array, a dict of arrays or an iterable of samples")
+    arrays = _through_front_end(arrays, input_names, example_inputs, preprocess, what)
     return _checked(arrays, labels, input_names, example_inputs, what)
+
+
+def _through_front_end(arrays, input_names, examples, preprocess, what):
+    """Raw samples (e.g. audio clips) whose shape is not the model's are run through the
+    bundle's own preprocessing (e.g. log_mel), one sample at a time, so calibration and
+    validation see the features the device computes."""
+    if not preprocess or arrays is None:
+        return arrays
+    from edgepack.runtime.ops import Context, compile_steps
+    out = dict(arrays)
+    for name, example in zip(input_names, examples):
+        steps = preprocess.get(name)
+        raw = out.get(name)
+        if not steps or raw is None:
+            continue
+        raw = np.asarray(raw)
+        if raw.ndim == example.ndim and raw.shape[1:] == example.shape[1:]:
+            continue  # already model tensors
+        fn = compile_steps(steps, Context(), f"preprocess[{name!r}]")
+        try:
+            out[name] = np.stack([np.asarray(fn(sample), dtype=np.float32) for sample in raw])
+        except EdgepackError as e:
+            raise ConversionError(f"{what} data for input {name!r} could not go through the "
+                                  f"bundle's preprocessing: {e}") from e
+    return out
 
 
 def _checked(arrays: dict[str, np.ndarray], labels, input_names, examples, what) -> Samples:

@@ -367,3 +367,22 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def declare_stream(path, stream: Mapping[str, Any], *, decode: Sequence[Mapping[str, Any]] | None = None,
+                   task: Mapping[str, Any] | None = None,
+                   examples: Mapping[str, Any] | None = None) -> None:
+    """Add (or replace) the `stream` (and `decode`/`task`/`examples`) of an existing bundle,
+    e.g. one `edgepack convert` wrote, keeping every member and record. The stream is
+    checked against the model first. A signed bundle loses its signature: sign it again."""
+    from dataclasses import replace
+    from .bundle import read_bundle, write_bundle
+    bundle = read_bundle(path)
+    m = bundle.manifest
+    StreamConfig.from_manifest(stream, m.inputs, m.outputs, examples or m.examples)
+    manifest = replace(m, stream=dict(stream),
+                       decode=tuple(decode) if decode is not None else m.decode,
+                       task=dict(task) if task is not None else m.task,
+                       examples=dict(examples) if examples is not None else m.examples)
+    members = {n: bundle.read(n) for n in bundle.members if n != "signature.ed25519"}
+    write_bundle(bundle.path, manifest, members, directory=bundle.path.is_dir())
