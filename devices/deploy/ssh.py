@@ -140,7 +140,6 @@ class SshSession:
         log_path = os.path.join(self._dir, "master.log")
         args = self.options.base_args() + ["-M", "-N", "-S", self._socket,
                                            "-o", "ControlPersist=no",
-                                           "-o", "ExitOnForwardFailure=yes",
                                            "-E", log_path, self.target.destination]
         log.debug("ssh master: %s", shlex.join(args))
         self._master = subprocess.Popen(args, stdin=subprocess.DEVNULL,
