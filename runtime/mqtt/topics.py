@@ -69,6 +69,8 @@ class TopicMap:
 
     def __post_init__(self) -> None:
         check_template(self.template, check_filter(self.topic_filter))
+        # Split once: match() runs in paho's network thread for every message.
+        object.__setattr__(self, "_levels", tuple(strip_share(self.topic_filter).split("/")))
 
     @property
     def is_static(self) -> bool:
@@ -77,7 +79,7 @@ class TopicMap:
 
     def match(self, topic: str) -> tuple[str, ...] | None:
         """The levels matched by each wildcard, or None when `topic` does not match."""
-        pattern = strip_share(self.topic_filter).split("/")
+        pattern = self._levels
         levels = topic.split("/")
         captured: list[str] = []
         for i, want in enumerate(pattern):
