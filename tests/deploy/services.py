@@ -147,9 +147,12 @@ Host board
 
 
 # --- the reference OCI registry -------------------------------------------------------------
-def start_registry(root: Path) -> tuple[str, Path, subprocess.Popen]:
-    """Returns (address host:port, storage directory, process)."""
+def start_registry(root: Path, htpasswd: Path | None = None
+                   ) -> tuple[str, Path, subprocess.Popen]:
+    """Returns (address host:port, storage directory, process); `htpasswd` turns on logins."""
     root.mkdir(parents=True, exist_ok=True)
+    auth = f"auth:\n  htpasswd:\n    realm: edgepack-test\n    path: {htpasswd}\n" \
+        if htpasswd else ""
     port, debug_port = free_port(), free_port()
     storage = root / "storage"
     config = root / "config.yml"
@@ -168,15 +171,18 @@ http:
   addr: 127.0.0.1:{port}
   debug:
     addr: 127.0.0.1:{debug_port}
-""")
+{auth}""")
     proc = subprocess.Popen([REGISTRY, "serve", str(config)], stdout=subprocess.DEVNULL,
                             stderr=open(root / "registry.log", "wb"))
 
     def ready() -> bool:
-        with contextlib.suppress(OSError, urllib.error.URLError):
+        try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1) as resp:
                 return resp.status == 200
-        return False
+        except urllib.error.HTTPError as err:   # 401: up, and asking for a login
+            return err.code == 401
+        except (OSError, urllib.error.URLError):
+            return False
     try:
         wait_until(ready, 15, "registry", proc)
     except Exception:
