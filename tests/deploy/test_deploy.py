@@ -227,3 +227,11 @@ def test_bad_targets_and_hosts_files_are_one_clear_error(tmp_path, adders):
     assert result.exit_code == 7 and f"{hosts}:1: unknown option 'colour=blue'" in result.stderr
     result = run("deploy", adders[1.0])
     assert result.exit_code == 2 and "give either TARGET or --hosts FILE" in result.output
+
+
+def test_a_board_without_edgepack_is_named_with_the_fix(sshd, adders, tmp_path):
+    result = run("deploy", adders[1.0], f"board:{tmp_path / 'models'}", "-F", sshd.config,
+                 "--edgepack", tmp_path / "no" / "edgepack")
+    assert result.exit_code == 7, result.output
+    assert "has no edgepack" in result.stderr and "--install-service" in result.stderr
+    assert not (tmp_path / "models").exists()

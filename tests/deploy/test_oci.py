@@ -173,7 +173,10 @@ def test_the_device_side_client_is_standard_library_only():
 
 def test_a_registry_that_needs_a_login(adders, tmp_path):
     """Basic auth (the registry's htpasswd backend): refused without, works with credentials."""
-    import crypt  # noqa: deprecated in 3.11 but present; bcrypt via the system libcrypt
+    import warnings
+    with warnings.catch_warnings():     # deprecated since 3.11, still the stdlib's bcrypt
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import crypt
     from services import start_registry
     salt = crypt.mksalt(crypt.METHOD_BLOWFISH, rounds=16)       # cost 4: quick in a test
     htpasswd = tmp_path / "htpasswd"
