@@ -30,7 +30,8 @@ def assert_family(result, family: str, text: str) -> None:
 
 def test_family_numbers_are_stable():
     assert EXIT_CODES == {"input": 2, "bundle": 3, "pipeline": 4, "engine": 5,
-                          "conversion": 6, "device": 7, "serve": 8}
+                          "conversion": 6, "device": 7, "serve": 8, "registry": 9,
+                          "mqtt": 10}
 
 
 def test_input_family(cli_files):
