@@ -158,12 +158,20 @@ class PruningTrial:
 
 @dataclass(frozen=True)
 class Greedy:
-    """What `keep_float_greedily` found: the best mix tried and how many layers it skipped."""
+    """What `keep_float_greedily` found: the best mix tried, how many candidates could not
+    be kept float (`skipped`) and how many were tried and dropped because they did not
+    improve the mix (`rejected`)."""
 
     kept: tuple[Any, ...]
     model_bytes: bytes
     score: Score
     skipped: int = 0
+    rejected: int = 0
+
+
+def _better(a: Score, b: Score) -> bool:
+    """a is a strictly better mix than b: higher agreement, or as high with lower error."""
+    return (a.agreement, -a.error) > (b.agreement, -b.error)
 
 
 def keep_float_greedily(ranking: Sequence[KeptLayer],
@@ -171,40 +179,70 @@ def keep_float_greedily(ranking: Sequence[KeptLayer],
                         all_int8: tuple[bytes, Score], target: AccuracyTarget) -> Greedy:
     """Keep layers of `ranking` (most harmful first) in float one by one, re-measuring
     after each, until agreement reaches `target.min_agreement` or
-    `target.max_float_layers` are float. Returns the best mix tried (the all-int8
+    `target.max_float_layers` are float. Returns the best mix found (the all-int8
     `all_int8` model and score if none was better), logging a warning when it misses.
 
+    A candidate joins the float set only when the mix with it is strictly better than the
+    best mix so far (higher agreement, or as high with lower error): a layer whose float
+    version lowers agreement is never carried into later mixes, and the search goes on
+    with the next candidate while the budget of float layers lasts.
+
+    Errors of two layers can cancel (an outlier channel scaled up by one conv and down by
+    the next), so one of them alone may lower agreement while the pair is what is needed.
+    The last rejected candidate that at least lowered the output error stays *pending*:
+    when the next candidate does not help alone, the mix with both is measured too, and
+    both are kept if that mix is the better one.
+
     `measure(nodes)` quantizes with `nodes` float and returns (model, score), or None when
-    that mix is not admissible (the layer just added is then skipped, not kept).
+    that mix is not admissible (the candidate is then skipped).
     """
     from ..progress import report
+    order = {id(layer): i for i, layer in enumerate(ranking)}
     kept: list[KeptLayer] = []
-    skipped = 0
+    pending: KeptLayer | None = None
+    skipped = rejected = 0
     best_model, best = all_int8
-    best_kept: tuple[KeptLayer, ...] = ()
+
+    def nodes(*extra: KeptLayer) -> list[str]:
+        return [k.node for k in sorted((*kept, *extra), key=lambda k: order[id(k)])]
+
     for index, layer in enumerate(ranking):
-        if len(kept) >= target.max_float_layers:
+        if len(kept) >= target.max_float_layers or best.agreement >= target.min_agreement:
             break
         report("sensitivity", index, len(ranking))
-        measured = measure([k.node for k in (*kept, layer)])
+        measured = measure(nodes(layer))
         if measured is None:
             skipped += 1
             continue
-        kept.append(layer)
+        adding: tuple[KeptLayer, ...] = (layer,)
         model, result = measured
+        if not _better(result, best) and pending is not None and \
+                len(kept) + 2 <= target.max_float_layers:
+            paired = measure(nodes(pending, layer))
+            if paired is not None and _better(paired[1], best):
+                adding, (model, result) = (pending, layer), paired
+        if not _better(result, best):
+            rejected += 1
+            log.info("accuracy-aware: float %s does not help (agreement %.4f, error %.3g vs "
+                     "%.4f, %.3g); left int8", layer.node, result.agreement, result.error,
+                     best.agreement, best.error)
+            if result.error < best.error:
+                pending = layer
+            continue
+        kept = sorted((*kept, *adding), key=lambda k: order[id(k)])
+        if pending in adding:
+            pending = None
+        best_model, best = model, result
         log.info("accuracy-aware: +float %s -> agreement %.4f, error %.3g",
-                 layer.node, result.agreement, result.error)
-        if (result.agreement, -result.error) > (best.agreement, -best.error):
-            best_model, best, best_kept = model, result, tuple(kept)
-        if result.agreement >= target.min_agreement:
-            break
+                 " + ".join(k.node for k in adding), result.agreement, result.error)
     report("sensitivity", len(ranking), len(ranking))
     if best.agreement < target.min_agreement:
+        notes = [f"{n} {what}" for n, what in ((skipped, "could not be kept float"),
+                                                (rejected, "did not help")) if n]
         log.warning("accuracy-aware: %d layers kept in float reach agreement %.4f at best, "
-                    "below the target %.4f%s", len(best_kept), best.agreement,
-                    target.min_agreement, f" ({skipped} layer(s) could not be kept float)"
-                    if skipped else "")
-    return Greedy(best_kept, best_model, best, skipped)
+                    "below the target %.4f%s", len(kept), best.agreement,
+                    target.min_agreement, f" ({'; '.join(notes)})" if notes else "")
+    return Greedy(tuple(kept), best_model, best, skipped, rejected)
 
 
 @dataclass(frozen=True)
