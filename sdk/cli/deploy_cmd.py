@@ -18,9 +18,10 @@ def _ssh_options(f):
                      help="ssh config file to use instead of ~/.ssh/config (ssh -F).")(f)
     f = click.option("--ssh-option", "-o", "ssh_option", multiple=True, metavar="KEY=VALUE",
                      help="Extra ssh option (ssh -o), repeatable.")(f)
-    f = click.option("--port", default=8000, show_default=True, type=int,
+    f = click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535),
                      help="Port of `edgepack serve` on the board (reached through ssh).")(f)
-    f = click.option("--timeout", default=60.0, show_default=True, type=float,
+    f = click.option("--timeout", default=60.0, show_default=True,
+                     type=click.FloatRange(min=0.1),
                      help="Seconds to wait for the board's server to report READY.")(f)
     f = click.option("--edgepack", "remote_edgepack", metavar="PATH",
                      help="The board's edgepack [on PATH, else ~/.edgepack/venv/bin/edgepack].")(f)
@@ -69,7 +70,7 @@ def _print_table(results) -> None:
               help="With --install-service: address the service listens on.")
 @click.option("--pip-spec", help="With --install-service: what to pip install "
                                  "[edgepack[onnx,serve] or edgepack[litert,serve]].")
-@click.option("--parallel", default=4, show_default=True, type=int,
+@click.option("--parallel", default=4, show_default=True, type=click.IntRange(min=1),
               help="With --hosts: boards deployed at once after the canary.")
 @click.option("--continue", "keep_going", is_flag=True,
               help="With --hosts: keep deploying after a board fails.")

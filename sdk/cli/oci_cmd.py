@@ -13,7 +13,8 @@ from edgepack.runtime.oci import (ARTIFACT_TYPE, Reference, RegistryConfig, pull
 def _registry_options(f):
     f = click.option("--plain-http/--https", "plain_http", default=None,
                      help="Talk http:// to the registry [http only for loopback addresses].")(f)
-    f = click.option("--timeout", default=30.0, show_default=True, type=float,
+    f = click.option("--timeout", default=30.0, show_default=True,
+                     type=click.FloatRange(min=0.1),
                      help="Seconds per registry request.")(f)
     return f
 
