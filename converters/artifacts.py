@@ -23,6 +23,10 @@ class SourceModel:
     input_names / example_inputs: one float32 array per input, batch axis first.
     layouts: "NCHW"/"NHWC" for 4-D inputs, else None.
     runner: runs the source on the workstation for validation.
+    fixed_batch: the only batch size the source accepts (a .pt2 exported with a batch-1
+        example guards `input.size()[0] == 1`), or None when any batch runs. Every path
+        that runs the source (validation, compare) goes through
+        edgepack.converters.validation.run_source, which honours it.
     """
 
     framework: str
@@ -34,6 +38,7 @@ class SourceModel:
     framework_version: str
     output_names: tuple[str, ...] | None = None
     origin: str | None = None
+    fixed_batch: int | None = None
 
     def run(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         return self.runner(inputs)

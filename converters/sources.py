@@ -168,8 +168,9 @@ def serialized_source(data: bytes, kind: str, examples: tuple[np.ndarray, ...] |
         return [np.asarray(results[n]) for n in out_names]
 
     version = _package_version("onnx" if kind == "onnx" else "ai-edge-litert")
+    first = specs[0].shape[0] if specs and specs[0].shape else -1
     return SourceModel(kind, data, names, examples, tuple(None for _ in names), run, version,
-                       out_names, origin)
+                       out_names, origin, first if first > 0 else None)
 
 
 def _package_version(package: str) -> str:

@@ -33,15 +33,21 @@ def export_onnx(source: SourceModel, config: ConversionConfig) -> tuple[bytes, l
         return _export_torchscript(source, config), ["exported with the TorchScript exporter"]
     examples = tuple(torch.from_numpy(np.ascontiguousarray(x)) for x in source.example_inputs)
     notes: list[str] = []
-    if config.dynamic_batch:
+    if source.fixed_batch is not None:
+        # An exported program keeps the batch it was exported with.
+        notes.append(fixed_program_note(source.fixed_batch))
+    elif config.dynamic_batch:
         batch = torch.export.Dim("batch")
         dynamic = tuple({0: batch} for _ in examples)
+        # torch.export specializes every dimension whose example size is 1: a batch-1
+        # example would fix the batch, so the export sees the example twice.
+        doubled = tuple(torch.cat([x, x]) if x.shape[0] == 1 else x for x in examples)
         try:
-            exported = _export(model, examples, source, config, dynamic)
+            exported = _export(model, doubled, source, config, dynamic)
             if not _batch_is_dynamic(exported):
                 # The exporter specializes a batch the code pins instead of failing.
-                notes.append(f"fixed batch {examples[0].shape[0]}: the model does not allow "
-                             "a dynamic batch axis")
+                notes.append(f"fixed batch {examples[0].shape[0]}: the model's code fixes its "
+                             "batch size (e.g. a reshape to a constant batch)")
             return exported, notes
         except ConversionError:
             raise
@@ -51,14 +57,24 @@ def export_onnx(source: SourceModel, config: ConversionConfig) -> tuple[bytes, l
                 raise error from e  # a fixed batch will not help
             log.info("dynamic-batch export failed (%s); exporting with a fixed batch",
                      str(e).splitlines()[0] if str(e) else type(e).__name__)
-            notes.append(f"fixed batch {examples[0].shape[0]}: the model does not allow a "
-                         "dynamic batch axis")
+            notes.append(f"fixed batch {examples[0].shape[0]}: the model's code fixes its "
+                         "batch size (e.g. a reshape to a constant batch)")
     try:
         return _export(model, examples, source, config, None), notes
     except ConversionError:
         raise
     except Exception as e:
         raise _export_error(e) from e
+
+
+def fixed_program_note(batch: int) -> str:
+    """Why a bundle from an exported program has a fixed batch, and how to avoid it."""
+    why = ("it was exported with a batch-1 example, and torch.export specializes every "
+           "dimension whose example size is 1") if batch == 1 else (
+        "its batch dimension was not declared dynamic when it was exported")
+    return (f"fixed batch {batch}: the .pt2 program accepts only batch {batch} ({why}); for "
+            "any batch, export with a batch-2 example and dynamic_shapes=({0: "
+            "torch.export.Dim('batch')},)")
 
 
 def _batch_is_dynamic(model_bytes: bytes) -> bool:
@@ -70,7 +86,9 @@ def _batch_is_dynamic(model_bytes: bytes) -> bool:
 
 def _export(model, examples, source: SourceModel, config: ConversionConfig, dynamic):
     import torch
-    with warnings.catch_warnings():
+
+    from .torch_source import quiet_torch
+    with warnings.catch_warnings(), quiet_torch():
         warnings.simplefilter("ignore")  # the exporter warns about every torch.export detail
         program = torch.onnx.export(
             model, examples, None, dynamo=True, external_data=False,

@@ -1,10 +1,11 @@
 """PyTorch sources: live modules, exported programs (.pt2) and TorchScript files."""
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -41,11 +42,16 @@ def torch_source(model: Any, examples: tuple[np.ndarray, ...] | None,
     import torch
 
     exported = isinstance(model, torch.export.ExportedProgram)
+    fixed_batch = None
     if exported:
         callable_model = model.module()
         names = _exported_input_names(model)
+        fixed_batch = exported_fixed_batch(model)
         if examples is None:
             examples = _exported_examples(model)
+        elif fixed_batch is not None and len(examples[0]) != fixed_batch:
+            # The program only runs at its exported batch: examples of one row are repeated.
+            examples = tuple(np.repeat(x[:1], fixed_batch, axis=0) for x in examples)
     else:
         if not isinstance(model, torch.nn.Module):
             raise ConversionError(f"expected a torch.nn.Module, got {type(model).__name__}")
@@ -64,7 +70,7 @@ def torch_source(model: Any, examples: tuple[np.ndarray, ...] | None,
 
     def run(inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
         tensors = [torch.from_numpy(np.ascontiguousarray(x)) for x in inputs]
-        with torch.inference_mode():
+        with torch.inference_mode(), quiet_torch():
             out = callable_model(*tensors)
         return [t.detach().float().numpy() for t in flatten_outputs(out)]
 
@@ -75,7 +81,39 @@ def torch_source(model: Any, examples: tuple[np.ndarray, ...] | None,
                       for i in range(len(outputs)))
     layouts = tuple("NCHW" if x.ndim == 4 else None for x in examples)
     return SourceModel("pytorch", model, names, examples, layouts, run, torch.__version__,
-                       out_names, origin)
+                       out_names, origin, fixed_batch)
+
+
+def exported_fixed_batch(program: Any) -> int | None:
+    """The batch an ExportedProgram is specialized to (an int first dim of its first user
+    input), or None when that dim is symbolic. torch.export specializes every dim whose
+    example size is 1, so a program exported with a batch-1 example runs at batch 1 only."""
+    user_inputs = set(_exported_input_names(program) or ())
+    for node in program.graph.nodes:
+        if node.op == "placeholder" and node.name in user_inputs:
+            value = node.meta.get("val")
+            shape = getattr(value, "shape", None)
+            if not shape:
+                return None
+            return shape[0] if isinstance(shape[0], int) else None
+    return None
+
+
+@contextlib.contextmanager
+def quiet_torch() -> Iterator[None]:
+    """torch's own log lines (guard failures, exporter warnings such as "torchvision is not
+    installed") go nowhere while edgepack drives torch, unless edgepack logs at DEBUG
+    (--debug): the user sees edgepack's one-line errors and notes instead."""
+    torch_log = logging.getLogger("torch")
+    if logging.getLogger("edgepack").isEnabledFor(logging.DEBUG):
+        yield
+        return
+    previous = torch_log.level
+    torch_log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        torch_log.setLevel(previous)
 
 
 def flatten_outputs(out: Any) -> list[Any]:

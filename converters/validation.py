@@ -61,8 +61,17 @@ def run_bundle(bundle_path: Path, converted: ConvertedModel, source: SourceModel
 
 def run_source(source: SourceModel, inputs: Sequence[np.ndarray],
                batch: int = BATCH) -> list[np.ndarray]:
-    chunks = [source.run([x[start:start + batch] for x in inputs])
-              for start in range(0, len(inputs[0]), batch)]
+    """The source's outputs on `inputs`, run `batch` samples at a time, or at the source's
+    own fixed batch when it has one (the last chunk padded with copies of its last sample,
+    whose outputs are dropped): the one way every path runs a source model."""
+    step = source.fixed_batch or batch
+    chunks = []
+    for start in range(0, len(inputs[0]), step):
+        part = [x[start:start + step] for x in inputs]
+        count = len(part[0])
+        if source.fixed_batch and count < step:
+            part = [np.concatenate([p, np.repeat(p[-1:], step - count, axis=0)]) for p in part]
+        chunks.append([np.asarray(o)[:count] for o in source.run(part)])
     return [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
 
 
