@@ -150,40 +150,58 @@ class Windower:
         self._buf: np.ndarray | None = None
         self._times: np.ndarray | None = None
         self._first = -self.context      # absolute index of _buf[0]
+        self._len = 0                    # items held in _buf
+        self._drop = 0                   # leading items no window needs any more
         self._next = 0                   # index of the next window
         self.items_seen = 0
 
     def push(self, items: np.ndarray, times: np.ndarray | None = None
              ) -> list[tuple[int, np.ndarray, np.ndarray | None]]:
-        """Add items; return [(window index, items, times or None)] for complete windows."""
+        """Add items; return [(window index, items, times or None)] for complete windows.
+
+        Windows are views into the buffer. New items are only ever written after every
+        returned window, and the buffer is compacted into a *new* array, so a returned
+        window stays valid until the caller lets it go.
+        """
+        n = len(items)
         if self._buf is None:
-            lead = np.zeros((self.context,) + items.shape[1:], items.dtype)
-            self._buf = lead
+            self._buf = np.zeros((4 * (self.context + self.window) + n,) + items.shape[1:],
+                                 items.dtype)
+            self._len = self.context  # zeros before the first item
             if times is not None:
-                self._times = np.zeros((self.context, 2))
+                self._times = np.zeros((len(self._buf), 2))
         if items.shape[1:] != self._buf.shape[1:]:
             raise InputError(f"stream items changed shape: {items.shape[1:]} after "
                              f"{self._buf.shape[1:]}")
-        self._buf = np.concatenate([self._buf, items.astype(self._buf.dtype, copy=False)])
+        if self._len + n > len(self._buf):
+            self._compact(n)
+        self._buf[self._len:self._len + n] = items
         if self._times is not None:
-            self._times = np.concatenate([self._times, np.asarray(times, np.float64)])
-        self.items_seen += len(items)
+            self._times[self._len:self._len + n] = times
+        self._len += n
+        self.items_seen += n
         out = []
         span = self.context + self.window
         while True:
             lo = self._next * self.hop - self.context - self._first
-            if lo + span > len(self._buf):
+            if lo + span > self._len:
                 break
             out.append((self._next, self._buf[lo:lo + span],
                         None if self._times is None else self._times[lo + self.context:lo + span]))
             self._next += 1
-        drop = self._next * self.hop - self.context - self._first
-        if drop > 0:
-            self._buf = self._buf[drop:]
-            if self._times is not None:
-                self._times = self._times[drop:]
-            self._first += drop
+        self._drop = max(0, min(self._next * self.hop - self.context - self._first, self._len))
         return out
+
+    def _compact(self, incoming: int) -> None:
+        live = self._len - self._drop
+        size = max(2 * live + incoming, 4 * (self.context + self.window))
+        buf = np.zeros((size,) + self._buf.shape[1:], self._buf.dtype)
+        buf[:live] = self._buf[self._drop:self._len]
+        if self._times is not None:
+            times = np.zeros((size, 2))
+            times[:live] = self._times[self._drop:self._len]
+            self._times = times
+        self._buf, self._first, self._len, self._drop = buf, self._first + self._drop, live, 0
 
 
 @dataclass(frozen=True)
@@ -221,6 +239,23 @@ class Stream:
             spec = next(s for s in model.inputs if s.name == name)
             self._constants[name] = _constant(spec, value)
         self._windower = Windower(cfg.window, cfg.hop, cfg.context)
+        # a window that already is the input tensor (samples -> [1, span] float32) skips _fit
+        shape = self._spec.shape
+        self._direct_shape = (1, cfg.span) if (cfg.rate is not None and len(shape) == 2 and
+                                               shape[0] in (1, -1) and shape[1] in (cfg.span, -1)
+                                               and not self._spec.is_quantized) else None
+        self._direct_dtype = np.dtype(self._spec.dtype) if self._spec.dtype != "string" else None
+        self._checked = False
+        state_outputs = {p.output for p in cfg.state}
+        quantized = any(s.is_quantized for s in model.outputs)
+        plain = not quantized and not any(m.postprocess.get(s.name) for s in model.outputs)
+        self._postprocess = model.postprocess
+        if plain and model._decode is not None:
+            decode = model._decode
+            # nothing to dequantize or postprocess: straight to the decoders, without
+            # the state outputs (they are carried, not results)
+            self._postprocess = lambda outputs, trace: decode(
+                {k: v for k, v in outputs.items() if k not in state_outputs}, trace)
         self._window_s = cfg.window / cfg.rate if cfg.rate else 0.0
         self._hop_s = cfg.hop / cfg.rate if cfg.rate else 0.0
         self.reset()
@@ -263,15 +298,24 @@ class Stream:
         trace = Trace()
         trace.notes["stream"] = StreamClock(t0, t1 - t0, self._hop_s if self.config.rate
                                             else (t1 - t0), self._step_state)
-        value = self._pre(window, trace) if self._has_pre else window
+        if self._has_pre:
+            value = self._fit(np.asarray(self._pre(window, trace)), self._spec)
+        elif self._direct_shape is not None and window.dtype == self._direct_dtype:
+            value = window.reshape(self._direct_shape)  # the common case: no copy, no checks
+        else:
+            value = self._fit(np.asarray(window), self._spec)
         feeds = dict(self._constants)
-        feeds[self.config.input] = self._fit(np.asarray(value), self._spec)
+        feeds[self.config.input] = value
         feeds.update(self._state)
         trace.feeds = feeds
-        outputs = model.run(feeds)
+        if self._checked:
+            outputs = model._run(feeds)  # feeds built here, checked on the first run
+        else:
+            outputs = model.run(feeds)
+            self._checked = True
         for pair in self.config.state:
             self._state[pair.input] = outputs[pair.output]
-        result = model.postprocess(outputs, trace)
+        result = self._postprocess(outputs, trace)
         self._last_post = outputs
         self._end_s = t1
         return WindowResult(index, t0, t1, outputs, result)

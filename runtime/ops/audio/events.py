@@ -42,6 +42,8 @@ class StreamClock:
 
     def frame_times(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """(starts, ends) of `n` output frames spread over this window's hop."""
+        if n == 1:
+            return (self.t_s,), (self.t_s + self.window_s,)
         step = self.hop_s / max(n, 1)
         starts = self.t_s + step * np.arange(n)
         return starts, starts + (self.window_s - self.hop_s) + step

@@ -58,9 +58,14 @@ def frame(x: np.ndarray, length: int, hop: int, *, center: bool = False,
     x = np.asarray(x, dtype=np.float32).reshape(-1)
     if center:
         pad = length // 2
-        if pad_mode == "reflect" and len(x) <= pad:
-            raise ValueError(f"reflect padding needs more than {pad} samples, got {len(x)}")
-        x = np.pad(x, pad, mode=pad_mode)
+        if pad_mode == "reflect":
+            if len(x) <= pad:
+                raise ValueError(f"reflect padding needs more than {pad} samples, got {len(x)}")
+            x = np.pad(x, pad, mode="reflect")
+        else:  # np.pad is slow for the common case; zeros on both sides
+            padded = np.zeros(len(x) + 2 * pad, np.float32)
+            padded[pad:pad + len(x)] = x
+            x = padded
     if len(x) < length:
         return np.zeros((0, length), np.float32)
     return np.lib.stride_tricks.sliding_window_view(x, length)[::hop]
@@ -84,14 +89,17 @@ def stft_power(x: np.ndarray, n_fft: int, hop: int, *, win_length: int | None = 
                power: float = 2.0) -> np.ndarray:
     """|STFT|**power, shape (1 + n_fft // 2, frames) (reference: librosa.stft; a window
     shorter than n_fft is zero-padded on both sides, as librosa does)."""
+    return _stft_frames(x, n_fft, hop, win_length, window_name, center, pad_mode, power).T
+
+
+def _stft_frames(x, n_fft, hop, win_length, window_name, center, pad_mode, power):
+    """(frames, bins) |STFT|**power, C-contiguous (the fast layout for the mel matmul)."""
     frames = frame(x, n_fft, hop, center=center, pad_mode=pad_mode)
-    spec = np.abs(np.fft.rfft(frames * _padded_window(window_name, win_length or n_fft, n_fft),
-                              axis=1))
+    c = np.fft.rfft(frames * _padded_window(window_name, win_length or n_fft, n_fft), axis=1)
     if power == 2.0:
-        spec = np.square(spec, out=spec)
-    elif power != 1.0:
-        spec = spec ** np.float32(power)
-    return spec.T
+        return np.square(c.real) + np.square(c.imag)  # |c|^2 without the sqrt of np.abs
+    spec = np.abs(c)
+    return spec if power == 1.0 else spec ** np.float32(power)
 
 
 @lru_cache(maxsize=32)
@@ -350,9 +358,13 @@ def _log_mel(p: Params, ctx: Context):
     to_log = _db_params(p)
     transpose = bool(p.get("transpose", False))
 
+    basis_t = np.ascontiguousarray(basis.T)
+    args = (kw["n_fft"], kw["hop"], kw["win_length"], kw["window_name"], kw["center"],
+            kw["pad_mode"], kw["power"])
+
     def run(x):
-        out = to_log(basis @ stft_power(_waveform(x), **kw))
-        return np.ascontiguousarray(out.T) if transpose else out
+        out = to_log(_stft_frames(_waveform(x), *args) @ basis_t)  # (frames, n_mels)
+        return out if transpose else np.ascontiguousarray(out.T)
     return run
 
 
