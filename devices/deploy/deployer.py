@@ -20,7 +20,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgepack.devices.catalog import load_profile
 from edgepack.devices.check import Finding, check_bundle
@@ -28,6 +28,9 @@ from edgepack.devices.check import Finding, check_bundle
 from . import board as remote
 from .errors import DeployError, DeployRefused, NotReadyError
 from .ssh import SshOptions, SshSession, SshTarget, join
+
+if TYPE_CHECKING:
+    from .service import ServiceConfig
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ class DeployConfig:
     edgepack: str | None = None         # the board's edgepack [PATH, then the deploy venv]
     smoke: bool = False                 # also run one inference on the new version
     trusted_key: str | None = None      # verify the bundle's signature locally
-    install_service: Any = None         # a ServiceConfig: install edgepack + systemd unit
+    install_service: "ServiceConfig | None" = None   # install edgepack + the systemd unit
     ssh: SshOptions = field(default_factory=SshOptions)
 
 

@@ -88,6 +88,19 @@ def test_a_bundle_the_board_cannot_run_is_refused_before_copying(sshd, boards, a
     assert versions_on_disk(board) == []
 
 
+def test_force_deploys_despite_check_errors_and_says_so(sshd, boards, adders):
+    board = boards()
+    result = run("deploy", adders[1.0], target(board), *ssh_args(sshd, board),
+                 "--device", "generic-armv7l", "--force", "--smoke", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["state"] == "READY" and report["profile"] == "generic-armv7l"
+    assert report["notes"] == ["--force: deploying despite 1 check error(s)"]
+    assert [f["code"] for f in report["findings"] if f["severity"] == "error"] == \
+        ["ENGINE_UNAVAILABLE"]
+    assert board.infer(0.0) == [1.0] * 4
+
+
 def test_an_unloadable_bundle_is_rolled_back_while_the_old_version_keeps_answering(
         sshd, boards, adders, tmp_path):
     board = boards()
