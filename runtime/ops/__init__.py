@@ -282,3 +282,4 @@ def _build_hook(params: Params, context: Context) -> Step:
 from . import image, post, tensor  # noqa: E402,F401
 from . import audio  # noqa: E402,F401  (audio steps, runtime/ops/audio/)
 from . import vision  # noqa: E402,F401  (detection decoders and NMS, runtime/ops/vision/)
+from ..text import steps as _text_steps  # noqa: E402,F401  (text steps, runtime/text/)

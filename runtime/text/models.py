@@ -1,0 +1,281 @@
+"""Tokenizer models: WordPiece, byte-level BPE, Unigram. Each turns one pre-tokenized word
+into [(id, token, start, end)] with char offsets inside the word, and caches per word.
+
+reference: hf-tokenizers (models/wordpiece, models/bpe, models/unigram), tokenizers 0.2x.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..errors import PipelineError
+
+Token = tuple  # (id, token, start, end)
+_CACHE_LIMIT = 20000
+
+
+class Model:
+    """Base: `tokenize(word) -> [(id, token, start, end)]`; `tokenize_cached(word)` ->
+    (ids, tokens, spans) lists from a bounded per-word cache (the hot path)."""
+
+    vocab: dict[str, int]
+
+    def __init__(self):
+        self._cache: dict[str, tuple[list, list, list]] = {}
+
+    def tokenize(self, word: str) -> list[Token]:
+        return self._tokenize(word)
+
+    def tokenize_cached(self, word: str) -> tuple[list, list, list]:
+        hit = self._cache.get(word)
+        if hit is not None:
+            return hit
+        tokens = self._tokenize(word)
+        hit = ([t[0] for t in tokens], [t[1] for t in tokens], [(t[2], t[3]) for t in tokens])
+        if len(self._cache) >= _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[word] = hit
+        return hit
+
+    def _tokenize(self, word: str) -> list[Token]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.vocab.get(token)
+
+
+class WordPiece(Model):
+    """Greedy longest-match-first with a continuation prefix; too long or unmatched -> unk."""
+
+    def __init__(self, vocab: Mapping[str, int], unk_token="[UNK]",
+                 continuing_subword_prefix="##", max_input_chars_per_word=100):
+        super().__init__()
+        self.vocab = dict(vocab)
+        self.unk_token, self.prefix = unk_token, continuing_subword_prefix
+        self.max_chars = max_input_chars_per_word
+        if unk_token not in self.vocab:
+            raise PipelineError(f"WordPiece unk token {unk_token!r} is not in the vocabulary")
+        self.unk_id = self.vocab[unk_token]
+        # no piece is longer than this, so longer candidates need not be looked up
+        p = len(self.prefix)
+        self.longest = max((len(t) - p if t.startswith(self.prefix) else len(t)
+                            for t in self.vocab), default=1)
+
+    def _tokenize(self, word):
+        n = len(word)
+        if n > self.max_chars:
+            return [(self.unk_id, self.unk_token, 0, n)]
+        vocab, prefix, longest = self.vocab, self.prefix, self.longest
+        out = []
+        start = 0
+        while start < n:
+            end = min(n, start + longest)
+            found = None
+            while start < end:
+                piece = word[start:end] if start == 0 else prefix + word[start:end]
+                i = vocab.get(piece)
+                if i is not None:
+                    found = (i, piece, start, end)
+                    break
+                end -= 1
+            if found is None:
+                return [(self.unk_id, self.unk_token, 0, n)]
+            out.append(found)
+            start = end
+        return out
+
+
+class BPE(Model):
+    """Merges by rank (lowest first, leftmost first), as tokenizers' merge heap does."""
+
+    def __init__(self, vocab: Mapping[str, int], merges: list, unk_token=None,
+                 continuing_subword_prefix=None, end_of_word_suffix=None, fuse_unk=False,
+                 byte_fallback=False, ignore_merges=False, dropout=None):
+        super().__init__()
+        if dropout:
+            raise PipelineError("BPE dropout is random at inference; a bundle cannot use it")
+        self.vocab = dict(vocab)
+        self.id_to_token = {i: t for t, i in self.vocab.items()}
+        self.unk_token, self.fuse_unk, self.byte_fallback = unk_token, fuse_unk, byte_fallback
+        self.prefix, self.suffix = continuing_subword_prefix or "", end_of_word_suffix or ""
+        self.ignore_merges = ignore_merges
+        plen = len(self.prefix)
+        self.merges: dict[tuple[int, int], tuple[int, int]] = {}
+        for rank, merge in enumerate(merges):
+            a, b = merge.split(" ", 1) if isinstance(merge, str) else merge
+            try:
+                ia, ib = self.vocab[a], self.vocab[b]
+                merged = a + (b[plen:] if plen and b.startswith(self.prefix) else b)
+                self.merges[(ia, ib)] = (rank, self.vocab[merged])
+            except KeyError as e:
+                raise PipelineError(f"BPE merge {a!r} {b!r} uses a token missing from the "
+                                    f"vocabulary: {e}") from None
+
+    def _symbols(self, word: str) -> list[list]:
+        """[id, char_len] per initial symbol (unknown chars -> byte fallback or unk)."""
+        syms: list[list] = []
+        n = len(word)
+        unk = self.vocab.get(self.unk_token) if self.unk_token is not None else None
+        for i, c in enumerate(word):
+            s = c
+            if self.prefix and i > 0:
+                s = self.prefix + s
+            if self.suffix and i == n - 1:
+                s = s + self.suffix
+            t = self.vocab.get(s)
+            if t is not None:
+                syms.append([t, 1])
+                continue
+            if self.byte_fallback:
+                ids = [self.vocab.get(f"<0x{b:02X}>") for b in c.encode("utf-8")]
+                if all(x is not None for x in ids):
+                    syms.extend([x, 0] for x in ids[:-1])
+                    syms.append([ids[-1], 1])
+                    continue
+            if unk is None:
+                continue  # tokenizers drops chars it cannot represent when there is no unk
+            if self.fuse_unk and syms and syms[-1][0] == unk and syms[-1][1] > 0:
+                syms[-1][1] += 1
+            else:
+                syms.append([unk, 1])
+        return syms
+
+    def _tokenize(self, word):
+        if self.ignore_merges and word in self.vocab:
+            return [(self.vocab[word], word, 0, len(word))]
+        syms = self._symbols(word)
+        merges = self.merges
+        while len(syms) > 1:
+            best_rank, best_pair = None, None
+            for i in range(len(syms) - 1):
+                m = merges.get((syms[i][0], syms[i + 1][0]))
+                if m is not None and (best_rank is None or m[0] < best_rank):
+                    best_rank, best_pair, new_id = m[0], (syms[i][0], syms[i + 1][0]), m[1]
+            if best_pair is None:
+                break
+            a, b = best_pair
+            merged = []
+            i = 0
+            while i < len(syms):
+                if i + 1 < len(syms) and syms[i][0] == a and syms[i + 1][0] == b:
+                    merged.append([new_id, syms[i][1] + syms[i + 1][1]])
+                    i += 2
+                else:
+                    merged.append(syms[i])
+                    i += 1
+            syms = merged
+        out, pos = [], 0
+        names = self.id_to_token
+        for t, length in syms:
+            out.append((t, names[t], pos, pos + length))
+            pos += length
+        return out
+
+
+class Unigram(Model):
+    """Viterbi over the lattice of vocabulary pieces (sentencepiece's unigram model)."""
+
+    UNK_PENALTY = 10.0
+
+    def __init__(self, vocab: list, unk_id: int | None = None, byte_fallback=False,
+                 fuse_unk=True):
+        super().__init__()
+        self.pieces = [(str(p), float(s)) for p, s in vocab]
+        self.vocab = {p: i for i, (p, _) in enumerate(self.pieces)}
+        self.scores = {p: (i, s) for i, (p, s) in enumerate(self.pieces)}
+        self.unk_id, self.byte_fallback, self.fuse_unk = unk_id, byte_fallback, fuse_unk
+        self.min_score = min((s for _, s in self.pieces), default=0.0)
+        self.longest = max((len(p) for p, _ in self.pieces), default=1)
+        self.prefixes = {p[:k] for p, _ in self.pieces for k in range(1, len(p) + 1)}
+
+    def _encode(self, text: str) -> list[tuple[str, bool]]:
+        """The best segmentation as (piece, is_unk)."""
+        n = len(text)
+        unk_score = self.min_score - self.UNK_PENALTY
+        score = [0.0] * (n + 1)
+        start_of = [-1] * (n + 1)
+        piece_id = [-1] * (n + 1)
+        scores, prefixes, longest = self.scores, self.prefixes, self.longest
+        unk = self.unk_id
+        for i in range(n):
+            if i and start_of[i] < 0:
+                continue
+            base = score[i]
+            single = False
+            for j in range(i + 1, min(n, i + longest) + 1):
+                sub = text[i:j]
+                if sub not in prefixes:
+                    break
+                hit = scores.get(sub)
+                if hit is None:
+                    continue
+                cand = base + hit[1]
+                if start_of[j] < 0 or cand > score[j]:
+                    score[j], start_of[j], piece_id[j] = cand, i, hit[0]
+                if j == i + 1:
+                    single = True
+            if not single:
+                if unk is None:
+                    raise PipelineError("Unigram model without unk_id met text it cannot "
+                                        f"tokenize: {text[i]!r}")
+                cand = base + unk_score
+                if start_of[i + 1] < 0 or cand > score[i + 1]:
+                    score[i + 1], start_of[i + 1], piece_id[i + 1] = cand, i, unk
+        out: list[tuple[str, bool]] = []
+        end = n
+        pending: list[str] = []
+        while end > 0:
+            start = start_of[end]
+            is_unk = piece_id[end] == unk
+            if self.fuse_unk and unk is not None and is_unk:
+                pending.append(text[start:end])
+            else:
+                if pending:
+                    out.append(("".join(reversed(pending)), True))
+                    pending = []
+                out.append((text[start:end], is_unk))
+            end = start
+        if pending:
+            out.append(("".join(reversed(pending)), True))
+        out.reverse()
+        return out
+
+    def _tokenize(self, word):
+        if not word:
+            return []
+        out, pos = [], 0
+        for piece, _ in self._encode(word):
+            length = len(piece)
+            i = self.vocab.get(piece)
+            if i is None:
+                if self.byte_fallback:
+                    ids = [self.vocab.get(f"<0x{b:02X}>") for b in piece.encode("utf-8")]
+                    if all(x is not None for x in ids):
+                        out.extend((x, f"<0x{b:02X}>", pos, pos + length)
+                                   for x, b in zip(ids, piece.encode("utf-8")))
+                        pos += length
+                        continue
+                i = self.unk_id
+            out.append((i, piece, pos, pos + length))
+            pos += length
+        return out
+
+
+def build(spec: Mapping[str, Any], where: str = "tokenizer.json model") -> Model:
+    """The model a `tokenizer.json` "model" object describes."""
+    kind = spec.get("type")
+    if kind is None:  # old files: guess from the fields
+        kind = "BPE" if "merges" in spec else "Unigram" if isinstance(spec.get("vocab"), list) \
+            else "WordPiece"
+    if kind == "WordPiece":
+        return WordPiece(spec["vocab"], spec.get("unk_token", "[UNK]"),
+                         spec.get("continuing_subword_prefix", "##"),
+                         spec.get("max_input_chars_per_word", 100))
+    if kind == "BPE":
+        return BPE(spec["vocab"], spec.get("merges", []), spec.get("unk_token"),
+                   spec.get("continuing_subword_prefix"), spec.get("end_of_word_suffix"),
+                   bool(spec.get("fuse_unk", False)), bool(spec.get("byte_fallback", False)),
+                   bool(spec.get("ignore_merges", False)), spec.get("dropout"))
+    if kind == "Unigram":
+        return Unigram(spec["vocab"], spec.get("unk_id"), bool(spec.get("byte_fallback", False)))
+    raise PipelineError(f"{where}: model type {kind!r} is not supported "
+                        "(supported: BPE, Unigram, WordPiece)")

@@ -1,0 +1,276 @@
+"""Pre-tokenizers of `tokenizer.json`: split a piece into words (pieces), keeping offsets.
+
+reference: hf-tokenizers (pre_tokenizers/*.rs, tokenizer/pattern.rs and the split
+behaviours of normalizer.rs).
+"""
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any, Callable, Mapping
+
+from ..errors import PipelineError
+from . import unicode as uc
+from .aligned import Piece, first_offset, materialize, prepend, slice_piece
+
+BEHAVIOURS = ("Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous")
+
+
+def find_matches(pattern: re.Pattern, text: str, invert: bool = False
+                 ) -> list[tuple[int, int, bool]]:
+    """The text cut into (start, end, is_match) runs (empty matches ignored)."""
+    out = []
+    last = 0
+    for m in pattern.finditer(text):
+        s, e = m.span()
+        if s == e:
+            continue
+        if s > last:
+            out.append((last, s, invert))
+        out.append((s, e, not invert))
+        last = e
+    if last < len(text):
+        out.append((last, len(text), invert))
+    return out
+
+
+def apply_behaviour(runs: list[tuple[int, int, bool]], behaviour: str) -> list[tuple[int, int]]:
+    """Char ranges to keep, merging the delimiter runs as `behaviour` says."""
+    if behaviour == "Isolated":
+        return [(s, e) for s, e, _ in runs]
+    if behaviour == "Removed":
+        return [(s, e) for s, e, m in runs if not m]
+    acc: list[list[int]] = []
+    previous = False
+    if behaviour == "MergedWithPrevious":
+        for s, e, m in runs:
+            if m and not previous and acc:
+                acc[-1][1] = e
+            else:
+                acc.append([s, e])
+            previous = m
+    elif behaviour == "MergedWithNext":
+        for s, e, m in reversed(runs):
+            if m and not previous and acc:
+                acc[-1][0] = s
+            else:
+                acc.append([s, e])
+            previous = m
+        acc.reverse()
+    elif behaviour == "Contiguous":
+        for s, e, m in runs:
+            if m == previous and acc:
+                acc[-1][1] = e
+            else:
+                acc.append([s, e])
+            previous = m
+    return [(s, e) for s, e in acc]
+
+
+class PreTokenizer:
+    """Base: `split(text, offs) -> [pieces]`; `__call__(pieces)` flat-maps it."""
+
+    def split(self, text: str, offs) -> list[Piece]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def __call__(self, pieces: list[Piece]) -> list[Piece]:
+        out = []
+        for text, offs in pieces:
+            out.extend(self.split(text, offs))
+        return out
+
+
+class RegexSplit(PreTokenizer):
+    """Split on a compiled pattern with a split behaviour (Split, Punctuation, Digits...)."""
+
+    def __init__(self, pattern: re.Pattern, behaviour: str, invert: bool = False):
+        self.pattern, self.behaviour, self.invert = pattern, behaviour, invert
+
+    def split(self, text, offs):
+        if not text:
+            return []
+        bounds = apply_behaviour(find_matches(self.pattern, text, self.invert), self.behaviour)
+        if len(bounds) == 1 and bounds[0] == (0, len(text)):
+            return [(text, offs)]
+        return [slice_piece(text, offs, s, e) for s, e in bounds if e > s]
+
+
+class FindAll(PreTokenizer):
+    """Keep the regex's matches only (whitespace between them removed): fast BERT/Whitespace."""
+
+    def __init__(self, pattern: re.Pattern):
+        self.finditer = pattern.finditer
+
+    def split(self, text, offs):
+        if isinstance(offs, int):
+            return [(m.group(), offs + m.start()) for m in self.finditer(text)]
+        return [(m.group(), offs[m.start():m.end()]) for m in self.finditer(text)]
+
+
+@functools.lru_cache(maxsize=None)
+def _bert_pattern() -> re.Pattern:
+    p, ws = uc.punctuation(), uc.whitespace()
+    return re.compile(f"[{p}]|[^{ws}{p}]+")
+
+
+@functools.lru_cache(maxsize=None)
+def _whitespace_pattern() -> re.Pattern:
+    w, ws = uc.word(), uc.whitespace()
+    return re.compile(f"[{w}]+|[^{w}{ws}]+")
+
+
+@functools.lru_cache(maxsize=None)
+def _byte_level_pattern() -> re.Pattern:
+    L, N, S = uc.letters(), uc.numbers(), uc.whitespace()
+    return re.compile(
+        f"'s|'t|'re|'ve|'m|'ll|'d| ?[{L}]+| ?[{N}]+| ?[^{S}{L}{N}]+|[{S}]+(?![^{S}])|[{S}]+")
+
+
+def bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's reversible byte -> printable char table."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + \
+        list(range(0xAE, 0x100))
+    table, extra = {}, 0
+    for b in range(256):
+        if b in keep:
+            table[b] = chr(b)
+        else:
+            table[b] = chr(256 + extra)
+            extra += 1
+    return table
+
+
+BYTE_CHARS = bytes_to_unicode()
+_ASCII_BYTES = {b: c for b, c in BYTE_CHARS.items() if b < 128 and chr(b) != c}
+
+
+class ByteLevel(PreTokenizer):
+    """Optional prefix space, GPT-2 regex split, then every UTF-8 byte -> one char."""
+
+    def __init__(self, add_prefix_space=True, use_regex=True):
+        self.add_prefix_space, self.use_regex = add_prefix_space, use_regex
+        self._split = RegexSplit(_byte_level_pattern(), "Isolated") if use_regex else None
+
+    def __call__(self, pieces):
+        out = []
+        for text, offs in pieces:
+            if self.add_prefix_space and text and not text.startswith(" "):
+                text, offs = prepend(text, offs, " ")
+            out.extend(self._split.split(text, offs) if self._split else [(text, offs)])
+        return [byte_map(t, o) for t, o in out]
+
+    def split(self, text, offs):
+        return self([(text, offs)])
+
+
+_BYTE_TRANSLATE: dict[int, str] = {}
+
+
+def byte_map(text: str, offs) -> Piece:
+    """Each UTF-8 byte -> its printable char; all bytes of a char keep the char's range."""
+    if text.isascii():
+        return text.translate(_ASCII_BYTES), offs
+    table = _BYTE_TRANSLATE
+    for c in set(text):
+        if ord(c) not in table:
+            table[ord(c)] = "".join(BYTE_CHARS[b] for b in c.encode("utf-8"))
+    out = text.translate(table)
+    old = materialize(offs, len(text))
+    new = []
+    for c, a in zip(text, old):
+        if c < "\x80":
+            new.append(a)
+        else:
+            new.extend([a] * len(table[ord(c)]))
+    return out, new
+
+
+class Metaspace(PreTokenizer):
+    """' ' -> replacement, prepend it (always / first piece / never), split before it."""
+
+    def __init__(self, replacement="\u2581", prepend_scheme="always", split=True):
+        self.replacement, self.prepend_scheme, self.split_ = replacement, prepend_scheme, split
+        self._split = RegexSplit(re.compile(re.escape(replacement)), "MergedWithNext")
+
+    def split(self, text, offs):
+        if not text:
+            return []
+        text = text.replace(" ", self.replacement)
+        if not text.startswith(self.replacement) and (
+                self.prepend_scheme == "always" or
+                (self.prepend_scheme == "first" and first_offset(text, offs) == 0)):
+            text, offs = prepend(text, offs, self.replacement)
+        return self._split.split(text, offs) if self.split_ else [(text, offs)]
+
+
+class Sequence(PreTokenizer):
+    def __init__(self, parts: list[PreTokenizer]):
+        self.parts = parts
+
+    def __call__(self, pieces):
+        for part in self.parts:
+            pieces = part(pieces)
+        return pieces
+
+    def split(self, text, offs):
+        return self([(text, offs)])
+
+
+def _split_pattern(spec: Mapping[str, Any], where: str) -> re.Pattern:
+    if "String" in spec:
+        return re.compile(re.escape(spec["String"]))
+    if "Regex" in spec:
+        regex = spec["Regex"].replace("\\p{L}", uc.letters()).replace("\\p{N}", uc.numbers())
+        try:
+            return re.compile(regex)
+        except re.error as e:
+            raise PipelineError(f"{where}: regex {spec['Regex']!r} is not supported: {e}") from e
+    raise PipelineError(f"{where}: pattern must have 'String' or 'Regex'")
+
+
+def _behaviour(value: Any, where: str) -> str:
+    if value not in BEHAVIOURS:
+        raise PipelineError(f"{where}: split behaviour must be one of {list(BEHAVIOURS)}, "
+                            f"got {value!r}")
+    return value
+
+
+def _metaspace(spec: Mapping[str, Any]) -> Metaspace:
+    scheme = spec.get("prepend_scheme")
+    if scheme is None:  # tokenizers < 0.14 wrote add_prefix_space
+        scheme = "always" if spec.get("add_prefix_space", True) else "never"
+    return Metaspace(spec.get("replacement", "\u2581"), scheme, spec.get("split", True))
+
+
+def build(spec: Mapping[str, Any] | None, where: str = "tokenizer.json pre_tokenizer"
+          ) -> PreTokenizer | None:
+    """The pre-tokenizer a `tokenizer.json` "pre_tokenizer" object describes."""
+    if spec is None:
+        return None
+    kind = spec.get("type")
+    ws = uc.whitespace()
+    makers: dict[str, Callable[[], PreTokenizer]] = {
+        "BertPreTokenizer": lambda: FindAll(_bert_pattern()),
+        "Whitespace": lambda: FindAll(_whitespace_pattern()),
+        "WhitespaceSplit": lambda: FindAll(re.compile(f"[^{ws}]+")),
+        "ByteLevel": lambda: ByteLevel(spec.get("add_prefix_space", True),
+                                       spec.get("use_regex", True)),
+        "Metaspace": lambda: _metaspace(spec),
+        "Punctuation": lambda: RegexSplit(re.compile(f"[{uc.punctuation()}]"),
+                                          _behaviour(spec.get("behavior", "Isolated"), where)),
+        "Digits": lambda: RegexSplit(
+            re.compile(f"[{uc.numbers()}]" if spec.get("individual_digits") else
+                       f"[{uc.numbers()}]+"), "Isolated"),
+        "Split": lambda: RegexSplit(_split_pattern(spec["pattern"], where),
+                                    _behaviour(spec.get("behavior"), where),
+                                    bool(spec.get("invert", False))),
+        "CharDelimiterSplit": lambda: RegexSplit(re.compile(re.escape(spec["delimiter"])),
+                                                 "Removed"),
+        "Sequence": lambda: Sequence([p for p in (build(s, where)
+                                                  for s in spec["pretokenizers"]) if p]),
+    }
+    maker = makers.get(kind)
+    if maker is None:
+        raise PipelineError(f"{where}: pre-tokenizer type {kind!r} is not supported "
+                            f"(supported: {sorted(makers)})")
+    return maker()

@@ -1,0 +1,235 @@
+"""Post-processors of `tokenizer.json`: special tokens, type ids, byte-level offset trimming.
+
+An `Encoding` is plain parallel lists (ids, type ids, tokens, offsets, special-token mask,
+attention mask). reference: hf-tokenizers (processors/*.rs), tokenizers 0.2x.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from ..errors import PipelineError
+
+
+class Encoding:
+    """One tokenized text (or pair), as tokenizers' `Encoding` (char offsets)."""
+
+    __slots__ = ("ids", "type_ids", "tokens", "offsets", "special_tokens_mask",
+                 "attention_mask")
+
+    def __init__(self, ids, type_ids, tokens, offsets, special=None, attention=None):
+        self.ids, self.type_ids, self.tokens, self.offsets = ids, type_ids, tokens, offsets
+        self.special_tokens_mask = special if special is not None else [0] * len(ids)
+        self.attention_mask = attention if attention is not None else [1] * len(ids)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @staticmethod
+    def concat(parts: list["Encoding"]) -> "Encoding":
+        out = Encoding([], [], [], [], [], [])
+        for p in parts:
+            out.ids += p.ids
+            out.type_ids += p.type_ids
+            out.tokens += p.tokens
+            out.offsets += p.offsets
+            out.special_tokens_mask += p.special_tokens_mask
+            out.attention_mask += p.attention_mask
+        return out
+
+    def truncate(self, length: int, direction: str = "right") -> None:
+        if length >= len(self.ids):
+            return
+        cut = slice(0, length) if direction == "right" else slice(len(self.ids) - length, None)
+        for name in self.__slots__:
+            setattr(self, name, getattr(self, name)[cut])
+
+    def pad(self, length: int, pad_id: int, pad_type_id: int, pad_token: str,
+            direction: str = "right") -> None:
+        n = length - len(self.ids)
+        if n <= 0:
+            return
+        pads = {"ids": [pad_id] * n, "type_ids": [pad_type_id] * n, "tokens": [pad_token] * n,
+                "offsets": [(0, 0)] * n, "special_tokens_mask": [1] * n,
+                "attention_mask": [0] * n}
+        for name, extra in pads.items():
+            value = getattr(self, name)
+            setattr(self, name, value + extra if direction == "right" else extra + value)
+
+
+def _special(ids: list[int], tokens: list[str], type_id: int) -> Encoding:
+    n = len(ids)
+    return Encoding(list(ids), [type_id] * n, list(tokens), [(0, 0)] * n, [1] * n, [1] * n)
+
+
+def _with_type(enc: Encoding, type_id: int) -> Encoding:
+    return Encoding(enc.ids, [type_id] * len(enc.ids), enc.tokens, enc.offsets,
+                    enc.special_tokens_mask, enc.attention_mask)
+
+
+class PostProcessor:
+    """Base: `process(a, b, add_special_tokens)`; `added(is_pair)` counts its special tokens."""
+
+    def added(self, is_pair: bool) -> int:
+        return 0
+
+    def process(self, a: Encoding, b: Encoding | None, add_special_tokens: bool) -> Encoding:
+        return Encoding.concat([a, b]) if b is not None else a
+
+
+def default_process(a: Encoding, b: Encoding | None) -> Encoding:
+    return Encoding.concat([a, b]) if b is not None else a
+
+
+class Template(PostProcessor):
+    """TemplateProcessing: e.g. single "[CLS] $A [SEP]", pair "[CLS] $A [SEP] $B:1 [SEP]:1"."""
+
+    def __init__(self, single: list, pair: list, special_tokens: Mapping[str, Any]):
+        self.single, self.pair = single, pair
+        self.special = {name: (list(t["ids"]), list(t["tokens"]))
+                        for name, t in special_tokens.items()}
+        for piece in single + pair:
+            if "SpecialToken" in piece and piece["SpecialToken"]["id"] not in self.special:
+                raise PipelineError(f"template uses special token "
+                                    f"{piece['SpecialToken']['id']!r} with no ids")
+
+    def added(self, is_pair):
+        return sum(len(self.special[p["SpecialToken"]["id"]][0])
+                   for p in (self.pair if is_pair else self.single) if "SpecialToken" in p)
+
+    def process(self, a, b, add_special_tokens):
+        if not add_special_tokens:
+            return default_process(a, b)
+        parts = []
+        for piece in self.pair if b is not None else self.single:
+            if "SpecialToken" in piece:
+                t = piece["SpecialToken"]
+                ids, tokens = self.special[t["id"]]
+                parts.append(_special(ids, tokens, t["type_id"]))
+            else:
+                s = piece["Sequence"]
+                parts.append(_with_type(a if s["id"] == "A" else b, s["type_id"]))
+        return Encoding.concat(parts)
+
+
+class Bert(PostProcessor):
+    def __init__(self, sep, cls):
+        self.sep, self.cls = (sep[1], sep[0]), (cls[1], cls[0])
+
+    def added(self, is_pair):
+        return 3 if is_pair else 2
+
+    def process(self, a, b, add_special_tokens):
+        if not add_special_tokens:
+            return default_process(a, b)
+        (sep_id, sep), (cls_id, cls) = self.sep, self.cls
+        parts = [_special([cls_id], [cls], 0), _with_type(a, 0), _special([sep_id], [sep], 0)]
+        if b is not None:
+            parts += [_with_type(b, 1), _special([sep_id], [sep], 1)]
+        return Encoding.concat(parts)
+
+
+def trim_offsets(enc: Encoding, add_prefix_space: bool) -> None:
+    """ByteLevel's trim: offsets exclude the leading/trailing spaces a token carries."""
+    space = "\u0120"
+    offsets = enc.offsets
+    for i, token in enumerate(enc.tokens):
+        if space not in token and not any(c.isspace() for c in token):
+            continue
+        lead = 0
+        for c in token:
+            if c == space or c.isspace():
+                lead += 1
+            else:
+                break
+        trail = 0
+        for c in reversed(token):
+            if c == space or c.isspace():
+                trail += 1
+            else:
+                break
+        start, end = offsets[i]
+        if lead:
+            if (i == 0 or start == 0) and add_prefix_space and lead == 1:
+                lead = 0
+            start = min(start + lead, end)
+        if trail and end >= trail:
+            end = max(end - trail, start)
+        offsets[i] = (start, end)
+
+
+class Roberta(PostProcessor):
+    def __init__(self, sep, cls, trim=True, add_prefix_space=True):
+        self.sep, self.cls = (sep[1], sep[0]), (cls[1], cls[0])
+        self.trim, self.add_prefix_space = trim, add_prefix_space
+
+    def added(self, is_pair):
+        return 4 if is_pair else 2
+
+    def process(self, a, b, add_special_tokens):
+        if self.trim:
+            for e in (a, b):
+                if e is not None:
+                    trim_offsets(e, self.add_prefix_space)
+        if not add_special_tokens:
+            return default_process(a, b)
+        (sep_id, sep), (cls_id, cls) = self.sep, self.cls
+        parts = [_special([cls_id], [cls], 0), _with_type(a, 0), _special([sep_id], [sep], 0)]
+        if b is not None:
+            parts += [_special([sep_id], [sep], 0), _with_type(b, 0),
+                      _special([sep_id], [sep], 0)]
+        return Encoding.concat(parts)
+
+
+class ByteLevelTrim(PostProcessor):
+    def __init__(self, trim=True, add_prefix_space=True):
+        self.trim, self.add_prefix_space = trim, add_prefix_space
+
+    def process(self, a, b, add_special_tokens):
+        if self.trim:
+            for e in (a, b):
+                if e is not None:
+                    trim_offsets(e, self.add_prefix_space)
+        return default_process(a, b)
+
+
+class SequenceProcessor(PostProcessor):
+    def __init__(self, parts: list[PostProcessor]):
+        self.parts = parts
+
+    def added(self, is_pair):
+        return sum(p.added(is_pair) for p in self.parts)
+
+    def process(self, a, b, add_special_tokens):
+        # tokenizers runs each processor on the list of encodings; only the last one that
+        # adds special tokens merges the pair
+        for p in self.parts[:-1]:
+            if isinstance(p, ByteLevelTrim) and p.trim:
+                for e in (a, b):
+                    if e is not None:
+                        trim_offsets(e, p.add_prefix_space)
+            elif not isinstance(p, ByteLevelTrim):
+                raise PipelineError("a Sequence post-processor may only put ByteLevel before "
+                                    "its last processor")
+        return self.parts[-1].process(a, b, add_special_tokens) if self.parts else \
+            default_process(a, b)
+
+
+def build(spec: Mapping[str, Any] | None, where: str = "tokenizer.json post_processor"
+          ) -> PostProcessor:
+    if spec is None:
+        return PostProcessor()
+    kind = spec.get("type")
+    if kind == "TemplateProcessing":
+        return Template(spec["single"], spec["pair"], spec.get("special_tokens", {}))
+    if kind == "BertProcessing":
+        return Bert(spec["sep"], spec["cls"])
+    if kind == "RobertaProcessing":
+        return Roberta(spec["sep"], spec["cls"], spec.get("trim_offsets", True),
+                       spec.get("add_prefix_space", True))
+    if kind == "ByteLevel":
+        return ByteLevelTrim(spec.get("trim_offsets", True), spec.get("add_prefix_space", True))
+    if kind == "Sequence":
+        return SequenceProcessor([build(s, where) for s in spec["processors"]])
+    raise PipelineError(f"{where}: post-processor type {kind!r} is not supported (supported: "
+                        "BertProcessing, ByteLevel, RobertaProcessing, Sequence, "
+                        "TemplateProcessing)")
