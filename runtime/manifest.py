@@ -7,11 +7,16 @@ runtime can rewrite a newer minor version's manifest without dropping data.
 from __future__ import annotations
 
 import json
+import math
+import string
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from . import schema
 from .errors import ManifestError, SchemaVersionError
-from .specs import TensorSpec
+from .specs import DTYPES, TensorSpec
+
+_HEX = frozenset(string.hexdigits)
 
 FORMAT = "edgepack"
 SCHEMA_VERSION = 1
@@ -107,14 +112,16 @@ class Manifest:
 
 
 def parse_manifest(raw: bytes) -> Manifest:
-    """Parse manifest.json bytes; raise ManifestError/SchemaVersionError naming the field."""
+    """Parse manifest.json bytes; raise ManifestError/SchemaVersionError naming the field.
+
+    Every field is checked here, once, through the typed checkers of `schema` (types, finite
+    numbers, bounded integers and shapes, known names); nothing else escapes.
+    """
     try:
-        data = json.loads(raw.decode("utf-8"))
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise ManifestError(f"manifest.json is not UTF-8 ({e.reason} at byte {e.start})") from e
-    except (json.JSONDecodeError, RecursionError) as e:
-        raise ManifestError(f"manifest.json is not valid JSON: {e}") from e
-    return manifest_from_dict(data)
+    return manifest_from_dict(schema.loads(text))
 
 
 def manifest_from_dict(data: Any) -> Manifest:
@@ -122,44 +129,34 @@ def manifest_from_dict(data: Any) -> Manifest:
         raise ManifestError("manifest.json must hold a JSON object")
     if data.get("format") != FORMAT:
         raise SchemaVersionError(
-            f"manifest.json: format is {data.get('format')!r}, expected {FORMAT!r}; "
+            f"manifest.json: format is {schema.show(data.get('format'))}, expected {FORMAT!r}; "
             "this is not an edgepack bundle")
     version = data.get("schema_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+    if not schema.is_int(version) or version < 1:
         raise ManifestError("manifest.json: schema_version must be a positive integer")
     if version > SCHEMA_VERSION:
         raise SchemaVersionError(
-            f"manifest.json: schema_version {version} is newer than this runtime reads "
-            f"({SCHEMA_VERSION}); upgrade edgepack on this machine")
+            f"manifest.json: schema_version {schema.show(version)} is newer than this runtime "
+            f"reads ({SCHEMA_VERSION}); upgrade edgepack on this machine")
+    schema.check_document(data)
 
-    model = _obj(data, "model")
-    engine = model.get("engine")
-    if engine not in ENGINES:
-        raise ManifestError(f"manifest.json: model.engine {engine!r} is not one of {list(ENGINES)}")
-    opset = model.get("opset")
-    if opset is not None and (not isinstance(opset, int) or isinstance(opset, bool)):
-        raise ManifestError("manifest.json: model.opset must be an integer or absent")
+    model = schema.obj(data.get("model"), "model")
+    engine = schema.string(model.get("engine"), "model.engine", choices=ENGINES)
+    opset = schema.integer(model.get("opset"), "model.opset", lo=1, hi=1000, nullable=True)
     inputs = _specs(data, "inputs")
     outputs = _specs(data, "outputs")
-    files = {}
-    for member, entry in _obj(data, "files").items():
-        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) or \
-                not isinstance(entry.get("bytes"), int) or isinstance(entry.get("bytes"), bool) \
-                or entry["bytes"] < 0:
-            raise ManifestError(
-                f"manifest.json: files[{member!r}] must be {{'sha256': str, 'bytes': int >= 0}}")
-        files[member] = FileEntry(entry["sha256"].lower(), entry["bytes"])
-
+    files = _files(data.get("files"))
     return Manifest(
         name=_str(data, "name"),
         version=_str(data, "version"),
-        created=_str(data, "created", required=False) or "",
-        model=ModelEntry(_str(model, "path", "model.path"), engine, opset),
+        created=schema.string(data.get("created"), "created", nonempty=False,
+                              nullable=True) or "",
+        model=ModelEntry(schema.string(model.get("path"), "model.path"), engine, opset),
         inputs=inputs,
         outputs=outputs,
         preprocess=_steps(data, "preprocess", {s.name for s in inputs}),
         postprocess=_steps(data, "postprocess", {s.name for s in outputs}),
-        labels=_str(data, "labels", required=False),
+        labels=schema.string(data.get("labels"), "labels", nullable=True),
         source=_obj(data, "source", required=False),
         quantization=_obj(data, "quantization", required=False, nullable=True),
         validation=_obj(data, "validation", required=False, nullable=True),
@@ -171,68 +168,151 @@ def manifest_from_dict(data: Any) -> Manifest:
     )
 
 
+def _files(value: Any) -> dict[str, FileEntry]:
+    files = {}
+    for member, entry in schema.obj(value, "files").items():
+        where = f"files[{member!r}]"
+        entry = schema.obj(entry, where)
+        digest = entry.get("sha256")
+        if not isinstance(digest, str) or len(digest) != 64 or not set(digest) <= _HEX:
+            raise schema.fail(f"{where}.sha256", "64 hexadecimal characters", digest)
+        size = schema.integer(entry.get("bytes"), f"{where}.bytes", lo=0)
+        files[member] = FileEntry(digest.lower(), size)
+    return files
+
+
 def _task_fields(data: Mapping, files: Mapping[str, FileEntry]) -> dict[str, Any]:
-    """Structural checks of the DESIGN §7 fields; each step's own parameters are checked
-    by its builder when the model is loaded (like pre/post-processing steps)."""
+    """Structural checks of the DESIGN §7 fields: types, bounded numbers and shapes, members
+    that exist; each step's own parameters are checked by its builder when the model is
+    loaded (like pre/post-processing steps)."""
     task = _obj(data, "task", required=False, nullable=True)
-    if task is not None and not (isinstance(task.get("kind"), str) and task["kind"]):
-        raise ManifestError("manifest.json: task.kind must be a non-empty string, "
-                            "e.g. {\"kind\": \"detect\"}")
+    if task is not None:
+        schema.string(task.get("kind"), "task.kind")
     assets = _obj(data, "assets", required=False)
     for name, member in assets.items():
         if not isinstance(member, str) or member not in files:
             raise ManifestError(
                 f"manifest.json: assets[{name!r}] must name a member listed in files, "
-                f"got {member!r}; repack the bundle with that file")
-    stream = _obj(data, "stream", required=False, nullable=True)
+                f"got {schema.show(member)}; repack the bundle with that file")
+    stream = _stream(data.get("stream"), "stream")
     # Examples may also name a stage's inputs, so names are not checked against `inputs`.
-    examples = _obj(data, "examples", required=False)
-    for name, example in examples.items():
-        if not isinstance(example, dict):
-            raise ManifestError(
-                f"manifest.json: examples[{name!r}] must be an object such as "
-                "{\"value\": 16000} or {\"range\": [-1, 1]}")
-    stages = data.get("stages") or []
-    if not isinstance(stages, list) or not all(isinstance(s, dict) for s in stages):
-        raise ManifestError("manifest.json: stages must be a list of objects")
+    examples = _examples(data.get("examples"), "examples")
+    stages = schema.array(data.get("stages") or [], "stages", max_len=64)
+    for i, stage in enumerate(stages):
+        _stage(stage, f"stages[{i}]", files)
     return {"task": task, "assets": assets, "stream": stream, "examples": examples,
             "encode": _step_list(data, "encode"), "decode": _step_list(data, "decode"),
             "stages": tuple(stages)}
+
+
+#: stream fields that are counts of samples/frames (DESIGN §7), bounded like a dimension.
+_STREAM_COUNTS = ("window", "hop", "context")
+
+
+def _stream(value: Any, where: str) -> dict | None:
+    stream = schema.obj(value, where, nullable=True)
+    if stream is None:
+        return None
+    if stream.get("rate") is not None:
+        schema.integer(stream["rate"], f"{where}.rate", lo=1, hi=10_000_000)
+    for key in _STREAM_COUNTS:
+        if stream.get(key) is not None:
+            schema.integer(stream[key], f"{where}.{key}", lo=0, hi=schema.MAX_DIM)
+    for i, pair in enumerate(schema.array(stream.get("state") or [], f"{where}.state")):
+        at = f"{where}.state[{i}]"
+        pair = schema.obj(pair, at)
+        schema.string(pair.get("input"), f"{at}.input")
+        schema.string(pair.get("output"), f"{at}.output")
+        if pair.get("init") is not None:
+            schema.number(pair["init"], f"{at}.init")
+        if pair.get("shape") is not None:
+            schema.shape(pair["shape"], f"{at}.shape")
+        if pair.get("dtype") is not None:
+            schema.string(pair["dtype"], f"{at}.dtype", choices=DTYPES)
+    return stream
+
+
+def _examples(value: Any, where: str) -> dict:
+    examples = schema.obj(value if value is not None else {}, where)
+    for name, example in examples.items():
+        at = f"{where}[{name!r}]"
+        if not isinstance(example, dict):
+            raise schema.fail(at, 'an object such as {"value": 16000} or {"range": [-1, 1]}',
+                              example)
+        if "range" in example:
+            bounds = example["range"]
+            if not (isinstance(bounds, list) and len(bounds) == 2 and all(
+                    schema.is_number(b) and math.isfinite(b) for b in bounds)
+                    and bounds[0] <= bounds[1]):
+                raise schema.fail(f"{at}.range", "two finite numbers [low, high], low <= high",
+                                  bounds)
+        if "value" in example:
+            _finite_values(example["value"], f"{at}.value")
+        if "shape" in example:
+            schema.shape(example["shape"], f"{at}.shape")
+        if "asset" in example:
+            schema.string(example["asset"], f"{at}.asset")
+    return examples
+
+
+def _finite_values(value: Any, where: str) -> None:
+    """A scalar or nested list of finite numbers, booleans or strings (an example input)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise schema.fail(where, "finite numbers, booleans or strings", value)
+        elif not isinstance(item, (bool, int, float, str)):
+            raise schema.fail(where, "finite numbers, booleans or strings", value)
+
+
+def _stage(stage: Any, where: str, files: Mapping[str, FileEntry]) -> None:
+    stage = schema.obj(stage, where)
+    schema.string(stage.get("name"), f"{where}.name", nullable=True)
+    member = stage.get("model")
+    if not isinstance(member, str) or member not in files:
+        raise ManifestError(f"manifest.json: {where}.model must name a member listed in "
+                            f"files, got {schema.show(member)}")
+    schema.string(stage.get("engine"), f"{where}.engine", choices=ENGINES, nullable=True)
+    schema.integer(stage.get("opset"), f"{where}.opset", lo=1, hi=1000, nullable=True)
+    specs = {}
+    for key in ("inputs", "outputs"):
+        items = schema.array(stage.get(key) or [], f"{where}.{key}", max_len=1024)
+        specs[key] = {TensorSpec.from_dict(d, f"{where}.{key}[{k}]").name
+                      for k, d in enumerate(items)}
+    _steps(stage, "preprocess", specs["inputs"], f"{where}.preprocess")
+    _steps(stage, "postprocess", specs["outputs"], f"{where}.postprocess")
+    _stream(stage.get("stream"), f"{where}.stream")
+    _examples(stage.get("examples"), f"{where}.examples")
+    frames = schema.obj(stage.get("frames"), f"{where}.frames", nullable=True)
+    if frames is not None:
+        schema.string(frames.get("output"), f"{where}.frames.output", nullable=True)
+        schema.integer(frames.get("axis"), f"{where}.frames.axis", lo=1, hi=schema.MAX_RANK,
+                       nullable=True)
 
 
 def _step_list(data: Mapping, key: str) -> tuple[Mapping[str, Any], ...]:
     steps = data.get(key)
     if steps is None:
         return ()
-    if not isinstance(steps, list) or not all(
-            isinstance(s, dict) and isinstance(s.get("op"), str) for s in steps):
-        raise ManifestError(
-            f"manifest.json: {key} must be a list of steps like {{'op': 'nms', ...}}")
-    return tuple(steps)
+    return tuple(schema.steps(steps, key))
 
 
 def _str(data: Mapping, key: str, where: str | None = None, required: bool = True) -> str | None:
-    value = data.get(key)
-    if value is None and not required:
-        return None
-    if not isinstance(value, str) or (required and not value):
-        raise ManifestError(f"manifest.json: {where or key} must be a non-empty string")
-    return value
+    return schema.string(data.get(key), where or key, nullable=not required)
 
 
 def _obj(data: Mapping, key: str, required: bool = True, nullable: bool = False) -> Any:
     value = data.get(key)
     if value is None and (nullable or not required):
         return None if nullable else {}
-    if not isinstance(value, dict):
-        raise ManifestError(f"manifest.json: {key} must be an object")
-    return value
+    return schema.obj(value, key)
 
 
 def _specs(data: Mapping, key: str) -> tuple[TensorSpec, ...]:
-    value = data.get(key)
-    if not isinstance(value, list) or not value:
-        raise ManifestError(f"manifest.json: {key} must be a non-empty list of tensor specs")
+    value = schema.array(data.get(key), key, nonempty=True, max_len=1024)
     specs = tuple(TensorSpec.from_dict(item, f"{key}[{i}]") for i, item in enumerate(value))
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
@@ -240,14 +320,14 @@ def _specs(data: Mapping, key: str) -> tuple[TensorSpec, ...]:
     return specs
 
 
-def _steps(data: Mapping, key: str, tensors: set[str]) -> dict[str, list]:
-    value = _obj(data, key, required=False)
+def _steps(data: Mapping, key: str, tensors: set[str], where: str | None = None
+           ) -> dict[str, list]:
+    where = where or key
+    value = schema.obj(data.get(key) if data.get(key) is not None else {}, where)
     for tensor, steps in value.items():
         if tensor not in tensors:
             raise ManifestError(
-                f"manifest.json: {key} names tensor {tensor!r}, which is not among {sorted(tensors)}")
-        if not isinstance(steps, list) or not all(
-                isinstance(s, dict) and isinstance(s.get("op"), str) for s in steps):
-            raise ManifestError(
-                f"manifest.json: {key}[{tensor!r}] must be a list of steps like {{'op': 'softmax'}}")
+                f"manifest.json: {where} names tensor {tensor!r}, which is not among "
+                f"{sorted(tensors)}")
+        schema.steps(steps, f"{where}[{tensor!r}]")
     return value

@@ -6,6 +6,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from . import schema
 from .errors import InputError, ManifestError
 
 #: dtypes a bundle may declare; names are numpy's.
@@ -13,6 +14,11 @@ DTYPES = frozenset(
     {"float32", "float16", "float64", "int8", "uint8", "int16", "uint16", "int32", "int64",
      "bool", "string"}
 )
+
+
+_F32_TINY, _F32_MAX = float(np.finfo(np.float32).tiny), float(np.finfo(np.float32).max)
+_ZERO_POINT_RANGE = {name: (int(np.iinfo(name).min), int(np.iinfo(name).max))
+                     for name in ("int8", "uint8", "int16", "uint16", "int32")}
 
 
 @dataclass(frozen=True)
@@ -30,23 +36,32 @@ class QuantParams:
         return d
 
     @classmethod
-    def from_dict(cls, data: Any, where: str) -> "QuantParams | None":
+    def from_dict(cls, data: Any, where: str, dtype: str | None = None,
+                  shape: tuple[int, ...] | None = None) -> "QuantParams | None":
+        """Checked through `schema`: scales finite, > 0 and representable in float32,
+        zero points within `dtype`'s range, axis within `shape`'s rank and scales per channel."""
         if data is None:
             return None
-        if not isinstance(data, Mapping):
-            raise ManifestError(f"{where}.quantization must be an object or null")
-        scale, zero = data.get("scale"), data.get("zero_point")
-        if not _is_number_list(scale) or not scale:
-            raise ManifestError(f"{where}.quantization.scale must be a non-empty list of numbers")
-        if not _is_int_list(zero) or len(zero) != len(scale):
-            raise ManifestError(
-                f"{where}.quantization.zero_point must be a list of integers as long as scale")
-        if any(not np.isfinite(s) or s <= 0 for s in scale):
-            raise ManifestError(f"{where}.quantization.scale must be finite and positive")
-        axis = data.get("axis")
-        if axis is not None and (not isinstance(axis, int) or isinstance(axis, bool)):
-            raise ManifestError(f"{where}.quantization.axis must be an integer or absent")
-        return cls(tuple(float(s) for s in scale), tuple(int(z) for z in zero), axis)
+        at = f"{where}.quantization"
+        data = schema.obj(data, at, nullable=True)
+        scale = schema.array(data.get("scale"), f"{at}.scale", nonempty=True)
+        scales = tuple(schema.number(v, f"{at}.scale[{i}]", lo=_F32_TINY, hi=_F32_MAX,
+                                     positive=True) for i, v in enumerate(scale))
+        zero = data.get("zero_point")
+        if not isinstance(zero, list) or len(zero) != len(scale):
+            raise schema.fail(f"{at}.zero_point", "a list of integers as long as scale", zero)
+        lo, hi = _ZERO_POINT_RANGE.get(dtype, (-(1 << 31), (1 << 31) - 1))
+        zeros = tuple(schema.integer(v, f"{at}.zero_point[{i}]", lo=lo, hi=hi)
+                      for i, v in enumerate(zero))
+        rank = len(shape) if shape is not None else schema.MAX_RANK
+        axis = schema.integer(data.get("axis"), f"{at}.axis", lo=-max(rank, 1),
+                              hi=max(rank - 1, 0), nullable=True)
+        if axis is not None and shape:
+            channels = shape[axis]
+            if len(scales) not in (1, channels) and channels != -1:
+                raise schema.fail(f"{at}.scale", f"1 or {channels} scales (one per channel "
+                                  f"along axis {axis})", f"{len(scales)} scales")
+        return cls(scales, zeros, axis)
 
 
 @dataclass(frozen=True)
@@ -74,20 +89,15 @@ class TensorSpec:
 
     @classmethod
     def from_dict(cls, data: Any, where: str) -> "TensorSpec":
+        """A spec from its manifest object; ManifestError naming `where` (e.g. inputs[0])."""
         if not isinstance(data, Mapping):
-            raise ManifestError(f"{where} must be an object with name, shape and dtype")
-        name, shape, dtype = data.get("name"), data.get("shape"), data.get("dtype")
-        if not isinstance(name, str) or not name:
-            raise ManifestError(f"{where}.name must be a non-empty string")
-        if not _is_int_list(shape) or any(d < -1 for d in shape):
-            raise ManifestError(f"{where}.shape must be a list of integers (-1 for dynamic)")
-        if dtype not in DTYPES:
-            raise ManifestError(f"{where}.dtype {dtype!r} is not one of {sorted(DTYPES)}")
-        layout = data.get("layout")
-        if layout is not None and not isinstance(layout, str):
-            raise ManifestError(f"{where}.layout must be a string or null")
-        quant = QuantParams.from_dict(data.get("quantization"), where)
-        return cls(name, tuple(shape), dtype, layout, quant)
+            raise schema.fail(where, "an object with name, shape and dtype", data)
+        name = schema.string(data.get("name"), f"{where}.name")
+        shape = schema.shape(data.get("shape"), f"{where}.shape")
+        dtype = schema.string(data.get("dtype"), f"{where}.dtype", choices=DTYPES)
+        layout = schema.string(data.get("layout"), f"{where}.layout", nullable=True)
+        quant = QuantParams.from_dict(data.get("quantization"), where, dtype, shape)
+        return cls(name, shape, dtype, layout, quant)
 
     def check(self, array: np.ndarray) -> None:
         """Raise InputError unless `array` fits this spec (rank, static dims, dtype)."""

@@ -28,13 +28,33 @@ class ImagePipeline:
     layout: str | None = None          # e.g. "HWC:NCHW"
     softmax: bool = False
     topk: int | None = None
+    resize_shorter: int | None = None      # torchvision Resize(N): shorter side to N
+    center_crop: tuple[int, int] | None = None  # torchvision CenterCrop rounding
+    letterbox: tuple[int, int] | None = None
+    letterbox_order: str = "resize_then_pad"
+    pad_value: float = 114.0
 
     def preprocess_steps(self) -> list[dict[str, Any]]:
         steps: list[dict[str, Any]] = []
         if self.color:
             steps.append({"op": "color", "from": "RGB", "to": self.color.upper()})
+        resizing = [flag for flag, value in (("--resize", self.resize), ("--letterbox", self.letterbox),
+                                             ("--resize-shorter", self.resize_shorter)) if value]
+        if len(resizing) > 1:
+            raise InputError(f"{' and '.join(resizing)} both resize the image; give one")
         if self.resize:
             steps.append({"op": "resize", "size": list(self.resize), "method": "bilinear",
+                          "reference": self.reference})
+        if self.resize_shorter:
+            steps.append({"op": "resize", "aspect": "shorter", "size": self.resize_shorter,
+                          "method": "bilinear", "reference": self.reference})
+        if self.center_crop:
+            steps.append({"op": "center_crop", "size": list(self.center_crop),
+                          "reference": "torchvision"})
+        if self.letterbox:
+            pad = int(self.pad_value) if float(self.pad_value).is_integer() else self.pad_value
+            steps.append({"op": "letterbox", "size": list(self.letterbox), "value": pad,
+                          "order": self.letterbox_order, "method": "bilinear",
                           "reference": self.reference})
         if self.scale is not None:
             steps.append({"op": "scale", "factor": self.scale})

@@ -17,6 +17,7 @@ from edgepack.runtime.benchmark import benchmark
 from ..inputs import input_sets
 from ..packing import ImagePipeline, onnx_opset, read_labels, read_pipeline_file
 from .describe_quantization import guarded_lines, quantization_lines
+from .detection_options import apply_detection, detection_options, draw_results, geometry_flags
 
 
 def _floats(text: str | None) -> tuple[float, ...] | None:
@@ -60,13 +61,14 @@ def _size(text: str | None) -> tuple[int, int] | None:
 @click.option("--softmax", is_flag=True, help="Apply softmax to the output.")
 @click.option("--topk", type=click.IntRange(min=1), help="Report the top K classes with labels.")
 @click.option("--directory", is_flag=True, help="Write an unpacked bundle directory.")
+@detection_options
 def pack(model, output, name, version_, labels, pipeline, resize, resize_reference, color, scale,
-         mean, std, layout, softmax, topk, directory):
+         mean, std, layout, softmax, topk, directory, **detection):
     """Wrap an existing .onnx or .tflite MODEL into a bundle (specs read from the model)."""
     data = model.read_bytes()
     flags = ImagePipeline(resize=_size(resize), reference=resize_reference, color=color,
                           scale=scale, mean=_floats(mean), std=_floats(std), layout=layout,
-                          softmax=softmax, topk=topk)
+                          softmax=softmax, topk=topk, **geometry_flags(detection))
     tables = read_pipeline_file(pipeline) if pipeline else {}
     preprocess, postprocess = dict(tables.get("preprocess", {})), dict(tables.get("postprocess", {}))
     # Read the specs once here: the flags apply to the single input/output and need its name.
@@ -87,6 +89,7 @@ def pack(model, output, name, version_, labels, pipeline, resize, resize_referen
                                 "model" + (".tflite" if detect_engine(data) == "litert" else ".onnx"),
                                 inputs, outputs)
     outputs = task_fields.pop("outputs", outputs)
+    postprocess, task_fields = apply_detection(detection, outputs, postprocess, task_fields)
     out = pack_bundle(output or model.with_suffix(".edgepack"), data, name=name or model.stem,
                 **task_fields,
                 version=version_, inputs=inputs, outputs=outputs, preprocess=preprocess,
@@ -137,6 +140,9 @@ def inspect(bundle, as_json, trusted_key):
                 s["op"] if s["op"] != "hook" else f"hook:{s.get('name')}" for s in steps))
     from .audio_cmd import stream_lines  # stream, state and stages (DESIGN §7)
     for line in stream_lines(m):
+        click.echo(line)
+    from ..detection import task_lines  # task kind, decode steps and their parameters
+    for line in task_lines(m):
         click.echo(line)
     labels = b.labels()
     if labels:
@@ -221,13 +227,17 @@ def _describe(value) -> str:
 @click.option("--raw", is_flag=True, help="Feed tensors as they are (no pre/post-processing).")
 @click.option("--threads", type=click.IntRange(min=1), help="Engine intra-op threads.")
 @click.option("--json", "as_json", is_flag=True)
-def run(bundle, inputs, raw, threads, as_json):
+@click.option("--draw", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the input photo with its detections (boxes, labels, scores) here.")
+def run(bundle, inputs, raw, threads, as_json, draw):
     """Run BUNDLE on INPUTS (.npy, .npz, images, .wav clips; name=path for several inputs)."""
     from .audio_cmd import audio_results  # WAV clips stream through the bundle (segments/events)
     with load(bundle, threads=threads) as model:
         results = [] if raw else audio_results(model, inputs)
         for feeds in ([] if results else input_sets(inputs, model.inputs)):
             results.append(model.run(feeds) if raw else model.predict(feeds))
+    if draw:
+        draw_results(draw, inputs, results)
     if as_json:
         click.echo(json.dumps([{k: _jsonable(v) for k, v in r.items()} for r in results]))
         return
