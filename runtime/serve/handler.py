@@ -7,6 +7,7 @@ closes the connection because the stream position is lost.
 """
 from __future__ import annotations
 
+import io
 import logging
 import re
 import time
@@ -16,6 +17,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from .connections import Connection, DeadlineReader
 from .errors import RequestError
 from .inference import PIPELINE_PARAMETER, jsonable_results, predict, run_pipeline, run_raw
 from .inference import decode_file
@@ -54,22 +56,60 @@ class V2Handler(BaseHTTPRequestHandler):
     wbufsize = 64 * 1024
     app: "ModelServer"
 
+    # A request line the stdlib cannot parse is answered as HTTP/1.0, with a status line:
+    # the stdlib default (HTTP/0.9) would send the JSON error body alone.
+    default_request_version = "HTTP/1.0"
+
     def setup(self) -> None:
         self.app = self.server.app  # type: ignore[attr-defined]
-        # Idle keep-alive connections (and slow senders) give their thread back after this.
-        self.timeout = self.app.config.keepalive_timeout
+        config = self.app.config
+        self.timeout = config.keepalive_timeout
         super().setup()
+        # Reads end at the deadline of the connection's phase (idle, head, body), however
+        # slowly a client trickles bytes; see connections.py.
+        self._conn = Connection(self.connection, config.keepalive_timeout,
+                                config.header_timeout)
+        self.rfile.close()
+        self.rfile = io.BufferedReader(DeadlineReader(self.connection, self._conn),
+                                       self.rbufsize if self.rbufsize > 0 else 65536)
+        self.server.connections.add(self._conn)  # type: ignore[attr-defined]
+
+    def finish(self) -> None:
+        self.server.connections.remove(self._conn)  # type: ignore[attr-defined]
+        try:
+            super().finish()
+        except OSError:     # the client (or a drop to make room) closed the socket first
+            pass
+
+    def handle_one_request(self) -> None:
+        self._conn.wait_for_request()
+        if self._conn.dropped:
+            self.close_connection = True
+            return
+        super().handle_one_request()
 
     def send_error(self, code: int, message: str | None = None,
                    explain: str | None = None) -> None:
         """Errors the stdlib raises itself (bad request line, too many headers, unsupported
         method, URI too long) answer in JSON like every other error, not in HTML."""
         self.close_connection = True
+        if code == 501:     # the stdlib's "Unsupported method": a method this server lacks
+            code, message, explain = 405, (f"method {self.command} not allowed; this server "
+                                           "answers GET, HEAD and POST"), None
         text = message or self.responses.get(code, ("error",))[0]
-        body = error_body(f"{text}" + (f": {explain}" if explain else ""))
-        self.send_response(code, message)
+        text += f": {explain}" if explain else ""
+        if len(text) > 300:     # the stdlib quotes the client's request line: keep it short
+            text = text[:297] + "..."
+        body = error_body(text)
+        self.app.metrics.inc("edgepack_http_requests_total", (("code", str(code)),))
+        self.connection.settimeout(self.app.config.body_timeout)
+        # The standard reason phrase only: the stdlib's message echoes client bytes, which
+        # do not belong in a status line.
+        self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        if code == 405:
+            self.send_header("Allow", "GET, HEAD, POST")
         self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD" and code >= 200 and code not in (204, 304):
@@ -89,7 +129,22 @@ class V2Handler(BaseHTTPRequestHandler):
     def do_HEAD(self) -> None:
         self._dispatch("HEAD")
 
+    # Methods no route takes still get a JSON 405 (404 for an unknown path), and their body
+    # is taken off the stream so the keep-alive connection stays usable.
+    def do_PUT(self) -> None:
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._dispatch("PATCH")
+
+    def do_OPTIONS(self) -> None:
+        self._dispatch("OPTIONS")
+
     def _dispatch(self, method: str) -> None:
+        self._conn.serving(self.app.config.body_timeout)
         self._status = 500
         self._consumed = False      # request body read (or discarded) yet?
         self._counted = False       # edgepack_http_requests_total incremented yet?
@@ -269,11 +324,32 @@ class V2Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         while length > 0:
-            chunk = self.rfile.read(min(length, 65536))
+            try:
+                chunk = self.rfile.read1(min(length, 65536))
+            except (TimeoutError, OSError):
+                chunk = b""
             if not chunk:
                 self.close_connection = True
                 return
             length -= len(chunk)
+
+    def _receive(self, length: int) -> bytes:
+        """Exactly `length` body bytes, or a 400 when the body ends early or stalls past the
+        body deadline (ServeConfig.body_timeout)."""
+        parts, got = [], 0
+        while got < length:
+            try:
+                chunk = self.rfile.read1(min(length - got, 1 << 20))
+            except TimeoutError:
+                self.close_connection = True
+                raise RequestError(400, f"body ended after {got} of {length} bytes: the rest "
+                                        f"did not arrive within {self.app.config.body_timeout:g}"
+                                        " s (Content-Length larger than the body?)") from None
+            if not chunk:
+                break
+            parts.append(chunk)
+            got += len(chunk)
+        return b"".join(parts)
 
     def _read_body(self) -> bytes:
         self._consumed = True
@@ -284,7 +360,7 @@ class V2Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise RequestError(413, f"request body of {length} bytes is over the limit of "
                                     f"{limit} bytes (edgepack serve --max-body)")
-        body = self.rfile.read(length)
+        body = self._receive(length)
         if len(body) != length:
             self.close_connection = True
             raise RequestError(400, f"body ended after {len(body)} of {length} bytes")
@@ -326,6 +402,8 @@ class V2Handler(BaseHTTPRequestHandler):
         # Counted before a byte goes out: a client that reads this response and then
         # scrapes /metrics must find it there.
         self._count_status()
+        # A client that reads its answer slowly gets as long as a slow body, no longer.
+        self.connection.settimeout(self.app.config.body_timeout)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))

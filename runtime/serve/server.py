@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ServeConfig
+from .connections import ConnectionTable
 from .errors import ServeError
 from .handler import V2Handler, tensor_metadata
 from .manager import LoadedVersion, Loader, ModelManager
@@ -53,12 +54,17 @@ class _HTTPServer(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], app: "ModelServer"):
         self.app = app
         self._slots = threading.BoundedSemaphore(app.config.max_connections)
+        self.connections = ConnectionTable()
         # Per instance, read by TCPServer.__init__ when it creates the socket.
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, V2Handler)
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
+        # Full: make room by dropping the connection that has waited longest without sending
+        # a complete request head (a slow loris, or an idle keep-alive), then wait briefly for
+        # its thread to give the slot back. Connections being served are never dropped.
+        if not self._slots.acquire(blocking=False) and not (
+                self.connections.drop_one_waiting() and self._slots.acquire(timeout=2.0)):
             try:
                 request.sendall(_BUSY)
             except OSError:

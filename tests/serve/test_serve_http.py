@@ -134,6 +134,14 @@ BAD_REQUESTS = [
      {}, 400, "must be FP32"),
     ("wrong shape", "adder", json.dumps(_adder(shape=[2, 3], data=[0] * 6)).encode(), {}, 400,
      "must have shape [-1, 4]"),
+    # Same element count, wrong shape: a server that silently reshaped would answer 200.
+    ("same-size wrong shape", "adder", json.dumps(_adder(shape=[4, 2])).encode(), {}, 400,
+     "must have shape [-1, 4] (-1 = any size), got [4, 2]"),
+    ("same-size wrong rank", "adder", json.dumps(_adder(shape=[8])).encode(), {}, 400,
+     "must have shape [-1, 4] (-1 = any size), got [8]"),
+    ("same-size NCHW for NHWC", "color", json.dumps({"inputs": [
+        {"name": "image", "shape": [1, 3, 4, 4], "datatype": "FP32", "data": [0.5] * 48}]}
+    ).encode(), {}, 400, "must have shape [-1, 4, 4, 3] (-1 = any size), got [1, 3, 4, 4]"),
     ("wrong size", "adder", json.dumps(_adder(data=[0] * 7)).encode(), {}, 400,
      "needs 8 elements"),
     ("unknown input", "adder", json.dumps(_adder(name="q")).encode(), {}, 400,
@@ -228,7 +236,8 @@ def test_metrics_count_requests_errors_and_latency(server):
 
 @pytest.mark.parametrize("raw, status", [
     (b"GET /v2 extra HTTP/1.1\r\n\r\n", 400),
-    (b"PUT /v2 HTTP/1.1\r\nHost: x\r\n\r\n", 501),
+    (b"PUT /v2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 405),
+    (b"FROB /v2 HTTP/1.1\r\nHost: x\r\n\r\n", 405),
     (b"GET /v2 HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(150)) + b"\r\n",
      431),
 ])

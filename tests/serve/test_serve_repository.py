@@ -82,13 +82,31 @@ def test_trusted_key_refuses_unsigned_versions(tmp_path):
         assert _y0(server) == ("1", 1.0)
 
 
+def test_idle_connections_make_room_when_the_slots_are_full(tmp_path):
+    make_adder(tmp_path / "repo" / "adder" / "1.edgepack", 1.0, version="1")
+    with ModelServer(tmp_path / "repo", ServeConfig(max_connections=2, **FAST)) as server:
+        held = [socket.create_connection(("127.0.0.1", server.port), timeout=10)
+                for _ in range(2)]
+        try:
+            time.sleep(0.2)                 # both accepted, idle, holding a handler thread
+            assert call("GET", server.url + "/v2/health/live")[0] == 200
+            # the oldest idle connection was closed to make room
+            assert held[0].recv(4096) == b""
+        finally:
+            for s in held:
+                s.close()
+
+
 def test_connections_over_the_cap_get_503_and_the_cap_frees_up(tmp_path):
     make_adder(tmp_path / "repo" / "adder" / "1.edgepack", 1.0, version="1")
     with ModelServer(tmp_path / "repo", ServeConfig(max_connections=2, **FAST)) as server:
         held = [socket.create_connection(("127.0.0.1", server.port), timeout=10)
                 for _ in range(2)]
         try:
-            time.sleep(0.2)                 # both accepted and holding a handler thread
+            for s in held:                  # each mid-request: head sent, body pending
+                s.sendall(b"POST /v2/models/adder/infer HTTP/1.1\r\nHost: x\r\n"
+                          b"Content-Length: 100\r\n\r\n{")
+            time.sleep(0.3)                 # both being served: neither may be dropped
             with socket.create_connection(("127.0.0.1", server.port), timeout=10) as extra:
                 reply = extra.recv(4096)
             assert reply.startswith(b"HTTP/1.1 503")
