@@ -89,3 +89,28 @@ def dense(inputs: int, outputs: int, *, name_in: str = "x", name_out: str = "y",
         [helper.make_tensor("W", TensorProto.FLOAT, w.shape, w.reshape(-1).tolist()),
          helper.make_tensor("B", TensorProto.FLOAT, b.shape, b.tolist())])
     return _model(graph)
+
+
+def loudness_keyword(mels: int = 32, frames: int = 31) -> bytes:
+    """features [1, mels, frames] (log-mel dB) -> scores [1, 2] = [1 - p, p] with
+    p = sigmoid((max dB + 30) / 3): a 'beep' keyword is anything loud (README example)."""
+    x = helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, mels, frames])
+    y = helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 2])
+    inits = [helper.make_tensor("off", TensorProto.FLOAT, [], [30.0]),
+             helper.make_tensor("div", TensorProto.FLOAT, [], [3.0]),
+             helper.make_tensor("one", TensorProto.FLOAT, [], [1.0]),
+             helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2])]
+    nodes = [helper.make_node("ReduceMax", ["features", "axes"], ["m"], keepdims=0),
+             helper.make_node("Add", ["m", "off"], ["a"]),
+             helper.make_node("Div", ["a", "div"], ["z"]),
+             helper.make_node("Sigmoid", ["z"], ["p1"]),
+             helper.make_node("Sub", ["one", "p1"], ["p0"]),
+             helper.make_node("Unsqueeze", ["p0", "ax1"], ["q0"]),
+             helper.make_node("Unsqueeze", ["p1", "ax1"], ["q1"]),
+             helper.make_node("Concat", ["q0", "q1"], ["scores"], axis=1)]
+    inits.append(helper.make_tensor("ax1", TensorProto.INT64, [1], [1]))
+    model = helper.make_model(helper.make_graph(nodes, "kws", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
