@@ -28,6 +28,7 @@ from .discovery import discovery_config, discovery_topic
 from .errors import MqttError, PayloadError
 from .models import ModelSource, RepositoryModels, SingleModel, check_models
 from .queues import MessageQueue
+from .streams import StreamCache
 from .results import encode, error_document, predict_payload, result_document
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class MqttBridge:
         self._receive_maximum = min(qos1) if qos1 else 20
         self._client: Any = None
         self._result_properties: Any = None
+        self._streams = StreamCache()
         self._connection: Connection | None = None
         self.started = False
         self._reconnects = 0
@@ -154,6 +156,7 @@ class MqttBridge:
                 {"state": "offline", "client_id": self.config.client_id}), qos=1, retain=True)
             info.wait_for_publish(timeout=2)
         self._connection.close(final_status)
+        self._streams.close()
         self._reconnects = self._connection.reconnects
         self._connection = None
         self.started = False
@@ -270,7 +273,8 @@ class MqttBridge:
                 result, extras = predict_payload(
                     leased.model, item.payload or b"", codec=lane.sub.codec,
                     content_type=item.content_type, base64_field=self.config.base64_field,
-                    max_payload_bytes=self.config.max_payload_bytes)
+                    max_payload_bytes=self.config.max_payload_bytes,
+                    streams=self._streams, stream_key=item.topic)
                 latency = time.perf_counter() - start
             meta["queued_ms"] = round((start - item.received) * 1000.0, 3)
             doc = result_document(name, version, result, latency * 1000.0, {**extras, **meta})

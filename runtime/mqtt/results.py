@@ -20,13 +20,14 @@ import base64
 import json
 import math
 import time
-from typing import Any, Mapping
+from typing import Any, Hashable, Mapping
 
 import numpy as np
 
 from ..errors import EdgepackError
-from .codecs import decode_payload
+from .codecs import codec_for, decode_payload
 from .errors import PayloadError
+from .streams import StreamCache, is_streaming
 
 DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
 
@@ -75,9 +76,13 @@ def top_label(result: Mapping[str, Any]) -> str | None:
 
 def predict_payload(model: Any, payload: bytes, *, codec: str = "auto",
                     content_type: str | None = None, base64_field: str = "data",
-                    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD
+                    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
+                    streams: StreamCache | None = None, stream_key: Hashable = None
                     ) -> tuple[dict[str, Any], Mapping[str, Any]]:
     """Decode `payload` and run `model.predict` on it: (JSON-safe result, payload extras).
+
+    With `streams`, PCM payloads for a bundle that declares a `stream` are pushed into the
+    stream of `stream_key` (one per source topic) instead (see streams.py).
 
     Raises `PayloadError` for a payload that cannot become model inputs, and the model's own
     `EdgepackError` subclasses (InputError, PipelineError, EngineError) when it refuses them.
@@ -85,7 +90,14 @@ def predict_payload(model: Any, payload: bytes, *, codec: str = "auto",
     if len(payload) > max_payload_bytes:
         raise PayloadError(f"payload of {len(payload)} bytes is over the limit of "
                            f"{max_payload_bytes} bytes (--max-payload)")
-    inputs, extras = decode_payload(payload, [s.name for s in model.inputs], codec=codec,
+    if payload:
+        codec = codec_for(codec, content_type, payload)
+    names = [s.name for s in model.inputs]
+    if streams is not None and codec in ("pcm", "pcm-be") and is_streaming(model):
+        samples = decode_payload(payload, names[:1], codec=codec)[0][names[0]]
+        return jsonable(streams.push((stream_key, model.name, model.version), model,
+                                     samples)), {}
+    inputs, extras = decode_payload(payload, names, codec=codec,
                                     content_type=content_type, base64_field=base64_field)
     result = model.predict(inputs)
     return {name: jsonable(unbatch(value)) for name, value in result.items()}, extras

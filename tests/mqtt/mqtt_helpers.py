@@ -154,3 +154,27 @@ def expected(model, payload: bytes) -> dict:
     from edgepack.runtime.mqtt.codecs import decode_image
     from edgepack.runtime.mqtt.results import jsonable, unbatch
     return {k: jsonable(unbatch(v)) for k, v in model.predict(decode_image(payload)).items()}
+
+
+def make_stream_bundle(path: Path, window: int = 160) -> Path:
+    """A streaming "audio" bundle: input [1, window] + state [1, 1] -> total = state +
+    sum(input) (carried as the state), over windows of `window` samples at 16 kHz."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgepack.runtime import pack_bundle
+    graph = helper.make_graph(
+        [helper.make_node("ReduceSum", ["input"], ["sum"], keepdims=1),
+         helper.make_node("Add", ["state", "sum"], ["total"]),
+         helper.make_node("Identity", ["total"], ["stateN"])], "acc",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, window]),
+         helper.make_tensor_value_info("state", TensorProto.FLOAT, [1, 1])],
+        [helper.make_tensor_value_info("total", TensorProto.FLOAT, [1, 1]),
+         helper.make_tensor_value_info("stateN", TensorProto.FLOAT, [1, 1])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return pack_bundle(path, model.SerializeToString(), name="acc",
+                       stream={"rate": 16000, "window": window, "hop": window,
+                               "state": [{"input": "state", "output": "stateN", "init": 0.0}]},
+                       examples={"input": {"shape": [1, window]}})
