@@ -49,9 +49,15 @@ def convert(source: SourceModel, config: ConversionConfig,
             f"{config.quantization.mode!r}; use --target onnx for {config.quantization.mode}, "
             "or export the model to Keras")
     import torch
+
+    from .torch_source import quiet_torch
     model = source.model
     if isinstance(model, torch.export.ExportedProgram):
+        # The program's module is already in inference form; calling .eval() on it raises
+        # "Calling eval() is not supported yet", so it is passed as it is.
         model = model.module()
+    elif isinstance(model, torch.nn.Module):
+        model = model.eval()
     if isinstance(model, torch.jit.ScriptModule):
         raise ConversionError("litert-torch cannot convert TorchScript; pass the nn.Module or "
                               "a .pt2 exported program, or use --target onnx")
@@ -61,7 +67,8 @@ def convert(source: SourceModel, config: ConversionConfig,
         raise ConversionError("NHWC I/O for pytorch -> tflite is not supported yet; "
                               "convert with nhwc=False")
     try:
-        edge_model = lib.convert(model.eval(), args)
+        with quiet_torch():
+            edge_model = lib.convert(model, args)
     except Exception as e:
         raise ConversionError(f"litert-torch failed: {str(e).splitlines()[0]}; "
                               "try --target onnx") from e
