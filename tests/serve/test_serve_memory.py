@@ -67,7 +67,7 @@ def test_rss_stays_flat_across_hot_swaps(tmp_path):
             _infer(server.port)
         release_freed_memory()          # start from a trimmed heap, as after any swap
         baseline = rss_bytes()
-        peak = baseline
+        samples = []
         for seed in range(1, SWAPS + 1):
             old = server.manager.snapshot()["big"]["1"]
             _install(repo, seed)
@@ -77,7 +77,9 @@ def test_rss_stays_flat_across_hot_swaps(tmp_path):
                 time.sleep(0.02)
             for _ in range(3):
                 _infer(server.port)
-            peak = max(peak, rss_bytes())
-    growth = peak - baseline
-    assert growth < BOUND, (f"RSS grew by {growth / 2**20:.1f} MB over {SWAPS} swaps of a "
-                            f"6 MB model (bound {BOUND / 2**20:.0f} MB)")
+            samples.append(rss_bytes() - baseline)
+    # The last three swaps: steady state, not the moment two versions overlap during a load.
+    growth = sorted(samples[-3:])[1]
+    assert growth < BOUND, (
+        f"RSS grew by {growth / 2**20:.1f} MB over {SWAPS} swaps of a 6 MB model (bound "
+        f"{BOUND / 2**20:.0f} MB); per swap: {[round(g / 2**20) for g in samples]} MB")
