@@ -57,6 +57,16 @@ def _policies(values: tuple[str, ...]) -> tuple[VersionPolicy, tuple[tuple[str, 
 @click.option("--max-body", default="64M", show_default=True,
               help="Largest request body accepted (413 beyond).")
 @click.option("--max-connections", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--header-timeout", default=10.0, show_default=True,
+              type=click.FloatRange(min=0.0, min_open=True),
+              help="Seconds a request head may take once its first byte arrives (slow loris).")
+@click.option("--body-timeout", default=30.0, show_default=True,
+              type=click.FloatRange(min=0.0, min_open=True),
+              help="Seconds a request body may take to arrive (400 beyond).")
+@click.option("--max-image-pixels", default=25_000_000, show_default=True,
+              type=click.IntRange(min=1),
+              help="Largest image (width x height) decoded for /predict; 413 beyond, "
+                   "checked from the header.")
 @click.option("--poll", default=2.0, show_default=True, type=click.FloatRange(min=0.0),
               help="Seconds between repository scans; 0 disables hot updates.")
 @click.option("--trusted-key", type=click.Path(exists=True, dir_okay=False),
@@ -74,7 +84,8 @@ def serve(path: Path, host: str, port: int, workers: int | None, threads: int | 
           spin_wait: bool | None, engine: str | None, versions: tuple[str, ...],
           max_body: str, max_connections: int, poll: float, trusted_key: str | None,
           no_smoke_test: bool, quiet: bool, pull: tuple[str, ...] = (),
-          pull_poll: float = 30.0, **mqtt: object) -> None:
+          pull_poll: float = 30.0, header_timeout: float = 10.0, body_timeout: float = 30.0,
+          max_image_pixels: int = 25_000_000, **mqtt: object) -> None:
     """Serve a bundle or a model repository over the KServe V2 / Open Inference Protocol.
 
     PATH is one .edgepack bundle, or a repository REPO/<model>/<version>.edgepack (or
@@ -87,7 +98,9 @@ def serve(path: Path, host: str, port: int, workers: int | None, threads: int | 
     options = dict(host=host, port=port, engine_threads=threads, engine_spin_wait=spin_wait,
                    engine=engine, max_body_bytes=_size(max_body), max_connections=max_connections,
                    poll_interval=poll, smoke_test=not no_smoke_test, trusted_key=trusted_key,
-                   default_policy=default, model_policies=per_model)
+                   default_policy=default, model_policies=per_model,
+                   header_timeout=header_timeout, body_timeout=body_timeout,
+                   max_image_pixels=max_image_pixels)
     if workers is not None:
         options["workers"] = workers
     # A ServeError (bad path, port in use) reaches the CLI's one error mapping: exit 8.

@@ -92,3 +92,26 @@ def test_serve_package_stays_light():
                          timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+
+
+def test_hostile_client_limits_reach_the_server_config(repo, monkeypatch):
+    import edgepack.cli.serve_cmd as serve_cmd
+    from edgepack.runtime.serve import ServeError
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, path, config):
+            seen["config"] = config
+            raise ServeError("recorded; not starting")
+
+    monkeypatch.setattr(serve_cmd, "ModelServer", Recorder)
+    result = CliRunner().invoke(cli, ["serve", str(repo), "--poll", "0", "--header-timeout",
+                                      "2.5", "--body-timeout", "7", "--max-image-pixels",
+                                      "1000"])
+    assert result.exit_code == 8 and "recorded; not starting" in result.output
+    config = seen["config"]
+    assert (config.header_timeout, config.body_timeout, config.max_image_pixels) == \
+        (2.5, 7.0, 1000)
+    result = CliRunner().invoke(serve, [str(repo), "--header-timeout", "0"])
+    assert result.exit_code == 2 and "--header-timeout" in result.output
