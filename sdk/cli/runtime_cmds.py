@@ -193,6 +193,8 @@ def verify(bundle, trusted_key, no_run):
         return
     with load(b) as model:
         outputs = model.run(model.example_feeds())
+        for stage in getattr(model, "stages", [])[1:]:  # chained models: every stage alone
+            outputs.update(stage.run(stage.example_feeds()))
     bad = [n for n, v in outputs.items()
            if np.issubdtype(v.dtype, np.floating) and not np.all(np.isfinite(v))]
     if bad:

@@ -200,3 +200,49 @@ def test_frames_of_splits_along_axis():
     assert frames.shape == (4, 2) and np.allclose(times[:, 0], [1.0, 1.1, 1.2, 1.3])
     frames, times = frames_of([r], "y", None)
     assert frames.shape == (1, 4, 2) and times.tolist() == [[1.0, 1.4]]
+
+
+def test_verify_and_inspect_a_chained_bundle(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+    path, _ = _three_stage_bundle(tmp_path)
+    edgepack = str(Path(sys.executable).with_name("edgepack"))
+    r = subprocess.run([edgepack, "verify", str(path)], capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr.decode()
+    r = subprocess.run([edgepack, "inspect", str(path)], capture_output=True, timeout=120)
+    out = r.stdout.decode()
+    assert "stage 1 embed: stages/embed.onnx (feats -> emb); stream window 4, hop 2 frames" in out
+    assert "stage 0 features: model.onnx (audio -> feat); stream 16000 Hz, window 160" in out
+
+
+def test_pack_stages_from_a_pipeline_file(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    (tmp_path / "feat.onnx").write_bytes(toys.dense(160, 8, name_in="audio", name_out="feat", seed=1))
+    (tmp_path / "cls.onnx").write_bytes(toys.dense(24, 2, name_in="feats", name_out="probs",
+                                                   seed=3, act="Sigmoid"))
+    (tmp_path / "chain.json").write_text(json.dumps({
+        "task": {"kind": "sound_events"},
+        "decode": [{"op": "events", "scores": "probs", "on": 0.6}],
+        "stages": [{"name": "feat", "stream": {"rate": 16000, "window": 160}},
+                   {"name": "cls", "model": "cls.onnx", "stream": {"window": 3},
+                    "preprocess": {"feats": [{"op": "reshape", "shape": [1, 24]}]}}]}))
+    edgepack = str(Path(sys.executable).with_name("edgepack"))
+    r = subprocess.run([edgepack, "pack", "feat.onnx", "--pipeline", "chain.json", "-o",
+                        "chain.edgepack"], cwd=tmp_path, capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr.decode()
+    with load(tmp_path / "chain.edgepack") as model:
+        assert isinstance(model, StagedModel)
+        assert [s.model.path for s in (st.manifest for st in model.stages)] == \
+            ["model.onnx", "stages/cls.onnx"]
+        assert [s.name for s in model.outputs] == ["probs"]
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal(16000).astype(np.float32)
+        result = model.predict(x)
+        assert set(result) == {"events"} and result["events"]
+        streamed = model.stream()
+        by_chunks = [e for c in np.array_split(x, 7) for e in streamed.push(c)] + streamed.flush()
+        assert by_chunks == result["events"]
