@@ -70,6 +70,9 @@ for _entry in (
     ConverterEntry("keras", "tflite", f"{_PKG}.keras_tflite:convert", "tf.lite.TFLiteConverter"),
     ConverterEntry("keras", "onnx", f"{_PKG}.keras_onnx:convert", "tf2onnx"),
     ConverterEntry("onnx", "onnx", f"{_PKG}.wrap:convert_onnx", "onnxruntime.quantization"),
+    # Text transformers run end to end in hf_onnx.convert(source, out, TextConversionConfig)
+    # (the tokenizer, task steps and text validation travel with the model).
+    ConverterEntry("transformers", "onnx", f"{_PKG}.hf_onnx:convert", "torch.onnx"),
     # A .tflite is already quantized (or not) by whatever made it; re-quantizing needs the
     # float graph, so only wrapping is offered.
     ConverterEntry("tflite", "tflite", f"{_PKG}.wrap:convert_tflite", "wrap", modes=("none",)),
