@@ -34,6 +34,15 @@ def make_gray(path: Path) -> Path:
                        preprocess={"image": GRAY_STEPS})
 
 
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose IHDR announces width x height, with no pixel data at all."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
+
+
 def gray_png_9000() -> bytes:
     """A real, decodable 9000 x 9000 gray PNG of ~80 KB (zeros compress well)."""
     def chunk(kind: bytes, data: bytes) -> bytes:
@@ -132,3 +141,14 @@ def test_npy_header_claiming_a_huge_array_is_refused_before_allocating(gray_serv
                            {"Content-Type": "application/x-npy"})
     assert status == 400
     assert "header announces shape [100000, 100000, 100, 1]" in json.loads(body)["error"]
+
+
+def test_decompression_bomb_header_is_413_and_the_server_keeps_serving(gray_server):
+    status, _, body = call("POST", f"{gray_server.url}/v2/models/gray/predict",
+                           png_header_only(20000, 20000), {"Content-Type": "image/png"})
+    assert status == 413
+    assert "20000x20000 (400,000,000 pixels)" in json.loads(body)["error"]
+    small = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(small, "PNG")
+    assert call("POST", f"{gray_server.url}/v2/models/gray/predict", small.getvalue(),
+                {"Content-Type": "image/png"})[0] == 200
