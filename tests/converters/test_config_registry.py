@@ -12,7 +12,7 @@ from edgepack.runtime.errors import ConversionError, EngineNotInstalledError
 def test_known_pairs_cover_the_design_table():
     assert set(known_pairs()) == {("pytorch", "onnx"), ("pytorch", "tflite"),
                                   ("keras", "tflite"), ("keras", "onnx"), ("onnx", "onnx"),
-                                  ("tflite", "tflite")}
+                                  ("tflite", "tflite"), ("transformers", "onnx")}
 
 
 def test_unknown_pair_lists_known_ones():
