@@ -21,6 +21,7 @@ from .connections import Connection, DeadlineReader
 from .errors import RequestError
 from .inference import PIPELINE_PARAMETER, jsonable_results, predict, run_pipeline, run_raw
 from .inference import decode_file
+from .sequences import is_sequence_request, sequences_for
 from .protocol import (decode_infer_request, encode_infer_response, error_body, json_bytes,
                        parse_header_length, v2_datatype)
 
@@ -230,6 +231,9 @@ class V2Handler(BaseHTTPRequestHandler):
                 if request.parameters.get(PIPELINE_PARAMETER):
                     outputs = run_pipeline(lv.model, request,
                                            self.app.config.max_image_pixels)
+                elif is_sequence_request(request):  # Triton sequence parameters: state kept here
+                    outputs = sequences_for(self.app).run(lv.model_name, lv.version, lv.model,
+                                                          request)
                 else:
                     outputs = run_raw(lv.model, request)
             out, out_header = encode_infer_response(lv.model_name, lv.version, request.id,
