@@ -175,16 +175,21 @@ TOP_KEYS = ["format", "schema_version", "name", "version", "created", "model", "
             "stages", "examples"]
 
 
+def _containers(node, found=None) -> list:
+    """Every object and list in the document, the root first."""
+    found = [] if found is None else found
+    if isinstance(node, (dict, list)):
+        found.append(node)
+        for child in (node.values() if isinstance(node, dict) else node):
+            _containers(child, found)
+    return found
+
+
 def _mutate(data, manifest: dict) -> None:
-    """Walk to a random node of the manifest and replace, delete or add one value."""
-    node = manifest
-    for _ in range(data.draw(st.integers(0, 5))):
-        children = list(node.items()) if isinstance(node, dict) else list(enumerate(node)) \
-            if isinstance(node, list) else []
-        children = [(k, v) for k, v in children if isinstance(v, (dict, list)) and v]
-        if not children:
-            break
-        node = data.draw(st.sampled_from(children))[1]
+    """Pick any object or list of the manifest (uniformly, so deep fields such as
+    inputs[0].quantization get as much attention as top-level ones) and replace, delete or
+    add one value in it."""
+    node = data.draw(st.sampled_from(_containers(manifest)))
     action = data.draw(st.sampled_from(["replace", "delete", "add"]))
     if isinstance(node, dict):
         keys = sorted(node) or ["op"]
