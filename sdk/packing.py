@@ -7,7 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgepack.runtime.errors import InputError
+import numpy as np
+
+from edgepack.runtime.errors import InputError, PipelineError
+from edgepack.runtime.specs import format_shape
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -113,3 +116,75 @@ def onnx_opset(model: bytes) -> int | None:
     except Exception:  # a model ORT accepts but onnx cannot parse: leave the opset unknown
         return None
     return next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+#: Steps that take a decoded image (height x width x channels, RGB, uint8) as their input.
+IMAGE_STEPS = frozenset({"resize", "center_crop", "letterbox", "color"})
+
+
+def synthetic_input(steps: list, spec) -> tuple[str, np.ndarray]:
+    """An input of the kind the preprocess `steps` declare: a decoded RGB image when they
+    start from one (resize, crop, color, or a layout from HWC), else a tensor of the model
+    input's own shape (batch 1, dynamic dims 1). Returns (kind, array)."""
+    ops = [s.get("op") for s in steps if isinstance(s, dict)]
+    layout = next((s for s in steps if isinstance(s, dict) and s.get("op") == "layout"), None)
+    from_hwc = layout is not None and str(layout.get("from", "")).upper() in ("HWC", "NHWC")
+    if IMAGE_STEPS & set(ops) or from_hwc:
+        height, width = _spatial(spec, layout) if "resize" not in ops else (37, 41)
+        rng = np.random.default_rng(0)
+        return "RGB image", rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    shape = [1 if d == -1 else d for d in spec.shape]
+    return "tensor", np.zeros(shape, dtype=np.float32)
+
+
+def _spatial(spec, layout) -> tuple[int, int]:
+    """The model's height and width from its shape and the layout it is fed in."""
+    target = str((layout or {}).get("to", "NCHW")).upper().lstrip("N")
+    dims = [d for d in spec.shape[-3:]] if len(spec.shape) >= 3 else [32, 32, 3]
+    by_axis = dict(zip(target[-3:] if len(target) >= 3 else "CHW", dims))
+    height, width = by_axis.get("H", 32), by_axis.get("W", 32)
+    return (height if height > 0 else 32, width if width > 0 else 32)
+
+
+def check_pipeline(model, where: str) -> list[str]:
+    """Run every input's preprocessing on a synthetic input of the kind it declares and
+    check the result fits the model's input. Returns what was checked (one line per input);
+    raises PipelineError naming the input, both shapes and the fix on a mismatch. Inputs
+    whose pipeline calls an application hook are skipped (the hook is not registered here)."""
+    checked = []
+    for spec in model.inputs:
+        steps = list(model.manifest.preprocess.get(spec.name, []))
+        if not steps:
+            continue
+        if any(isinstance(s, dict) and s.get("op") == "hook" for s in steps):
+            checked.append(f"{spec.name}: not checked (its pipeline calls an application hook)")
+            continue
+        kind, raw = synthetic_input(steps, spec)
+        try:
+            value = model.preprocess({spec.name: raw})[spec.name]
+            spec.check(value)
+        except (InputError, PipelineError) as e:
+            raise PipelineError(
+                f"{where}: the preprocessing of input {spec.name!r} cannot produce the "
+                f"model's input: on a synthetic {kind} of shape {list(raw.shape)} it fails "
+                f"({str(e).splitlines()[0]}); the model takes {format_shape(spec.shape)} "
+                f"{spec.dtype}. Fix the pipeline (size, channels/--color, layout) to match the "
+                "model") from e
+        checked.append(f"{spec.name}: preprocessing turns a {kind} into "
+                       f"{format_shape(spec.shape)} {spec.dtype}")
+    return checked
+
+
+def check_labels(labels, outputs, where: str) -> None:
+    """Refuse labels whose count does not match the class dimension: when every output has
+    a static last dimension, one of them must be len(labels) (classes)."""
+    if not labels:
+        return
+    last = [s.shape[-1] for s in outputs if s.shape]
+    if not last or any(d <= 0 for d in last):
+        return  # a dynamic class dimension: nothing to check against
+    if len(labels) not in last:
+        dims = ", ".join(f"{s.name} {format_shape(s.shape)}" for s in outputs)
+        raise InputError(f"{where}: {len(labels)} labels, but the model's outputs have "
+                         f"{' or '.join(map(str, sorted(set(last))))} classes ({dims}); "
+                         "give one label per class, in class order")

@@ -3,19 +3,21 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import click
 import numpy as np
 
 from edgepack.runtime import engines, load, pack_bundle, read_bundle
-from edgepack.runtime.errors import InputError
+from edgepack.runtime.errors import EdgepackError, InputError
 from edgepack.runtime.pack import detect_engine
 from edgepack.runtime.specs import format_shape
 
 from edgepack.runtime.benchmark import benchmark
 from ..inputs import input_sets
-from ..packing import ImagePipeline, onnx_opset, read_labels, read_pipeline_file
+from ..packing import (ImagePipeline, check_labels, check_pipeline, onnx_opset, read_labels,
+                       read_pipeline_file)
 from .describe_quantization import guarded_lines, quantization_lines
 from .detection_options import apply_detection, detection_options, draw_results, geometry_flags
 
@@ -90,13 +92,21 @@ def pack(model, output, name, version_, labels, pipeline, resize, resize_referen
                                 inputs, outputs)
     outputs = task_fields.pop("outputs", outputs)
     postprocess, task_fields = apply_detection(detection, outputs, postprocess, task_fields)
+    label_list = read_labels(labels) if labels else None
+    check_labels(label_list, outputs, str(labels))
     out = pack_bundle(output or model.with_suffix(".edgepack"), data, name=name or model.stem,
                 **task_fields,
                 version=version_, inputs=inputs, outputs=outputs, preprocess=preprocess,
-                postprocess=postprocess, labels=read_labels(labels) if labels else None,
+                postprocess=postprocess, labels=label_list,
                 layouts=layouts or None, opset=onnx_opset(data) if model.suffix == ".onnx" else None,
                 source={"framework": model.suffix.lstrip("."), "converter": "edgepack pack"},
                 directory=directory)
+    try:  # a pipeline that cannot produce the model's input is refused now, not at `run`
+        with load(out) as packed:
+            check_pipeline(packed, str(out))
+    except EdgepackError:
+        shutil.rmtree(out) if Path(out).is_dir() else Path(out).unlink()
+        raise
     click.echo(f"wrote {out}")
 
 
@@ -192,6 +202,9 @@ def verify(bundle, trusted_key, no_run):
         click.echo(f"ok: {bundle} ({len(b.members)} members verified)")
         return
     with load(b) as model:
+        for line in check_pipeline(model, str(bundle)):
+            click.echo(f"pipeline {line}")
+        check_labels(b.labels(), model.outputs, str(bundle))
         outputs = model.run(model.example_feeds())
         for stage in getattr(model, "stages", [])[1:]:  # chained models: every stage alone
             outputs.update(stage.run(stage.example_feeds()))
