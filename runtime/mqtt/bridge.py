@@ -154,7 +154,7 @@ class MqttBridge:
         def final_status() -> None:
             info = self._client.publish(self.config.status_topic, encode(
                 {"state": "offline", "client_id": self.config.client_id}), qos=1, retain=True)
-            info.wait_for_publish(timeout=2)
+            info.wait_for_publish(timeout=min(10.0, self.config.drain_timeout))
         self._connection.close(final_status)
         self._streams.close()
         self._reconnects = self._connection.reconnects

@@ -126,6 +126,15 @@ class Client:
                     return got
                 self._lock.wait(min(0.2, max(0.0, deadline - time.monotonic())))
 
+    def wait_until(self, predicate, timeout: float = 30.0) -> list:
+        """Wait (bounded) until some received message satisfies `predicate`."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not any(predicate(m) for m in self.messages) and \
+                    time.monotonic() < deadline:
+                self._lock.wait(min(0.2, max(0.0, deadline - time.monotonic())))
+            return list(self.messages)
+
     def json(self, topic: str | None = None) -> list[dict]:
         with self._lock:
             return [json.loads(m.payload) for m in self.messages

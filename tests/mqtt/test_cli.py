@@ -16,7 +16,7 @@ from mqtt_helpers import jpeg_bytes, make_bundle
 EDGEPACK = [sys.executable, "-m", "edgepack.cli.main"]
 
 
-def _start(args: list[str], marker: str, timeout: float = 30.0):
+def _start(args: list[str], marker: str, timeout: float = 90.0):
     proc = subprocess.Popen(EDGEPACK + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines = []

@@ -58,7 +58,7 @@ def _start(command: str, env: dict, shell: bool = True) -> subprocess.Popen:
     proc = subprocess.Popen(command if shell else shlex.split(command), shell=shell, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90     # start-up imports ONNX Runtime; slow under load
     lines = []
     while time.monotonic() < deadline:
         line = proc.stdout.readline()
