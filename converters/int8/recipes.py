@@ -275,11 +275,13 @@ def dynamic_refusal(model_op_types: Iterable[str], asked_explicitly: bool,
     convs = sum(op in CONV_OPS for op in ops)
     mats = sum(op in MATMUL_OPS for op in ops)
     if convs and convs >= mats:
-        cost = ("leaves them float or makes them ConvInteger (10-15x slower than float on "
-                "onnxruntime)" if engine == "onnxruntime" else
-                "was measured x1.5-2.7 of fp32 on LiteRT (MobileNetV2)")
-        message = (f"the model has {convs} convolutions: dynamic int8 (weights only) {cost}; "
-                   "use int8 with calibration data")
+        # The figures are MobileNetV2's, not this model's: say so (issue 12 item 21).
+        cost = ("leaves them float or makes them ConvInteger, which ran 10-15x slower than "
+                "float on onnxruntime for MobileNetV2" if engine == "onnxruntime" else
+                "ran x1.5-2.7 of fp32 latency on LiteRT for MobileNetV2 224x224")
+        message = (f"the model has {convs} convolutions: dynamic int8 (weights only) {cost} "
+                   "(measured by benchmarks/int8.py on an x86 host, not on this model: time "
+                   "yours with `edgepack bench`); use int8 with calibration data")
         if asked_explicitly:
             log.warning("%s (kept because it was asked explicitly)", message)
             return None

@@ -10,7 +10,7 @@ import click
 import numpy as np
 
 from edgepack.runtime import engines, load, pack_bundle, read_bundle
-from edgepack.runtime.errors import EdgepackError, InputError
+from edgepack.runtime.errors import EdgepackError, InputError, PipelineError
 from edgepack.runtime.pack import detect_engine
 from edgepack.runtime.specs import format_shape
 
@@ -251,8 +251,21 @@ def run(bundle, inputs, raw, threads, as_json, draw):
     from .audio_cmd import audio_results  # WAV clips stream through the bundle (segments/events)
     with load(bundle, threads=threads) as model:
         results = [] if raw else audio_results(model, inputs)
+        tensor_files = [a for a in inputs if str(a).endswith((".npy", ".npz"))]
         for feeds in ([] if results else input_sets(inputs, model.inputs)):
-            results.append(model.run(feeds) if raw else model.predict(feeds))
+            if raw:
+                _check_raw_quantized(model, feeds)
+                results.append(model.run(feeds))
+                continue
+            try:
+                results.append(model.predict(feeds))
+            except PipelineError as e:
+                if not tensor_files:
+                    raise
+                # Same family (4), one more fact: tensors may already be the model's input.
+                raise PipelineError(f"{e}. {tensor_files[0]} is a tensor file: if it holds "
+                                    "the model's input, pass --raw to skip the bundle's "
+                                    "preprocessing") from e
     if draw:
         draw_results(draw, inputs, results)
     if as_json:
@@ -261,6 +274,21 @@ def run(bundle, inputs, raw, threads, as_json, draw):
     for argument, result in zip(inputs, results):
         for name, value in result.items():
             click.echo(f"{argument}: {name}: {_describe(value)}")
+
+
+def _check_raw_quantized(model, feeds) -> None:
+    """--raw feeds go to the engine as they are: a float array for an int8/uint8 input must
+    be quantized with that input's scale and zero point, not merely cast."""
+    for spec in model.inputs:
+        value = feeds.get(spec.name)
+        if spec.is_quantized and isinstance(value, np.ndarray) and \
+                np.issubdtype(value.dtype, np.floating):
+            q = spec.quantization
+            raise InputError(
+                f"input {spec.name!r} is {spec.dtype} quantized (scale {q.scale[0]:.6g}, "
+                f"zero_point {q.zero_point[0]}) but the file holds {value.dtype}: quantize it "
+                f"first (round(x / scale) + zero_point, clipped to {spec.dtype}), or drop "
+                "--raw so predict() quantizes it with the bundle's own parameters")
 
 
 @click.command()
