@@ -57,7 +57,7 @@ def _clock(trace: Trace | None, frame_s: float, n: int) -> StreamClock:
 
 
 def _frames(x: Any) -> np.ndarray:
-    a = np.asarray(x, dtype=np.float32)
+    a = x if type(x) is np.ndarray and x.dtype == np.float32 else np.asarray(x, dtype=np.float32)
     if a.ndim <= 1:  # a scalar score, or one score per frame
         return a.reshape(-1, 1)
     return a.reshape(-1, a.shape[-1])
@@ -182,10 +182,11 @@ def _events(p: Params, ctx: Context):
         starts, ends = clock.frame_times(len(frames))
         tracks = d.tracks(clock.state)
         found = []
-        for i, row in enumerate(frames):
+        watched = d.watched(frames.shape[1]) if len(frames) else ()
+        for i, row in enumerate(frames.tolist()):
             t = float((starts[i] + ends[i]) / 2)
-            for c in d.watched(len(row)):
-                s = float(row[c])
+            for c in watched:
+                s = row[c]
                 tr = tracks.setdefault(c, _Track())
                 if not tr.active:
                     if s >= d.on and (tr.last_fire is None or t - tr.last_fire >= refractory - 1e-9):
@@ -200,7 +201,8 @@ def _events(p: Params, ctx: Context):
                     tr.fired, tr.last_fire = True, tr.onset
                     found.append({"t_s": round(tr.onset, 6), "label": d.label(c),
                                   "score": round(tr.peak, 6)})
-        found.sort(key=lambda e: e["t_s"])
+        if len(found) > 1:
+            found.sort(key=lambda e: e["t_s"])
         return _merge(tensors, "events", found)
     return run
 
@@ -224,10 +226,11 @@ def _segments(p: Params, ctx: Context):
         starts, ends = clock.frame_times(len(frames))
         tracks = d.tracks(clock.state)
         found: list = []
-        for i, row in enumerate(frames):
+        watched = d.watched(frames.shape[1]) if len(frames) else ()
+        for i, row in enumerate(frames.tolist()):  # Python floats: cheaper per element
             start, end = float(starts[i]), float(ends[i])
-            for c in d.watched(len(row)):
-                s = float(row[c])
+            for c in watched:
+                s = row[c]
                 tr = tracks.setdefault(c, _Track())
                 if not tr.active:
                     if s >= d.on:
@@ -243,13 +246,17 @@ def _segments(p: Params, ctx: Context):
             for c, tr in tracks.items():
                 if tr.active:
                     close(tr, c, found)
-        found.sort(key=lambda e: e["start_s"])
+        if len(found) > 1:
+            found.sort(key=lambda e: e["start_s"])
         return _merge(tensors, "segments", found)
     return run
 
 
 def _merge(tensors: dict, key: str, found: list) -> dict:
     """Keep results of earlier event steps, drop the raw tensors (the task's result only)."""
-    out = {k: v for k, v in tensors.items() if k in ("events", "segments")}
-    out[key] = out.get(key, []) + found
+    out = {}
+    for k in ("events", "segments"):
+        if k in tensors:
+            out[k] = tensors[k]
+    out[key] = out[key] + found if key in out else found
     return out
