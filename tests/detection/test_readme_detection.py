@@ -1,6 +1,6 @@
 """The README's detection section, run as written: pack a YOLOv8-style detector with
 flags, inspect it, run it on a photo (--draw, --json), the Python snippet, serve it and
-query /predict with curl, and pack a MediaPipe-style face detector from the TOML file.
+query /predict with curl (and V2 /infer with edgepack_pipeline), and pack a MediaPipe-style face detector from the TOML file.
 
 The models are stand-ins built here (ONNX graphs whose outputs are fixed candidates, plus
 0 x the input), so the expected boxes are known exactly: the letterbox maps a 96 x 128
@@ -150,6 +150,20 @@ def test_readme_detection_section_runs(workdir):
             pytest.skip("curl is not installed")
         reply = sh("\n".join(lines[1:]).replace("127.0.0.1:8000", f"127.0.0.1:{port}"), workdir)
         check(json.loads(reply)["outputs"]["detections"])
+        # KServe V2 /infer with the bundle's pipeline: the same detections, as JSON text
+        import struct
+        jpeg = (workdir / "photo.jpg").read_bytes()
+        head = json.dumps({"inputs": [{"name": "images", "shape": [1], "datatype": "BYTES",
+                                       "parameters": {"binary_data_size": len(jpeg) + 4}}],
+                           "parameters": {"edgepack_pipeline": True}}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v2/models/det/infer",
+            head + struct.pack("<I", len(jpeg)) + jpeg,
+            {"Inference-Header-Content-Length": str(len(head))})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            outputs = json.loads(answer.read())["outputs"]
+        assert [o["name"] for o in outputs] == ["detections"]
+        check(json.loads(outputs[0]["data"][0]))
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         try:
