@@ -255,3 +255,26 @@ def test_bad_decoder_params_fail_at_load(step, words):
     with pytest.raises(PipelineError, match=words):
         compile_steps([step], Context(outputs=[TensorSpec("o", (1, 6, 30), "float32")],
                                       labels=["a"]), "decode", kind="decode")
+
+
+def test_boxes_decoder_torchvision_style_unbatched_pixels_and_score_matrix():
+    boxes = np.array([[10, 20, 50, 60], [12, 22, 52, 62], [100, 100, 120, 130]], np.float32)
+    specs = [TensorSpec("boxes", (3, 4), "float32"), TensorSpec("scores", (3,), "float32"),
+             TensorSpec("labels", (3,), "int64")]
+    inputs = (TensorSpec("x", (1, 3, 200, 200), "float32", "NCHW"),)
+    dets = run_decode([{"op": "boxes", "boxes": "boxes", "scores": "scores", "classes": "labels",
+                        "coordinates": "pixels", "class_offset": -1},
+                       {"op": "nms", "iou": 0.5}],
+                      {"boxes": boxes, "scores": np.array([0.9, 0.8, 0.7], np.float32),
+                       "labels": np.array([1, 1, 2])}, specs, labels=["a", "b"],
+                      inputs=inputs)["detections"]
+    assert [(d["class"], d["label"]) for d in dets] == [(0, "a"), (1, "b")]
+    np.testing.assert_allclose(dets[0]["box"], [10, 20, 50, 60])
+    # an unbatched [N, C] score matrix: each box's best class
+    matrix = np.array([[0.1, 0.9], [0.8, 0.1], [0.3, 0.2]], np.float32)
+    dets = run_decode([{"op": "boxes", "boxes": "boxes", "scores": "scores",
+                        "coordinates": "pixels"}, {"op": "nms", "mode": "none"}],
+                      {"boxes": boxes, "scores": matrix},
+                      [specs[0], TensorSpec("scores", (3, 2), "float32")], inputs=inputs)
+    assert [(d["class"], round(d["score"], 2)) for d in dets["detections"]] == \
+        [(1, 0.9), (0, 0.8), (0, 0.3)]

@@ -65,16 +65,15 @@ def _boxes(p: Params, ctx: Context):
             b *= np.array([size[1], size[0], size[1], size[0]], np.float64)
         return Candidates(b, s[keep], cls[keep] + offset)
 
-    def split(value, rank):
-        value = np.asarray(value)
-        return (list(value), value.shape[0] > 1) if value.ndim == rank + 1 else ([value], False)
-
     def decode(tensors, trace):
         size = model_size(spec, trace)
-        boxes, batched = split(tensors[boxes_name], 2)
-        scores_rank = 2 if np.ndim(tensors[scores_name]) == 3 else 1
-        scores, _ = split(tensors[scores_name], scores_rank)
-        classes = split(tensors[classes_name], 1)[0] if classes_name else [None] * len(boxes)
+        raw = np.asarray(tensors[boxes_name])
+        # [B, N, 4] is batched (every other output then has the batch axis too); [N, 4] is not
+        has_batch = raw.ndim == 3
+        split = (lambda v: list(np.asarray(v))) if has_batch else (lambda v: [np.asarray(v)])
+        boxes, batched = split(raw), has_batch and raw.shape[0] > 1
+        scores = split(tensors[scores_name])
+        classes = split(tensors[classes_name]) if classes_name else [None] * len(boxes)
         counts = list(np.asarray(tensors[count_name]).reshape(len(boxes), -1)) if count_name \
             else [None] * len(boxes)
         if not (len(scores) == len(classes) == len(counts) == len(boxes)):
