@@ -22,6 +22,7 @@ import numpy as np
 from edgepack.runtime import load
 from edgepack.runtime.errors import DeviceError, InputError
 from edgepack.runtime.ops.audio import PcmReader, read_wav, resample_audio
+from edgepack.runtime.ops.audio.resample import StreamResampler
 from edgepack.runtime.ops.audio.wav import PCM_FORMATS
 from edgepack.runtime.stream import stream_clip
 
@@ -74,6 +75,16 @@ def _stdin_chunks(reader: PcmReader, chunk_bytes: int) -> Iterator[np.ndarray]:
             yield samples
 
 
+def _resampled(chunks: Iterator[np.ndarray], resampler) -> Iterator[np.ndarray]:
+    for samples in chunks:
+        out = resampler.push(samples)
+        if len(out):
+            yield out
+    tail = resampler.flush()
+    if len(tail):
+        yield tail
+
+
 def _mic_chunks(rate: int, chunk: int, seconds: float | None) -> Iterator[np.ndarray]:
     try:
         import sounddevice
@@ -118,7 +129,8 @@ def _emit(event: dict, as_json: bool) -> None:
 @click.argument("source", required=False)
 @click.option("--mic", is_flag=True, help=f"Listen to the default microphone ({MIC_HINT}).")
 @click.option("--rate", type=click.IntRange(min=1),
-              help="Sample rate of the raw PCM on stdin [the bundle's stream rate].")
+              help="Sample rate of the raw PCM on stdin, resampled to the bundle's as it "
+                   "arrives [the bundle's stream rate].")
 @click.option("--format", "fmt", type=click.Choice(PCM_FORMATS), default="s16le",
               show_default=True, help="Raw PCM sample format on stdin (arecord -f S16_LE).")
 @click.option("--channels", type=click.IntRange(min=1), default=1, show_default=True,
@@ -146,13 +158,12 @@ def listen(bundle, source, mic, rate, fmt, channels, chunk_ms, seconds, threads,
                 raise InputError(f"the bundle expects {model_rate} Hz; drop --rate for the "
                                  "microphone (it is opened at the bundle's rate)")
         elif source == "-":
-            if rate is not None and rate != model_rate:
-                raise InputError(
-                    f"the PCM on stdin is {rate} Hz but the bundle expects {model_rate} Hz; "
-                    f"record at {model_rate} Hz (arecord -r {model_rate}) or resample with "
-                    f"sox (sox -t raw -r {rate} -e signed -b 16 -c 1 - -t raw -r {model_rate} -)")
             width = {"s16le": 2, "s32le": 4, "f32le": 4, "u8": 1, "s24le": 3}[fmt]
-            chunks = _stdin_chunks(PcmReader(fmt, channels), chunk * width * channels)
+            in_rate = rate or model_rate
+            chunks = _stdin_chunks(PcmReader(fmt, channels),
+                                   max(1, in_rate * chunk_ms // 1000) * width * channels)
+            if in_rate != model_rate:  # resampled as it arrives (same as resample_poly)
+                chunks = _resampled(chunks, StreamResampler(in_rate, model_rate))
         else:
             samples = read_clip(Path(source), model_rate)
             chunks = (samples[i:i + chunk] for i in range(0, len(samples), chunk))

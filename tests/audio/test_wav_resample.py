@@ -119,3 +119,21 @@ def test_resample_matches_scipy_on_speech(speech_files, up, down):
 
 def test_audio_dataclass():
     assert Audio(np.zeros(8000, np.float32), 16000).seconds == 0.5
+
+
+@pytest.mark.parametrize("rate_in,rate_out", [(48000, 16000), (44100, 16000), (8000, 16000)])
+def test_stream_resampler_equals_offline(speech_files, rate_in, rate_out):
+    from math import gcd
+    from edgepack.runtime.ops.audio.resample import StreamResampler
+    x = read_wav(speech_files[0]).samples[:30000]
+    rng = np.random.default_rng(0)
+    r, out, pos = StreamResampler(rate_in, rate_out), [], 0
+    while pos < len(x):
+        n = int(rng.integers(1, 2000))
+        out.append(r.push(x[pos:pos + n]))
+        pos += n
+    out.append(r.flush())
+    g = gcd(rate_in, rate_out)
+    ref = scipy.signal.resample_poly(x.astype(np.float64), rate_out // g, rate_in // g)
+    y = np.concatenate(out)
+    assert y.shape == ref.shape and np.abs(y - ref).max() < 1e-6
