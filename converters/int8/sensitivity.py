@@ -189,9 +189,10 @@ def keep_float_greedily(ranking: Sequence[KeptLayer],
 
     Errors of two layers can cancel (an outlier channel scaled up by one conv and down by
     the next), so one of them alone may lower agreement while the pair is what is needed.
-    The last rejected candidate that at least lowered the output error stays *pending*:
-    when the next candidate does not help alone, the mix with both is measured too, and
-    both are kept if that mix is the better one.
+    The last rejected candidate stays *pending*: when the next candidate does not help
+    alone, the mix with both is measured too (one more quantization), and both are kept if
+    that mix is better than the best so far; when the next one does help, the pending one
+    is tried again on top of it.
 
     `measure(nodes)` quantizes with `nodes` float and returns (model, score), or None when
     that mix is not admissible (the candidate is then skipped).
@@ -226,15 +227,23 @@ def keep_float_greedily(ranking: Sequence[KeptLayer],
             log.info("accuracy-aware: float %s does not help (agreement %.4f, error %.3g vs "
                      "%.4f, %.3g); left int8", layer.node, result.agreement, result.error,
                      best.agreement, best.error)
-            if result.error < best.error:
-                pending = layer
+            pending = layer
             continue
         kept = sorted((*kept, *adding), key=lambda k: order[id(k)])
-        if pending in adding:
-            pending = None
         best_model, best = model, result
         log.info("accuracy-aware: +float %s -> agreement %.4f, error %.3g",
                  " + ".join(k.node for k in adding), result.agreement, result.error)
+        if pending is not None and pending not in adding and \
+                len(kept) < target.max_float_layers and best.agreement < target.min_agreement:
+            # The float set changed: the pending candidate may help now.
+            retried = measure(nodes(pending))
+            if retried is not None and _better(retried[1], best):
+                kept = sorted((*kept, pending), key=lambda k: order[id(k)])
+                (best_model, best), rejected = retried, rejected - 1
+                log.info("accuracy-aware: +float %s (retried) -> agreement %.4f, error %.3g",
+                         pending.node, best.agreement, best.error)
+        if pending in kept:
+            pending = None
     report("sensitivity", len(ranking), len(ranking))
     if best.agreement < target.min_agreement:
         notes = [f"{n} {what}" for n, what in ((skipped, "could not be kept float"),
@@ -296,6 +305,8 @@ class MixedPrecision:
     ranking: tuple[LayerSensitivity, ...] = field(default=())
     samples: int = 0
     pruning: tuple[PruningTrial, ...] = ()   # empty when the target was not met
+    #: PTQ improvements tried before keeping layers float, in order, with their effect.
+    methods: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def met(self) -> bool:
@@ -317,6 +328,7 @@ class MixedPrecision:
             "returned_to_int8": [{"node": t.node, "op": t.op_type,
                                   "reason": t.describe(self.target.min_agreement)}
                                  for t in self.pruning if t.returned],
+            "methods": [dict(m) for m in self.methods],
         }
 
     def _reason(self, layer: KeptLayer, index: int) -> str:
@@ -402,7 +414,12 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
     n_used = meter.count
     fixed = list(keep_float)
 
+    correction: list = []   # the bias correction in use, if any (set below)
+    original = calibrated.model_bytes
+
     def measure(nodes: Sequence[str]) -> tuple[bytes, Score]:
+        if correction:  # corrected biases only where the weights are int8
+            calibrated.replace_model(correction[0].apply([*fixed, *nodes]))
         model = calibrated.quantize(recipe, [*fixed, *nodes])
         return model, meter(model)
 
@@ -411,6 +428,14 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
              base.agreement, target.min_agreement, base.error, n_used)
     if base.agreement >= target.min_agreement:
         return MixedPrecision(full, target, base, base, (), (), n_used)
+    plain = base
+    (full, base), methods = _try_bias_correction(original, samples, measure, (full, base),
+                                                 correction)
+    # The sensitivity ranking quantizes one layer at a time on the plain float model (its
+    # mixes are not built through `measure`, which applies the correction itself).
+    calibrated.replace_model(original)
+    if base.agreement >= target.min_agreement:
+        return MixedPrecision(full, target, plain, base, (), (), n_used, methods=methods)
     by_recipe = recipe_float_nodes(calibrated.model_bytes, recipe)
     nodes = [(name, op) for name, op in weighted_nodes(calibrated.model_bytes, QUANTIZABLE_OPS)
              if name and name not in by_recipe and name not in fixed]
@@ -419,12 +444,40 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
     ranking = rank_layers(calibrated, recipe, meter, base, nodes, target.method, fixed)
     greedy = keep_float_greedily(ranking, measure, (full, base), target)
     if greedy.score.agreement < target.min_agreement:
-        return MixedPrecision(greedy.model_bytes, target, base, greedy.score, greedy.kept,
-                              tuple(ranking), n_used)
+        return MixedPrecision(greedy.model_bytes, target, plain, greedy.score, greedy.kept,
+                              tuple(ranking), n_used, methods=methods)
     pruned = prune_float_layers(greedy.kept, greedy.model_bytes, greedy.score, measure,
                                 target.min_agreement, all_int8=base)
-    return MixedPrecision(pruned.model_bytes, target, base, pruned.score, pruned.kept,
-                          tuple(ranking), n_used, pruned.trials)
+    return MixedPrecision(pruned.model_bytes, target, plain, pruned.score, pruned.kept,
+                          tuple(ranking), n_used, pruned.trials, methods=methods)
+
+
+def _try_bias_correction(float_model: bytes, samples: Mapping[str, np.ndarray],
+                         measure: Callable[[Sequence[str]], tuple[bytes, Score]],
+                         plain: tuple[bytes, Score], in_use: list
+                         ) -> tuple[tuple[bytes, Score], tuple[dict[str, Any], ...]]:
+    """Correct the float biases for the int8 weights' expected error (bias_correction.py)
+    and keep the correction (appended to `in_use`, which `measure` applies to every later
+    mix, to the int8 layers only) when the all-int8 result is strictly better with it."""
+    from .bias_correction import correct_biases
+    corrected = correct_biases(float_model, plain[0], samples)
+    if not corrected.layers:
+        return plain, ()
+    in_use.append(corrected)
+    after = measure([])
+    kept = _better(after[1], plain[1])
+    record = {"method": "bias_correction", **corrected.to_record(),
+              "agreement_before": round(plain[1].agreement, 6),
+              "agreement_after": round(after[1].agreement, 6),
+              "error_before": float(f"{plain[1].error:.4g}"),
+              "error_after": float(f"{after[1].error:.4g}"), "kept": kept}
+    log.info("accuracy-aware: bias correction of %d layers: agreement %.4f -> %.4f, error "
+             "%.3g -> %.3g (%s)", len(corrected.layers), plain[1].agreement,
+             after[1].agreement, plain[1].error, after[1].error, "kept" if kept else "undone")
+    if not kept:
+        in_use.clear()
+        return plain, (record,)
+    return after, (record,)
 
 
 def rank_layers(calibrated: Calibrated, recipe: Recipe, meter: Callable[[bytes], Score],

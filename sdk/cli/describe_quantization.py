@@ -140,6 +140,12 @@ def _accuracy_aware(result: Mapping[str, Any]) -> Iterator[str]:
     if isinstance(result.get("met"), bool):
         line += ", met" if result["met"] else ", NOT met"
     yield line
+    for method in result.get("methods") or []:
+        _expect(method, Mapping)
+        verdict = "kept" if method.get("kept") else "undone (no better)"
+        yield (f"    {method.get('method', '?')}: agreement "
+               f"{_fraction(method.get('agreement_before', float('nan')))} -> "
+               f"{_fraction(method.get('agreement_after', float('nan')))}, {verdict}")
 
 
 def _speed(speed: Mapping[str, Any]) -> Iterator[str]:

@@ -90,7 +90,8 @@ def test_max_float_layers_bounds_the_search(calib, caplog):
         with caplog.at_level("WARNING"):
             result = accuracy_aware(cal, _recipe(), {"x": calib},
                                     AccuracyTarget(min_agreement=0.99, max_float_layers=1))
-    assert len(result.kept_float) == 1 and not result.met
+    # at most one float layer, and only one that makes the mix better (none may)
+    assert len(result.kept_float) <= 1 and not result.met
     assert "below the target" in caplog.text
     assert result.pruning == ()   # no pruning below the target: every layer is needed
 
