@@ -177,8 +177,30 @@ def listen(bundle, source, mic, rate, fmt, channels, chunk_ms, seconds, threads,
             _emit(event, as_json)
 
 
+@click.command("set-stream")
+@click.argument("bundle", type=click.Path(exists=True, path_type=Path))
+@click.option("--pipeline", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="TOML/JSON file with a [stream] table (and optional task, decode, examples).")
+@click.option("--json", "as_json", is_flag=True, help="Print the new stream as JSON.")
+def set_stream(bundle, pipeline, as_json):
+    """Add or replace the stream (and task/decode/examples) of BUNDLE in place, e.g. of a
+    bundle `edgepack convert` wrote; every member and record is kept (re-sign a signed one)."""
+    from edgepack.runtime.stream import declare_stream
+    from ..packing import read_pipeline_file
+    tables = read_pipeline_file(pipeline)
+    if "stream" not in tables:
+        raise InputError(f"{pipeline}: no [stream] table (rate, window, hop, context, state)")
+    declare_stream(bundle, tables["stream"], decode=tables.get("decode"), task=tables.get("task"),
+                   examples=tables.get("examples"))
+    if as_json:
+        click.echo(json.dumps({"bundle": str(bundle), "stream": tables["stream"]}))
+    else:
+        click.echo(f"updated {bundle}: stream {tables['stream']}")
+
+
 def register(cli: click.Group) -> None:
     cli.add_command(listen)
+    cli.add_command(set_stream)
 
 
 # -- pack: stream / state / stages from the pipeline file ------------------------------------

@@ -101,3 +101,16 @@ def test_listen_errors(vad_dir):
     (vad_dir / "bad.wav").write_bytes(b"RIFFxxxxWAVEjunk")
     r = edgepack("run", "vad.edgepack", "bad.wav", cwd=vad_dir)
     assert r.returncode == 2 and b"fmt" in r.stderr
+
+
+def test_set_stream_on_an_existing_bundle(vad_dir, tmp_path):
+    from edgepack.runtime import pack_bundle
+    plain = pack_bundle(tmp_path / "plain.edgepack", toys.energy_vad(512, 64), name="plain")
+    r = edgepack("set-stream", str(plain), "--pipeline", str(vad_dir / "vad.toml"))
+    assert r.returncode == 0, r.stderr.decode()
+    r = edgepack("run", str(plain), str(vad_dir / "clip.wav"), "--json")
+    assert r.returncode == 0, r.stderr.decode()
+    assert len(json.loads(r.stdout)[0]["segments"]) == 2
+    (tmp_path / "none.toml").write_text("[task]\nkind = 'vad'\n")
+    r = edgepack("set-stream", str(plain), "--pipeline", str(tmp_path / "none.toml"))
+    assert r.returncode == 2 and b"no [stream] table" in r.stderr
