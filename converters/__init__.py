@@ -8,6 +8,13 @@
 
 Importing this package imports no framework; each path imports its own lazily.
 """
+import os
+
+# TensorFlow reads this once, when it is first imported (by a Keras source or the TFLite
+# converter): below level 2 its C++ INFO/WARNING banners flood the output. A value the user
+# set is kept.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 from .config import (CalibrationConfig, ConversionConfig, QuantizationConfig, Tolerances,
                      MODES, TARGETS)
 from .pipeline import ConversionResult, convert_model

@@ -55,11 +55,16 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logging.")
+@click.option("--verbose", is_flag=True,
+              help="Also show the frameworks' own log lines (TensorFlow, absl, LiteRT, torch).")
 @click.version_option(package_name="edgepack")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, verbose: bool) -> None:
     """Package trained models into verified edge bundles, and run them."""
     ctx.ensure_object(dict)["debug"] = debug
+    if not (debug or verbose):
+        from .quiet import quiet_python_logs
+        quiet_python_logs()
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
 
@@ -79,7 +84,18 @@ _register_commands()
 
 
 def main() -> None:
-    cli(prog_name="edgepack")
+    if {"--verbose", "--debug"} & set(sys.argv[1:]):
+        cli(prog_name="edgepack")
+        return
+    from .quiet import NativeLogFilter
+    with NativeLogFilter():
+        try:
+            cli(prog_name="edgepack", standalone_mode=True)
+        except SystemExit as done:
+            code = done.code
+        else:
+            code = 0
+    sys.exit(code)
 
 
 if __name__ == "__main__":
