@@ -99,20 +99,22 @@ def test_serve_with_mqtt_one_repository_one_metrics(broker, clients, topic, tmp_
         # Hot swap: a new version copied into the repository answers MQTT too.
         staged = make_bundle(tmp_path / ".2.tmp", seed=3, version="2")
         staged.rename(repo / "conv" / "2.edgepack")
-        deadline = time.monotonic() + 30
-        version = "1"
+        deadline = time.monotonic() + 60
+        version, sent = "1", 1
         while time.monotonic() < deadline and version != "2":
             pub.publish(f"{topic}/in", jpeg_bytes(1))
+            sent += 1
             time.sleep(0.3)
             version = sub.json()[-1]["version"]
+        answered = len(sub.wait_for(sent, timeout=30))   # every answer is in before /metrics
         with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
             metrics = response.read().decode()
         with urllib.request.urlopen(f"{url}/v2/models/conv", timeout=10) as response:
             http_version = json.loads(response.read())["versions"]
     finally:
         code, out, err = _stop(proc)
-    assert version == "2" and "2" in http_version
-    answered = len(sub.messages)
+    assert version == "2" and "2" in http_version, (version, http_version, err[-3000:])
+    assert answered == sent
     assert f'edgepack_mqtt_messages_published_total{{subscription="{topic}/in"}} {answered}' \
         in metrics
     assert "edgepack_mqtt_connected 1" in metrics
