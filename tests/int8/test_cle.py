@@ -1,0 +1,57 @@
+"""Cross-layer equalization removes a planted range mismatch between consecutive convs
+without changing the float function, and int8 gets closer to float (issue 18)."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from edgepack.converters.int8 import choose_recipe
+from edgepack.converters.int8.cle import equalize
+from edgepack.converters.int8.quantize import Calibrated
+from int8_models import conv_net, run
+
+
+def _weights(model: bytes) -> dict[str, np.ndarray]:
+    return {i.name: numpy_helper.to_array(i) for i in onnx.load_from_string(model).graph.initializer}
+
+
+def _int8_error(model: bytes, calib, held, reference) -> float:
+    recipe = choose_recipe("onnxruntime", "x86_64-workstation", float_thin_convs=0)
+    with Calibrated(model, {"x": calib}) as calibrated:
+        quantized = calibrated.quantize(recipe)
+    got = run(quantized, held)
+    return float(np.sum((got - reference) ** 2) / np.sum(reference ** 2))
+
+
+def test_cle_equalizes_a_planted_mismatch_keeping_float_outputs(calib, held_out):
+    planted = conv_net(seed=3, outlier=100.0)   # conv_a channel 0 x100, conv_b's input /100
+    result = equalize(planted)
+    assert [(p.first, p.second, p.through) for p in result.pairs] == [("conv_a", "conv_b", "Relu")]
+    pair = result.pairs[0]
+    assert pair.range_ratio_before > 100 and pair.range_ratio_after < 1.01
+
+    w = _weights(result.model_bytes)
+    r1 = np.abs(w["wa"]).reshape(8, -1).max(1)
+    r2 = np.abs(w["wb"]).max(axis=(0, 2, 3))
+    np.testing.assert_allclose(r1, r2, rtol=1e-5)          # per-channel ranges match
+
+    reference = run(planted, held_out)
+    equalized = run(result.model_bytes, held_out)
+    assert np.max(np.abs(equalized - reference)) <= 1e-5 * np.max(np.abs(reference))
+
+    before = _int8_error(planted, calib, held_out, reference)
+    after = _int8_error(result.model_bytes, calib, held_out, reference)
+    assert after < 0.5 * before, (before, after)
+
+
+def test_cle_leaves_relu6_pairs_and_plain_models_alone():
+    model = onnx.load_from_string(conv_net(seed=3))
+    relu = next(n for n in model.graph.node if n.op_type == "Relu")
+    relu.op_type = "Clip"   # Clip(0, 6) does not commute with a per-channel scale
+    relu.input.extend(["lo", "hi"])
+    model.graph.initializer.extend([numpy_helper.from_array(np.array(0, np.float32), "lo"),
+                                    numpy_helper.from_array(np.array(6, np.float32), "hi")])
+    clipped = model.SerializeToString()
+    result = equalize(clipped)
+    assert result.pairs == () and result.model_bytes == clipped
