@@ -178,17 +178,20 @@ def convert_transformer(source: Any, out: str | Path, config: TextConversionConf
                         tokenizer: Any = None, validation_texts: Sequence[str] | None = None,
                         validation_labels: Sequence[int] | None = None,
                         calibration_texts: Sequence[str] | None = None,
-                        directory: bool = False) -> TextConversionResult:
+                        directory: bool = False, onnx_model: bytes | None = None
+                        ) -> TextConversionResult:
     """Convert a transformers model (live or a save_pretrained dir) into the bundle `out`.
 
-    Raises ConversionError (unsupported model, export failure, int8 without calibration
-    texts) and ValidationError (outside min_agreement/min_cosine unless config.accept).
+    `onnx_model`: an fp32 export of the same source from `export_transformer` to reuse
+    (several quantizations of one export). Raises ConversionError (unsupported model,
+    export failure, int8 without calibration texts) and ValidationError (outside
+    min_agreement/min_cosine unless config.accept).
     """
     if config.quantization == "int8" and not calibration_texts:
         raise ConversionError("static int8 needs calibration texts (calibration_texts= / "
                               "--calibration-texts FILE, one text a line)")
     src = load_hf(source, tokenizer)
-    fp32 = export_transformer(src, config.opset)
+    fp32 = onnx_model if onnx_model is not None else export_transformer(src, config.opset)
     model_bytes, record = fp32, None
     if config.quantization != "none":
         from .quantize_onnx import quantize_onnx

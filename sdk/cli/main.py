@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "edgepack.cli.deploy_cmd",
     "edgepack.cli.oci_cmd",
     "edgepack.cli.audio_cmd",
+    "edgepack.cli.text_cmd",
 )
 
 

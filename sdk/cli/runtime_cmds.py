@@ -240,14 +240,21 @@ def _describe(value) -> str:
 
 @click.command()
 @click.argument("bundle", type=click.Path(exists=True, path_type=Path))
-@click.argument("inputs", nargs=-1, required=True)
+@click.argument("inputs", nargs=-1)
 @click.option("--raw", is_flag=True, help="Feed tensors as they are (no pre/post-processing).")
 @click.option("--threads", type=click.IntRange(min=1), help="Engine intra-op threads.")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--draw", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the input photo with its detections (boxes, labels, scores) here.")
-def run(bundle, inputs, raw, threads, as_json, draw):
+@click.option("--text", "texts", multiple=True,
+              help="Text for a text bundle (repeatable; '-' reads one text per stdin line).")
+def run(bundle, inputs, raw, threads, as_json, draw, texts):
     """Run BUNDLE on INPUTS (.npy, .npz, images, .wav clips; name=path for several inputs)."""
+    if texts:
+        from .text_cmd import run_texts  # text bundles: tokenizer inside (issue 15)
+        return run_texts(bundle, texts, threads, as_json)
+    if not inputs:
+        raise click.UsageError("Missing argument 'INPUTS...' (or --text for a text bundle).")
     from .audio_cmd import audio_results  # WAV clips stream through the bundle (segments/events)
     with load(bundle, threads=threads) as model:
         results = [] if raw else audio_results(model, inputs)

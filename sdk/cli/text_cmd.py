@@ -1,0 +1,123 @@
+"""Text commands: `edgepack convert-transformer` and the text part of `edgepack run`.
+
+    edgepack convert-transformer my-model/ -o intent.edgepack --quantize dynamic
+    edgepack run intent.edgepack --text "turn on the lights"
+    cat sentences.txt | edgepack run intent.edgepack --text - --json
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from edgepack.runtime import load
+from edgepack.runtime.errors import InputError
+
+BATCH = 32
+
+
+def read_texts(texts: tuple[str, ...]) -> list[str]:
+    """--text values; '-' reads one text per non-empty line of stdin."""
+    out: list[str] = []
+    for t in texts:
+        if t == "-":
+            out.extend(line.rstrip("\r\n") for line in sys.stdin if line.strip())
+        else:
+            out.append(t)
+    if not out:
+        raise InputError("no text given: pass --text \"...\" or pipe lines into --text -")
+    return out
+
+
+def split_rows(result: dict, n: int) -> list[dict]:
+    """A batch result {"labels": [row, ...]} -> one {"labels": row} per text."""
+    return [{k: (v[i] if isinstance(v, list) and len(v) == n else v) for k, v in result.items()}
+            for i in range(n)]
+
+
+def _describe(key: str, value) -> str:
+    if key == "labels":
+        return "  ".join(f"{d['label']} {d['score']:.3f}" for d in value)
+    if key == "embedding":
+        head = ", ".join(f"{x:.4f}" for x in value[:4])
+        return f"[{head}, ...] ({len(value)} dims)"
+    if key == "spans":
+        return "  ".join(f"{s['text']!r}={s['label']} {s['score']:.2f}" for s in value) or "-"
+    return str(value)
+
+
+def run_texts(bundle: Path, texts: tuple[str, ...], threads: int | None, as_json: bool) -> None:
+    """`edgepack run BUNDLE --text ...`: one result per text (batched through predict)."""
+    items = read_texts(texts)
+    with load(bundle, threads=threads) as model:
+        if not model.manifest.encode:
+            raise InputError(f"{bundle} has no text encode step (task "
+                             f"{model.task or 'none'}); --text needs a text bundle")
+        rows: list[dict] = []
+        for i in range(0, len(items), BATCH):
+            chunk = items[i:i + BATCH]
+            rows.extend(split_rows(model.predict(chunk), len(chunk)))
+    if as_json:
+        click.echo(json.dumps([{"text": t, **r} for t, r in zip(items, rows)],
+                              ensure_ascii=False))
+        return
+    for text, row in zip(items, rows):
+        for key, value in row.items():
+            click.echo(f"{text}: {key}: {_describe(key, value)}")
+
+
+@click.command("convert-transformer")
+@click.argument("source")
+@click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
+              help="Bundle path to write.")
+@click.option("--name", help="Bundle name [output stem].")
+@click.option("--version", "version_", default="1.0.0", show_default=True)
+@click.option("--quantize", type=click.Choice(["none", "fp16", "dynamic", "int8"]),
+              default="dynamic", show_default=True,
+              help="dynamic = int8 MatMul weights (the default for transformers).")
+@click.option("--tokenizer", type=click.Path(exists=True, path_type=Path),
+              help="tokenizer.json / vocab.txt [SOURCE/tokenizer.json].")
+@click.option("--max-length", type=click.IntRange(min=2), default=128, show_default=True)
+@click.option("--pooling", type=click.Choice(["mean", "cls", "max"]), default="mean",
+              show_default=True, help="Embedding models: how token states become one vector.")
+@click.option("--no-normalize", is_flag=True, help="Embedding models: skip L2 normalization.")
+@click.option("--validation-texts", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Held-out texts, one per line (default: a small built-in set).")
+@click.option("--calibration-texts", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Texts for static int8 calibration, one per line.")
+@click.option("--accept", is_flag=True, help="Write the bundle even if validation fails.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def convert_transformer_cmd(source, output, name, version_, quantize, tokenizer, max_length,
+                            pooling, no_normalize, validation_texts, calibration_texts, accept,
+                            as_json):
+    """Convert a Hugging Face transformer (a save_pretrained directory) into a text bundle."""
+    from edgepack.converters.hf_onnx import TextConversionConfig, convert_transformer
+
+    def lines(path):
+        if path is None:
+            return None
+        return [t for t in path.read_text(encoding="utf-8").splitlines() if t.strip()]
+    config = TextConversionConfig(name=name or output.stem, version=version_,
+                                  quantization=quantize, max_length=max_length,
+                                  pooling=pooling, normalize=not no_normalize, accept=accept)
+    result = convert_transformer(source, output, config, tokenizer=tokenizer,
+                                 validation_texts=lines(validation_texts),
+                                 calibration_texts=lines(calibration_texts))
+    v = result.validation
+    if as_json:
+        click.echo(json.dumps({"path": str(result.path), "task": result.task,
+                               "model_bytes": result.model_bytes, "validation": v}))
+        return
+    metric = (f"top-1 agreement {v['top1_agreement']:.3f}" if "top1_agreement" in v else
+              f"embedding cosine min {v['embedding_cosine']['min']:.4f}"
+              if "embedding_cosine" in v else
+              f"token top-1 agreement {v.get('token_top1_agreement', 0):.3f}")
+    click.echo(f"wrote {result.path} ({result.task}, {quantize}, "
+               f"{result.model_bytes / 1e6:.2f} MB); validation on {v['samples']} texts: "
+               f"{metric}")
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(convert_transformer_cmd)
