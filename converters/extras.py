@@ -43,7 +43,8 @@ def not_installed(module: str, what: str) -> EngineNotInstalledError:
 
 
 def raise_if_missing_module(error: BaseException, what: str) -> None:
-    """Raise not_installed(...) from `error` when a missing module is behind it."""
+    """Raise not_installed(...) from `error` when a missing optional module (one an extra
+    provides) is behind it; other missing modules (the user's own) keep their error."""
     module = missing_module(error)
-    if module is not None:
+    if module in EXTRA_OF:
         raise not_installed(module, what) from error
