@@ -124,7 +124,6 @@ def bench_decode(rounds: int, block: int) -> None:
 
 def yolo_like_onnx() -> bytes:
     """[1, 3, 640, 640] -> [1, 84, 8400]: three patchify convs (strides 8, 16, 32), sigmoid."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
     rng = np.random.default_rng(0)
     nodes, inits, heads = [], [], []

@@ -69,7 +69,8 @@ def reference_weighted(boxes, scores, thr):
 @pytest.mark.parametrize("seed, clusters, thr", [(0, None, 0.5), (1, 40, 0.45), (2, 15, 0.3),
                                                  (3, None, 0.0), (4, 60, 0.7)])
 def test_hard_nms_equals_the_greedy_loop(seed, clusters, thr):
-    boxes, scores, classes = random_boxes(2000, seed, clusters=clusters)
+    # uniform boxes mostly survive, so the pure-Python reference is O(N^2): fewer of them
+    boxes, scores, classes = random_boxes(2000 if clusters else 1000, seed, clusters=clusters)
     bl, sl, cl = boxes.tolist(), scores.tolist(), classes.tolist()
     assert nms(boxes, scores, thr).tolist() == reference_nms(bl, sl, thr)
     assert nms(boxes, scores, thr, classes).tolist() == reference_nms(bl, sl, thr, cl)

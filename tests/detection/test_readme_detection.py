@@ -40,7 +40,6 @@ EXPECTED = [("rectangle", 0.9, [38.4, 28.8, 89.6, 67.2]), ("disc", 0.8, [19.2, 1
 
 def constant_onnx(path: Path, inputs: dict, outputs: dict) -> None:
     """Outputs are constants + 0 * mean(first input) (so the graph depends on it)."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
     first = next(iter(inputs))
     nodes = [helper.make_node("ReduceMean", [first], ["m"], keepdims=0),
