@@ -11,6 +11,9 @@ from edgepack.runtime.errors import InputError
 
 from ..detection import add_sigmoid, detection_steps, draw_detections
 
+#: Decode steps that produce candidates for `nms` (never a final result).
+DECODERS = ("yolo", "ssd_anchors", "boxes")
+
 _OPTIONS = [
     click.option("--resize-shorter", type=click.IntRange(min=1), metavar="N",
                  help="Resize the shorter side to N, keeping the aspect (torchvision Resize(N))."),
@@ -75,6 +78,11 @@ def apply_detection(options: dict[str, Any], outputs: Sequence[Any], postprocess
                     task_fields: dict[str, Any]) -> tuple[dict, dict[str, Any]]:
     """(postprocess, pack_bundle task fields) with --sigmoid and --detect applied."""
     postprocess = add_sigmoid(dict(postprocess), outputs, options.get("sigmoid_outputs") or ())
+    decode = task_fields.get("decode") or []
+    if decode and isinstance(decode[-1], dict) and decode[-1].get("op") in DECODERS:
+        raise InputError(f"the decode steps end with {decode[-1]['op']!r}, which yields "
+                         "candidates, not detections; add {op = \"nms\"} after it "
+                         "(mode = \"none\" when the model already suppressed)")
     detector = options.get("detect")
     if detector:
         if task_fields.get("decode"):

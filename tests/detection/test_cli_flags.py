@@ -80,6 +80,14 @@ def test_detect_and_a_decode_table_conflict(det, tmp_path):
     assert result.exit_code == 2 and "give one of them" in result.output
 
 
+def test_a_decoder_without_nms_is_refused_at_pack(det, tmp_path):
+    table = tmp_path / "p.json"
+    table.write_text(json.dumps({"task": {"kind": "detect"}, "decode": [{"op": "yolo"}]}))
+    result = CliRunner().invoke(cli, ["pack", str(det), "--pipeline", str(table),
+                                      "-o", str(tmp_path / "x.edgepack")])
+    assert result.exit_code == 2 and "end with 'yolo'" in result.output and "nms" in result.output
+
+
 def test_draw_needs_a_detection_bundle_and_one_image(det, tmp_path):
     from PIL import Image
     Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(tmp_path / "p.png")
