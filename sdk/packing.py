@@ -122,11 +122,21 @@ def onnx_opset(model: bytes) -> int | None:
 IMAGE_STEPS = frozenset({"resize", "center_crop", "letterbox", "color"})
 
 
-def synthetic_input(steps: list, spec) -> tuple[str, np.ndarray]:
+#: Audio steps that take 1-D samples (runtime/ops/audio): fed one stream window.
+AUDIO_STEPS = frozenset({"preemphasis", "frames", "stft", "log_mel", "fbank", "resample"})
+
+
+def synthetic_input(steps: list, spec, stream=None) -> tuple[str, np.ndarray]:
     """An input of the kind the preprocess `steps` declare: a decoded RGB image when they
-    start from one (resize, crop, color, or a layout from HWC), else a tensor of the model
-    input's own shape (batch 1, dynamic dims 1). Returns (kind, array)."""
+    start from one (resize, crop, color, or a layout from HWC), samples of one stream
+    window (context + window, 1 s without a stream) when they start with an audio step,
+    else a tensor of the model input's own shape (batch 1, dynamic dims 1). Returns
+    (kind, array)."""
     ops = [s.get("op") for s in steps if isinstance(s, dict)]
+    if ops and ops[0] in AUDIO_STEPS:
+        stream = stream if isinstance(stream, dict) else {}
+        n = int(stream.get("window", 16000)) + int(stream.get("context", 0))
+        return "waveform", np.random.default_rng(0).uniform(-0.5, 0.5, n).astype(np.float32)
     layout = next((s for s in steps if isinstance(s, dict) and s.get("op") == "layout"), None)
     from_hwc = layout is not None and str(layout.get("from", "")).upper() in ("HWC", "NHWC")
     if IMAGE_STEPS & set(ops) or from_hwc:
@@ -159,7 +169,7 @@ def check_pipeline(model, where: str) -> list[str]:
         if any(isinstance(s, dict) and s.get("op") == "hook" for s in steps):
             checked.append(f"{spec.name}: not checked (its pipeline calls an application hook)")
             continue
-        kind, raw = synthetic_input(steps, spec)
+        kind, raw = synthetic_input(steps, spec, model.manifest.stream)
         try:
             value = model.preprocess({spec.name: raw})[spec.name]
             spec.check(value)

@@ -122,6 +122,8 @@ def test_kws_int8_accuracy_and_listen(tmp_path, data, framework):
         hits = [int(np.argmax(m.run(m.preprocess({m.inputs[0].name: x}))[output]) == y)
                 for x, y in zip(held, held_y)]
     bundle_accuracy = float(np.mean(hits))
+    print(f"{framework}: held-out accuracy source {source_accuracy:.3f} int8 {bundle_accuracy:.3f} "
+          f"({len(held_y)} clips)")
     assert source_accuracy >= 0.95, source_accuracy
     assert source_accuracy - bundle_accuracy <= 0.01, (source_accuracy, bundle_accuracy)
 
