@@ -97,6 +97,7 @@ def _convert(source: Any, out: str | Path, config: ConversionConfig, *,
             "int8 quantization needs calibration data (a .npy/.npz file, an image folder or "
             "an iterable of samples); pass calibration_data / --calibration-data")
 
+    report("load", 0, 1)
     loaded = load_source(source, example_inputs=example_inputs, weights=weights,
                          input_shapes=input_shapes)  # a missing framework names its extra
     entry = registry.get_converter(loaded.framework, config.target)
@@ -113,7 +114,7 @@ def _convert(source: Any, out: str | Path, config: ConversionConfig, *,
     except Exception as e:
         # However deep an import failed (torch.onnx.export importing onnxscript), the user
         # is told which module is missing and which extra installs it.
-        raise_if_missing_module(e, f"{entry.source}->{entry.target} ({entry.tool})")
+        raise_if_missing_module(e, f"{entry.source}->{entry.target}")
         if isinstance(e, EdgepackError):
             raise
         # a framework failure we did not anticipate: keep its message

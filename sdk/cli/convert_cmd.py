@@ -99,8 +99,9 @@ def convert_command(source, out, target, quantize, calibration_data, calibration
                   if given is None]
         why = f" ({' and '.join(chosen)} from {origin})" if chosen else ""
         click.echo(f"converting {source} -> {chosen_target} ({chosen_mode}){why} ...", err=True)
+    progress = None if as_json else _Progress()
     try:
-        with reporting(None if as_json else _Progress()):
+        with reporting(progress):
             result = convert(
                 source, out, target=target, quantize=quantize, weights=weights,
                 input_shapes=list(input_shapes) or None, calibration_data=calibration_data,
@@ -114,10 +115,15 @@ def convert_command(source, out, target, quantize, calibration_data, calibration
                 postprocess=_json_file(postprocess, "postprocess"), opset=opset,
                 dynamic_batch=not static_batch, device=device)
     except ValidationError as e:
+        if progress is not None:
+            progress.close()
         if e.report:
             click.echo(json.dumps(e.report, indent=2) if as_json else format_table(e.report),
                        err=True)
         raise
+    finally:
+        if progress is not None:
+            progress.close()
     if as_json:
         click.echo(json.dumps({"path": str(result.path), "model_bytes": result.model_bytes,
                                "quantization": result.quantization,
@@ -131,18 +137,25 @@ def convert_command(source, out, target, quantize, calibration_data, calibration
 
 
 class _Progress:
-    """Stage lines on stderr; while calibrating, a bar on a terminal, else one closing line."""
+    """Each stage on stderr (a spinner with the elapsed time on a terminal, one line per
+    stage otherwise); while calibrating, a bar on a terminal, else one closing line."""
 
     def __init__(self):
+        from .progress import StageProgress
         self._bar = None
         self._shown = 0
-        self._tty = click.get_text_stream("stderr").isatty()
+        self._stages = StageProgress()
+        self._tty = self._stages._tty
+
+    def close(self) -> None:
+        self._stages.close()
 
     def __call__(self, stage: str, done: int, total: int) -> None:
         if stage != "calibrate":
             if done == 0:
-                click.echo(f"{stage} ...", err=True)
+                self._stages.start(stage)
             return
+        self._stages.pause()
         if self._tty and self._bar is None and done < total:
             self._bar = click.progressbar(length=total, label="calibrate",
                                           file=click.get_text_stream("stderr"))
