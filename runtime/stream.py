@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -204,9 +204,9 @@ class Windower:
         self._buf, self._first, self._len, self._drop = buf, self._first + self._drop, live, 0
 
 
-@dataclass(frozen=True)
-class WindowResult:
-    """One model run of a stream: its window's place, the raw outputs, the result dict."""
+class WindowResult(NamedTuple):
+    """One model run of a stream: its window's place, the raw outputs, the result dict.
+    (A NamedTuple: one is made per window, on the hot path.)"""
 
     index: int
     t_s: float

@@ -30,7 +30,7 @@ DEFAULT_IGNORE = ("_silence_", "_unknown_", "_background_", "_background_noise_"
                   "silence", "unknown", "background", "noise")
 
 
-@dataclass
+@dataclass(slots=True)
 class StreamClock:
     """Where the current window sits in the stream; `state` is owned by the stream."""
 
