@@ -134,6 +134,11 @@ def _convert(source: Any, out: str | Path, config: ConversionConfig, *,
         candidate = _pack(Path(tmp, "candidate"), converted, loaded, config, source_record,
                           None, directory=True)
         output_names = _bundle_output_names(candidate)
+        if config.labels:
+            from edgepack.runtime import read_bundle
+
+            from .labels import check_labels
+            check_labels(config.labels, read_bundle(candidate).manifest.outputs, "--labels")
         record = validate(loaded, converted, candidate, held_out,
                           config.effective_tolerances, data_kind, output_names)
     if available > len(held_out):

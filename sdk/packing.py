@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from edgepack.converters.labels import check_labels  # noqa: F401  (pack uses it too)
 from edgepack.runtime.errors import InputError, PipelineError
 from edgepack.runtime.specs import format_shape
 
@@ -183,18 +184,3 @@ def check_pipeline(model, where: str) -> list[str]:
         checked.append(f"{spec.name}: preprocessing turns a {kind} into "
                        f"{format_shape(spec.shape)} {spec.dtype}")
     return checked
-
-
-def check_labels(labels, outputs, where: str) -> None:
-    """Refuse labels whose count does not match the class dimension: when every output has
-    a static last dimension, one of them must be len(labels) (classes)."""
-    if not labels:
-        return
-    last = [s.shape[-1] for s in outputs if s.shape]
-    if not last or any(d <= 0 for d in last):
-        return  # a dynamic class dimension: nothing to check against
-    if len(labels) not in last:
-        dims = ", ".join(f"{s.name} {format_shape(s.shape)}" for s in outputs)
-        raise InputError(f"{where}: {len(labels)} labels, but the model's outputs have "
-                         f"{' or '.join(map(str, sorted(set(last))))} classes ({dims}); "
-                         "give one label per class, in class order")

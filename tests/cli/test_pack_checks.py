@@ -52,3 +52,11 @@ def test_label_count_must_match_the_classes(cli_files, conv_onnx):
     assert invoke("pack", "m.onnx", "-o", "l.edgepack", "--labels", "four.txt").exit_code == 0
     pack_bundle("l2.edgepack", conv_onnx, name="l2", labels=["a", "b"])
     assert invoke("verify", "l2.edgepack").exit_code == 2
+
+
+def test_convert_refuses_labels_of_the_wrong_count(cli_files):
+    Path("two.txt").write_text("a\nb\n")
+    result = invoke("convert", "m.onnx", "-o", "c.edgepack", "--labels", "two.txt")
+    assert result.exit_code == 2, result.output
+    assert "--labels: 2 labels, but the model's outputs have 4 classes" in result.output
+    assert not Path("c.edgepack").exists()
