@@ -244,6 +244,7 @@ def test_nms_without_a_decoder_is_a_clear_error():
 
 @pytest.mark.parametrize("step, words", [
     ({"op": "yolo", "version": "v9"}, "version"),
+    ({"op": "yolo", "input": "camera"}, "'input' 'camera' is not one of the model's inputs"),
     ({"op": "nms", "iou": 1.5}, "iou"),
     ({"op": "nms", "classes": ["zebra"]}, "neither a class index nor a label"),
     ({"op": "yolo", "classes": 3}, "needs 7 values per box"),

@@ -44,7 +44,7 @@ def _boxes(p: Params, ctx: Context):
     coordinates = p.choice("coordinates", ("pixels", "normalized"), "normalized")
     offset = p.integer("class_offset", 0)
     threshold = p.number("score_threshold", 0.0)
-    spec = image_input(ctx, p.get("input"), p.where)
+    spec = image_input(ctx, p)
 
     def one(boxes, scores, classes, count, size) -> Candidates:
         b = to_corners(boxes, fmt)

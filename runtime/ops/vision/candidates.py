@@ -52,14 +52,15 @@ class CandidateBatch:
     batched: bool
 
 
-def image_input(ctx: Context, name: str | None, where: str) -> TensorSpec | None:
-    """The image input the boxes refer to: `name`, else the model's only 4-D input."""
+def image_input(ctx: Context, p) -> TensorSpec | None:
+    """The image input the boxes refer to: parameter `input`, else the only 4-D input."""
+    name = p.get("input")
     if name is not None:
         for spec in ctx.inputs:
             if spec.name == name:
                 return spec
-        raise ValueError(f"{where}: input {name!r} is not one of the model's inputs "
-                         f"{[s.name for s in ctx.inputs]}")
+        raise p.fail(f"'input' {name!r} is not one of the model's inputs "
+                     f"{[s.name for s in ctx.inputs]}")
     images = [s for s in ctx.inputs if len(s.shape) == 4]
     return images[0] if len(images) == 1 else None
 

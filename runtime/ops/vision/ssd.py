@@ -71,7 +71,7 @@ def _ssd(p: Params, ctx: Context):
     else:
         raise p.fail("'anchors' must name an asset (.npy, (N, 4)) or give the anchor "
                      "parameters (input_size, strides, ...)")
-    spec = image_input(ctx, p.get("input"), p.where)
+    spec = image_input(ctx, p)
     scale = p.numbers("scale") if p.has("scale") else None
     if scale is not None and scale.size != 4:
         raise p.fail("'scale' must be [x_scale, y_scale, w_scale, h_scale]")

@@ -37,7 +37,7 @@ def _yolo(p: Params, ctx: Context):
     kp_values = p.integer("keypoint_values", 3, minimum=2)
     classes = p.integer("classes", len(ctx.labels), minimum=1) if p.has("classes") or \
         ctx.labels else None
-    spec = image_input(ctx, p.get("input"), p.where)
+    spec = image_input(ctx, p)
     head = 4 + (1 if version == "v5" else 0)
     extra = keypoints * kp_values
     out_spec = output_spec(ctx, name)
