@@ -279,3 +279,11 @@ def test_boxes_decoder_torchvision_style_unbatched_pixels_and_score_matrix():
                       [specs[0], TensorSpec("scores", (3, 2), "float32")], inputs=inputs)
     assert [(d["class"], round(d["score"], 2)) for d in dets["detections"]] == \
         [(1, 0.9), (0, 0.8), (0, 0.3)]
+
+
+def test_a_bad_anchors_asset_is_a_load_time_error():
+    specs = [TensorSpec("r", (1, 896, 16), "float32"), TensorSpec("c", (1, 896, 1), "float32")]
+    for data, words in ((b"not numpy", "not a readable .npy"), (b"", "not a readable .npy")):
+        with pytest.raises(PipelineError, match=words):
+            compile_steps([{"op": "ssd_anchors", "boxes": "r", "scores": "c", "anchors": "a"}],
+                          Context(outputs=specs, assets={"a": data}), "decode", kind="decode")

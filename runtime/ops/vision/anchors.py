@@ -91,7 +91,12 @@ def generate_anchors(o: AnchorOptions) -> np.ndarray:
 
 def anchors_from_npy(data: bytes) -> np.ndarray:
     """Anchors stored as an .npy asset: (N, 4) [x_center, y_center, w, h], normalized."""
-    array = np.load(io.BytesIO(data), allow_pickle=False)
+    try:
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, EOFError, OSError) as e:
+        raise ValueError(f"the anchors asset is not a readable .npy array ({e})") from None
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "fiu":
+        raise ValueError("the anchors asset must hold a numeric (N, 4) array")
     if array.ndim != 2 or array.shape[1] != 4:
         raise ValueError(f"an anchors asset must be an (N, 4) array [x_center, y_center, w, h], "
                          f"got shape {array.shape}")
