@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
 import signal
 import subprocess
 import sys
@@ -19,27 +21,52 @@ EDGEPACK = [sys.executable, "-m", "edgepack.cli.main"]
 def _start(args: list[str], marker: str, timeout: float = 90.0):
     proc = subprocess.Popen(EDGEPACK + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines_in: queue.Queue = queue.Queue()
+    proc.lines_in, proc.err_lines = lines_in, []     # read by threads: pipes never fill up
+    threading.Thread(target=lambda: [lines_in.put(x) for x in iter(proc.stdout.readline, "")]
+                     + [lines_in.put("")], daemon=True).start()
+    threading.Thread(target=lambda: proc.err_lines.extend(iter(proc.stderr.readline, "")),
+                     daemon=True).start()
     lines = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        line = proc.stdout.readline()
+        try:     # a reader thread: never block on a child that prints nothing
+            line = lines_in.get(timeout=1.0)
+        except queue.Empty:
+            if proc.poll() is not None:
+                break
+            continue
         if not line:
             break
         lines.append(line)
         if marker in line:
             return proc, lines
     proc.kill()
-    raise AssertionError(f"no {marker!r} line: stdout={lines} stderr={proc.stderr.read()[-3000:]}")
+    proc.wait(timeout=30)
+    time.sleep(0.5)
+    raise AssertionError(f"no {marker!r} line: stdout={lines} "
+                         f"stderr={''.join(proc.err_lines)[-3000:]}")
 
 
 def _stop(proc) -> tuple[int, str, str]:
+    """SIGTERM, wait (bounded), and return (exit code, rest of stdout, stderr)."""
     proc.send_signal(signal.SIGTERM)
     try:
-        out, err = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         proc.kill()
-        out, err = proc.communicate()
-    return proc.returncode, out, err
+        proc.wait(timeout=30)
+    out = []
+    while True:
+        try:
+            line = proc.lines_in.get(timeout=10)
+        except queue.Empty:
+            break
+        if not line:
+            break
+        out.append(line)
+    time.sleep(0.2)      # the stderr thread's last lines
+    return proc.returncode, "".join(out), "".join(proc.err_lines)
 
 
 def test_mqtt_command_answers_and_stops_on_sigterm(broker, image_bundle, clients, topic):

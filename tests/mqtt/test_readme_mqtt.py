@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import queue
+import threading
 import re
 import shlex
 import signal
@@ -59,16 +61,29 @@ def _start(command: str, env: dict, shell: bool = True) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     deadline = time.monotonic() + 90     # start-up imports ONNX Runtime; slow under load
+    lines_in: queue.Queue = queue.Queue()
+    err: list[str] = []      # both pipes read by threads: they never fill up
+    threading.Thread(target=lambda: [lines_in.put(x) for x in iter(proc.stdout.readline, "")]
+                     + [lines_in.put("")], daemon=True).start()
+    threading.Thread(target=lambda: err.extend(iter(proc.stderr.readline, "")),
+                     daemon=True).start()
     lines = []
     while time.monotonic() < deadline:
-        line = proc.stdout.readline()
+        try:     # a reader thread: never block on a child that prints nothing
+            line = lines_in.get(timeout=1.0)
+        except queue.Empty:
+            if proc.poll() is not None:
+                break
+            continue
         if not line:
             break
         lines.append(line)
         if line.startswith("bridging"):
             return proc
     os.killpg(proc.pid, signal.SIGKILL)
-    raise AssertionError(f"the bridge did not start: {lines} {proc.stderr.read()[-2000:]}")
+    proc.wait(timeout=30)
+    time.sleep(0.5)
+    raise AssertionError(f"the bridge did not start: {lines} {''.join(err)[-2000:]}")
 
 
 def _stop(proc: subprocess.Popen) -> int:
