@@ -10,7 +10,7 @@ import click
 import numpy as np
 
 from edgepack.runtime import engines, load, pack_bundle, read_bundle
-from edgepack.runtime.errors import EdgepackError, InputError, PipelineError
+from edgepack.runtime.errors import EdgepackError, HookError, InputError, PipelineError
 from edgepack.runtime.pack import detect_engine
 from edgepack.runtime.specs import format_shape
 
@@ -105,6 +105,8 @@ def pack(model, output, name, version_, labels, pipeline, resize, resize_referen
     try:  # a pipeline that cannot produce the model's input is refused now, not at `run`
         with load(out) as packed:
             check_pipeline(packed, str(out))
+    except HookError:
+        pass  # it calls the application's hooks, registered where it runs: not checkable here
     except EdgepackError:
         shutil.rmtree(out) if Path(out).is_dir() else Path(out).unlink()
         raise
@@ -233,6 +235,11 @@ def _describe(value) -> str:
                f"{', …' if value.size > 8 else ''}]"
     if isinstance(value, list) and value and isinstance(value[0], list):
         value = value[0]
+    if isinstance(value, list) and value and isinstance(value[0], dict) and "start_s" in value[0]:
+        return "  ".join(f"{d['start_s']:.2f}-{d['end_s']:.2f}s {d['label']} {d['score']:.3f}"
+                         for d in value)  # audio segments
+    if isinstance(value, list) and value and isinstance(value[0], dict) and "t_s" in value[0]:
+        return "  ".join(f"{d['t_s']:.2f}s {d['label']} {d['score']:.3f}" for d in value)
     if isinstance(value, list) and value and isinstance(value[0], dict):
         return "  ".join(f"{d['label']} {d['score']:.3f}" for d in value)
     return str(value)

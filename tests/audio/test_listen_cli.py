@@ -81,6 +81,8 @@ def test_readme_audio_commands(vad_dir):
     r = edgepack("listen", "vad.edgepack", "-", "--rate", "48000", stdin=pcm48, cwd=vad_dir)
     assert r.returncode == 0, r.stderr.decode()
     assert [json.loads(line) for line in r.stdout.decode().splitlines()] == segs48
+    r = edgepack("run", "vad.edgepack", "clip.wav", cwd=vad_dir)
+    assert r.stdout.decode().startswith("clip.wav: segments: 0.99-1.50s speech 1.000  2.50-")
     r = edgepack("inspect", "vad.edgepack", cwd=vad_dir)
     out = r.stdout.decode()
     assert "stream: 16000 Hz, window 512, context 64; state state <- stateN (init 0.0)" in out
