@@ -23,7 +23,7 @@ from edgepack.devices.catalog import QUANTIZATIONS, TARGET_ENGINE
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMAND = re.compile(r"`(edgepack [^`]+)`")
-OPTION = re.compile(r"(?<![\w-])--([a-z][a-z0-9-]+)")
+OPTION = re.compile(r"(?<![\w-])--([a-z][a-z0-9-]*[a-z0-9])(?![\w-])")
 #: Files whose strings are other programs' command lines (pip, apt), not edgepack advice.
 FOREIGN = {"devices/emulation/environment.py", "devices/gen_tflite_limits.py"}
 #: Options of other tools that notes quote ("tflite-runtime with pip --no-deps").
@@ -44,7 +44,9 @@ def all_options() -> set[str]:
             for opt in (*param.opts, *param.secondary_opts):
                 if opt.startswith("--"):
                     names.add(opt[2:])
-    return names | {"help", "version", "debug"} | FOREIGN_OPTIONS
+    for param in cli.params:  # the group's own: --debug, --verbose, --version
+        names.update(o[2:] for o in (*param.opts, *param.secondary_opts) if o.startswith("--"))
+    return names | {"help"} | FOREIGN_OPTIONS
 
 
 def parse(line: str) -> click.Context:
