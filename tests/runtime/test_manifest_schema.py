@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from edgepack.cli.main import cli
 from edgepack.runtime import load, pack_bundle, read_bundle
-from edgepack.runtime.errors import EdgepackError, ManifestError
+from edgepack.runtime.errors import ManifestError
 
 
 def _members(path) -> dict[str, bytes]:
@@ -211,12 +211,13 @@ def _mutate(data, manifest: dict) -> None:
 def _only_edgepack_errors(tmp_path, members: dict[str, bytes]) -> None:
     path = tmp_path / "fuzz.edgepack"
     path.write_bytes(_zip(members))
-    try:
-        bundle = read_bundle(path)
-        with load(bundle) as model:           # what `edgepack verify` does after reading
-            model.run(model.example_feeds())
-    except EdgepackError:
-        pass   # the only acceptable failure
+    # `edgepack verify` is read_bundle + load + one run: an EdgepackError is the only
+    # acceptable failure; any other exception escapes the CLI's error mapping and shows up
+    # here as result.exception.
+    result = CliRunner().invoke(cli, ["verify", str(path)])
+    if not isinstance(result.exception, (SystemExit, type(None))):
+        raise result.exception
+    assert result.exit_code in (0, 2, 3, 4, 5), result.output
 
 
 def _fuzz(examples: int):
@@ -232,5 +233,5 @@ def _fuzz(examples: int):
     return run
 
 
-test_fuzz_manifest_quick = _fuzz(300)
+test_fuzz_manifest_quick = _fuzz(200)
 test_fuzz_manifest_many = pytest.mark.slow(_fuzz(10_000))
