@@ -164,25 +164,30 @@ class ByteLevel(PreTokenizer):
 
 
 _BYTE_TRANSLATE: dict[int, str] = {}
+_BYTE_WORDS: dict[str, tuple[str, list[int]]] = {}
 
 
 def byte_map(text: str, offs) -> Piece:
     """Each UTF-8 byte -> its printable char; all bytes of a char keep the char's range."""
     if text.isascii():
         return text.translate(_ASCII_BYTES), offs
-    table = _BYTE_TRANSLATE
-    for c in set(text):
-        if ord(c) not in table:
-            table[ord(c)] = "".join(BYTE_CHARS[b] for b in c.encode("utf-8"))
-    out = text.translate(table)
-    old = materialize(offs, len(text))
-    new = []
-    for c, a in zip(text, old):
-        if c < "\x80":
-            new.append(a)
-        else:
-            new.extend([a] * len(table[ord(c)]))
-    return out, new
+    hit = _BYTE_WORDS.get(text)
+    if hit is None:
+        table = _BYTE_TRANSLATE
+        for c in set(text):
+            if ord(c) not in table:
+                table[ord(c)] = "".join(BYTE_CHARS[b] for b in c.encode("utf-8"))
+        rel = []
+        for i, c in enumerate(text):
+            n = len(table[ord(c)]) if c >= "\x80" else 1
+            rel.extend([i] * n) if n > 1 else rel.append(i)
+        if len(_BYTE_WORDS) > 20000:
+            _BYTE_WORDS.clear()
+        hit = _BYTE_WORDS[text] = (text.translate(table), rel)
+    out, rel = hit
+    if isinstance(offs, int):
+        return out, [(offs + i, offs + i + 1) for i in rel]
+    return out, [offs[i] for i in rel]
 
 
 class Metaspace(PreTokenizer):

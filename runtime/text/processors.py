@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from ..errors import PipelineError
+from .unicode import WHITESPACE
 
 
 class Encoding:
@@ -128,25 +129,19 @@ class Bert(PostProcessor):
         return Encoding.concat(parts)
 
 
+_TRIM = "\u0120" + WHITESPACE
+
+
 def trim_offsets(enc: Encoding, add_prefix_space: bool) -> None:
     """ByteLevel's trim: offsets exclude the leading/trailing spaces a token carries."""
-    space = "\u0120"
     offsets = enc.offsets
     for i, token in enumerate(enc.tokens):
-        if space not in token and not any(c.isspace() for c in token):
+        lead = len(token) - len(token.lstrip(_TRIM))
+        trail = len(token) - len(token.rstrip(_TRIM))
+        if not lead and not trail:
             continue
-        lead = 0
-        for c in token:
-            if c == space or c.isspace():
-                lead += 1
-            else:
-                break
-        trail = 0
-        for c in reversed(token):
-            if c == space or c.isspace():
-                trail += 1
-            else:
-                break
+        if lead == len(token):
+            trail = lead  # an all-space token: both rules see every char
         start, end = offsets[i]
         if lead:
             if (i == 0 or start == 0) and add_prefix_space and lead == 1:

@@ -1,0 +1,151 @@
+"""A tiny BERT trained here to tell which fortunes language a sentence is in, converted to
+ONNX fp32 and dynamic-int8 bundles; and its encoder as an embedding bundle (from a
+save_pretrained directory). The bundles' predict(text) is compared with the source model
+fed by HF tokenizers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.text import corpus
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+pytest.importorskip("tokenizers")
+
+LANGS = tuple(corpus.PACKAGES)
+MAX_LEN = 32
+
+
+@pytest.fixture(scope="module")
+def language_data():
+    train, test = [], []
+    for k, lang in enumerate(LANGS):
+        texts = corpus.sample(lang, 700, seed=21)
+        train += [(t, k) for t in texts[:500]]
+        test += [(t, k) for t in texts[500:]]
+    return train, test
+
+
+def _hf_batch(hf, texts):
+    hf.enable_truncation(MAX_LEN)
+    hf.enable_padding(pad_id=hf.token_to_id("[PAD]"), pad_token="[PAD]")
+    encs = hf.encode_batch(list(texts))
+    return {"input_ids": torch.tensor([e.ids for e in encs]),
+            "attention_mask": torch.tensor([e.attention_mask for e in encs]),
+            "token_type_ids": torch.tensor([e.type_ids for e in encs])}
+
+
+@pytest.fixture(scope="module")
+def classifier(trained_json, language_data):
+    from tokenizers import Tokenizer as HF
+    hf = HF.from_str(trained_json("wordpiece"))
+    config = transformers.BertConfig(
+        vocab_size=hf.get_vocab_size(), hidden_size=64, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=128, max_position_embeddings=64,
+        num_labels=len(LANGS), id2label=dict(enumerate(LANGS)),
+        label2id={l: i for i, l in enumerate(LANGS)}, attn_implementation="eager")
+    torch.manual_seed(0)
+    model = transformers.BertForSequenceClassification(config)
+    train, _ = language_data
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    rng = np.random.default_rng(0)
+    model.train()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread is fastest on a shared machine
+    try:
+        for step in range(150):  # a few seconds on an idle core; ~40 s on 2 busy ones
+            idx = rng.choice(len(train), 32, replace=False)
+            batch = _hf_batch(hf, [train[i][0] for i in idx])
+            y = torch.tensor([train[i][1] for i in idx])
+            loss = model(**batch, labels=y).loss
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    model.eval()
+    return model, hf
+
+
+def _source_probs(model, hf, texts):
+    with torch.no_grad():
+        logits = model(**_hf_batch(hf, texts)).logits
+    return torch.softmax(logits.double(), -1).numpy()
+
+
+def _bundle_probs(bundle, texts):
+    rows = bundle.predict(list(texts))["labels"]
+    out = np.zeros((len(texts), len(LANGS)))
+    for i, row in enumerate(rows):
+        for item in row:
+            out[i, item["index"]] = item["score"]
+    return out
+
+
+@pytest.mark.slow
+def test_language_classifier_fp32_and_dynamic_int8(classifier, language_data, tmp_path):
+    from edgepack.converters.hf_onnx import (TextConversionConfig, convert_transformer,
+                                             export_transformer)
+    from edgepack.converters.hf_source import load_hf
+    from edgepack.runtime import load
+    model, hf = classifier
+    _, test = language_data
+    texts, y = [t for t, _ in test], np.array([k for _, k in test])
+    source = _source_probs(model, hf, texts)
+    source_acc = float(np.mean(source.argmax(1) == y))
+    assert source_acc > 0.45, source_acc  # it learned the task (chance: 1/6)
+    fp32 = export_transformer(load_hf(model, hf))
+    results = {}
+    for mode in ("none", "dynamic"):
+        cfg = TextConversionConfig(name="lang", quantization=mode, max_length=MAX_LEN,
+                                   top_k=len(LANGS))
+        r = convert_transformer(model, tmp_path / f"lang-{mode}.edgepack", cfg, tokenizer=hf,
+                                validation_texts=texts[:120], validation_labels=y[:120],
+                                onnx_model=fp32)
+        assert r.validation["passed"] and r.task == "classify_text"
+        with load(r.path) as bundle:
+            assert bundle.task == "classify_text"
+            assert bundle.manifest.assets == {"tokenizer": "tokenizer.json"}
+            probs = _bundle_probs(bundle, texts)
+            single = bundle.predict(texts[0])["labels"]
+            assert len(single) == 1 and single[0][0]["label"] in LANGS
+        results[mode] = probs
+        acc = float(np.mean(probs.argmax(1) == y))
+        assert source_acc - acc <= 0.01, (mode, source_acc, acc)
+    # fp32: predict(text) is the source model fed by HF tokenizers
+    np.testing.assert_allclose(results["none"], source, atol=1e-5)
+    assert (results["none"].argmax(1) == source.argmax(1)).all()
+    assert np.mean(results["dynamic"].argmax(1) == source.argmax(1)) >= 0.98
+    assert np.abs(results["dynamic"] - source).max() < 0.05
+
+
+@pytest.mark.slow
+def test_embedding_bundle_from_a_saved_directory(classifier, tmp_path):
+    from edgepack.converters.hf_onnx import TextConversionConfig, convert_transformer
+    from edgepack.runtime import load
+    model, hf = classifier
+    directory = tmp_path / "encoder"
+    model.bert.save_pretrained(directory)
+    (directory / "tokenizer.json").write_text(hf.to_str(), encoding="utf-8")
+    texts = [t for lang in LANGS for t in corpus.sample(lang, 30, seed=33)]
+    with torch.no_grad():
+        batch = _hf_batch(hf, texts)
+        h = model.bert(**batch).last_hidden_state.double()
+        m = batch["attention_mask"].double()[..., None]
+        ref = ((h * m).sum(1) / m.sum(1)).numpy()
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    floors = {"none": 0.999, "dynamic": 0.99}
+    for mode, floor in floors.items():
+        r = convert_transformer(directory, tmp_path / f"emb-{mode}.edgepack",
+                                TextConversionConfig(name="emb", quantization=mode,
+                                                     max_length=MAX_LEN),
+                                validation_texts=texts[:60])
+        assert r.task == "embed"
+        assert r.validation["embedding_cosine"]["min"] >= floor
+        with load(r.path) as bundle:
+            got = np.asarray(bundle.predict(texts)["embedding"])
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+        cosine = (got * ref).sum(1)
+        assert cosine.min() >= floor, (mode, cosine.min())
