@@ -79,17 +79,20 @@ def main() -> None:
 
     bundle = out / f"digits-{args.quantize}.edgepack"
     print(f"\n2. convert to ONNX, quantization {args.quantize}, validated against PyTorch")
-    result = json.loads(edgepack(
+    # Without --json: convert's progress (one line per stage) and warnings show as it runs.
+    print(edgepack(
         "convert", out / "digits.pt2", "-o", bundle, "--target", "onnx", "--quantize", args.quantize,
         "--calibration-data", out / "calibration.npy", "--validation-data", out / "heldout.npz",
         "--labels", out / "labels.txt", "--preprocess", out / "preprocess.json",
-        "--postprocess", out / "postprocess.json", "--json"))
-    validation = result["validation"]
+        "--postprocess", out / "postprocess.json"), end="")
+    from edgepack.runtime import read_bundle
+    manifest = read_bundle(bundle).manifest
+    validation = manifest.validation
     task = validation["task"]
     print(f"   accuracy kept: PyTorch {task['source'] * 100:.2f}% -> bundle "
           f"{task['bundle'] * 100:.2f}% on {validation['samples']} held-out digits; top-1 "
           f"agreement {validation['top1_agreement'] * 100:.1f}%; model "
-          f"{result['model_bytes'] / 1024:.1f} KiB")
+          f"{manifest.files[manifest.model.path].bytes / 1024:.1f} KiB")
 
     print("\n3. on the device side")
     print(edgepack("inspect", bundle))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -158,7 +159,7 @@ class _Progress:
         self._stages.pause()
         if self._tty and self._bar is None and done < total:
             self._bar = click.progressbar(length=total, label="calibrate",
-                                          file=click.get_text_stream("stderr"))
+                                          file=sys.stderr)
             self._bar.__enter__()
             self._shown = 0
         if self._bar is not None:

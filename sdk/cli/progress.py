@@ -3,6 +3,7 @@ line per step otherwise (logs, CI, a quickstart capturing the output)."""
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import time
 from typing import IO
@@ -21,7 +22,9 @@ class StageProgress:
     """
 
     def __init__(self, stream: IO[str] | None = None, tty: bool | None = None) -> None:
-        self._stream = stream or click.get_text_stream("stderr")
+        # sys.stderr itself: click's get_text_stream re-wraps the buffer, which fails
+        # ("Illegal seek") on some redirections.
+        self._stream = stream or sys.stderr
         self._tty = self._stream.isatty() if tty is None else tty
         self._name: str | None = None
         self._started = 0.0
