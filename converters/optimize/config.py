@@ -131,3 +131,34 @@ class DistillConfig(TrainConfig):
             raise OptimizeError(f"temperature must be > 0, got {self.temperature!r}")
         if not 0.0 <= self.alpha <= 1.0:
             raise OptimizeError(f"alpha must be in [0, 1], got {self.alpha!r}")
+
+
+@dataclass(frozen=True)
+class QATConfig(TrainConfig):
+    """Quantization-aware training (edgepack.converters.optimize.qat).
+
+    Fine-tunes with fake quantization of edgepack's int8 recipe for `device` (None: this
+    machine): per-channel symmetric int8 weights, the recipe's activation type, BatchNorm
+    folded into the preceding conv. Activation ranges are re-measured on the calibration
+    samples before every epoch (as the int8 quantizer measures them), and, with
+    `learn_ranges`, the ReLU outputs feeding int8 ops get a learned clipping bound
+    (PACT-style) that is exported as a Clip, so the int8 calibration sees the same range.
+
+    calibration_samples: how many of the training inputs set the activation ranges (the
+        same samples calibrate the exported bundle).
+    """
+
+    epochs: int = 3
+    lr: float = 1e-3
+    device: str | None = None
+    learn_ranges: bool = True
+    calibration_samples: int = 256
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.device is not None and not isinstance(self.device, str):
+            raise OptimizeError(f"device must be a device profile name or None, got "
+                                f"{self.device!r}")
+        if not isinstance(self.calibration_samples, int) or self.calibration_samples < 1:
+            raise OptimizeError(f"calibration_samples must be a positive integer, got "
+                                f"{self.calibration_samples!r}")

@@ -1,4 +1,4 @@
-"""`edgepack optimize prune|distill`: pruning and distillation from files.
+"""`edgepack optimize prune|distill|qat`: pruning, distillation and QAT from files.
 
 Models come as `package.module:factory` (plus a `.pt` state_dict), data as an `.npz` with
 x_train, y_train and optionally x_test, y_test. The output is a state_dict that
@@ -227,6 +227,62 @@ def distill_cmd(teacher_spec, teacher_weights, student_spec, student_weights, da
         summary["student_accuracy"] = optimize.evaluate(student, test)[1]
     summary["weights"] = str(optimize.save_weights(student, out))
     summary["history"] = result.history.to_dict()
+    _emit(summary, as_json)
+
+
+@optimize_group.command("qat")
+@click.argument("model_spec")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False),
+              help="state_dict (.pt) to load into the factory's model.")
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False),
+              help=".npz with x_train, y_train, x_test, y_test (the test split validates "
+                   "the bundle).")
+@click.option("--out", "out", required=True, type=click.Path(),
+              help="Where to write the int8 bundle.")
+@click.option("--device", help="Device profile whose int8 recipe to train for "
+                               "(default: this machine).")
+@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=1e-3,
+              show_default=True)
+@click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd"]), default="adam",
+              show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--calibration-samples", type=click.IntRange(min=1), default=256,
+              show_default=True, help="Training inputs that set the activation ranges.")
+@click.option("--fixed-ranges", is_flag=True,
+              help="Do not learn ReLU clipping bounds (ranges stay the measured min/max).")
+@click.option("--accept", is_flag=True,
+              help="Keep a bundle that does not reproduce the fake-quant model.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def qat_cmd(model_spec, weights, data, out, device, epochs, lr, optimizer, batch_size, seed,
+            calibration_samples, fixed_ranges, accept, as_json):
+    """Quantization-aware training of MODEL_SPEC, exported to an int8 bundle at --out."""
+    from edgepack import optimize
+
+    config = optimize.QATConfig(epochs=epochs, lr=lr, optimizer=optimizer,
+                                batch_size=batch_size, seed=seed, device=device,
+                                learn_ranges=not fixed_ranges,
+                                calibration_samples=calibration_samples)
+    arrays = _load_npz(data)
+    test = _split(arrays, "test")
+    if test is None:
+        raise InputError(f"{data} lacks x_test, y_test: QAT validates the int8 bundle on a "
+                         "held-out split that calibration never sees")
+    model = _model(model_spec, weights)
+    result = optimize.quantization_aware(model, _split(arrays, "train"), config)
+    converted = result.export(out, validation_data=test[0], validation_labels=test[1],
+                              accept=accept)
+    task = converted.validation.get("task") or {}
+    summary = {"float_accuracy": optimize.evaluate(model, test)[1],
+               "qat_accuracy": optimize.evaluate(result.model, test)[1],
+               "bundle_accuracy": task.get("bundle"),
+               "recipe": result.recipe.name,
+               "bundle": str(converted.path),
+               "history": result.history.to_dict()}
+    from edgepack.runtime import read_bundle
+    summary["fake_quant_match"] = read_bundle(converted.path).manifest.quantization["qat"][
+        "fake_quant_match"]
     _emit(summary, as_json)
 
 

@@ -1,0 +1,589 @@
+"""Quantization-aware training (QAT) for when post-training int8 loses too much accuracy.
+
+    from edgepack import optimize
+    result = optimize.quantization_aware(model, (x, y), optimize.QATConfig(epochs=3))
+    result.export("model.epk", validation_data=(x_val, y_val))   # validated int8 bundle
+
+How the bundle reproduces what was trained: the fake quantization here is the arithmetic
+of onnxruntime's QDQ int8 path under edgepack's recipe, not an approximation of it.
+
+- Weights: per output channel, symmetric, scale = max|w| / 127 (/ 64 for reduce_range
+  recipes), zero point 0, round-half-even: what the quantizer computes from the float weights.
+  The exported weights are the fake-quantized ones, so their max|w| and every value already
+  sit on that grid and the quantizer's rounding is exact.
+- BatchNorm is folded into the preceding conv before its weights are fake-quantized (the
+  int8 graph preparation folds it too; quantizing unfolded weights would fit the wrong scales).
+- Biases: int32 with scale = input scale x weight scale, as the quantizer stores them.
+- Activations: the recipe's type (U8 asymmetric on x86, S8 on ARM), at the tensors the
+  quantizer puts Q/DQ pairs on: each Conv/Linear input unless it comes unchanged through
+  max-pool/flatten/reshape from another quantized tensor (those share the scale), and each
+  Conv/Linear output, after its ReLU (which the quantizer folds into the output range).
+  Ranges are the min/max of the *float* model's activations on the calibration samples,
+  re-measured before every epoch and after the last one: exactly what onnxruntime's MinMax
+  calibrator measures on the exported model with the same samples.
+- With learn_ranges, a ReLU feeding int8 becomes clamp(x, 0, alpha) with alpha learned
+  through the quantizer's scale (PACT/LSQ-style straight-through gradients); the clamp is
+  exported as a Clip, so the calibration of the bundle sees the learned bound too.
+
+Supported graphs: anything torch.fx traces whose quantized ops are Conv1d/Conv2d/Linear;
+other ops run in float between them (as they do in the int8 bundle).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import operator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import QATConfig
+from .data import as_data, iter_batches
+from .errors import OptimizeError
+from .train import EpochStats, History, fine_tune
+
+log = logging.getLogger(__name__)
+
+_QUANTIZED_MODULES = (nn.Conv1d, nn.Conv2d, nn.Linear)
+#: Ops whose output is their input's values (max-pool picks values, reshape moves them): the
+#: quantizer gives their output the input's scale, so no new fake-quant point is needed.
+_SHARING_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.Flatten, nn.Dropout, nn.Identity)
+_SHARING_FUNCTIONS = (F.max_pool2d, F.max_pool1d, torch.flatten, F.dropout)
+_SHARING_METHODS = ("view", "reshape", "flatten", "contiguous")
+_INT_RANGES = {"uint8": (0, 255), "int8": (-128, 127)}
+#: How much faster (in log space) a learned clipping bound moves than the weights.
+_RANGE_GAIN = 20.0
+
+
+def _ste_round(x: torch.Tensor) -> torch.Tensor:
+    """round-half-even forward, identity gradient (straight-through estimator)."""
+    return x + (torch.round(x) - x).detach()
+
+
+def weight_scale(weight: torch.Tensor, qmax: int) -> torch.Tensor:
+    """Per-output-channel symmetric scale, as onnxruntime computes it (absmax / qmax)."""
+    absmax = weight.detach().abs().flatten(1).amax(1)
+    scale = absmax / qmax
+    # an all-zero channel: onnxruntime stores scale 1.0 (anything works, all values are 0)
+    return torch.where(scale > torch.finfo(torch.float32).tiny, scale, torch.ones_like(scale))
+
+
+def fake_quant_weight(weight: torch.Tensor, qmax: int) -> torch.Tensor:
+    """Weights rounded to their per-channel int8 grid (straight-through gradient)."""
+    scale = weight_scale(weight, qmax).view(-1, *([1] * (weight.dim() - 1)))
+    return torch.clamp(_ste_round(weight / scale), -qmax, qmax) * scale
+
+
+class ActivationQuant(nn.Module):
+    """One activation tensor's fake quantization (asymmetric, the recipe's int type).
+
+    mode "observe": record the min/max of float values and pass them through (calibration);
+    "train": quantize, with [0, alpha] as the range where alpha is learned, else the
+    observed range; "eval": quantize with the observed range (what the bundle uses);
+    "float": pass through (the exported float model; the learned clamp stays).
+    """
+
+    def __init__(self, activation_type: str, relu: float | None = None, learn: bool = False):
+        super().__init__()
+        self.qmin, self.qmax = _INT_RANGES[activation_type]
+        #: None: no activation here; inf: ReLU; 6.0: ReLU6.
+        self.relu = relu
+        self.register_buffer("lo", torch.tensor(float("inf")))
+        self.register_buffer("hi", torch.tensor(float("-inf")))
+        # the bound is learned in log space, its steps amplified by _RANGE_GAIN: ranges span
+        # orders of magnitude and Adam's step (~lr) would barely move a bound of 100
+        self.log_alpha = nn.Parameter(torch.tensor(0.0)) if (learn and relu is not None) else None
+        self.alpha_ready = False
+        self.mode = "float"
+
+    def reset(self) -> None:
+        self.lo.fill_(float("inf"))
+        self.hi.fill_(float("-inf"))
+
+    def scale_zero_point(self) -> tuple[float, int]:
+        """onnxruntime's compute_scale_zp for the observed range (range widened to hold 0)."""
+        if not torch.isfinite(self.lo):
+            raise OptimizeError("an activation range was never observed; calibrate first")
+        lo, hi = min(float(self.lo), 0.0), max(float(self.hi), 0.0)
+        lo32, hi32 = np.float32(lo), np.float32(hi)
+        scale = (np.float64(hi32) - np.float64(lo32)) / (self.qmax - self.qmin)
+        if np.float32(scale) < np.finfo(np.float32).tiny:
+            return 1.0, 0
+        zero_point = int(np.round(self.qmin - np.float64(lo32) / scale))
+        return float(np.float32(scale)), zero_point
+
+    @property
+    def learned(self) -> bool:
+        """Whether the clipping bound alpha is in use (set by the first calibration)."""
+        return self.log_alpha is not None and self.alpha_ready
+
+    @property
+    def alpha(self) -> torch.Tensor | None:
+        """The learned clipping bound (differentiable), or None."""
+        if self.log_alpha is None:
+            return None
+        return torch.exp(self.log_alpha * _RANGE_GAIN)
+
+    def start_alpha(self, value: float) -> None:
+        with torch.no_grad():
+            self.log_alpha.fill_(float(np.log(max(value, 1e-3))) / _RANGE_GAIN)
+        self.alpha_ready = True
+
+    def current_scale(self) -> float:
+        """The scale this point quantizes with now (the learned bound's while training)."""
+        if self.mode == "train" and self.learned:
+            return float(self.alpha.detach().clamp(1e-6, self.relu)) / (self.qmax - self.qmin)
+        return self.scale_zero_point()[0]
+
+    def _clamped(self, x: torch.Tensor) -> torch.Tensor:
+        if self.relu is None:
+            return x
+        if self.learned:
+            x = torch.minimum(x, self.alpha.clamp(max=self.relu))
+        if self.relu == float("inf"):
+            return torch.relu(x)
+        return torch.clamp(x, 0.0, self.relu)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._clamped(x)
+        if self.mode == "float":
+            return x
+        if self.mode == "observe":
+            self.lo.copy_(torch.minimum(self.lo, x.detach().min()))
+            self.hi.copy_(torch.maximum(self.hi, x.detach().max()))
+            return x
+        if self.mode == "train" and self.learned:
+            scale = self.alpha.clamp(min=1e-6, max=self.relu) / (self.qmax - self.qmin)
+            zero_point = self.qmin
+        else:
+            s, zp = self.scale_zero_point()
+            scale, zero_point = torch.tensor(s), zp
+        q = torch.clamp(_ste_round(x / scale) + zero_point, self.qmin, self.qmax)
+        return (q - zero_point) * scale
+
+
+class QuantizedLayer(nn.Module):
+    """A Conv/Linear computing with fake-quantized weights (and int32-grid bias)."""
+
+    def __init__(self, layer: nn.Module, weight_qmax: int):
+        super().__init__()
+        self.layer = layer
+        self.weight_qmax = weight_qmax
+        #: the ActivationQuant whose grid this layer's input is on (bias scale = s_in * s_w).
+        self.input_quant: ActivationQuant | None = None
+        #: "float": original weights; "observe": weights on their grid, float bias (the
+        #: exported float model, which the bundle's calibration runs); "train"/"eval": also
+        #: the bias on its int32 grid (the int8 model).
+        self.mode = "float"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        layer = self.layer
+        if self.mode == "float":
+            return layer(x)
+        weight = fake_quant_weight(layer.weight, self.weight_qmax)
+        bias = layer.bias
+        if bias is not None and self.input_quant is not None and self.mode != "observe":
+            s_in = self.input_quant.current_scale()
+            bias_scale = s_in * weight_scale(layer.weight, self.weight_qmax)
+            bias = _ste_round(bias / bias_scale) * bias_scale
+        if isinstance(layer, nn.Linear):
+            return F.linear(x, weight, bias)
+        return layer._conv_forward(x, weight, bias)
+
+    def snapped(self) -> nn.Module:
+        """The float layer with its weights on their int8 grid (what gets exported)."""
+        out = copy.deepcopy(self.layer)
+        with torch.no_grad():
+            out.weight.copy_(fake_quant_weight(self.layer.weight, self.weight_qmax))
+        return out
+
+
+def _fold_batchnorm(conv: nn.Module, bn: nn.BatchNorm2d) -> nn.Module:
+    """conv followed by (eval-mode) bn as one conv: w' = w*g/sigma, b' = (b-mu)*g/sigma + beta."""
+    folded = copy.deepcopy(conv)
+    with torch.no_grad():
+        std = torch.sqrt(bn.running_var + bn.eps)
+        gamma = bn.weight if bn.weight is not None else torch.ones_like(std)
+        beta = bn.bias if bn.bias is not None else torch.zeros_like(std)
+        factor = gamma / std
+        folded.weight.copy_(conv.weight * factor.view(-1, *([1] * (conv.weight.dim() - 1))))
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(std)
+        folded.bias = nn.Parameter((bias - bn.running_mean) * factor + beta)
+    return folded
+
+
+def _is_relu(node, modules) -> float | None:
+    """inf for a ReLU node, 6.0 for ReLU6, None otherwise."""
+    if node.op == "call_module":
+        mod = modules[node.target]
+        if type(mod) is nn.ReLU:
+            return float("inf")
+        if type(mod) is nn.ReLU6:
+            return 6.0
+    if node.op == "call_function":
+        if node.target in (F.relu, torch.relu, F.relu_):
+            return float("inf")
+        if node.target is F.relu6:
+            return 6.0
+        if node.target is F.hardtanh and node.args[1:3] == (0.0, 6.0):
+            return 6.0
+    if node.op == "call_method" and node.target in ("relu", "relu_"):
+        return float("inf")
+    return None
+
+
+def _shares_grid(node, modules) -> bool:
+    if node.op == "call_module":
+        return isinstance(modules[node.target], _SHARING_MODULES)
+    if node.op == "call_function":
+        return node.target in _SHARING_FUNCTIONS
+    return node.op == "call_method" and node.target in _SHARING_METHODS
+
+
+@dataclass
+class QATModel:
+    """The fake-quant GraphModule and its quantization points."""
+
+    graph_module: Any
+    layers: dict[str, QuantizedLayer]
+    activations: dict[str, ActivationQuant]
+    float_layers: tuple[str, ...] = ()
+
+    def set_mode(self, mode: str) -> None:
+        for act in self.activations.values():
+            act.mode = mode
+        for layer in self.layers.values():
+            layer.mode = mode
+
+
+def prepare_qat(model: nn.Module, recipe, learn_ranges: bool = True) -> QATModel:
+    """A copy of `model` traced by torch.fx, BN folded, fake quantization inserted.
+
+    Raises OptimizeError when the model cannot be traced or has nothing to quantize.
+    """
+    import torch.fx as fx
+    model = copy.deepcopy(model).eval()
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise OptimizeError(f"QAT needs a model torch.fx can trace (data-independent control "
+                            f"flow); tracing failed: {first}") from e
+    modules = dict(gm.named_modules())
+    graph = gm.graph
+    # 1. fold BatchNorm into the conv before it (only when the conv feeds nothing else)
+    for node in list(graph.nodes):
+        if node.op != "call_module" or not isinstance(modules[node.target], nn.modules.batchnorm._BatchNorm):
+            continue
+        prev = node.args[0]
+        if (isinstance(prev, fx.Node) and prev.op == "call_module"
+                and isinstance(modules[prev.target], (nn.Conv1d, nn.Conv2d))
+                and len(prev.users) == 1):
+            folded = _fold_batchnorm(modules[prev.target], modules[node.target])
+            _set_module(gm, prev.target, folded)
+            modules[prev.target] = folded
+            node.replace_all_uses_with(prev)
+            graph.erase_node(node)
+    # 2. wrap the quantized layers, add activation fake-quant at the quantizer's Q/DQ points
+    weight_qmax = 64 if recipe.reduce_range else 127
+    layers: dict[str, QuantizedLayer] = {}
+    acts: dict[str, ActivationQuant] = {}
+    kept_float: list[str] = []
+    quant_of: dict[Any, str] = {}    # fx node -> name of the ActivationQuant its value is on
+    count = 0
+
+    def add_quant(after, relu=None, replace_node=None):
+        nonlocal count
+        name = f"act_quant_{count}"
+        count += 1
+        act = ActivationQuant(recipe.activation_type, relu, learn=learn_ranges)
+        gm.add_submodule(name, act)
+        acts[name] = act
+        anchor = replace_node or after
+        with graph.inserting_after(anchor):
+            new = graph.call_module(name, (after,))
+        (replace_node or after).replace_all_uses_with(new)
+        new.args = (after,)
+        if replace_node is not None:
+            graph.erase_node(replace_node)
+        quant_of[new] = name
+        return new
+
+    def grid_source(node):
+        while isinstance(node, fx.Node):
+            if node in quant_of:
+                return quant_of[node]
+            if not _shares_grid(node, modules) or not node.args:
+                return None
+            node = node.args[0]
+        return None
+
+    for node in list(graph.nodes):
+        if node.op != "call_module" or not isinstance(modules[node.target], _QUANTIZED_MODULES):
+            continue
+        layer = modules[node.target]
+        if _thin(layer, recipe):
+            kept_float.append(node.target)
+            continue
+        wrapped = QuantizedLayer(layer, weight_qmax)
+        _set_module(gm, node.target, wrapped)
+        layers[node.target] = wrapped
+        source = node.args[0]
+        name = grid_source(source)
+        if name is None:
+            with graph.inserting_before(node):
+                qname = f"act_quant_{count}"
+                count += 1
+                act = ActivationQuant(recipe.activation_type, None)
+                gm.add_submodule(qname, act)
+                acts[qname] = act
+                qnode = graph.call_module(qname, (source,))
+            quant_of[qnode] = qname
+            # every consumer of this tensor reads the same quantized copy
+            for user in list(source.users):
+                if user is not qnode and _reads_quantized(user, modules):
+                    user.replace_input_with(source, qnode)
+            name = qname
+        wrapped.input_quant = acts[name]
+        users = list(node.users)
+        if len(users) == 1 and _is_relu(users[0], modules) is not None:
+            add_quant(node, relu=_is_relu(users[0], modules), replace_node=users[0])
+        else:
+            add_quant(node)
+    if not layers:
+        raise OptimizeError("the model has no Conv1d/Conv2d/Linear layer to quantize")
+    graph.lint()
+    gm.delete_all_unused_submodules()     # the folded BatchNorms
+    gm.recompile()
+    return QATModel(gm, layers, acts, tuple(kept_float))
+
+
+def _reads_quantized(node, modules) -> bool:
+    return node.op == "call_module" and isinstance(modules.get(node.target), _QUANTIZED_MODULES)
+
+
+def _thin(layer: nn.Module, recipe) -> bool:
+    """The recipe keeps convs reading few channels in float (an image stem on x86 AVX2)."""
+    return (isinstance(layer, (nn.Conv1d, nn.Conv2d)) and recipe.float_thin_convs
+            and layer.in_channels <= recipe.float_thin_convs)
+
+
+def _set_module(gm, target: str, module: nn.Module) -> None:
+    parent, _, name = target.rpartition(".")
+    setattr(gm.get_submodule(parent) if parent else gm, name, module)
+
+
+def calibrate(qat: QATModel, x: torch.Tensor, batch_size: int = 256) -> None:
+    """Set every activation range to the min/max of the float model's values on `x`."""
+    for act in qat.activations.values():
+        act.reset()
+    qat.set_mode("observe")
+    qat.graph_module.eval()
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            qat.graph_module(x[start:start + batch_size])
+    for act in qat.activations.values():
+        if act.log_alpha is not None and not act.alpha_ready and torch.isfinite(act.hi):
+            # the first calibration starts the learned bound at the observed maximum
+            act.start_alpha(float(act.hi))
+    qat.set_mode("eval")
+
+
+class _Clamp(nn.Module):
+    """The exported form of an activation point: its ReLU/learned clamp, nothing else."""
+
+    def __init__(self, upper: float | None):
+        super().__init__()
+        self.upper = upper
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.upper is None:
+            return x
+        if self.upper == float("inf"):
+            return torch.relu(x)
+        return torch.clamp(x, 0.0, self.upper)
+
+
+def export_float(qat: QATModel) -> nn.Module:
+    """The float model to convert: BN folded, weights on their grid, learned clamps as Clip."""
+    gm = copy.deepcopy(qat.graph_module)
+    for name, layer in qat.layers.items():
+        _set_module(gm, name, layer.snapped())
+    for name, act in qat.activations.items():
+        upper = act.relu
+        if act.learned:
+            upper = min(act.relu, float(act.alpha.detach()))
+        _set_module(gm, name, _Clamp(upper))
+    gm.recompile()
+    return gm.eval()
+
+
+@dataclass
+class QATResult:
+    """What `quantization_aware` produced.
+
+    model: the fake-quant model (eval mode: computes what the int8 bundle computes).
+    float_model: the float model to convert (BN folded, weights snapped, clamps learned).
+    calibration: the samples whose min/max set the ranges; the bundle must calibrate on them.
+    """
+
+    model: nn.Module
+    float_model: nn.Module
+    calibration: np.ndarray
+    history: History
+    recipe: Any
+    config: QATConfig
+    activation_points: int
+    kept_float: tuple[str, ...] = ()
+    record: dict = field(default_factory=dict)
+
+    def export(self, out: str | Path, **convert_kwargs) -> Any:
+        """Convert `float_model` to a validated int8 ONNX bundle at `out` (edgepack.convert),
+        calibrated on `calibration`, with the QAT record in the manifest."""
+        return export_bundle(self, out, **convert_kwargs)
+
+
+def _calibration_inputs(source, count: int) -> torch.Tensor:
+    chunks, have = [], 0
+    for x, _y, _ in iter_batches(source, 256):
+        chunks.append(x)
+        have += len(x)
+        if have >= count:
+            break
+    return torch.cat(chunks)[:count]
+
+
+def quantization_aware(model: nn.Module, data, config: QATConfig = QATConfig(), *,
+                       eval_data=None) -> QATResult:
+    """Fine-tune `model` with fake int8 quantization matching edgepack's recipe.
+
+    data: (x, y) arrays or an iterable of (x, y) batches (classification, cross-entropy).
+    The input model is not modified. Export with `result.export(out, ...)`.
+    Raises OptimizeError (untraceable model, nothing to quantize, bad data).
+    """
+    from edgepack.converters.int8 import choose_recipe
+    if not isinstance(model, nn.Module):
+        raise OptimizeError(f"QAT needs a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(config, QATConfig):
+        raise OptimizeError(f"config must be a QATConfig, got {type(config).__name__}")
+    recipe = choose_recipe("onnxruntime", config.device)
+    source = as_data(data)
+    calib = _calibration_inputs(source, config.calibration_samples)
+    qat = prepare_qat(model, recipe, config.learn_ranges)
+    stats: list[EpochStats] = []
+    for epoch in range(1, config.epochs + 1):
+        calibrate(qat, calib)
+        qat.set_mode("train")
+        one = dataclasses.replace(config, epochs=1, seed=config.seed + epoch - 1)
+        history = fine_tune(qat.graph_module, source, _train_config(one),
+                            eval_data=eval_data).history
+        stats.append(dataclasses.replace(history.epochs[0], epoch=epoch))
+    calibrate(qat, calib)          # final ranges: what the bundle's calibration will measure
+    qat.set_mode("eval")
+    float_model = export_float(qat)
+    record = {"method": "qat", "epochs": config.epochs, "lr": config.lr,
+              "scheme": {"weights": f"per-channel symmetric int8 (qmax "
+                                    f"{64 if recipe.reduce_range else 127})",
+                         "activations": f"{recipe.types[:2]} asymmetric, min/max of the "
+                                        "float model on the calibration samples",
+                         "learned_ranges": config.learn_ranges,
+                         "batchnorm": "folded before fake quantization",
+                         "recipe": recipe.name},
+              "layers": len(qat.layers), "activation_points": len(qat.activations),
+              "calibration_samples": int(len(calib))}
+    if qat.float_layers:
+        record["kept_float"] = list(qat.float_layers)
+    log.info("QAT: %d layers, %d activation points, %d epochs", len(qat.layers),
+             len(qat.activations), config.epochs)
+    return QATResult(qat.graph_module, float_model, calib.numpy(), History(tuple(stats)),
+                     recipe, config, len(qat.activations), qat.float_layers, record)
+
+
+def _train_config(config: QATConfig):
+    from .config import TrainConfig
+    return TrainConfig(epochs=config.epochs, lr=config.lr, optimizer=config.optimizer,
+                       batch_size=config.batch_size, weight_decay=config.weight_decay,
+                       momentum=config.momentum, seed=config.seed)
+
+
+def export_bundle(result: QATResult, out: str | Path, **convert_kwargs) -> Any:
+    """`edgepack.convert` of the QAT float model to int8, calibrated on the QAT samples
+    (MinMax, so the bundle's ranges are the trained ones), manifest record "method": "qat"."""
+    from edgepack import convert
+    from edgepack.runtime.bundle import read_bundle, write_bundle
+    fixed = {"quantize": "int8", "calibration_data": result.calibration,
+             "calibration_method": "minmax",
+             "calibration_samples": len(result.calibration),
+             "device": result.config.device}
+    clash = sorted(k for k in fixed if k in convert_kwargs and convert_kwargs[k] != fixed[k])
+    if clash:
+        raise OptimizeError(f"a QAT export sets {', '.join(clash)} itself (the bundle must be "
+                            "calibrated the way the model was trained); leave them out")
+    convert_kwargs = {**convert_kwargs, **fixed}
+    if convert_kwargs.get("validation_data") is None:
+        raise OptimizeError("a QAT export needs validation_data (held-out inputs): without it "
+                            "the converter would hold out part of the calibration samples "
+                            "and calibrate on different ranges than were trained")
+    example = torch.as_tensor(result.calibration[:1])
+    convert_kwargs.setdefault("example_inputs", example)
+    # The bundle is validated against the float carrier model as any conversion is; QAT's
+    # float model is not what was trained (the fake-quant one is), so a float-vs-int8 gap is
+    # expected there and the check that matters is the one below.
+    accept = bool(convert_kwargs.pop("accept", False))
+    converted = convert(result.float_model, out, accept=True, **convert_kwargs)
+    bundle = read_bundle(converted.path)
+    match = fake_quant_agreement(result, bundle.model_bytes())
+    if match["max_steps"] is not None and match["max_steps"] > 1.0 + 1e-3 and not accept:
+        raise OptimizeError(
+            f"the int8 bundle differs from the fake-quant model by {match['max_steps']:.2f} "
+            "output quantization steps (at most 1 expected): the exported graph is not "
+            "quantized the way it was trained; pass accept=True / --accept to keep it")
+    quantization = dict(bundle.manifest.quantization or {})
+    quantization.update(qat=dict(result.record, fake_quant_match=match), method="qat")
+    members = {name: bundle.read(name) for name in bundle.members}
+    manifest = dataclasses.replace(bundle.manifest, quantization=quantization)
+    write_bundle(converted.path, manifest, members,
+                 directory=Path(converted.path).is_dir())
+    return dataclasses.replace(converted, quantization=quantization)
+
+
+def output_step(result: QATResult) -> float | None:
+    """The quantization step of the model output, when it is an int8 tensor of the bundle."""
+    gm = result.model
+    out = next(n for n in gm.graph.nodes if n.op == "output").args[0]
+    if getattr(out, "op", None) == "call_module" and isinstance(
+            gm.get_submodule(out.target), ActivationQuant):
+        return gm.get_submodule(out.target).scale_zero_point()[0]
+    return None
+
+
+def fake_quant_agreement(result: QATResult, model_bytes: bytes) -> dict:
+    """How closely the int8 ONNX model reproduces the fake-quant model on the calibration
+    samples: max |difference| in output quantization steps, and top-1 agreement."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    x = result.calibration
+    got = session.run(None, {session.get_inputs()[0].name: x})[0]
+    with torch.no_grad():
+        want = result.model(torch.as_tensor(x)).numpy()
+    diff = float(np.abs(got - want).max())
+    step = output_step(result)
+    record = {"samples": int(len(x)), "max_abs": diff,
+              "max_steps": None if step is None else diff / step,
+              "top1_agreement": float((got.argmax(-1) == want.argmax(-1)).mean())}
+    log.info("QAT bundle vs fake-quant model: %s", record)
+    return record
+
+
+__all__ = ["QATConfig", "QATResult", "ActivationQuant", "QuantizedLayer", "prepare_qat",
+           "calibrate", "export_float", "export_bundle", "fake_quant_agreement",
+           "fake_quant_weight", "output_step",
+           "quantization_aware", "weight_scale"]

@@ -1,0 +1,294 @@
+"""Quantization-aware training (edgepack.optimize.quantization_aware, `edgepack optimize qat`).
+
+The model: a small CNN on sklearn's 8x8 digits (BatchNorm after each conv), trained here,
+then given an outlier channel the way tests/int8/int8_models.conv_net(outlier=...) does: the
+first block's channel 0 is scaled by OUTLIER and the next conv's weights reading it by
+1/OUTLIER. The float function is unchanged (ReLU is positively homogeneous), but that
+tensor's range becomes OUTLIER times wider than its other channels need, which per-tensor
+uint8 activations cannot hold: plain int8 (PTQ) collapses (measured 0.30 accuracy from
+0.99), QAT learns to clip it and recovers (0.98).
+
+Also the README's QAT snippet (README "Optimizing before conversion": covered here).
+"""
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("sklearn")
+pytest.importorskip("onnxruntime")
+
+import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
+
+from edgepack import optimize  # noqa: E402
+from edgepack.converters.optimize.errors import OptimizeError  # noqa: E402
+from edgepack.converters.optimize.qat import (fake_quant_weight, output_step,  # noqa: E402
+                                              prepare_qat, weight_scale)
+
+OUTLIER = 300.0
+QAT = optimize.QATConfig(epochs=4, lr=2e-3, seed=0)
+
+
+class DigitsNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.b1 = nn.BatchNorm2d(8)
+        self.c2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.b2 = nn.BatchNorm2d(16)
+        self.fc = nn.Linear(16 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = F.relu(self.b1(self.c1(x)))
+        x = F.max_pool2d(F.relu(self.b2(self.c2(x))), 2)
+        return self.fc(torch.flatten(x, 1))
+
+
+class ResidualNet(nn.Module):
+    """A residual Add, global average pooling and a ReLU6: ops that run in float between
+    the quantized convs, whose outputs the next int8 op re-quantizes."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU6())
+        self.conv = nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        x = x + F.relu(self.bn(self.conv(x)))
+        return self.head(torch.flatten(self.pool(x), 1))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: faster than two spinning ones on a shared 2-core host, and
+    results reproducible at a fixed thread count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def digits8():
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    x = (d.images[:, None] / 16.0).astype(np.float32)
+    y = d.target.astype(np.int64)
+    order = np.random.default_rng(0).permutation(len(x))
+    x, y = x[order], y[order]
+    return x[:1400], y[:1400], x[1400:], y[1400:]
+
+
+@pytest.fixture(scope="module")
+def outlier_net(digits8):
+    """DigitsNet trained 8 epochs, then given the outlier channel (float accuracy 0.99)."""
+    x_train, y_train, _, _ = digits8
+    torch.manual_seed(0)
+    model = DigitsNet()
+    optimize.fine_tune(model, (x_train, y_train), optimize.TrainConfig(epochs=8, lr=3e-3, seed=0))
+    model.eval()
+    with torch.no_grad():
+        model.b1.weight[0] *= OUTLIER
+        model.b1.bias[0] *= OUTLIER
+        model.c2.weight[:, 0] /= OUTLIER
+    return model
+
+
+@pytest.fixture(scope="module")
+def qat_bundle(outlier_net, digits8, tmp_path_factory):
+    x_train, y_train, x_test, y_test = digits8
+    result = optimize.quantization_aware(outlier_net, (x_train, y_train), QAT)
+    out = tmp_path_factory.mktemp("qat") / "digits-qat.edgepack"
+    converted = result.export(out, validation_data=x_test, validation_labels=y_test)
+    return result, converted
+
+
+def _accuracy(model, x, y) -> float:
+    with torch.no_grad():
+        return float((model(torch.as_tensor(x)).argmax(1).numpy() == y).mean())
+
+
+def _bundle_logits(path, x):
+    from edgepack.runtime import load
+    model = load(path)
+    return next(iter(model.run({model.inputs[0].name: x}).values()))
+
+
+def test_export_equals_fake_quant_model_within_one_output_step(qat_bundle, digits8):
+    result, converted = qat_bundle
+    _, _, x_test, _ = digits8
+    got = _bundle_logits(converted.path, x_test)
+    with torch.no_grad():
+        want = result.model(torch.as_tensor(x_test)).numpy()
+    step = output_step(result)
+    assert step is not None and step > 0
+    # measured: 3e-5 steps (float rounding only); one step is the contract
+    assert np.abs(got - want).max() <= step * 1.0001
+    assert (got.argmax(1) == want.argmax(1)).all()
+
+
+def test_manifest_records_qat(qat_bundle):
+    from edgepack.runtime import read_bundle
+    _, converted = qat_bundle
+    q = read_bundle(converted.path).manifest.quantization
+    assert q["method"] == "qat" and q["mode"] == "int8"
+    assert q["qat"]["epochs"] == 4 and q["qat"]["layers"] == 3
+    assert q["qat"]["scheme"]["batchnorm"] == "folded before fake quantization"
+    assert q["qat"]["scheme"]["weights"].startswith("per-channel symmetric int8")
+    assert q["qat"]["fake_quant_match"]["max_steps"] <= 1.0001
+    assert q["qat"]["fake_quant_match"]["top1_agreement"] == 1.0
+    assert q["calibration"] == {"method": "minmax", "samples": QAT.calibration_samples}
+
+
+def test_qat_recovers_accuracy_where_ptq_int8_collapses(qat_bundle, outlier_net, digits8,
+                                                        tmp_path):
+    import edgepack
+    x_train, _, x_test, y_test = digits8
+    result, converted = qat_bundle
+    float_acc = _accuracy(outlier_net, x_test, y_test)
+    ptq = edgepack.convert(outlier_net, tmp_path / "ptq.epk", quantize="int8",
+                           example_inputs=(x_train[:1],), calibration_data=result.calibration,
+                           validation_data=x_test, validation_labels=y_test, accept=True)
+    ptq_acc = float((_bundle_logits(ptq.path, x_test).argmax(1) == y_test).mean())
+    qat_acc = float((_bundle_logits(converted.path, x_test).argmax(1) == y_test).mean())
+    # measured: float 0.990, PTQ 0.302, QAT 0.982 (397 held-out digits)
+    assert float_acc >= 0.97
+    assert ptq_acc < 0.6
+    assert qat_acc >= 0.95
+    assert qat_acc >= float_acc - 0.03
+    assert converted.validation["task"]["bundle"] == pytest.approx(qat_acc)
+
+
+def test_batchnorm_folded_and_exported_weights_on_their_int8_grid(outlier_net):
+    from edgepack.converters.int8 import recipe_for
+    recipe = recipe_for("onnxruntime", "x86-vnni")
+    qat = prepare_qat(outlier_net, recipe)
+    assert not [m for m in qat.graph_module.modules() if isinstance(m, nn.BatchNorm2d)]
+    x = torch.rand(4, 1, 8, 8)
+    with torch.no_grad():
+        # folding leaves the float function unchanged
+        assert torch.allclose(qat.graph_module(x), outlier_net(x), atol=1e-4)
+    for layer in qat.layers.values():
+        w = layer.snapped().weight.detach()
+        q = w / weight_scale(w, 127).view(-1, *([1] * (w.dim() - 1)))
+        assert torch.allclose(q, q.round(), atol=1e-3)
+        assert q.abs().flatten(1).amax(1).round().eq(127).all()
+
+
+def test_fake_quant_weight_is_per_output_channel():
+    w = torch.tensor([[0.5, -1.0, 0.26], [10.0, 3.0, -2.5]])
+    q = fake_quant_weight(w, 127)
+    assert torch.allclose(q[0], torch.round(w[0] / (1 / 127)) / 127)
+    assert torch.allclose(q[1], torch.round(w[1] / (10 / 127)) * (10 / 127))
+    reduced = fake_quant_weight(w, 64)          # reduce_range recipes: 7-bit weights
+    assert len(torch.unique(torch.round(reduced[1] / (10 / 64)))) == 3
+
+
+def test_residual_model_export_matches_fake_quant(digits8, tmp_path):
+    x_train, y_train, x_test, y_test = digits8
+    torch.manual_seed(0)
+    model = ResidualNet().eval()
+    result = optimize.quantization_aware(
+        model, (x_train[:512], y_train[:512]), optimize.QATConfig(epochs=1, lr=2e-3))
+    converted = result.export(tmp_path / "res.epk", validation_data=x_test[:100],
+                              validation_labels=y_test[:100], accept=True)
+    from edgepack.runtime import read_bundle
+    match = read_bundle(converted.path).manifest.quantization["qat"]["fake_quant_match"]
+    assert match["max_steps"] <= 1.0001      # measured 1.0000006: one tie, float rounding
+    assert match["top1_agreement"] >= 0.99
+
+
+def test_refusals(outlier_net, digits8, tmp_path):
+    x_train, y_train, _, _ = digits8
+
+    class Branchy(nn.Module):
+        def forward(self, x):
+            return x if x.sum() > 0 else -x    # data-dependent: torch.fx cannot trace it
+
+    with pytest.raises(OptimizeError, match="torch.fx can trace"):
+        optimize.quantization_aware(Branchy(), (x_train, y_train))
+    with pytest.raises(OptimizeError, match="no Conv1d/Conv2d/Linear"):
+        optimize.quantization_aware(nn.Sequential(nn.Flatten(), nn.ReLU()), (x_train, y_train))
+    with pytest.raises(OptimizeError, match="calibration_samples must be a positive"):
+        optimize.QATConfig(calibration_samples=0)
+    with pytest.raises(OptimizeError, match="config must be a QATConfig"):
+        optimize.quantization_aware(outlier_net, (x_train, y_train), optimize.TrainConfig())
+    result = optimize.quantization_aware(outlier_net, (x_train[:64], y_train[:64]),
+                                         optimize.QATConfig(epochs=1))
+    with pytest.raises(OptimizeError, match="needs validation_data"):
+        result.export(tmp_path / "x.epk")
+    with pytest.raises(OptimizeError, match="sets calibration_method itself"):
+        result.export(tmp_path / "x.epk", validation_data=x_train[:8],
+                      calibration_method="entropy")
+
+
+README_SNIPPET = '''
+from edgepack import optimize
+result = optimize.quantization_aware(model, (x_train, y_train), optimize.QATConfig(epochs=3))
+bundle = result.export("digits-qat.edgepack", validation_data=x_test, validation_labels=y_test)
+'''
+
+
+def test_readme_qat_snippet_runs(digits8, tmp_path, monkeypatch):
+    """The README's QAT code block (it is marked covered-by this test)."""
+    from pathlib import Path
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert README_SNIPPET.strip() in readme
+    x_train, y_train, x_test, y_test = digits8
+    torch.manual_seed(0)
+    monkeypatch.chdir(tmp_path)
+    scope = {"model": DigitsNet().eval(), "x_train": x_train[:256], "y_train": y_train[:256],
+             "x_test": x_test[:64], "y_test": y_test[:64]}
+    exec(README_SNIPPET, scope)
+    assert (tmp_path / "digits-qat.edgepack").is_file()
+    assert scope["bundle"].quantization["method"] == "qat"
+    assert scope["bundle"].quantization["qat"]["epochs"] == 3
+
+
+CLI_MODELS = textwrap.dedent('''
+    import torch
+    from torch import nn
+
+    def net():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                             nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
+''')
+
+
+def test_cli_qat_writes_a_validated_int8_bundle(digits8, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from edgepack.cli.main import cli
+    from edgepack.runtime import read_bundle
+    x_train, y_train, x_test, y_test = digits8
+    (tmp_path / "qat_cli_models.py").write_text(CLI_MODELS)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    np.savez(tmp_path / "d.npz", x_train=x_train[:512], y_train=y_train[:512],
+             x_test=x_test[:100], y_test=y_test[:100])
+    try:
+        run = CliRunner().invoke(cli, ["optimize", "qat", "qat_cli_models:net", "--data",
+                                       "d.npz", "--out", "b.epk", "--epochs", "2", "--json"])
+        assert run.exit_code == 0, run.output
+        summary = json.loads(run.output[run.output.index("{"):])
+        assert summary["fake_quant_match"]["max_steps"] <= 1.0001
+        assert summary["bundle_accuracy"] == pytest.approx(summary["qat_accuracy"], abs=0.02)
+        assert read_bundle(tmp_path / "b.epk").manifest.quantization["qat"]["epochs"] == 2
+        np.savez(tmp_path / "train_only.npz", x_train=x_train[:64], y_train=y_train[:64])
+        bad = CliRunner().invoke(cli, ["optimize", "qat", "qat_cli_models:net", "--data",
+                                       "train_only.npz", "--out", "c.epk"])
+        assert bad.exit_code == 2
+        assert "lacks x_test, y_test" in bad.output
+    finally:
+        sys.modules.pop("qat_cli_models", None)
