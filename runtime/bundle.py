@@ -101,12 +101,11 @@ def read_bundle(path: str | os.PathLike, *, limits: BundleLimits = BundleLimits(
         if SIGNATURE in source.infos:
             signature = source.read(SIGNATURE, _MAX_SIGNATURE_BYTES, lambda cap: BundleTooLargeError(
                 f"{path}: {SIGNATURE} is over {cap} bytes; an Ed25519 signature is 64"))
+        signed_by = None
+        if key is not None:   # trust the manifest (which pins every member) before reading on
+            from .signing import verify_signature
+            signed_by = verify_signature(path, manifest_bytes, signature, key)
         members = _read_members(path, manifest, source)
-
-    signed_by = None
-    if key is not None:
-        from .signing import verify_signature
-        signed_by = verify_signature(path, manifest_bytes, signature, key)
     return Bundle(path, manifest, members, manifest_bytes, signature, signed_by)
 
 

@@ -173,3 +173,16 @@ def test_inspect_shows_signed_and_by_which_key(tmp_path, bundle):
     invoke("keygen", tmp_path / "k2")
     wrong = invoke("inspect", bundle, "--key", tmp_path / "k2.pub")
     assert wrong.exit_code == 3 and fingerprint(tmp_path / "k2.pub") in wrong.output
+
+
+def test_the_signature_is_checked_before_any_member_is_read(tmp_path, bundle):
+    import zipfile
+    invoke("keygen", tmp_path / "k1")
+    with zipfile.ZipFile(bundle) as z:
+        members = {i.filename: z.read(i) for i in z.infolist()}
+    members["labels.txt"] = b"x" * len(members["labels.txt"])   # corrupt, and unsigned
+    with zipfile.ZipFile(bundle, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    with pytest.raises(SignatureError, match="unsigned"):
+        read_bundle(bundle, trusted_key=tmp_path / "k1.pub")
