@@ -13,7 +13,7 @@ from edgepack.cli.main import cli
 
 #: Numeric options any value of which is meaningful, or checked by the library's config with
 #: a one-line message of its own (the pruning amount: "[0, 1)").
-UNBOUNDED = {("optimize prune", "seed"), ("optimize distill", "seed"),
+UNBOUNDED = {("optimize prune", "seed"), ("optimize distill", "seed"), ("optimize qat", "seed"),
              ("optimize prune", "amount")}
 
 
