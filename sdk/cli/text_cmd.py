@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from edgepack.devices.catalog import QUANTIZATIONS as MODES
 from edgepack.runtime import load
 from edgepack.runtime.errors import InputError
 
@@ -74,7 +75,7 @@ def run_texts(bundle: Path, texts: tuple[str, ...], threads: int | None, as_json
               help="Bundle path to write.")
 @click.option("--name", help="Bundle name [output stem].")
 @click.option("--version", "version_", default="1.0.0", show_default=True)
-@click.option("--quantize", type=click.Choice(["none", "fp16", "dynamic", "int8"]),
+@click.option("--quantize", type=click.Choice(MODES),
               default="dynamic", show_default=True,
               help="dynamic = int8 MatMul weights (the default for transformers).")
 @click.option("--tokenizer", type=click.Path(exists=True, path_type=Path),
