@@ -313,3 +313,41 @@ def _patches(node, x: np.ndarray, w_shape, rows: int) -> np.ndarray | None:
     chosen = windows[ni, :, hi, wi]                     # [r, c, kh, kw]
     chosen = chosen.reshape(len(pick), group, per * kh * kw).transpose(1, 0, 2)
     return np.ascontiguousarray(chosen)
+
+
+#: The accuracy-aware pass learns the rounding of at most this many of the layers its
+#: sensitivity ranking marks worst (Conv/Gemm within the weight budget).
+WORST_LAYERS = 4
+
+
+def try_learned_rounding(float_model: bytes, samples: Mapping[str, np.ndarray], ranking,
+                         measure, current: tuple, in_use: list,
+                         settings: AdaRoundSettings = AdaRoundSettings(),
+                         layers: int = WORST_LAYERS) -> tuple[tuple, tuple[dict, ...]]:
+    """Learned rounding for the `layers` worst Conv/Gemm of `ranking` (most harmful first),
+    on the grid of `current` = (all-int8 model, Score); kept (appended to `in_use`, which
+    `measure` applies to the int8 layers of every later mix) only when the all-int8 score
+    is strictly better with it. Returns the new (model, Score) and the method's record."""
+    from .sensitivity import _better
+    worst = [s.node for s in ranking if s.op_type in ("Conv", "Gemm")][:layers]
+    if not worst:
+        return current, ()
+    learned = learn_rounding(float_model, current[0], samples, worst, settings)
+    if not learned.layers:
+        return current, ()
+    in_use.append(learned)
+    after = measure([])
+    kept = _better(after[1], current[1])
+    before = current[1]
+    record = {"method": "adaround", **learned.to_record(),
+              "agreement_before": round(before.agreement, 6),
+              "agreement_after": round(after[1].agreement, 6),
+              "error_before": float(f"{before.error:.4g}"),
+              "error_after": float(f"{after[1].error:.4g}"), "kept": kept}
+    log.info("accuracy-aware: learned rounding of %d layers: agreement %.4f -> %.4f, error "
+             "%.3g -> %.3g (%s)", len(learned.layers), before.agreement, after[1].agreement,
+             before.error, after[1].error, "kept" if kept else "undone")
+    if not kept:
+        in_use.clear()
+        return current, (record,)
+    return after, (record,)

@@ -36,6 +36,9 @@ class Int8Options:
     accuracy: None = plain int8; an AccuracyTarget = keep sensitive layers float until met.
     speed: None = no speed check; SpeedSettings = time int8 vs fp32 here and warn if slower.
     exclude_nodes: node names the caller wants in float whatever the pass finds.
+    prepare: with an accuracy target, when plain int8 misses it, first try cross-layer
+        equalization and the per-tensor calibration choice (calibration_choice.py); False
+        goes straight to the accuracy-aware pass.
     """
 
     recipe: Recipe | None = None
@@ -45,6 +48,7 @@ class Int8Options:
     accuracy: AccuracyTarget | None = None
     speed: SpeedSettings | None = None
     exclude_nodes: tuple[str, ...] = ()
+    prepare: bool = True
 
     def resolved_recipe(self) -> Recipe:
         recipe = self.recipe or choose_recipe("onnxruntime", self.device)
@@ -75,21 +79,35 @@ def quantize_int8(model_bytes: bytes, calibration: Mapping[str, np.ndarray],
     recipe = options.resolved_recipe()
     prepared = prepare_graph(model_bytes) if recipe.graph_prep else None
     float_model = prepared.model_bytes if prepared else model_bytes
-    with Calibrated(float_model, calibration, options.calibration) as calibrated:
+    tried: tuple = ()
+    if options.accuracy is not None and options.prepare:
+        # Plain int8 missing the target first tries cross-layer equalization and the
+        # calibration choice, which need their own calibration (calibration_choice.py).
+        from .calibration_choice import prepare_calibrated
+        calibrated, tried = prepare_calibrated(float_model, calibration, recipe,
+                                               options.calibration, options.accuracy,
+                                               options.exclude_nodes)
+    else:
+        calibrated = Calibrated(float_model, calibration, options.calibration)
+    with calibrated:
         if options.accuracy is not None:
             mixed = accuracy_aware(calibrated, recipe, calibration, options.accuracy,
-                                   keep_float=options.exclude_nodes)
+                                   keep_float=options.exclude_nodes, methods_before=tried)
             quantized = mixed.model_bytes
         else:
             mixed, quantized = None, calibrated.quantize(recipe, options.exclude_nodes)
-        samples = calibrated.samples
+        samples, calibrated_with = calibrated.samples, calibrated.settings
     record: dict[str, Any] = {
         "recipe": recipe.to_record(),
-        "calibration": {"method": options.calibration.method, "samples": samples},
+        "calibration": {"method": calibrated_with.method, "samples": samples},
         "kept_float": [],
     }
-    if options.calibration.method == "percentile":
-        record["calibration"]["percentile"] = options.calibration.percentile
+    choice = next((m for m in tried if m["method"] == "calibration_choice" and m["kept"]),
+                  None)
+    if choice is not None:
+        record["calibration"]["chosen_from"] = choice["chosen"]   # a method or "per_tensor"
+    if calibrated_with.method == "percentile":
+        record["calibration"]["percentile"] = calibrated_with.percentile
     if prepared is not None:
         record["graph_prep"] = prepared.to_record()
     if options.exclude_nodes:

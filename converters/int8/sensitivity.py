@@ -401,11 +401,13 @@ def score(reference: Sequence[np.ndarray], produced: Sequence[np.ndarray]) -> Sc
 
 def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str, np.ndarray],
                    target: AccuracyTarget = AccuracyTarget(), *,
-                   keep_float: Sequence[str] = (), threads: int | None = None
-                   ) -> MixedPrecision:
+                   keep_float: Sequence[str] = (), threads: int | None = None,
+                   methods_before: Sequence[Mapping[str, Any]] = ()) -> MixedPrecision:
     """Quantize `calibrated` with `recipe`, keeping the most sensitive layers in float until
     top-1 agreement with the float model on `samples` reaches `target.min_agreement`.
     `keep_float` names nodes that stay float in every candidate (the caller's choice).
+    `methods_before`: records of PTQ methods the caller already tried (cross-layer
+    equalization, calibration choice: calibration_choice.prepare_calibrated), listed first.
 
     Raises ConversionError when the model has nothing to quantize.
     """
@@ -415,22 +417,33 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
     fixed = list(keep_float)
 
     correction: list = []   # the bias correction in use, if any (set below)
+    rounding: list = []     # the learned rounding (adaround.py) in use, if any (set below)
     original = calibrated.model_bytes
 
     def measure(nodes: Sequence[str]) -> tuple[bytes, Score]:
-        if correction:  # corrected biases only where the weights are int8
-            calibrated.replace_model(correction[0].apply([*fixed, *nodes]))
+        # Both only where the weights are int8; an undone method leaves its model behind.
+        if correction or rounding or calibrated.model_bytes is not original:
+            rounded = [r.node for r in rounding[0].layers] if rounding else []
+            model = correction[0].apply([*fixed, *nodes, *rounded]) if correction \
+                else original
+            if rounding:
+                model = rounding[0].apply(model, skip=[*fixed, *nodes])
+            calibrated.replace_model(model)
         model = calibrated.quantize(recipe, [*fixed, *nodes])
         return model, meter(model)
 
     full, base = measure([])
     log.info("accuracy-aware: all-int8 agreement %.4f (target %.4f), error %.3g on %d samples",
              base.agreement, target.min_agreement, base.error, n_used)
+    # The manifest's all-int8 figure is the plain one, before the caller's methods.
+    plain = Score(methods_before[0]["agreement_before"], methods_before[0]["error_before"]) \
+        if methods_before else base
     if base.agreement >= target.min_agreement:
-        return MixedPrecision(full, target, base, base, (), (), n_used)
-    plain = base
+        return MixedPrecision(full, target, plain, base, (), (), n_used,
+                              methods=tuple(methods_before))
     (full, base), methods = _try_bias_correction(original, samples, measure, (full, base),
                                                  correction)
+    methods = (*methods_before, *methods)
     # The sensitivity ranking quantizes one layer at a time on the plain float model (its
     # mixes are not built through `measure`, which applies the correction itself).
     calibrated.replace_model(original)
@@ -442,6 +455,13 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
     if not nodes:
         raise ConversionError("the model has no named quantizable layer to keep in float")
     ranking = rank_layers(calibrated, recipe, meter, base, nodes, target.method, fixed)
+    from .adaround import try_learned_rounding
+    (full, base), learned = try_learned_rounding(original, samples, ranking, measure,
+                                                 (full, base), rounding)
+    methods = (*methods, *learned)
+    if base.agreement >= target.min_agreement:
+        return MixedPrecision(full, target, plain, base, (), tuple(ranking), n_used,
+                              methods=methods)
     greedy = keep_float_greedily(ranking, measure, (full, base), target)
     if greedy.score.agreement < target.min_agreement:
         return MixedPrecision(greedy.model_bytes, target, plain, greedy.score, greedy.kept,

@@ -104,3 +104,18 @@ def test_adaround_skips_layers_over_the_budget():
     rounding = learn_rounding(float_model, nearest_model, {"x": calib}, ["layer"],
                               AdaRoundSettings(max_weights=100))
     assert rounding.layers == () and rounding.apply(float_model) == float_model
+
+
+def test_accuracy_aware_tries_learned_rounding_on_the_worst_layers(calib):
+    from edgepack.converters.int8 import AccuracyTarget, accuracy_aware
+    from int8_models import conv_net
+    with Calibrated(conv_net(seed=0, outlier=30.0), {"x": calib}) as calibrated:
+        mixed = accuracy_aware(calibrated, RECIPE, {"x": calib}, AccuracyTarget(0.999))
+    methods = mixed.to_record()["methods"]
+    assert [m["method"] for m in methods] == ["bias_correction", "adaround"]
+    learned = methods[1]
+    assert learned["layers"] and all(r["error_learned"] < r["error_nearest"]
+                                     for r in learned["layers"])
+    before = (learned["agreement_before"], -learned["error_before"])
+    after = (learned["agreement_after"], -learned["error_after"])
+    assert learned["kept"] is (after > before)      # kept only when the mix is better

@@ -55,3 +55,17 @@ def test_cle_leaves_relu6_pairs_and_plain_models_alone():
     clipped = model.SerializeToString()
     result = equalize(clipped)
     assert result.pairs == () and result.model_bytes == clipped
+
+
+def test_accuracy_aware_conversion_tries_cle_first_and_keeps_it(calib):
+    from edgepack.converters.int8 import AccuracyTarget, Int8Options, quantize_int8
+    result = quantize_int8(conv_net(seed=3, outlier=100.0), {"x": calib}, Int8Options(
+        device="x86_64-workstation", recipe_overrides=(("float_thin_convs", 0),),
+        accuracy=AccuracyTarget(0.99)))
+    aware = result.record["accuracy_aware"]
+    first = aware["methods"][0]
+    assert first["method"] == "cross_layer_equalization" and first["kept"] is True
+    assert first["pairs"] == 1 and first["agreement_after"] > first["agreement_before"]
+    # the manifest's all-int8 figure is the plain one, before any method
+    assert aware["agreement_all_int8"] == first["agreement_before"]
+    assert aware["met"] and aware["kept_float"] == []      # no layer had to stay float

@@ -36,7 +36,10 @@ def test_outlier_model_plain_int8_misses_and_accuracy_aware_meets(calib, held_ou
     assert _agreement(reference, run(plain.model_bytes, held_out)) < 0.5   # collapsed
 
     target = AccuracyTarget(min_agreement=0.95, max_float_layers=3)
-    aware = quantize_int8(model, {"x": calib}, Int8Options(recipe=_recipe(), accuracy=target))
+    # prepare=False: cross-layer equalization would undo the planted outlier with no float
+    # layer at all (test_cle.py); this test is about keeping layers float.
+    aware = quantize_int8(model, {"x": calib}, Int8Options(recipe=_recipe(), accuracy=target,
+                                                           prepare=False))
     record = aware.record["accuracy_aware"]
     kept = {k["node"] for k in record["kept_float"]}
     # The outlier tensor is A's output: both its producer and its consumer quantize it.
