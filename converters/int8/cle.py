@@ -38,7 +38,7 @@ class EqualizedPair:
     first: str
     second: str
     through: str            # "Relu" or "identity"
-    max_scale: float        # largest s_i (or 1/s_i) applied in the last sweep
+    max_scale: float        # largest s_i (or 1/s_i) applied, all sweeps together
     range_ratio_before: float   # max over channels of max(r1/r2, r2/r1) before CLE
     range_ratio_after: float
 
@@ -73,7 +73,7 @@ def equalize(model_bytes: bytes, sweeps: int = SWEEPS) -> Equalization:
               for a, b, _ in pairs for n in (*a.input[1:3], b.input[1]) if n}
     before = {id(a): _ratio(values[a.input[1]], values[b.input[1]], _group(b))
               for a, b, _ in pairs}
-    largest: dict[int, float] = {}
+    total: dict[int, np.ndarray] = {}   # per pair, the product of its scales over sweeps
     for _ in range(sweeps):
         for a, b, _kind in pairs:
             w1, w2, group = values[a.input[1]], values[b.input[1]], _group(b)
@@ -87,12 +87,13 @@ def equalize(model_bytes: bytes, sweeps: int = SWEEPS) -> Equalization:
             if len(a.input) > 2 and a.input[2]:
                 values[a.input[2]] = values[a.input[2]] / s
             values[b.input[1]] = _scale_inputs(w2, group, s)
-            largest[id(a)] = float(np.max(np.maximum(s, 1.0 / s)))
+            total[id(a)] = total.get(id(a), 1.0) * s
     for name, value in values.items():
         dtype = numpy_helper.to_array(inits[name]).dtype
         inits[name].CopyFrom(numpy_helper.from_array(value.astype(dtype), name))
     records = tuple(
-        EqualizedPair(a.name, b.name, kind, largest[id(a)], before[id(a)],
+        EqualizedPair(a.name, b.name, kind,
+                      float(np.max(np.maximum(total[id(a)], 1.0 / total[id(a)]))), before[id(a)],
                       _ratio(values[a.input[1]], values[b.input[1]], _group(b)))
         for a, b, kind in pairs)
     log.info("cross-layer equalization: %d pairs, largest range ratio %.3g -> %.3g",

@@ -30,6 +30,7 @@ def test_cle_equalizes_a_planted_mismatch_keeping_float_outputs(calib, held_out)
     assert [(p.first, p.second, p.through) for p in result.pairs] == [("conv_a", "conv_b", "Relu")]
     pair = result.pairs[0]
     assert pair.range_ratio_before > 100 and pair.range_ratio_after < 1.01
+    assert pair.max_scale > 10          # channel 0's weights were scaled down a lot
 
     w = _weights(result.model_bytes)
     r1 = np.abs(w["wa"]).reshape(8, -1).max(1)
