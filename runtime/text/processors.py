@@ -132,16 +132,28 @@ class Bert(PostProcessor):
 _TRIM = "\u0120" + WHITESPACE
 
 
+_TRIMS: dict[str, tuple[int, int]] = {}
+
+
+def _trim_counts(token: str) -> tuple[int, int]:
+    hit = _TRIMS.get(token)
+    if hit is None:
+        lead = len(token) - len(token.lstrip(_TRIM))
+        trail = len(token) - len(token.rstrip(_TRIM))
+        if len(_TRIMS) > 50000:
+            _TRIMS.clear()
+        hit = _TRIMS[token] = (lead, trail)
+    return hit
+
+
 def trim_offsets(enc: Encoding, add_prefix_space: bool) -> None:
     """ByteLevel's trim: offsets exclude the leading/trailing spaces a token carries."""
     offsets = enc.offsets
+    trims = _TRIMS
     for i, token in enumerate(enc.tokens):
-        lead = len(token) - len(token.lstrip(_TRIM))
-        trail = len(token) - len(token.rstrip(_TRIM))
+        lead, trail = trims.get(token) or _trim_counts(token)
         if not lead and not trail:
             continue
-        if lead == len(token):
-            trail = lead  # an all-space token: both rules see every char
         start, end = offsets[i]
         if lead:
             if (i == 0 or start == 0) and add_prefix_space and lead == 1:
