@@ -208,6 +208,29 @@ def test_residual_model_export_matches_fake_quant(digits8, tmp_path):
     assert match["top1_agreement"] >= 0.99
 
 
+@pytest.mark.parametrize("device, types, reduce_range, kept_float", [
+    ("rpi4b", "S8S8", False, ()),                   # ARM: int8 activations
+    ("x86_64-workstation", "U8S8", True, ("0",)),   # AVX2: 7-bit weights, stem conv float
+])
+def test_other_recipes_export_matches_fake_quant(device, types, reduce_range, kept_float,
+                                                 digits8, tmp_path):
+    x_train, y_train, x_test, y_test = digits8
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(512, 10)).eval()
+    result = optimize.quantization_aware(model, (x_train[:256], y_train[:256]),
+                                         optimize.QATConfig(epochs=1, device=device))
+    assert (result.recipe.types, result.recipe.reduce_range) == (types, reduce_range)
+    assert result.kept_float == kept_float
+    converted = result.export(tmp_path / "m.edgepack", validation_data=x_test[:64],
+                              validation_labels=y_test[:64], accept=True)
+    qat = converted.quantization["qat"]
+    assert qat["fake_quant_match"]["max_steps"] <= 1.0001     # measured 1.6e-5
+    assert qat["scheme"]["weights"].endswith(f"(qmax {64 if reduce_range else 127})")
+    assert qat["scheme"]["activations"].startswith(types[:2])
+
+
 def test_refusals(outlier_net, digits8, tmp_path):
     x_train, y_train, _, _ = digits8
 
@@ -263,6 +286,9 @@ CLI_MODELS = textwrap.dedent('''
         torch.manual_seed(0)
         return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
                              nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
+
+    def no_layers():
+        return nn.Sequential(nn.Flatten(), nn.ReLU())
 ''')
 
 
@@ -290,5 +316,9 @@ def test_cli_qat_writes_a_validated_int8_bundle(digits8, tmp_path, monkeypatch):
                                        "train_only.npz", "--out", "c.epk"])
         assert bad.exit_code == 2
         assert "lacks x_test, y_test" in bad.output
+        empty = CliRunner().invoke(cli, ["optimize", "qat", "qat_cli_models:no_layers",
+                                         "--data", "d.npz", "--out", "e.epk"])
+        assert empty.exit_code == 6, empty.output
+        assert "no Conv1d/Conv2d/Linear layer to quantize" in empty.output
     finally:
         sys.modules.pop("qat_cli_models", None)
