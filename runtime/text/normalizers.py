@@ -46,6 +46,9 @@ class Lowercase(Normalizer):
         return transform(text, offs, dest)
 
 
+_MEMO: dict[str, dict[str, str]] = {}
+
+
 def unicode_normalize(form: str, text: str, offs) -> Piece:
     """NFD/NFKD/NFC/NFKC with per-char changes, as `unicode-normalization-alignments`.
 
@@ -54,6 +57,20 @@ def unicode_normalize(form: str, text: str, offs) -> Piece:
     """
     if unicodedata.is_normalized(form, text):
         return text, offs
+    # Fast path: char by char (what the alignment rules give for one-char clusters),
+    # valid whenever it equals normalizing the whole text (no composition across chars).
+    memo = _MEMO.setdefault(form, {})
+    for c in set(text).difference(memo):
+        memo[c] = unicodedata.normalize(form, c)
+    parts = [memo[c] for c in text]
+    out = "".join(parts)
+    if out == unicodedata.normalize(form, text):
+        if len(out) == len(text) and "" not in parts:  # then every char maps to one
+            return out, offs
+        new = []
+        for a, part in zip(materialize(offs, len(text)), parts):
+            new.extend([a] * len(part))
+        return out, new
     dest: list[tuple[str, int]] = []
     if form in ("NFD", "NFKD"):
         for c in text:
