@@ -199,14 +199,22 @@ def prepare_calibrated(float_model: bytes, calibration: Mapping[str, np.ndarray]
             return current, ()
         if equalization:
             from .cle import equalize
-            equalized = equalize(current.model_bytes)
-            if equalized.pairs:
+            exact = equalize(current.model_bytes)
+            relaxed = equalize(current.model_bytes, relax_clips=True)
+            variants = [("cross_layer_equalization", exact)]
+            if len(relaxed.pairs) > len(exact.pairs):   # ReLU6 pairs: measured, not exact
+                variants.append(("cross_layer_equalization_relu6_as_relu", relaxed))
+            start = best
+            for name, equalized in variants:
+                if not equalized.pairs:
+                    continue
                 trial = Calibrated(equalized.model_bytes, calibration, settings)
                 after = meter(trial.quantize(recipe, exclude_nodes))
                 kept = _better(after, best)
-                records.append(_record("cross_layer_equalization", best, after, kept,
-                                       equalized.to_record()))
+                records.append(_record(name, start, after, kept, equalized.to_record()))
                 if kept:
+                    if records[:-1] and records[-2]["kept"]:
+                        records[-2]["kept"] = False      # superseded by this variant
                     current.close()
                     current, best = trial, after
                 else:

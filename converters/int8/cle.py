@@ -10,10 +10,13 @@ input channel i by s_i leaves the float function unchanged; with s_i = sqrt(r1_i
 (r = the channel's weight range) both layers end with the same range sqrt(r1_i * r2_i) on
 channel i (Nagel et al., "Data-Free Quantization", 2019, §4.1).
 
-Only pairs joined directly or through one Relu are equalized: ReLU6/Clip(0, 6) does not
-commute with a per-channel scale (the clip bound would have to become per channel), so
-MobileNetV2's expand -> depthwise -> project chains through ReLU6 are left alone (its
-project -> next expand pairs without a residual are joined directly and are equalized).
+By default only pairs joined directly or through one Relu are equalized: ReLU6/Clip(0, 6)
+does not commute with a per-channel scale (the clip bound would have to become per channel),
+so MobileNetV2's expand -> depthwise -> project chains through ReLU6 are left alone (only its
+project -> next expand pairs without a residual are joined directly). `relax_clips=True`
+equalizes those too and replaces each such Clip by Relu (as Data-Free Quantization does):
+not exact, so it is only kept when the int8 result, measured against the original float
+model, is better.
 Chains of several convs are swept a few times, as each middle conv is scaled from both sides.
 """
 from __future__ import annotations
@@ -57,15 +60,22 @@ class Equalization:
                 "largest_range_ratio_after": float(f"{after:.4g}")}
 
 
-def equalize(model_bytes: bytes, sweeps: int = SWEEPS) -> Equalization:
+def equalize(model_bytes: bytes, sweeps: int = SWEEPS, *,
+             relax_clips: bool = False) -> Equalization:
     """`model_bytes` (float ONNX, BatchNorm already folded) with every Conv -> (Relu) ->
-    Conv pair equalized. Returns the model unchanged (and no pairs) when there is none."""
+    Conv pair equalized. Returns the model unchanged (and no pairs) when there is none.
+
+    relax_clips: also equalize pairs joined by Clip(0, max) (ReLU6), replacing that Clip by
+    Relu as Data-Free Quantization does. This changes the float function wherever the
+    pre-activation exceeds `max`: the caller must measure the result against the original
+    float model (prepare_calibrated does) rather than trust it.
+    """
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load_from_string(model_bytes)
     graph = model.graph
-    pairs = _pairs(graph)
+    pairs = _pairs(graph, relax_clips)
     if not pairs:
         return Equalization(model_bytes, ())
     inits = {i.name: i for i in graph.initializer}
@@ -91,6 +101,12 @@ def equalize(model_bytes: bytes, sweeps: int = SWEEPS) -> Equalization:
     for name, value in values.items():
         dtype = numpy_helper.to_array(inits[name]).dtype
         inits[name].CopyFrom(numpy_helper.from_array(value.astype(dtype), name))
+    for a, _b, kind in pairs:
+        if kind == "Clip":   # -> Relu (relax_clips)
+            clip = next(n for n in graph.node if n.input and n.input[0] == a.output[0])
+            clip.op_type = "Relu"
+            del clip.input[1:]
+            del clip.attribute[:]
     records = tuple(
         EqualizedPair(a.name, b.name, kind,
                       float(np.max(np.maximum(total[id(a)], 1.0 / total[id(a)]))), before[id(a)],
@@ -131,7 +147,7 @@ def _ratio(w1: np.ndarray, w2: np.ndarray, group: int) -> float:
     return float(np.max(np.maximum(q, 1.0 / q)))
 
 
-def _pairs(graph) -> list:
+def _pairs(graph, relax_clips: bool = False) -> list:
     """(conv 1, conv 2, "Relu" | "identity") for each equalizable pair, in graph order.
 
     The tensor between them must feed only the next node (and not be a graph output), the
@@ -162,8 +178,9 @@ def _pairs(graph) -> list:
             continue
         nxt = only_consumer(first.output[0])
         kind, between = "identity", first.output[0]
-        if nxt is not None and nxt.op_type == "Relu":
-            kind, between = "Relu", nxt.output[0]
+        if nxt is not None and (nxt.op_type == "Relu" or (
+                relax_clips and nxt.op_type == "Clip" and _clips_at_zero(nxt, inits))):
+            kind, between = nxt.op_type, nxt.output[0]
             nxt = only_consumer(between)
         if nxt is None or nxt.op_type != "Conv" or nxt.input[0] != between \
                 or not own_weights(nxt):
@@ -177,3 +194,14 @@ def _pairs(graph) -> list:
     # A conv may be the second of one pair and the first of the next (chains); its
     # weights are then updated by both, in order, which the sweeps handle.
     return pairs
+
+
+def _clips_at_zero(node, inits) -> bool:
+    """Clip whose lower bound is 0 (ReLU6 and the like), from opset 11 inputs or the older
+    `min` attribute."""
+    from onnx import numpy_helper
+    if len(node.input) > 1 and node.input[1]:
+        if node.input[1] not in inits:
+            return False
+        return float(numpy_helper.to_array(inits[node.input[1]]).reshape(-1)[0]) == 0.0
+    return any(a.name == "min" and a.f == 0.0 for a in node.attribute)

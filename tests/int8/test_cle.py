@@ -70,3 +70,21 @@ def test_accuracy_aware_conversion_tries_cle_first_and_keeps_it(calib):
     # the manifest's all-int8 figure is the plain one, before any method
     assert aware["agreement_all_int8"] == first["agreement_before"]
     assert aware["met"] and aware["kept_float"] == []      # no layer had to stay float
+
+
+def test_relaxed_cle_equalizes_through_relu6_as_relu(held_out):
+    model = onnx.load_from_string(conv_net(seed=3, outlier=100.0))
+    relu = next(n for n in model.graph.node if n.op_type == "Relu")
+    relu.op_type = "Clip"
+    relu.input.extend(["lo", "hi"])
+    # a bound the planted model never reaches on these images: Relu and Clip agree here
+    model.graph.initializer.extend([numpy_helper.from_array(np.array(0, np.float32), "lo"),
+                                    numpy_helper.from_array(np.array(1e4, np.float32), "hi")])
+    clipped = model.SerializeToString()
+    result = equalize(clipped, relax_clips=True)
+    assert [(p.first, p.through) for p in result.pairs] == [("conv_a", "Clip")]
+    ops = [n.op_type for n in onnx.load_from_string(result.model_bytes).graph.node]
+    assert "Clip" not in ops and ops.count("Relu") == 2
+    reference = run(clipped, held_out)
+    assert np.max(np.abs(run(result.model_bytes, held_out) - reference)) <= \
+        1e-5 * np.max(np.abs(reference))
