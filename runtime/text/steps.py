@@ -265,3 +265,31 @@ def _token_spans(p, ctx):
                            for s in spans])
         return {"spans": result}
     return decode
+
+
+def parse_text_body(body: bytes, content_type: str = "") -> Any:
+    """An HTTP body for a text bundle -> what `predict` takes (for serve's /predict).
+
+    application/json: a string, a list of strings, or {"text": string-or-list};
+    text/plain (or no type): the UTF-8 body is one text. Raises InputError otherwise.
+    """
+    import json
+    ctype = (content_type or "").split(";")[0].strip().lower()
+    try:
+        text = bytes(body).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"the request body is not UTF-8 text: {e}") from e
+    if ctype == "application/json":
+        try:
+            value = json.loads(text)
+        except ValueError as e:
+            raise InputError(f"the JSON body does not parse: {e}") from e
+        if isinstance(value, dict):
+            value = value.get("text")
+        texts, single = as_texts(value if isinstance(value, list) else
+                                 value if isinstance(value, str) else 0)
+        return texts[0] if single else texts
+    if ctype in ("", "text/plain"):
+        return text
+    raise InputError(f"content type {ctype!r} is not text; send application/json or "
+                     "text/plain")

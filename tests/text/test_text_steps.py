@@ -149,3 +149,17 @@ def test_fast_path_is_used_only_when_identical(tmp_path, trained_json):
     # a different tokenizer behind the same json: the self-check refuses it
     other = Tokenizer.from_json(trained_json("wordpiece"))
     assert fast_encoder(js, other, None, None) is None
+
+
+def test_parse_text_body_for_http():
+    from edgepack.runtime.text.steps import parse_text_body
+    assert parse_text_body(b'"hi"', "application/json") == "hi"
+    assert parse_text_body(b'["a", "b"]', "application/json; charset=utf-8") == ["a", "b"]
+    assert parse_text_body(b'{"text": ["x"]}', "application/json") == ["x"]
+    assert parse_text_body("héllo".encode(), "text/plain") == "héllo"
+    with pytest.raises(InputError, match="not UTF-8"):
+        parse_text_body(b"\xff", "text/plain")
+    with pytest.raises(InputError, match="is not text"):
+        parse_text_body(b"x", "image/png")
+    with pytest.raises(InputError, match="does not parse"):
+        parse_text_body(b"{", "application/json")
