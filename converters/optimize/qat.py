@@ -119,6 +119,10 @@ def prepare_qat(model: nn.Module, recipe, learn_ranges: bool = True) -> QATModel
                             f"flow); tracing failed: {first}") from e
     modules = dict(gm.named_modules())
     graph = gm.graph
+    inputs = [n.name for n in graph.nodes if n.op == "placeholder"]
+    if len(inputs) != 1:
+        raise OptimizeError(f"QAT handles models with one input tensor; this one takes "
+                            f"{len(inputs)} ({', '.join(inputs)})")
     # 1. fold BatchNorm into the conv before it (only when the conv feeds nothing else)
     for node in list(graph.nodes):
         if node.op != "call_module" or not isinstance(modules[node.target], nn.modules.batchnorm._BatchNorm):
