@@ -22,6 +22,7 @@ grid: quantizing them again changes nothing.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -46,6 +47,9 @@ class AdaRoundSettings:
     max_weights: int = 400_000
     samples: int = 64
     rows: int = 8192
+    #: Wall-clock budget for all layers of one call; layers left when it runs out keep
+    #: round-to-nearest (the worst-ranked come first, so they get the time).
+    seconds: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -104,11 +108,18 @@ def learn_rounding(float_model: bytes, quantized_model: bytes,
               and inits[n.input[1]].size <= settings.max_weights and _plain(n)]
     if not layers:
         return LearnedRounding(())
+    order = {name: i for i, name in enumerate(nodes)}
+    layers.sort(key=lambda n: order[n.name])     # the caller's order: most harmful first
     grams = _input_grams(float_model, layers, samples, settings)
     rounded = []
+    started = time.monotonic()
     for node in layers:
         if node.name not in grams:
             continue
+        if time.monotonic() - started > settings.seconds:
+            log.info("adaround: %.0f s budget spent; %s and later layers keep nearest "
+                     "rounding", settings.seconds, node.name)
+            break
         w = inits[node.input[1]].astype(np.float64)
         transposed = node.op_type == "Gemm" and not _attr(node, "transB", 0)
         w2 = w.T if transposed else w
@@ -158,27 +169,31 @@ def round_layer(w: np.ndarray, scale: np.ndarray, zero: np.ndarray, qmin: int, q
         return nearest + zero[:, None], 0.0, 0.0
     rtn_abs = rtn_error * signal
     p = np.clip((frac - GAMMA) / (ZETA - GAMMA), 1e-4, 1 - 1e-4)
-    v = np.log(p / (1 - p))
+    # The loop runs in float32 (half the memory traffic; rounding decisions are coarse).
+    f32 = np.float32
+    v = np.log(p / (1 - p)).astype(f32)
     m = np.zeros_like(v)
     s2 = np.zeros_like(v)
+    g32, sc = g.astype(f32), scale[:, None].astype(f32)
+    base32, units32 = base.astype(f32), units.astype(f32)
+    free = (~fixed).astype(f32)
+    fixed_h = ((nearest - base) * fixed).astype(f32)
+    coef, reg = 2.0 / rtn_abs, settings.regularization / v.size
     warmup = settings.iterations // 5
     for step in range(1, settings.iterations + 1):
         sig = 1.0 / (1.0 + np.exp(-v))
         raw = sig * (ZETA - GAMMA) + GAMMA
-        h = np.clip(raw, 0.0, 1.0)
-        h = np.where(fixed, nearest - base, h)
-        delta = (base + h - units) * scale[:, None]
-        grad_w = 2.0 * _times_gram(delta, g, per) / rtn_abs
-        grad_h = grad_w * scale[:, None]
+        h = np.clip(raw, 0.0, 1.0) * free + fixed_h
+        delta = (base32 + h - units32) * sc
+        grad_h = _times_gram(delta, g32, per) * (sc * coef)
         if step > warmup:
             beta = 20.0 + (2.0 - 20.0) * (step - warmup) / max(1, settings.iterations - warmup)
             t = 2.0 * h - 1.0
-            grad_h = grad_h + settings.regularization / h.size * (
-                -beta * np.abs(t) ** (beta - 1.0) * np.sign(t) * 2.0)
-        grad_v = grad_h * sig * (1 - sig) * (ZETA - GAMMA) * ((raw > 0) & (raw < 1)) * ~fixed
+            grad_h -= (2.0 * beta * reg) * np.abs(t) ** (beta - 1.0) * np.sign(t)
+        grad_v = grad_h * sig * (1 - sig) * ((ZETA - GAMMA) * free) * ((raw > 0) & (raw < 1))
         m = 0.9 * m + 0.1 * grad_v
-        s2 = 0.999 * s2 + 0.001 * grad_v ** 2
-        v -= settings.learning_rate * (m / (1 - 0.9 ** step)) / (
+        s2 = 0.999 * s2 + 0.001 * grad_v * grad_v
+        v -= (settings.learning_rate / (1 - 0.9 ** step)) * m / (
             np.sqrt(s2 / (1 - 0.999 ** step)) + 1e-8)
     hard = np.where(fixed, nearest - base, (v >= 0).astype(np.float64))
     learned = np.clip(base + hard + zero[:, None], qmin, qmax) - zero[:, None]
@@ -191,12 +206,12 @@ def round_layer(w: np.ndarray, scale: np.ndarray, zero: np.ndarray, qmin: int, q
 def _quadratic(delta: np.ndarray, gram: np.ndarray, per: int) -> float:
     """sum over groups of trace(delta_g C_g delta_g^T)."""
     d = delta.reshape(gram.shape[0], per, -1)
-    return float(np.einsum("gok,gkl,gol->", d, gram, d, optimize=True))
+    return float(np.sum(np.matmul(d, gram) * d))
 
 
 def _times_gram(delta: np.ndarray, gram: np.ndarray, per: int) -> np.ndarray:
     d = delta.reshape(gram.shape[0], per, -1)
-    return np.einsum("gok,gkl->gol", d, gram, optimize=True).reshape(delta.shape)
+    return np.matmul(d, gram).reshape(delta.shape)   # batched BLAS (einsum here is not)
 
 
 def weight_grids(quantized_model: bytes) -> dict[str, tuple]:
