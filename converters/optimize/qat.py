@@ -123,36 +123,23 @@ def prepare_qat(model: nn.Module, recipe, learn_ranges: bool = True) -> QATModel
     if len(inputs) != 1:
         raise OptimizeError(f"QAT handles models with one input tensor; this one takes "
                             f"{len(inputs)} ({', '.join(inputs)})")
-    # 1. fold BatchNorm into the conv before it (only when the conv feeds nothing else)
-    for node in list(graph.nodes):
-        if node.op != "call_module" or not isinstance(modules[node.target], nn.modules.batchnorm._BatchNorm):
-            continue
-        prev = node.args[0]
-        if (isinstance(prev, fx.Node) and prev.op == "call_module"
-                and isinstance(modules[prev.target], (nn.Conv1d, nn.Conv2d))
-                and len(prev.users) == 1):
-            folded = fold_batchnorm(modules[prev.target], modules[node.target])
-            _set_module(gm, prev.target, folded)
-            modules[prev.target] = folded
-            node.replace_all_uses_with(prev)
-            graph.erase_node(node)
-    # 2. wrap the quantized layers, add activation fake-quant at the quantizer's Q/DQ points
+    _fold_batchnorms(gm, modules)
+    # wrap the quantized layers, add activation fake-quant at the quantizer's Q/DQ points
     weight_qmax = 64 if recipe.reduce_range else 127
     layers: dict[str, QuantizedLayer] = {}
     acts: dict[str, ActivationQuant] = {}
     kept_float: list[str] = []
     quant_of: dict[Any, str] = {}    # fx node -> name of the ActivationQuant its value is on
-    count = 0
+
+    def new_quant(relu=None) -> str:
+        name = f"act_quant_{len(acts)}"
+        acts[name] = ActivationQuant(recipe.activation_type, relu, learn=learn_ranges)
+        gm.add_submodule(name, acts[name])
+        return name
 
     def add_quant(after, relu=None, replace_node=None):
-        nonlocal count
-        name = f"act_quant_{count}"
-        count += 1
-        act = ActivationQuant(recipe.activation_type, relu, learn=learn_ranges)
-        gm.add_submodule(name, act)
-        acts[name] = act
-        anchor = replace_node or after
-        with graph.inserting_after(anchor):
+        name = new_quant(relu)
+        with graph.inserting_after(replace_node or after):
             new = graph.call_module(name, (after,))
         (replace_node or after).replace_all_uses_with(new)
         new.args = (after,)
@@ -183,12 +170,8 @@ def prepare_qat(model: nn.Module, recipe, learn_ranges: bool = True) -> QATModel
         source = node.args[0]
         name = grid_source(source)
         if name is None:
+            qname = new_quant()
             with graph.inserting_before(node):
-                qname = f"act_quant_{count}"
-                count += 1
-                act = ActivationQuant(recipe.activation_type, None)
-                gm.add_submodule(qname, act)
-                acts[qname] = act
                 qnode = graph.call_module(qname, (source,))
             quant_of[qnode] = qname
             # every consumer of this tensor reads the same quantized copy
@@ -208,6 +191,24 @@ def prepare_qat(model: nn.Module, recipe, learn_ranges: bool = True) -> QATModel
     gm.delete_all_unused_submodules()     # the folded BatchNorms
     gm.recompile()
     return QATModel(gm, layers, acts, tuple(kept_float))
+
+
+def _fold_batchnorms(gm, modules: dict) -> None:
+    """Fold each BatchNorm into the conv before it (when the conv feeds nothing else)."""
+    graph = gm.graph
+    for node in list(graph.nodes):
+        if node.op != "call_module" or not isinstance(modules[node.target],
+                                                      nn.modules.batchnorm._BatchNorm):
+            continue
+        prev = node.args[0]
+        if (getattr(prev, "op", None) == "call_module"
+                and isinstance(modules[prev.target], (nn.Conv1d, nn.Conv2d))
+                and len(prev.users) == 1):
+            folded = fold_batchnorm(modules[prev.target], modules[node.target])
+            _set_module(gm, prev.target, folded)
+            modules[prev.target] = folded
+            node.replace_all_uses_with(prev)
+            graph.erase_node(node)
 
 
 def _reads_quantized(node, modules) -> bool:
