@@ -71,9 +71,13 @@ def _load_ranges(calibrated: Calibrated):
 def choose_calibration(float_model: bytes, calibration: Mapping[str, np.ndarray],
                        recipe: Recipe, meter, settings: CalibrationSettings,
                        methods: Sequence[str] = METHODS,
-                       exclude_nodes: Sequence[str] = ()) -> CalibrationChoice:
+                       exclude_nodes: Sequence[str] = (),
+                       reuse: Calibrated | None = None) -> CalibrationChoice:
     """Calibrate `float_model` with each of `methods`, build the per-tensor mix, and return
-    the candidate whose all-int8 model `meter` (model bytes -> Score) scores best."""
+    the candidate whose all-int8 model `meter` (model bytes -> Score) scores best.
+
+    reuse: a Calibrated of this float model whose method is not calibrated again (the
+    caller keeps owning it: it is never closed here, and may be the one returned)."""
     from onnxruntime.quantization.calibrate import TensorsData
     from .sensitivity import _better
 
@@ -82,8 +86,10 @@ def choose_calibration(float_model: bytes, calibration: Mapping[str, np.ndarray]
     ranges = {}
     try:
         for method in methods:
-            c = Calibrated(float_model, calibration, CalibrationSettings(
-                method=method, percentile=settings.percentile, batch=settings.batch))
+            c = reuse if reuse is not None and reuse.settings.method == method and \
+                reuse.model_bytes == float_model else Calibrated(
+                    float_model, calibration, CalibrationSettings(
+                        method=method, percentile=settings.percentile, batch=settings.batch))
             model = c.quantize(recipe, exclude_nodes)
             candidates[method], scores[method] = (c, model), meter(model)
             ranges[method] = _load_ranges(c)
@@ -103,10 +109,11 @@ def choose_calibration(float_model: bytes, calibration: Mapping[str, np.ndarray]
             chosen = "per_tensor"
     except BaseException:
         for c, _ in candidates.values():
-            c.close()
+            if c is not reuse:
+                c.close()
         raise
     for name, (c, _) in candidates.items():
-        if name != chosen:
+        if name != chosen and c is not reuse:
             c.close()
     log.info("calibration choice: %s (%s)", chosen, ", ".join(
         f"{k} {s.agreement:.4f}/{s.error:.3g}" for k, s in scores.items()))
@@ -221,15 +228,16 @@ def prepare_calibrated(float_model: bytes, calibration: Mapping[str, np.ndarray]
                     trial.close()
         if choice and best.agreement < target.min_agreement:
             picked = choose_calibration(current.model_bytes, calibration, recipe, meter,
-                                        settings, exclude_nodes=exclude_nodes)
+                                        settings, exclude_nodes=exclude_nodes, reuse=current)
             after = picked.scores[picked.chosen]
             kept = _better(after, best)
             records.append(_record("calibration_choice", best, after, kept,
                                    picked.to_record()))
             if kept:
-                current.close()
+                if picked.calibrated is not current:
+                    current.close()
                 current, best = picked.calibrated, after
-            else:
+            elif picked.calibrated is not current:
                 picked.calibrated.close()
     except BaseException:
         current.close()
