@@ -6,7 +6,9 @@
 
 Tokenization: WordPiece, byte-level BPE and Unigram tokenizers trained here with HF
 `tokenizers` on the fortunes corpora (tests/text/trained.py); 1,000 sentences per language
-encoded one at a time (batch 1) by both, interleaved, medians per sentence. Goal: pure
+encoded one at a time (batch 1) by both, interleaved in blocks of 50, medians per sentence,
+in process CPU time (both encode on the calling thread; CPU time is what a loaded 2-core
+host distorts least: wall-clock ratios here swung 1x-10x between runs). Goal: pure
 Python <= 1.5x HF.
 Model: a MiniLM-sized BERT (6 layers, hidden 384, 12 heads, vocab 30522, random init: speed
 does not depend on the weights) exported as edgepack does (dynamo, dynamic axes), run by
@@ -50,7 +52,8 @@ def tokenize_bench(n: int = 1000) -> dict:
             it_hf, it_ours = iter(chunks * 3), iter(chunks * 3)
             times = time_interleaved(
                 [lambda: [hf.encode(t) for t in next(it_hf)],
-                 lambda: [ours.encode(t) for t in next(it_ours)]], rounds=len(chunks))
+                 lambda: [ours.encode(t) for t in next(it_ours)]], rounds=len(chunks),
+                clock=time.process_time)
             h = statistics.median(times[0]) / 50 * 1e6
             o = statistics.median(times[1]) / 50 * 1e6
             ratios.append(o / h)

@@ -150,14 +150,35 @@ class ByteLevel(PreTokenizer):
     def __init__(self, add_prefix_space=True, use_regex=True):
         self.add_prefix_space, self.use_regex = add_prefix_space, use_regex
         self._split = RegexSplit(_byte_level_pattern(), "Isolated") if use_regex else None
+        self._finditer = _byte_level_pattern().finditer
 
     def __call__(self, pieces):
         out = []
         for text, offs in pieces:
+            if self.use_regex and isinstance(offs, int) and text:
+                out.extend(self._words(text, offs))
+                continue
             if self.add_prefix_space and text and not text.startswith(" "):
                 text, offs = prepend(text, offs, " ")
             out.extend(self._split.split(text, offs) if self._split else [(text, offs)])
         return [byte_map(t, o) for t, o in out]
+
+    def _words(self, text: str, base: int) -> list[Piece]:
+        """The hot path: identity offsets. The GPT-2 regex matches every char (its last
+        branches take any whitespace, letter, number or other run), so the Isolated split
+        is just its matches; a prepended space takes the first char's range."""
+        if not self.add_prefix_space or text.startswith(" "):
+            return [(m.group(), base + m.start()) for m in self._finditer(text)]
+        words = []
+        for m in self._finditer(" " + text):
+            start = m.start()
+            if start:
+                words.append((m.group(), base + start - 1))
+            else:
+                n = m.end()
+                words.append((m.group(), [(base, base + 1)] +
+                              [(base + i, base + i + 1) for i in range(n - 1)]))
+        return words
 
     def split(self, text, offs):
         return self([(text, offs)])
