@@ -91,6 +91,15 @@ def model_bench(per_sentence: dict | None) -> None:
              "attention_mask": np.ones((1, 128), np.int64),
              "token_type_ids": np.zeros((1, 128), np.int64)}
     results = {}
+    one = open_engine("onnxruntime", fp32, threads=1)
+    one.run(feeds)
+    cpu = []
+    for _ in range(10):  # 1 thread runs on the calling thread: CPU time is comparable
+        start = time.process_time()
+        one.run(feeds)
+        cpu.append(time.process_time() - start)
+    one.close()
+    fp32_cpu_ms = statistics.median(cpu) * 1e3
     for threads in (1, 2):
         a = open_engine("onnxruntime", fp32, threads=threads)
         b = open_engine("onnxruntime", dyn, threads=threads)
@@ -107,12 +116,12 @@ def model_bench(per_sentence: dict | None) -> None:
     texts = corpus.sample("en", 1000, seed=5)
     for t in texts[:200]:
         tok.encode(t)
-    start = time.perf_counter()
+    start = time.process_time()
     for t in texts:
         tok.encode(t)
-    us = (time.perf_counter() - start) / len(texts) * 1e6
-    print(f"tokenization share of one fp32 inference (1 thread): {us:.0f} us / "
-          f"{results[1]:.1f} ms = {us / 1e3 / results[1] * 100:.2f}% (goal <= 0.5%)")
+    us = (time.process_time() - start) / len(texts) * 1e6
+    print(f"tokenization share of one fp32 inference (1 thread, CPU time): {us:.0f} us / "
+          f"{fp32_cpu_ms:.1f} ms = {us / 1e3 / fp32_cpu_ms * 100:.2f}% (goal <= 0.5%)")
 
 
 def main() -> None:
