@@ -347,7 +347,6 @@ def _train_config(config: QATConfig):
 def export_bundle(result: QATResult, out: str | Path, **convert_kwargs) -> Any:
     """`edgepack.convert` of the QAT float model to int8, calibrated on the QAT samples
     (MinMax, so the bundle's ranges are the trained ones), manifest record "method": "qat"."""
-    from edgepack import convert
     from edgepack.runtime.bundle import read_bundle, write_bundle
     fixed = {"quantize": "int8", "calibration_data": result.calibration,
              "calibration_method": "minmax",
@@ -368,7 +367,7 @@ def export_bundle(result: QATResult, out: str | Path, **convert_kwargs) -> Any:
     # float model is not what was trained (the fake-quant one is), so a float-vs-int8 gap is
     # expected there and the check that matters is the one below.
     accept = bool(convert_kwargs.pop("accept", False))
-    converted = convert(result.float_model, out, accept=True, **convert_kwargs)
+    converted = _convert_int8(result.float_model, out, convert_kwargs)
     bundle = read_bundle(converted.path)
     match = fake_quant_agreement(result, bundle.model_bytes())
     if match["max_steps"] is not None and match["max_steps"] > 1.0 + 1e-3 and not accept:
@@ -383,6 +382,44 @@ def export_bundle(result: QATResult, out: str | Path, **convert_kwargs) -> Any:
     write_bundle(converted.path, manifest, members,
                  directory=Path(converted.path).is_dir())
     return dataclasses.replace(converted, quantization=quantization)
+
+
+#: What `export` passes on to the converter besides the calibration it fixes itself.
+_EXPORT_OPTIONS = ("validation_data", "validation_labels", "example_inputs", "target", "name",
+                   "version", "labels", "preprocess", "postprocess", "directory",
+                   "speed_check", "validation_samples")
+
+
+def _convert_int8(float_model: nn.Module, out: str | Path, options: dict) -> Any:
+    """The converters' own entry point (this layer may not import the sdk's
+    `edgepack.convert`): int8, MinMax on the QAT samples, the device's recipe."""
+    from ..config import CalibrationConfig, ConversionConfig, QuantizationConfig
+    from ..pipeline import convert_model
+    options = dict(options)
+    fixed = {k: options.pop(k) for k in ("quantize", "calibration_data", "calibration_method",
+                                         "calibration_samples", "device")}
+    unknown = sorted(set(options) - set(_EXPORT_OPTIONS))
+    if unknown:
+        raise OptimizeError(f"export() does not take {', '.join(unknown)}; it takes "
+                            f"{', '.join(_EXPORT_OPTIONS)}")
+    quantization = QuantizationConfig(
+        mode=fixed["quantize"], speed_check=options.pop("speed_check", True),
+        calibration=CalibrationConfig(method=fixed["calibration_method"],
+                                      samples=fixed["calibration_samples"]))
+    labels = options.pop("labels", None)
+    config = ConversionConfig(
+        target=options.pop("target", "onnx"), quantization=quantization, accept=True,
+        name=options.pop("name", None) or Path(out).stem,
+        version=options.pop("version", "1.0.0"),
+        preprocess=options.pop("preprocess", None), postprocess=options.pop("postprocess", None),
+        labels=tuple(labels) if labels is not None else None, device=fixed["device"],
+        validation_samples=options.pop("validation_samples", None))
+    return convert_model(float_model, out, config,
+                         example_inputs=options.pop("example_inputs", None),
+                         calibration_data=fixed["calibration_data"],
+                         validation_data=options.pop("validation_data", None),
+                         validation_labels=options.pop("validation_labels", None),
+                         directory=options.pop("directory", False))
 
 
 def output_step(result: QATResult) -> float | None:
