@@ -24,7 +24,7 @@ _OPTIONS = [
     click.option("--letterbox-order", type=click.Choice(["resize_then_pad", "pad_then_resize"]),
                  default="resize_then_pad", show_default=True,
                  help="Ultralytics-style resize_then_pad, or MediaPipe-style pad_then_resize."),
-    click.option("--pad-value", type=float, default=114.0, show_default=True,
+    click.option("--pad-value", type=click.FloatRange(0.0, 255.0), default=114.0, show_default=True,
                  help="Letterbox padding value (in input pixel units)."),
     click.option("--sigmoid", "sigmoid_outputs", multiple=True, metavar="OUTPUT",
                  help="Apply a sigmoid to OUTPUT (repeatable)."),
