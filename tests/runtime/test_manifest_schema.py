@@ -220,12 +220,44 @@ def _only_edgepack_errors(tmp_path, members: dict[str, bytes]) -> None:
     assert result.exit_code in (0, 2, 3, 4, 5), result.output
 
 
+class _SharedSession:
+    """The engine of one model bytes, opened once: the fuzz targets the manifest reader,
+    and opening an ONNX Runtime session per example (tens of ms) would be nearly all of
+    the run time. Everything else (parse, schema, spec agreement, pipelines, the run) is
+    the real code; close() is a no-op so the next example reuses the session."""
+
+    def __init__(self, engine):
+        self._engine = engine
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def shared_engines(monkeypatch):
+    from edgepack.runtime import engines
+    real, opened = engines.open_engine, {}
+
+    def open_engine(name, model, **settings):
+        key = (name, bytes(model), tuple(sorted(settings.items())))
+        if key not in opened:
+            opened[key] = _SharedSession(real(name, model, **settings))
+        return opened[key]
+    monkeypatch.setattr(engines, "open_engine", open_engine)
+    yield
+    for session in opened.values():
+        session._engine.close()
+
+
 def _fuzz(examples: int):
     @settings(max_examples=examples, deadline=None, database=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture,
                                      HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(data=st.data())
-    def run(tmp_path, rich, data):
+    def run(tmp_path, rich, shared_engines, data):
         manifest = _manifest(rich)
         for _ in range(data.draw(st.integers(1, 3))):
             _mutate(data, manifest)
