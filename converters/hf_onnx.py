@@ -187,6 +187,13 @@ def convert_transformer(source: Any, out: str | Path, config: TextConversionConf
     export failure, int8 without calibration texts) and ValidationError (outside
     min_agreement/min_cosine unless config.accept).
     """
+    if config.quantization == "int8":
+        # measured: the int8 pipeline's calibration steps (converters/int8) cast every
+        # input to float32, and onnxruntime refuses float token ids
+        raise ConversionError(
+            "static int8 of transformers is not available yet (edgepack's int8 calibration "
+            "feeds float32 to every input; token ids are int64); use quantization "
+            "'dynamic', the default for transformers (int8 MatMul weights)")
     if config.quantization == "int8" and not calibration_texts:
         raise ConversionError("static int8 needs calibration texts (calibration_texts= / "
                               "--calibration-texts FILE, one text a line)")

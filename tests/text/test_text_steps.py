@@ -163,3 +163,11 @@ def test_parse_text_body_for_http():
         parse_text_body(b"x", "image/png")
     with pytest.raises(InputError, match="does not parse"):
         parse_text_body(b"{", "application/json")
+
+
+def test_static_int8_of_transformers_is_refused_with_the_reason():
+    from edgepack.converters.hf_onnx import TextConversionConfig, convert_transformer
+    from edgepack.runtime.errors import ConversionError
+    with pytest.raises(ConversionError, match="static int8 of transformers is not available"):
+        convert_transformer(object(), "x.edgepack",
+                            TextConversionConfig(name="x", quantization="int8"))
