@@ -246,23 +246,34 @@ class V2Handler(BaseHTTPRequestHandler):
         self._send(200, out, ctype_out, headers)
 
     def _predict(self, model: str, version: str | None) -> None:
-        """edgepack route: the body is one file (image or .npy); answers postprocessed JSON."""
+        """edgepack route: the body is one file (image or .npy), or text for a bundle that
+        tokenizes (JSON string / list / {"text": ...}, or text/plain); answers the
+        postprocessed result as JSON."""
         ctype = self._content_type()
-        if not (ctype in ("", "application/octet-stream", "application/x-npy")
+        is_text = ctype in ("application/json", "text/plain")
+        if not (is_text or ctype in ("", "application/octet-stream", "application/x-npy")
                 or ctype.startswith("image/")):
             self._drain_body()
             raise RequestError(415, f"content type {ctype!r} is not supported by /predict; "
-                                    "send image/* or application/octet-stream bytes")
+                                    "send image/* or application/octet-stream bytes, or "
+                                    "application/json / text/plain to a text bundle")
         body = self._read_body()
         with self._metered_lease(model, version) as lv:
             inputs = lv.model.inputs
-            if len(inputs) != 1:
+            encodes = bool(getattr(getattr(lv.model, "manifest", None), "encode", ()))
+            if encodes:
+                raw = _text_body(body, ctype)
+            elif is_text:
+                raise RequestError(415, f"model {model!r} takes an image or .npy file, not "
+                                        f"{ctype} (only bundles with a tokenizer take text)")
+            elif len(inputs) != 1:
                 raise RequestError(400, f"/predict takes one file but model {model!r} has "
                                         f"{len(inputs)} inputs; use /infer with "
                                         f"parameters.{PIPELINE_PARAMETER}")
-            array = decode_file(body, inputs[0].name, self.app.config.max_image_pixels)
+            else:
+                raw = decode_file(body, inputs[0].name, self.app.config.max_image_pixels)
             with self.app.workers:
-                result = predict(lv.model, {inputs[0].name: array})
+                result = predict(lv.model, {inputs[0].name: raw})
             payload = {"model_name": lv.model_name, "model_version": lv.version,
                        "outputs": jsonable_results(result)}
         self._json(200, payload)
@@ -425,3 +436,15 @@ def tensor_metadata(specs: Any) -> list[dict[str, Any]]:
     """V2 tensor metadata (name, datatype, shape; -1 = dynamic) from TensorSpecs."""
     return [{"name": s.name, "datatype": v2_datatype(s.dtype), "shape": list(s.shape)}
             for s in specs]
+
+
+def _text_body(body: bytes, ctype: str):
+    """The request body of a text bundle's /predict, or a 400 naming what was wrong."""
+    from ..errors import InputError
+    from ..text.steps import parse_text_body
+    try:
+        return parse_text_body(body, ctype)
+    except InputError as exc:
+        raise RequestError(400, str(exc)) from None
+    except RecursionError:
+        raise RequestError(400, "the JSON body is nested too deeply") from None
