@@ -30,6 +30,10 @@ from .trace import Geometry, Trace
 Step = Callable[[Any], Any]
 Builder = Callable[["Params", "Context"], Step]
 
+#: Largest image side a step may produce (a 32768x32768 RGB float image is 12 GiB already).
+MAX_SIDE = 1 << 15
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 _OPS: dict[str, Builder] = {}
 _ENCODERS: dict[str, Builder] = {}
 _DECODERS: dict[str, Builder] = {}
@@ -133,8 +137,11 @@ class Params:
 
     def number(self, key: str, default: float | None = None) -> float:
         value = self.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
-            raise self.fail(f"'{key}' must be a finite number, got {value!r}")
+        # Steps compute in float32: a value beyond its range would silently become inf.
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                not abs(value) <= FLOAT32_MAX:
+            raise self.fail(f"'{key}' must be a finite number within float32's range, "
+                            f"got {value!r}")
         return float(value)
 
     def integer(self, key: str, default: int | None = None, minimum: int | None = None) -> int:
@@ -150,8 +157,10 @@ class Params:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = [value]
         if not isinstance(value, list) or not value or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            raise self.fail(f"'{key}' must be a number or a non-empty list of numbers")
+                isinstance(v, (int, float)) and not isinstance(v, bool)
+                and abs(v) <= FLOAT32_MAX for v in value):
+            raise self.fail(f"'{key}' must be a finite number or a non-empty list of finite "
+                            "numbers within float32's range")
         return np.asarray(value, dtype=np.float32)
 
     def size(self, key: str = "size") -> tuple[int, int]:
@@ -159,8 +168,9 @@ class Params:
         if isinstance(value, int) and not isinstance(value, bool):
             value = [value, value]
         if not isinstance(value, list) or len(value) != 2 or not all(
-                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
-            raise self.fail(f"'{key}' must be [height, width] with positive integers")
+                isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIDE
+                for v in value):
+            raise self.fail(f"'{key}' must be [height, width] with integers in 1..{MAX_SIDE}")
         return int(value[0]), int(value[1])
 
     def choice(self, key: str, options: Sequence[str], default: str | None = None) -> str:

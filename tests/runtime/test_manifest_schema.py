@@ -267,3 +267,16 @@ def _fuzz(examples: int):
 
 test_fuzz_manifest_quick = _fuzz(200)
 test_fuzz_manifest_many = pytest.mark.slow(_fuzz(10_000))
+
+
+@pytest.mark.parametrize("step, message", [
+    ({"op": "resize", "size": [10**9, 10**9]}, "integers in 1..32768"),
+    ({"op": "scale", "factor": 1e308}, "within float32's range"),
+    ({"op": "normalize", "mean": [0.5], "std": [1e39]}, "within float32's range"),
+])
+def test_step_parameters_that_would_exhaust_memory_or_overflow_are_refused(tmp_path, step,
+                                                                          message):
+    from edgepack.runtime.errors import PipelineError
+    from edgepack.runtime.ops import Context, compile_steps
+    with pytest.raises(PipelineError, match=message):
+        compile_steps([step], Context())
