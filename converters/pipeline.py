@@ -134,7 +134,9 @@ def _convert(source: Any, out: str | Path, config: ConversionConfig, *,
         candidate = _pack(Path(tmp, "candidate"), converted, loaded, config, source_record,
                           None, directory=True)
         output_names = _bundle_output_names(candidate)
-        if config.labels:
+        # Labels of a bundle with decode steps name classes inside a decoded tensor (a
+        # YOLO [1, 4+C, N] output), not its last dimension: the decoder checks them.
+        if config.labels and not config.decode:
             from edgepack.runtime import read_bundle
 
             from .labels import check_labels

@@ -31,7 +31,9 @@ def _inputs(shape, dtype, seed=3):
 def _assert_bit_exact(result):
     assert result.ok, result.to_dict()
     for out in result.outputs:
-        assert out.rule == "exact" and out.max_abs == 0.0 and out.mismatches == 0
+        # int8 ONNX with float I/O is compared by the 1-ulp rule (the final dequantize's
+        # rounding); measured here it is still bit-exact: max_abs 0
+        assert out.rule in ("exact", "ulp") and out.max_abs == 0.0 and out.mismatches == 0
 
 
 def test_int8_onnx_on_pi4_with_onnxruntime(bundles):
@@ -92,4 +94,5 @@ def test_emulate_cli_with_input_file(bundles, tmp_path):
     res = CliRunner().invoke(cli, ["emulate", str(bundles["onnx-int8"]), str(x),
                                    "--device", "generic-aarch64"])
     assert res.exit_code == 0, res.output
-    assert "bit-exact: ok" in res.output and "OK: outputs match the host" in res.output
+    assert "max |diff| 0, within 1 ulp (int8 model: float output after its dequantize): ok" \
+        in res.output and "OK: outputs match the host" in res.output
