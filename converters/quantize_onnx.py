@@ -143,8 +143,11 @@ def compact_names(proto, longer_than: int = 16):
 
 def _preprocess(ortq, src: Path, dst: Path) -> None:
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from .int8.graph_prep import in_directory
     try:
-        quant_pre_process(str(src), str(dst))
+        with in_directory(dst.parent):  # its failure leaves files in the working directory
+            quant_pre_process(str(src), str(dst))
     except Exception as e:  # symbolic inference fails on some exporters' graphs; it is optional
         log.warning("onnxruntime quantization pre-processing failed (%s); "
                     "retrying without symbolic shape inference", str(e).splitlines()[0])

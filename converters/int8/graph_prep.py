@@ -10,11 +10,14 @@ the Conv output range. What was fused is counted, so the manifest can say so.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,22 @@ def op_counts(model_bytes: bytes) -> dict[str, int]:
     return result
 
 
+@contextlib.contextmanager
+def in_directory(path: str | Path) -> Iterator[None]:
+    """Run a block with `path` as the working directory.
+
+    onnxruntime's symbolic shape inference, when it gives up, saves its partial model as
+    `sym_shape_infer_temp.onnx` plus a `<uuid>.data` file into the *working directory*: run
+    it inside the conversion's temporary directory so the user's folder stays clean.
+    """
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 def prepare_graph(model_bytes: bytes) -> PreparedGraph:
     """Shape-infer and fuse `model_bytes` for quantization; never fails on an odd graph.
 
@@ -70,7 +89,8 @@ def prepare_graph(model_bytes: bytes) -> PreparedGraph:
         src.write_bytes(model_bytes)
         for steps, options in attempts:
             try:
-                quant_pre_process(str(src), str(dst), **options)
+                with in_directory(tmp):
+                    quant_pre_process(str(src), str(dst), **options)
             except Exception as e:  # onnxruntime raises plain Exceptions from its helpers
                 log.warning("graph preparation (%s) failed: %s", ", ".join(steps),
                             (str(e).splitlines() or [type(e).__name__])[0])
