@@ -102,9 +102,16 @@ class TensorSpec:
     def check(self, array: np.ndarray) -> None:
         """Raise InputError unless `array` fits this spec (rank, static dims, dtype)."""
         if array.dtype != np.dtype(self.dtype) and self.dtype != "string":
-            raise InputError(
-                f"input {self.name!r}: expected dtype {self.dtype}, got {array.dtype}; "
-                f"convert with array.astype('{self.dtype}') or use predict() to preprocess")
+            if self.is_quantized and array.dtype.kind == "f":
+                q = self.quantization
+                # astype() would skip the scale and zero point and feed garbage
+                fix = (f"quantize it first: q = round(x / scale) + zero_point with scale "
+                       f"{list(q.scale)[:4]} and zero_point {list(q.zero_point)[:4]}, clipped "
+                       f"to {self.dtype}, or use predict(), which quantizes")
+            else:
+                fix = f"convert with array.astype('{self.dtype}') or use predict() to preprocess"
+            raise InputError(f"input {self.name!r}: expected dtype {self.dtype}, got "
+                             f"{array.dtype}; {fix}")
         if array.ndim != len(self.shape) or any(
                 want != -1 and want != got for want, got in zip(self.shape, array.shape)):
             raise InputError(

@@ -83,3 +83,16 @@ def test_run_refuses_a_smaller_or_larger_static_dimension(tmp_path, conv_onnx, s
         # the same element count in another shape is refused too, not reshaped
         with pytest.raises(InputError, match="expected shape"):
             model.run({"x": np.zeros((1, 8, 8, 3), np.float32)})
+
+
+def test_a_float_tensor_for_a_quantized_input_is_told_to_quantize_not_astype():
+    import numpy as np
+    import pytest
+    from edgepack.runtime.errors import InputError
+    from edgepack.runtime.specs import QuantParams, TensorSpec
+    spec = TensorSpec("x", (1, 4), "int8", None, QuantParams((0.5,), (3,)))
+    with pytest.raises(InputError, match=r"quantize it first: q = round\(x / scale\) \+ "
+                                         r"zero_point with scale \[0.5\] and zero_point \[3\]"):
+        spec.check(np.zeros((1, 4), np.float32))
+    with pytest.raises(InputError, match=r"astype\('int8'\)"):
+        spec.check(np.zeros((1, 4), np.int16))
