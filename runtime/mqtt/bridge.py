@@ -32,6 +32,8 @@ from .streams import StreamCache
 from .results import encode, error_document, predict_payload, result_document
 
 log = logging.getLogger(__name__)
+#: How long start() waits for the broker to acknowledge the subscriptions.
+SUBSCRIBE_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -82,6 +84,10 @@ class MqttBridge:
         self.lanes = [_Lane(s) for s in config.subscriptions]
         self._stop = threading.Event()
         self._generation = 0
+        # Set once the broker acknowledged this connection's subscriptions: start() returns
+        # only then, or a message published right after start() could find no subscriber.
+        self._subscribed = threading.Event()
+        self._subscribe_mid: int | None = None
         self._session_present = False
         self._acks: deque[tuple[Any, _Message | None]] = deque()
         self._acks_ready = threading.Condition()
@@ -114,6 +120,7 @@ class MqttBridge:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         self._connection = Connection(client, self.config.broker, self._receive_maximum,
                                       on_reconnect=self._count_reconnect)
         for lane in self.lanes:
@@ -126,6 +133,10 @@ class MqttBridge:
         self._threads = [lane.thread for lane in self.lanes if lane.thread] + [acker]
         try:
             self._connection.open()
+            if not self._subscribed.wait(SUBSCRIBE_TIMEOUT_S):
+                raise MqttError(
+                    f"the broker at {self.config.broker.host}:{self.config.broker.port} did "
+                    f"not acknowledge the subscriptions within {SUBSCRIBE_TIMEOUT_S:g} s")
         except MqttError:
             self._halt_threads()
             raise
@@ -195,7 +206,9 @@ class MqttBridge:
             return
         self._generation += 1
         self._session_present = bool(getattr(flags, "session_present", False))
-        client.subscribe([(lane.sub.topic, lane.sub.qos) for lane in self.lanes])
+        self._subscribed.clear()
+        _, self._subscribe_mid = client.subscribe(
+            [(lane.sub.topic, lane.sub.qos) for lane in self.lanes])
         self.metrics.set_gauge("edgepack_mqtt_connected", (), 1)
         self._publish_status()
         if self.config.homeassistant:
@@ -206,6 +219,15 @@ class MqttBridge:
                  self.config.broker.host, self.config.broker.port, self._session_present,
                  ", ".join(lane.sub.topic for lane in self.lanes))
         self._connection.connack(None)
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, reasons: Any,
+                      properties: Any) -> None:
+        if mid != self._subscribe_mid:
+            return
+        refused = [str(r) for r in reasons or () if getattr(r, "is_failure", False)]
+        if refused:
+            log.error("the broker refused subscription(s): %s", ", ".join(refused))
+        self._subscribed.set()
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:

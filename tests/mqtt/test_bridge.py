@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -20,6 +21,11 @@ def test_one_image_round_trip(broker, image_model, clients, topic):
     with MqttBridge(config, image_model) as bridge:
         clients(broker).publish(f"{topic}/cameras/front/frame", payload, correlation=b"req-7")
         got = sub.wait_for(1, timeout=20)
+        # the result can reach the subscriber before the broker's PUBACK reaches the bridge,
+        # which counts a message answered only then
+        deadline = time.monotonic() + 10
+        while bridge.stats()["subscriptions"][0]["answered"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.02)
         stats = bridge.stats()
     assert len(got) == 1
     assert got[0].topic == f"{topic}/cameras/front/detections"
