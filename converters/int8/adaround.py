@@ -217,32 +217,21 @@ def _times_gram(delta: np.ndarray, gram: np.ndarray, per: int) -> np.ndarray:
 def weight_grids(quantized_model: bytes) -> dict[str, tuple]:
     """Node name -> (scale [out], zero point [out], qmin, qmax) of its int8 weights in a
     QDQ model (per-tensor grids are broadcast to every output channel)."""
-    import onnx
-    from onnx import numpy_helper
-
-    graph = onnx.load_from_string(quantized_model).graph
-    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    producers = {o: n for n in graph.node for o in n.output}
+    from .qdq_weights import quantized_weights
     grids = {}
-    for node in graph.node:
-        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2:
-            continue
-        dq = producers.get(node.input[1])
-        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits:
-            continue
-        q = inits[dq.input[0]]
+    for name, w in quantized_weights(quantized_model).items():
+        node, q = w.node, w.values
         if not np.issubdtype(q.dtype, np.integer):
             continue
         info = np.iinfo(q.dtype)
         transposed = node.op_type == "Gemm" and not _attr(node, "transB", 0)
         out = q.shape[1] if transposed else q.shape[0]
-        scale = inits[dq.input[1]].astype(np.float64).reshape(-1)
-        zero = (inits[dq.input[2]].astype(np.float64).reshape(-1)
-                if len(dq.input) > 2 and dq.input[2] else np.zeros_like(scale))
+        scale = w.scale.astype(np.float64).reshape(-1)
+        zero = w.zero_point.astype(np.float64).reshape(-1)
         if scale.size not in (1, out):
             continue
-        grids[node.name] = (np.broadcast_to(scale, (out,)).copy(),
-                            np.broadcast_to(zero, (out,)).copy(), int(info.min), int(info.max))
+        grids[name] = (np.broadcast_to(scale, (out,)).copy(),
+                       np.broadcast_to(zero, (out,)).copy(), int(info.min), int(info.max))
     return grids
 
 

@@ -176,29 +176,16 @@ def _input_means(float_model: bytes, tensors: list[str],
 
 def _dequantized_weights(quantized_model: bytes) -> dict[str, np.ndarray]:
     """Node name -> its weight as the QDQ model dequantizes it (W_q in float)."""
-    import onnx
-    from onnx import numpy_helper
-
-    graph = onnx.load_from_string(quantized_model).graph
-    inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    producers = {o: n for n in graph.node for o in n.output}
+    from .qdq_weights import quantized_weights
     out = {}
-    for node in graph.node:
-        if node.op_type not in ("Conv", "Gemm") or len(node.input) < 2:
-            continue
-        dq = producers.get(node.input[1])
-        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits:
-            continue
-        q = inits[dq.input[0]].astype(np.float64)
-        scale = inits[dq.input[1]].astype(np.float64)
-        zero = inits[dq.input[2]].astype(np.float64) if len(dq.input) > 2 and dq.input[2] \
-            else np.zeros_like(scale)
-        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+    for name, w in quantized_weights(quantized_model).items():
+        q = w.values.astype(np.float64)
+        scale, zero = w.scale.astype(np.float64), w.zero_point.astype(np.float64)
         if scale.ndim == 1 and scale.size > 1:
             shape = [1] * q.ndim
-            shape[axis] = scale.size
+            shape[w.axis] = scale.size
             scale, zero = scale.reshape(shape), zero.reshape(shape)
-        out[node.name] = (q - zero) * scale
+        out[name] = (q - zero) * scale
     return out
 
 
