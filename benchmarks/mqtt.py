@@ -45,17 +45,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "mqtt"))
 
 
-def cpu_line() -> str:
-    cpuinfo = open("/proc/cpuinfo").read()
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
-                if line.startswith("model name")), "unknown CPU")
-    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
-                      if line.startswith(("flags", "Features"))), []))
-    int8 = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp",
-                        "i8mm") if f in flags]
-    return f"{cpu}, int8 features: {' '.join(int8) or 'none'}, {os.cpu_count()} cores"
-
-
 def build(directory: Path, image: int, size: int, width: int) -> tuple[Path, bytes]:
     import models
     from PIL import Image
@@ -262,8 +251,9 @@ def main() -> None:
     stats = json.loads(out) if out.strip().startswith("{") else {}
     subs = {s["topic"]: s for s in stats.get("subscriptions", [])}
     dropped = subs.get("bench/q0/in", {}).get("dropped", "?")
+    from edgepack.runtime.benchmark import cpu_description
     print(f"MQTT {args.protocol} bridge vs in-process, conv classifier {args.size}x{args.size} "
-          f"(JPEG {args.image}x{args.image}), 1 engine thread ({cpu_line()}; other processes "
+          f"(JPEG {args.image}x{args.image}), 1 engine thread ({cpu_description()}; other processes "
           "share the machine: quote ranges)")
     print(f"  in-process decode+predict {full:8.0f} msg/s   (predict alone {bare:.0f}/s; "
           f"mean of before/after the QoS 0 run)")

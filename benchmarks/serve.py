@@ -249,15 +249,9 @@ def measure_swaps(swaps: int, mb: float, release: bool) -> list[float]:
 def print_swaps(swaps: int, mb: float) -> None:
     with_trim = measure_swaps(swaps, mb, True)
     without = measure_swaps(swaps, mb, False)
-    cpuinfo = open("/proc/cpuinfo").read()
-    cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo.splitlines()
-                if line.startswith("model name")), "unknown CPU")
-    flags = set(next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines()
-                      if line.startswith("flags")), []))
-    int8 = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags]
-    print(f"RSS of the server across {swaps} hot swaps of a {mb:g} MB model ({cpu}, "
-          f"int8 features: {' '.join(int8) or 'none'}, {os.cpu_count()} cores; other "
-          "processes share the machine)")
+    from edgepack.runtime.benchmark import cpu_description
+    print(f"RSS of the server across {swaps} hot swaps of a {mb:g} MB model "
+          f"({cpu_description()}; other processes share the machine)")
     print(f"{'swap':>4} {'release_memory MB':>18} {'without MB':>11}")
     for i, (a, b) in enumerate(zip(with_trim, without)):
         print(f"{i:>4} {a:>18.0f} {b:>11.0f}")
