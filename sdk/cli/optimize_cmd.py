@@ -76,6 +76,28 @@ def _emit(summary: dict, as_json: bool) -> None:
             click.echo(f"{key}: {value}")
 
 
+def _training_options(epochs_min: int, epochs_default: int, epochs_help: str | None = None):
+    """The optimizer options prune (fine-tuning), distill and qat share, in one place so
+    their names, ranges and defaults cannot drift apart."""
+    options = [
+        click.option("--epochs", type=click.IntRange(min=epochs_min), default=epochs_default,
+                     show_default=True, help=epochs_help),
+        click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=1e-3,
+                     show_default=True),
+        click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd"]),
+                     default="adam", show_default=True),
+        click.option("--batch-size", type=click.IntRange(min=1), default=64,
+                     show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True),
+    ]
+
+    def apply(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return apply
+
+
 @click.group("optimize")
 def optimize_group() -> None:
     """Prune or distill a PyTorch model before `edgepack convert`."""
@@ -100,14 +122,7 @@ def optimize_group() -> None:
 @click.option("--data", type=click.Path(exists=True, dir_okay=False),
               help=".npz with x_train, y_train[, x_test, y_test] for tracing and fine-tuning.")
 @click.option("--input-shape", help="Example input shape, e.g. 1,1,32,32 (instead of --data).")
-@click.option("--epochs", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Fine-tune epochs after pruning (needs --data).")
-@click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=1e-3,
-              show_default=True)
-@click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd"]), default="adam",
-              show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@_training_options(0, 0, "Fine-tune epochs after pruning (needs --data).")
 @click.option("--export", "export", type=click.Path(dir_okay=False),
               help="Also write a torch.export program (.pt2) `edgepack convert` takes as is.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -197,13 +212,7 @@ def _export(model, example, path: str) -> Path:
               show_default=True)
 @click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=0.7, show_default=True,
               help="Weight of the teacher (soft) term; 1-alpha weighs the labels.")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=1e-3,
-              show_default=True)
-@click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd"]), default="adam",
-              show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@_training_options(1, 10)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def distill_cmd(teacher_spec, teacher_weights, student_spec, student_weights, data, out,
                 temperature, alpha, epochs, lr, optimizer, batch_size, seed, as_json):
@@ -241,13 +250,7 @@ def distill_cmd(teacher_spec, teacher_weights, student_spec, student_weights, da
               help="Where to write the int8 bundle.")
 @click.option("--device", help="Device profile whose int8 recipe to train for "
                                "(default: this machine).")
-@click.option("--epochs", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0.0, min_open=True), default=1e-3,
-              show_default=True)
-@click.option("--optimizer", type=click.Choice(["adam", "adamw", "sgd"]), default="adam",
-              show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@_training_options(1, 3)
 @click.option("--calibration-samples", type=click.IntRange(min=1), default=256,
               show_default=True, help="Training inputs that set the activation ranges.")
 @click.option("--fixed-ranges", is_flag=True,
