@@ -118,6 +118,19 @@ def _raw(key: KeyData) -> bytes:
     return key.data
 
 
+def _load(key: KeyData, kind: str, from_pem, from_raw, wanted: type):
+    """Parse `key` as PEM or raw bytes; any parse failure or other key type is one
+    KeyFileError naming the file and the expected kind."""
+    try:
+        loaded = from_pem(key.data) if key.data.startswith(b"-----BEGIN") else \
+            from_raw(_raw(key))
+    except (ValueError, TypeError, UnicodeDecodeError) as e:
+        raise _bad_key(key, kind, str(e)) from e
+    if not isinstance(loaded, wanted):
+        raise _bad_key(key, kind, f"it is a {type(loaded).__name__}")
+    return loaded
+
+
 def load_private_key(key: bytes | str | os.PathLike | KeyData):
     """The Ed25519 private key in `key`; KeyFileError if it is a public key or not a key."""
     ed25519, serialization, _ = _crypto()
@@ -126,16 +139,9 @@ def load_private_key(key: bytes | str | os.PathLike | KeyData):
         raise KeyFileError(
             f"{key.source} is a public key; signing needs the private key "
             "(PREFIX.key from `edgepack keygen`)")
-    try:
-        if key.data.startswith(b"-----BEGIN"):
-            loaded = serialization.load_pem_private_key(key.data, password=None)
-        else:
-            loaded = ed25519.Ed25519PrivateKey.from_private_bytes(_raw(key))
-    except (ValueError, TypeError, UnicodeDecodeError) as e:
-        raise _bad_key(key, PRIVATE, str(e)) from e
-    if not isinstance(loaded, ed25519.Ed25519PrivateKey):
-        raise _bad_key(key, PRIVATE, f"it is a {type(loaded).__name__}")
-    return loaded
+    return _load(key, PRIVATE,
+                 lambda data: serialization.load_pem_private_key(data, password=None),
+                 ed25519.Ed25519PrivateKey.from_private_bytes, ed25519.Ed25519PrivateKey)
 
 
 def load_public_key(key: bytes | str | os.PathLike | KeyData):
@@ -146,16 +152,8 @@ def load_public_key(key: bytes | str | os.PathLike | KeyData):
         raise KeyFileError(
             f"{key.source} is a private key; a trusted key must be the public key "
             "(PREFIX.pub from `edgepack keygen`). Keep the private key off devices.")
-    try:
-        if key.data.startswith(b"-----BEGIN"):
-            loaded = serialization.load_pem_public_key(key.data)
-        else:
-            loaded = ed25519.Ed25519PublicKey.from_public_bytes(_raw(key))
-    except (ValueError, TypeError, UnicodeDecodeError) as e:
-        raise _bad_key(key, PUBLIC, str(e)) from e
-    if not isinstance(loaded, ed25519.Ed25519PublicKey):
-        raise _bad_key(key, PUBLIC, f"it is a {type(loaded).__name__}")
-    return loaded
+    return _load(key, PUBLIC, serialization.load_pem_public_key,
+                 ed25519.Ed25519PublicKey.from_public_bytes, ed25519.Ed25519PublicKey)
 
 
 def _public_raw(public_key) -> bytes:
