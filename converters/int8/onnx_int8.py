@@ -16,6 +16,7 @@ import numpy as np
 from edgepack.runtime.errors import ConversionError
 
 from .graph_prep import prepare_graph
+from .ort_fast_paths import apply_fast_paths
 from .quantize import Calibrated, CalibrationSettings, recipe_float_nodes
 from .recipes import Recipe, choose_recipe
 from .sensitivity import AccuracyTarget, MixedPrecision, accuracy_aware
@@ -97,6 +98,9 @@ def quantize_int8(model_bytes: bytes, calibration: Mapping[str, np.ndarray],
         else:
             mixed, quantized = None, calibrated.quantize(recipe, options.exclude_nodes)
         samples, calibrated_with = calibrated.samples, calibrated.settings
+    # Exact rewrites for the engine's fast kernels, after every accuracy pass has judged
+    # the plain QDQ graph (they change no number, so those judgements still hold).
+    quantized, fast_paths = apply_fast_paths(quantized, recipe)
     record: dict[str, Any] = {
         "recipe": recipe.to_record(),
         "calibration": {"method": calibrated_with.method, "samples": samples},
@@ -110,6 +114,8 @@ def quantize_int8(model_bytes: bytes, calibration: Mapping[str, np.ndarray],
         record["calibration"]["percentile"] = calibrated_with.percentile
     if prepared is not None:
         record["graph_prep"] = prepared.to_record()
+    if fast_paths:
+        record["fast_paths"] = fast_paths
     if options.exclude_nodes:
         record["kept_float"].append({"nodes": list(options.exclude_nodes),
                                      "reason": "asked by the caller"})
