@@ -25,7 +25,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from .errors import InputError, PipelineError
+from .errors import EngineError, InputError, PipelineError
 from .ops.audio.events import StreamClock
 from .ops.trace import Trace
 from .specs import TensorSpec, format_shape
@@ -33,6 +33,7 @@ from .specs import TensorSpec, format_shape
 log = logging.getLogger(__name__)
 
 RESULT_KEYS = ("events", "segments")
+LEAN_DECODERS = ("events", "segments")  # decode steps that keep no array they are given
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ class Windower:
 
     def __init__(self, window: int, hop: int, context: int = 0):
         self.window, self.hop, self.context = window, hop, context
+        self._span = context + window
         self.reset()
 
     def reset(self) -> None:
@@ -151,7 +153,6 @@ class Windower:
         self._times: np.ndarray | None = None
         self._first = -self.context      # absolute index of _buf[0]
         self._len = 0                    # items held in _buf
-        self._drop = 0                   # leading items no window needs any more
         self._next = 0                   # index of the next window
         self.items_seen = 0
 
@@ -164,44 +165,54 @@ class Windower:
         window stays valid until the caller lets it go.
         """
         n = len(items)
-        if self._buf is None:
-            self._buf = np.zeros((4 * (self.context + self.window) + n,) + items.shape[1:],
-                                 items.dtype)
-            self._len = self.context  # zeros before the first item
-            if times is not None:
-                self._times = np.zeros((len(self._buf), 2))
-        if items.shape[1:] != self._buf.shape[1:]:
+        buf = self._buf
+        if buf is None:
+            buf = self._start(items, times)
+        elif items.shape[1:] != buf.shape[1:]:
             raise InputError(f"stream items changed shape: {items.shape[1:]} after "
-                             f"{self._buf.shape[1:]}")
-        if self._len + n > len(self._buf):
-            self._compact(n)
-        self._buf[self._len:self._len + n] = items
+                             f"{buf.shape[1:]}")
+        end = self._len + n
+        if end > len(buf):
+            buf = self._compact(n)
+            end = self._len + n
+        buf[self._len:end] = items
         if self._times is not None:
-            self._times[self._len:self._len + n] = times
-        self._len += n
+            self._times[self._len:end] = times
+        self._len = end
         self.items_seen += n
+        span, hop = self._span, self.hop
+        lo = self._next * hop - self.context - self._first
+        if lo + span > end:
+            return []
         out = []
-        span = self.context + self.window
-        while True:
-            lo = self._next * self.hop - self.context - self._first
-            if lo + span > self._len:
-                break
-            out.append((self._next, self._buf[lo:lo + span],
-                        None if self._times is None else self._times[lo + self.context:lo + span]))
+        times_buf, context = self._times, self.context
+        while lo + span <= end:
+            out.append((self._next, buf[lo:lo + span],
+                        None if times_buf is None else times_buf[lo + context:lo + span]))
             self._next += 1
-        self._drop = max(0, min(self._next * self.hop - self.context - self._first, self._len))
+            lo += hop
         return out
 
-    def _compact(self, incoming: int) -> None:
-        live = self._len - self._drop
-        size = max(2 * live + incoming, 4 * (self.context + self.window))
+    def _start(self, items: np.ndarray, times) -> np.ndarray:
+        self._buf = np.zeros((4 * self._span + len(items),) + items.shape[1:], items.dtype)
+        self._len = self.context  # zeros before the first item
+        if times is not None:
+            self._times = np.zeros((len(self._buf), 2))
+        return self._buf
+
+    def _compact(self, incoming: int) -> np.ndarray:
+        # leading items no window needs any more
+        drop = max(0, min(self._next * self.hop - self.context - self._first, self._len))
+        live = self._len - drop
+        size = max(2 * live + incoming, 4 * self._span)
         buf = np.zeros((size,) + self._buf.shape[1:], self._buf.dtype)
-        buf[:live] = self._buf[self._drop:self._len]
+        buf[:live] = self._buf[drop:self._len]
         if self._times is not None:
             times = np.zeros((size, 2))
-            times[:live] = self._times[self._drop:self._len]
+            times[:live] = self._times[drop:self._len]
             self._times = times
-        self._buf, self._first, self._len, self._drop = buf, self._first + self._drop, live, 0
+        self._buf, self._first, self._len = buf, self._first + drop, live
+        return buf
 
 
 class WindowResult(NamedTuple):
@@ -246,9 +257,11 @@ class Stream:
                                                and not self._spec.is_quantized) else None
         self._direct_dtype = np.dtype(self._spec.dtype) if self._spec.dtype != "string" else None
         self._checked = False
+        self._frames = cfg.rate is None
         state_outputs = {p.output for p in cfg.state}
         quantized = any(s.is_quantized for s in model.outputs)
         plain = not quantized and not any(m.postprocess.get(s.name) for s in model.outputs)
+        self._state_outputs = state_outputs
         self._postprocess = model.postprocess
         if plain and model._decode is not None:
             decode = model._decode
@@ -258,13 +271,41 @@ class Stream:
                 {k: v for k, v in outputs.items() if k not in state_outputs}, trace)
         self._window_s = cfg.window / cfg.rate if cfg.rate else 0.0
         self._hop_s = cfg.hop / cfg.rate if cfg.rate else 0.0
+        self._result_outputs = tuple(s.name for s in model.outputs if s.name not in state_outputs)
+        self._decode = model._decode if plain else None
+        # push() may hand the decoders the engine's output buffers themselves (no copy)
+        # when they are the event/segment steps, which keep only Python numbers.
+        self._lean = self._decode is not None and all(
+            isinstance(step, Mapping) and step.get("op") in LEAN_DECODERS for step in m.decode)
+        # One feeds dict for the stream's life: constants set once, the window and the
+        # state refreshed in place per run (no per-window dict building).
+        self._feeds: dict[str, Any] = dict(self._constants)
+        self._bound: _BoundSession | None = None
         self.reset()
+        if self._direct_shape is not None and self._direct_dtype == np.float32:
+            self._bound = _BoundSession.make(model, cfg, self._direct_shape, self._feeds)
+            if self._bound is not None:
+                self._bound.set_state(self._state)
+                # per binding, built once: all outputs (flush reads their shapes) and the
+                # ones the decoders get (push's lean path hands them the buffers)
+                self._out_dicts = [dict(o) for o in self._bound.outputs]
+                self._decode_dicts = [{n: b for n, b in o if n not in state_outputs}
+                                      for o in self._bound.outputs]
 
     # -- state ------------------------------------------------------------------------------
     def reset(self) -> None:
         """Back to the start: state inputs to their init values, buffers and events cleared."""
         self._state = {p.input: _initial(p) for p in self.config.state}
+        self._feeds.update(self._state)
+        if self._bound is not None:
+            self._bound.parity = 0
+            self._bound.set_state(self._state)  # in place: the engine reads these buffers
         self._step_state: dict = {}
+        # one Trace and one StreamClock per stream, moved along per window
+        self._trace = Trace()
+        self._clock = StreamClock(0.0, self._window_s, self._hop_s if self.config.rate else 0.0,
+                                  self._step_state)
+        self._trace.notes["stream"] = self._clock
         self._windower.reset()
         self._last_post: dict[str, Any] | None = None
         self._end_s = 0.0
@@ -272,49 +313,100 @@ class Stream:
     @property
     def state(self) -> dict[str, np.ndarray]:
         """The state that the next run will be fed (by state input name)."""
+        if self._bound is not None:
+            return self._bound.state()
         return dict(self._state)
 
     # -- data -------------------------------------------------------------------------------
     def push(self, samples: Any) -> list[dict[str, Any]]:
         """Add samples (float in [-1, 1], or int16 PCM); return the events/segments that
         the complete windows among them produced, in time order."""
-        return self.collect(self.windows(samples))
+        if not self._lean or self._bound is None:
+            return self.collect(self.windows(samples))
+        ready = self._windower.push(_as_items(samples, False))
+        if not ready:
+            return ready
+        found: list = []
+        hop_s, window_s, run = self._hop_s, self._window_s, self._run_bound
+        for index, window, _ in ready:
+            t0 = index * hop_s
+            result = run(index, window, t0, t0 + window_s, False)
+            for key in RESULT_KEYS:
+                if key in result:
+                    found.extend(result[key])
+        return found
 
     def windows(self, samples: Any, times: np.ndarray | None = None) -> list[WindowResult]:
         """Add samples (or frames, for a chained stage) and run every complete window."""
-        items = _as_items(samples, frames=self.config.rate is None)
+        ready = self._windower.push(_as_items(samples, self._frames), times)
+        if not ready:
+            return ready
+        run = self._run_bound if self._bound is not None else self._run
         results = []
-        for index, window, item_times in self._windower.push(items, times):
+        for index, window, item_times in ready:
             if item_times is not None:
                 t0, t1 = float(item_times[0, 0]), float(item_times[-1, 1])
             else:
                 t0 = index * self._hop_s
                 t1 = t0 + self._window_s
-            results.append(self._run(index, window, t0, t1))
+            results.append(run(index, window, t0, t1))
         return results
+
+    def _move_clock(self, t0: float, t1: float) -> Trace:
+        clock = self._clock
+        clock.t_s, clock.window_s = t0, t1 - t0
+        if self.config.rate is None:
+            clock.hop_s = t1 - t0
+        return self._trace
+
+    def _run_bound(self, index: int, window: np.ndarray, t0: float, t1: float,
+                   keep: bool = True) -> Any:
+        """The hot path (ONNX Runtime, samples straight into the input): the window is
+        copied into the bound input buffer and the engine writes into bound output buffers
+        (see _BoundSession). With keep=False (push with event/segment decoders) the
+        decoders read those buffers and only the result dict is returned."""
+        bound = self._bound
+        k = bound.parity
+        np.copyto(bound.windows[k], window)
+        try:
+            bound.run(bound.bindings[k])
+        except Exception as e:  # ORT raises its own Fail/InvalidArgument types
+            raise EngineError(f"onnxruntime failed to run the model: {e}") from e
+        bound.parity = 1 - k
+        self._end_s = t1
+        clock = self._clock
+        clock.t_s, clock.window_s = t0, t1 - t0
+        if not keep:
+            self._last_post = self._out_dicts[k]
+            return self._decode(self._decode_dicts[k], self._trace)
+        outputs = {name: buf.copy() for name, buf in bound.outputs[k]}
+        self._last_post = outputs
+        if self._decode is not None:
+            result = self._decode({n: outputs[n] for n in self._result_outputs}, self._trace)
+        else:
+            result = self._postprocess(outputs, self._trace)
+        return WindowResult(index, t0, t1, outputs, result)
 
     def _run(self, index: int, window: np.ndarray, t0: float, t1: float) -> WindowResult:
         model = self.model
-        trace = Trace()
-        trace.notes["stream"] = StreamClock(t0, t1 - t0, self._hop_s if self.config.rate
-                                            else (t1 - t0), self._step_state)
+        trace = self._move_clock(t0, t1)
         if self._has_pre:
+            trace.geometry.clear()
             value = self._fit(np.asarray(self._pre(window, trace)), self._spec)
         elif self._direct_shape is not None and window.dtype == self._direct_dtype:
             value = window.reshape(self._direct_shape)  # the common case: no copy, no checks
         else:
             value = self._fit(np.asarray(window), self._spec)
-        feeds = dict(self._constants)
+        feeds = self._feeds
         feeds[self.config.input] = value
-        feeds.update(self._state)
         trace.feeds = feeds
         if self._checked:
-            outputs = model._run(feeds)  # feeds built here, checked on the first run
+            outputs = model._run(feeds)  # checked on the first run
         else:
             outputs = model.run(feeds)
             self._checked = True
         for pair in self.config.state:
-            self._state[pair.input] = outputs[pair.output]
+            feeds[pair.input] = self._state[pair.input] = outputs[pair.output]
         result = self._postprocess(outputs, trace)
         self._last_post = outputs
         self._end_s = t1
@@ -354,7 +446,97 @@ class Stream:
         self.close()
 
 
+class _BoundSession:
+    """ONNX Runtime IOBinding over buffers allocated once per stream (the hot path).
+
+    Every input is bound to a numpy buffer that ORT reads in place: constants written
+    once, the window copied in per run. Outputs are bound to preallocated buffers of their
+    static shapes, so a run allocates nothing and crosses into ORT once. Two bindings
+    alternate: each one's state inputs are the other one's state output buffers, so the
+    state is carried without a copy (run k writes what run k+1 reads, and run k's outputs
+    stay intact until run k+2). Made only when the engine is ONNX Runtime and every shape
+    is static; otherwise the stream feeds a dict (same results).
+    """
+
+    __slots__ = ("bindings", "run", "windows", "outputs", "reads", "parity", "_keep")
+
+    @classmethod
+    def make(cls, model, cfg: StreamConfig, window_shape, feeds) -> "_BoundSession | None":
+        session = getattr(model._engine, "session", None)
+        if session is None or not hasattr(session, "io_binding"):
+            return None
+        real_out = {s.name: s for s in model._engine.outputs()}
+        out_specs = [real_out.get(s.name) for s in model.outputs]
+        if any(o is None or -1 in o.shape or o.dtype == "string" for o in out_specs):
+            return None
+        arrays = {cfg.input: np.zeros(window_shape, np.dtype(_dtype_of(model, cfg.input)))}
+        for name, value in feeds.items():
+            if name not in arrays:
+                arrays[name] = np.array(value, copy=True, order="C")
+        if any(a.dtype.kind not in "fiub" for a in arrays.values()):
+            return None
+        out_by_name = {o.name: o for o in out_specs}
+        for p in cfg.state:
+            o, a = out_by_name[p.output], arrays[p.input]
+            if tuple(o.shape) != a.shape or np.dtype(o.dtype) != a.dtype:
+                return None  # state output and input differ: carried through dicts
+        # the checks the first run would make (names, dtypes, shapes), made once here
+        for check in model._checks:
+            check(arrays.get(check.name), model, arrays)
+        try:
+            return cls(session, arrays, out_specs, cfg)
+        except Exception as e:  # an ORT build without IOBinding: the dict path is correct too
+            log.debug("stream: no IOBinding (%s); feeding dicts", e)
+            return None
+
+    def __init__(self, session, arrays, out_specs, cfg: StreamConfig):
+        import onnxruntime as ort
+        wrap = ort.OrtValue.ortvalue_from_numpy
+        state_in = {p.input: p.output for p in cfg.state}
+        keep, self.bindings, self.outputs, self.windows = [], [], [], []
+        for _ in range(2):
+            outs = {spec.name: np.zeros(spec.shape, np.dtype(spec.dtype)) for spec in out_specs}
+            self.outputs.append(tuple(outs.items()))
+        for k in range(2):
+            binding = session.io_binding()
+            window = np.zeros_like(arrays[cfg.input])
+            for name, a in arrays.items():
+                if name in state_in:   # read what the other binding's run wrote
+                    a = dict(self.outputs[1 - k])[state_in[name]]
+                elif name == cfg.input:
+                    a = window
+                v = wrap(a)
+                binding.bind_ortvalue_input(name, v)
+                keep.append(v)
+            for name, buf in self.outputs[k]:
+                v = wrap(buf)
+                binding.bind_ortvalue_output(name, v)
+                keep.append(v)
+            self.bindings.append(binding)
+            self.windows.append(window.reshape(-1))
+        self._keep = keep  # the OrtValues must live as long as the bindings
+        # per binding: {state input: the buffer its next run reads}
+        self.reads = [{p.input: dict(self.outputs[1 - k])[p.output] for p in cfg.state}
+                      for k in range(2)]
+        self.run = session.run_with_iobinding
+        self.parity = 0
+
+    def set_state(self, state: Mapping[str, np.ndarray]) -> None:
+        """The state the next run reads (reset)."""
+        for name, buf in self.reads[self.parity].items():
+            np.copyto(buf, state[name])
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {name: buf.copy() for name, buf in self.reads[self.parity].items()}
+
+
+def _dtype_of(model, name: str) -> str:
+    return next(s.dtype for s in model.inputs if s.name == name)
+
+
 def _as_items(samples: Any, frames: bool) -> np.ndarray:
+    if type(samples) is np.ndarray and samples.dtype == np.float32 and samples.ndim == 1:
+        return samples  # the common case, checked in one line
     a = np.asarray(samples)
     if a.dtype == np.int16:
         return a.reshape(-1).astype(np.float32) * np.float32(1.0 / 32768.0)

@@ -114,3 +114,37 @@ def loudness_keyword(mels: int = 32, frames: int = 31) -> bytes:
     model.ir_version = 8
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+def recurrent_vad(window: int = 512, context: int = 64, hidden: int = 8) -> bytes:
+    """input [1, context+window], sr int64 [1], state [2, 1, hidden] -> stateN = 0.8 state +
+    rms(window), output [1, 1] = sigmoid(20 (mean(stateN) - 0.25)) + 0 * (sr - 16000): the
+    state changes the output, so a stream that carried it wrongly gives other numbers."""
+    span = window + context
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, span])
+    sr = helper.make_tensor_value_info("sr", TensorProto.INT64, [1])
+    st = helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, 1, hidden])
+    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1])
+    st_out = helper.make_tensor_value_info("stateN", TensorProto.FLOAT, [2, 1, hidden])
+    f = lambda name, v: helper.make_tensor(name, TensorProto.FLOAT, [], [v])  # noqa: E731
+    i64 = lambda name, v: helper.make_tensor(name, TensorProto.INT64, [len(v)], v)  # noqa: E731
+    inits = [f("decay", 0.8), f("thr", 0.25), f("k", 20.0), f("r16k", 16000.0), f("zero", 0.0),
+             i64("starts", [context]), i64("ends", [span]), i64("axes", [1]), i64("shape", [1, 1])]
+    nodes = [
+        helper.make_node("Slice", ["input", "starts", "ends", "axes"], ["win"]),
+        helper.make_node("Mul", ["win", "win"], ["sq"]),
+        helper.make_node("ReduceMean", ["sq"], ["ms"], keepdims=1),
+        helper.make_node("Sqrt", ["ms"], ["rms"]),
+        helper.make_node("Mul", ["state", "decay"], ["kept"]),
+        helper.make_node("Add", ["kept", "rms"], ["stateN"]),
+        helper.make_node("ReduceMean", ["stateN"], ["m"], keepdims=0),
+        helper.make_node("Sub", ["m", "thr"], ["d"]),
+        helper.make_node("Mul", ["d", "k"], ["z"]),
+        helper.make_node("Sigmoid", ["z"], ["p"]),
+        helper.make_node("Reshape", ["p", "shape"], ["p2"]),
+        helper.make_node("Cast", ["sr"], ["srf"], to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["srf", "r16k"], ["srd"]),
+        helper.make_node("Mul", ["srd", "zero"], ["sr0"]),
+        helper.make_node("Add", ["p2", "sr0"], ["output"]),
+    ]
+    return _model(helper.make_graph(nodes, "rvad", [x, sr, st], [out, st_out], inits))

@@ -51,13 +51,15 @@ class StreamClock:
 
 def _clock(trace: Trace | None, frame_s: float, n: int) -> StreamClock:
     clock = trace.notes.get("stream") if trace is not None else None
-    if isinstance(clock, StreamClock):
+    if type(clock) is StreamClock:
         return clock
     return StreamClock(0.0, frame_s * max(n, 1), frame_s * max(n, 1), {}, final=True)
 
 
 def _frames(x: Any) -> np.ndarray:
     a = x if type(x) is np.ndarray and x.dtype == np.float32 else np.asarray(x, dtype=np.float32)
+    if a.ndim == 2:
+        return a
     if a.ndim <= 1:  # a scalar score, or one score per frame
         return a.reshape(-1, 1)
     return a.reshape(-1, a.shape[-1])
@@ -187,7 +189,9 @@ def _events(p: Params, ctx: Context):
             t = float((starts[i] + ends[i]) / 2)
             for c in watched:
                 s = row[c]
-                tr = tracks.setdefault(c, _Track())
+                tr = tracks.get(c)
+                if tr is None:  # (setdefault would build a _Track per frame)
+                    tr = tracks[c] = _Track()
                 if not tr.active:
                     if s >= d.on and (tr.last_fire is None or t - tr.last_fire >= refractory - 1e-9):
                         tr.active, tr.onset, tr.peak, tr.fired = True, t, s, False
@@ -212,7 +216,8 @@ def _segments(p: Params, ctx: Context):
     """`{"op": "segments", "scores": "output", "on": 0.5, "off": 0.35, "min_event_s": 0.25,
     "min_silence_s": 0.1, "label": "speech"}` -> {"segments": [...]}."""
     d = _Detector(p, ctx, p.string("label", "speech"))
-    min_silence = p.number("min_silence_s", 0.0)
+    min_silence = p.number("min_silence_s", 0.0) - 1e-9
+    on, off, key = d.on, d.off, d.key
 
     def close(tr: _Track, c: int, out: list) -> None:
         tr.active, tr.below_since = False, None
@@ -224,23 +229,27 @@ def _segments(p: Params, ctx: Context):
         frames = _frames(tensors[d.scores])
         clock = _clock(trace, d.frame_s, len(frames))
         starts, ends = clock.frame_times(len(frames))
-        tracks = d.tracks(clock.state)
+        tracks = clock.state.get(key)
+        if tracks is None:
+            tracks = clock.state[key] = {}
         found: list = []
         watched = d.watched(frames.shape[1]) if len(frames) else ()
         for i, row in enumerate(frames.tolist()):  # Python floats: cheaper per element
             start, end = float(starts[i]), float(ends[i])
             for c in watched:
                 s = row[c]
-                tr = tracks.setdefault(c, _Track())
+                tr = tracks.get(c)
+                if tr is None:  # (setdefault would build a _Track per frame)
+                    tr = tracks[c] = _Track()
                 if not tr.active:
-                    if s >= d.on:
+                    if s >= on:
                         tr.active, tr.start, tr.end, tr.peak, tr.below_since = True, start, end, s, None
-                elif s >= d.off:
+                elif s >= off:
                     tr.end, tr.peak, tr.below_since = end, max(tr.peak, s), None
                 else:
                     if tr.below_since is None:
                         tr.below_since = start
-                    if end - tr.below_since >= min_silence - 1e-9:
+                    if end - tr.below_since >= min_silence:
                         close(tr, c, found)
         if clock.final:
             for c, tr in tracks.items():
@@ -254,6 +263,8 @@ def _segments(p: Params, ctx: Context):
 
 def _merge(tensors: dict, key: str, found: list) -> dict:
     """Keep results of earlier event steps, drop the raw tensors (the task's result only)."""
+    if "events" not in tensors and "segments" not in tensors:
+        return {key: found}
     out = {}
     for k in ("events", "segments"):
         if k in tensors:
