@@ -156,9 +156,11 @@ def bundle(tmp: Path, name: str, model_bytes: bytes, quantization=None) -> Path:
     return pack_bundle(tmp / f"{name}.edgepack", src, name=name, quantization=quantization)
 
 
-def time_bundles(paths: dict[str, Path], threads: int, rounds: int) -> dict[str, float]:
-    """Median ms per run of each bundle, loaded with `threads`, timed in alternating
-    blocks of 5 runs (with a pause for the previous bundle's thread pool to go idle)."""
+def time_bundles(paths: dict[str, Path], threads: int, rounds: int,
+                 raw: bool = False) -> dict[str, float] | dict[str, np.ndarray]:
+    """Median ms per run of each bundle (raw: every timing, ms, in round order), loaded with
+    `threads`, timed in alternating blocks of 5 runs (with a pause for the previous
+    bundle's thread pool to go idle)."""
     from edgepack.benchmark import pool_pause, time_interleaved
     from edgepack.runtime import load
     from edgepack.runtime.specs import example_feeds
@@ -171,6 +173,8 @@ def time_bundles(paths: dict[str, Path], threads: int, rounds: int) -> dict[str,
     finally:
         for m in models.values():
             m.close()
+    if raw:
+        return {n: 1e3 * t for n, t in zip(models, times)}
     return {n: 1e3 * float(np.median(t)) for n, t in zip(models, times)}
 
 
@@ -189,24 +193,63 @@ def load_average() -> str:
 
 # ----------------------------------------------------------------------------- sections
 
+def ort_u8s8_anchor(fp32: bytes, calib: dict) -> bytes:
+    """onnxruntime's own quantize_static with its x86 advice (quant_pre_process, QDQ,
+    per-channel, uint8 activations, int8 weights, 8-bit weights on VNNI), no edgepack
+    code: the anchor the recipe must match or beat."""
+    from onnxruntime import quantization as ortq
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(ortq.CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": calib["x"][i:i + 8]}
+                                 for i in range(0, len(calib["x"]), 8)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, pre, out = (Path(tmp, n) for n in ("in.onnx", "pre.onnx", "out.onnx"))
+        src.write_bytes(fp32)
+        cwd = os.getcwd()
+        os.chdir(tmp)   # its shape inference may leave files in the working directory
+        try:
+            quant_pre_process(str(src), str(pre))
+        finally:
+            os.chdir(cwd)
+        ortq.quantize_static(str(pre), str(out), Reader(), quant_format=ortq.QuantFormat.QDQ,
+                             per_channel=True, reduce_range=False,
+                             activation_type=ortq.QuantType.QUInt8,
+                             weight_type=ortq.QuantType.QInt8)
+        return out.read_bytes()
+
+
 def speed_section(rounds: int, with_litert: bool) -> None:
     from edgepack.converters.int8 import Calibrated, choose_recipe, quantize_int8, Int8Options
     recipe = choose_recipe("onnxruntime")
     print(f"\n== MobileNetV2 224x224, onnxruntime; recipe for this machine: {recipe.name} "
-          f"({recipe.types}, reduce_range={recipe.reduce_range}, {recipe.quant_format})")
+          f"({recipe.types}, reduce_range={recipe.reduce_range}, {recipe.quant_format}, "
+          f"pad_conv_channels={recipe.pad_conv_channels}, global_pool={recipe.global_pool})")
     x = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
     fp32 = export_onnx(mobilenet_v2(), x)
     calib = {"x": np.random.default_rng(1).standard_normal((16, 3, 224, 224)).astype(np.float32)}
     int8 = quantize_int8(fp32, calib, Int8Options(recipe=recipe))
+    plain = recipe.with_overrides(pad_conv_channels=0, global_pool=False)
     default = recipe.with_overrides(activation_type="int8", reduce_range=False,
                                     float_thin_convs=0)
     from edgepack.converters.int8.graph_prep import prepare_graph
     with Calibrated(prepare_graph(fp32).model_bytes, calib) as cal:
         s8s8 = cal.quantize(default)
+        no_fast = cal.quantize(plain) if plain is not recipe else None
+    anchor = ort_u8s8_anchor(fp32, calib)
+    print(f"  fast paths: {int8.record.get('fast_paths', 'none')}")
     with tempfile.TemporaryDirectory() as tmp:
         paths = {"fp32": bundle(Path(tmp), "fp32", fp32),
                  "int8 (recipe)": bundle(Path(tmp), "int8", int8.model_bytes, int8.record),
-                 "int8 S8S8 (ORT defaults)": bundle(Path(tmp), "s8s8", s8s8)}
+                 "int8 U8S8 (ORT anchor)": bundle(Path(tmp), "u8s8", anchor)}
+        if no_fast is not None:
+            paths["int8 (recipe, no fast paths)"] = bundle(Path(tmp), "nofast", no_fast)
+        paths["int8 S8S8 (ORT defaults)"] = bundle(Path(tmp), "s8s8", s8s8)
         print_speed_table("ORT", paths, rounds)
     if with_litert:
         litert_section(rounds)
@@ -245,93 +288,150 @@ def litert_section(rounds: int) -> None:
 
 
 def print_speed_table(engine: str, paths: dict[str, Path], rounds: int) -> None:
-    """Latency of each bundle at 1 and 2 threads, and its ratio to the "fp32" one."""
+    """Latency of each bundle at 1 and 2 threads, and its ratio to the "fp32" one: the
+    ratio of medians, and the range (10th-90th percentile) of the per-round ratios (each
+    round times every bundle back to back, so load from other processes hits both)."""
     for threads in (1, 2):
         print(f"  load average before: {load_average()}")
-        ms = time_bundles(paths, threads, rounds)
+        times = time_bundles(paths, threads, rounds, raw=True)
+        ms = {n: float(np.median(t)) for n, t in times.items()}
+        ref_blocks = times["fp32"].reshape(-1, 5).min(axis=1)
         for name, value in ms.items():
-            print(f"  {engine:6s} {threads} thread(s)  {name:26s} {value:7.2f} ms  "
-                  f"ratio {value / ms['fp32']:.3f}")
+            per_round = times[name].reshape(-1, 5).min(axis=1) / ref_blocks
+            low, high = np.percentile(per_round, [10, 90])
+            print(f"  {engine:6s} {threads} thread(s)  {name:30s} {value:7.2f} ms  "
+                  f"ratio {value / ms['fp32']:.3f}  (per round {low:.3f}-{high:.3f})")
 
 
-def ops_section(rounds: int) -> None:
-    """Kernel time per op kind (first conv, depthwise, pointwise, rest) of recipe variants,
-    from onnxruntime's profiler, 1 thread, all sessions interleaved: the evidence behind
-    the recipe table (which types, which op types to leave float)."""
+#: Profile rows: op types grouped by what they do (convolutions are split by shape).
+OP_GROUPS = {"head (Gemm)": ("Gemm", "QGemm", "FusedGemm", "MatMul", "QLinearMatMul"),
+             "residual Add": ("Add", "QLinearAdd"),
+             "Quantize/Dequantize": ("QuantizeLinear", "DequantizeLinear"),
+             "layout (Transpose/Reorder)": ("Transpose", "ReorderInput", "ReorderOutput"),
+             "pool (mean)": ("ReduceMean", "GlobalAveragePool", "QLinearGlobalAveragePool"),
+             "Pad": ("Pad",)}
+CONV_KINDS = ("stem conv", "depthwise", "pointwise", "other conv")
+
+
+def _node_kinds(session_model: bytes, tmp: Path, tag: str) -> dict[str, str]:
+    """Node name -> profile row, read from onnxruntime's *optimized* graph (what runs)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    options.optimized_model_filepath = str(tmp / f"{tag}.optimized.onnx")
+    ort.InferenceSession(session_model, options, providers=["CPUExecutionProvider"])
+    graph = onnx.load(options.optimized_model_filepath).graph
+    shapes = {i.name: numpy_helper.to_array(i).shape for i in graph.initializer}
+    kinds, seen_conv = {}, False
+    for node in graph.node:
+        if "Conv" in node.op_type:
+            weight = node.input[3] if node.op_type == "QLinearConv" else node.input[1]
+            shape = shapes.get(weight, ())
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            if group > 1:
+                kinds[node.name] = "depthwise"
+            elif len(shape) == 4 and shape[2:] == (1, 1):
+                kinds[node.name] = "pointwise"
+            else:
+                kinds[node.name] = "other conv" if seen_conv else "stem conv"
+            seen_conv = True
+        else:
+            kinds[node.name] = next((g for g, ops in OP_GROUPS.items() if node.op_type in ops),
+                                    "other")
+    return kinds
+
+
+def profile_models(models: dict[str, bytes], rounds: int, threads: int = 1
+                   ) -> dict[str, dict[str, float]]:
+    """Median kernel ms per profile row of each model, from onnxruntime's profiler, all
+    sessions run interleaved (one run of each per round); "run" = median whole-run ms."""
     import json
     from collections import defaultdict
 
-    import onnx
     import onnxruntime as ort
-
-    from edgepack.converters.int8 import Calibrated, choose_recipe
-    from edgepack.converters.int8.graph_prep import prepare_graph
-    x = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
-    fp32 = prepare_graph(export_onnx(mobilenet_v2(), x)).model_bytes
-    graph = onnx.load_from_string(fp32).graph
-    convs = [n for n in graph.node if n.op_type == "Conv"]
-    depthwise = [n.name for n in convs
-                 if next((a.i for a in n.attribute if a.name == "group"), 1) > 1]
-    # U8S8, reduce_range, every conv int8 (the thin-conv rule is one of the variants)
-    base = choose_recipe("onnxruntime", "x86_64-workstation", float_thin_convs=0)
-    variants = {"U8S8 rr, all int8": (base, ()),
-                "U8S8": (base.with_overrides(reduce_range=False), ()),
-                "S8S8 (ORT defaults)": (base.with_overrides(activation_type="int8",
-                                                            reduce_range=False), ()),
-                "U8U8": (base.with_overrides(weight_type="uint8", reduce_range=False), ()),
-                "U8S8 rr per-tensor": (base.with_overrides(per_channel=False), ()),
-                "U8S8 rr QOperator": (base.with_overrides(quant_format="qoperator"), ()),
-                "U8S8 rr, first conv float": (base, (convs[0].name,)),   # = x86 recipe
-                "U8S8 rr, depthwise float": (base, tuple(depthwise))}
-    calib = {"x": np.random.default_rng(1).standard_normal((16, 3, 224, 224)).astype(np.float32)}
-    models = {"fp32": fp32}
-    with Calibrated(fp32, calib) as cal:
-        for name, (recipe, exclude) in variants.items():
-            models[name] = cal.quantize(recipe, exclude)
-    kinds = {convs[0].name: "first conv", **{n: "depthwise" for n in depthwise}}
-    sessions = {}
+    x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
+        sessions, kinds = {}, {}
         for i, (name, model) in enumerate(models.items()):
+            kinds[name] = _node_kinds(model, Path(tmp), f"m{i}")
             options = ort.SessionOptions()
-            options.intra_op_num_threads = 1
+            options.intra_op_num_threads = threads
             options.enable_profiling = True
             options.profile_file_prefix = str(Path(tmp, f"p{i}"))
             options.log_severity_level = 3
             sessions[name] = ort.InferenceSession(model, options,
                                                   providers=["CPUExecutionProvider"])
-        feed = {"x": x[:1]}
-        for _ in range(rounds):
+        warmup = 5
+        for _ in range(warmup + rounds):
             for session in sessions.values():
-                session.run(None, feed)
-        print(f"\n== MobileNetV2 kernel time per op kind, 1 thread, {rounds} interleaved "
-              "runs (ms, median per node summed)")
-        totals = {}
+                session.run(None, {"x": x})
         for name, session in sessions.items():
             events = json.loads(Path(session.end_profiling()).read_text())
-            per_node = defaultdict(list)
+            per_node, runs = defaultdict(list), []
             for e in events:
                 if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
-                    per_node[(e["name"][:-len("_kernel_time")], e["args"]["op_name"])].append(
-                        e["dur"])
-            sums = defaultdict(float)
-            conv_index = 0
-            for (node, op), durations in per_node.items():
-                if "Conv" in op:   # Conv / QLinearConv keep graph order
-                    kind = kinds.get(convs[conv_index].name, "pointwise") \
-                        if conv_index < len(convs) else "pointwise"
-                    conv_index += 1
-                else:
-                    kind = "other"
-                sums[kind] += float(np.median(durations)) / 1e3
-            totals[name] = sums
-        ref = totals["fp32"]
-        print(f"  {'variant':28s} {'total':>7s} {'ratio':>6s} " + " ".join(
-            f"{k:>11s}" for k in ("first conv", "depthwise", "pointwise", "other")))
-        for name, sums in totals.items():
-            total = sum(sums.values())
-            print(f"  {name:28s} {total:7.2f} {total / sum(ref.values()):6.3f} " + " ".join(
-                f"{sums[k]:6.2f} x{sums[k] / ref[k]:.2f}" if ref[k] else f"{sums[k]:11.2f}"
-                for k in ("first conv", "depthwise", "pointwise", "other")))
+                    per_node[e["name"][:-len("_kernel_time")]].append(e["dur"])
+                elif e.get("cat") == "Session" and e["name"] == "model_run":
+                    runs.append(e["dur"])
+            rows = defaultdict(float)
+            for node, durations in per_node.items():
+                rows[kinds[name].get(node, "other")] += float(np.median(durations[warmup:]))
+            results[name] = {k: v / 1e3 for k, v in rows.items()}
+            results[name]["run"] = float(np.median(runs[warmup:])) / 1e3
+    return results
+
+
+def ops_section(rounds: int) -> None:
+    """Kernel time per op kind (stem conv, depthwise, pointwise, head, Q/DQ, layout, ...)
+    of fp32, edgepack's recipe, onnxruntime's own U8S8 and variants, from onnxruntime's
+    profiler at 1 thread, all sessions interleaved: where int8 wins and where it does not
+    (the evidence behind the recipe table). Relative shares hold under load."""
+    from edgepack.converters.int8 import Calibrated, Int8Options, choose_recipe, quantize_int8
+    from edgepack.converters.int8.graph_prep import prepare_graph
+    x = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
+    fp32 = export_onnx(mobilenet_v2(), x)
+    prepared = prepare_graph(fp32).model_bytes
+    calib = {"x": np.random.default_rng(1).standard_normal((16, 3, 224, 224)).astype(np.float32)}
+    recipe = choose_recipe("onnxruntime")
+    plain = recipe.with_overrides(pad_conv_channels=0, global_pool=False)
+    models = {"fp32": fp32,
+              "recipe": quantize_int8(fp32, calib, Int8Options(recipe=recipe)).model_bytes,
+              "ORT-U8S8": ort_u8s8_anchor(fp32, calib)}
+    with Calibrated(prepared, calib) as cal:
+        models["no-fastpath"] = cal.quantize(plain)
+        models["stem-float"] = cal.quantize(plain.with_overrides(float_thin_convs=4))
+        models["per-tensor"] = cal.quantize(recipe.with_overrides(per_channel=False))
+        models["S8S8"] = cal.quantize(plain.with_overrides(activation_type="int8"))
+    for name in ("per-tensor",):   # the recipe's rewrites apply to every QDQ variant
+        from edgepack.converters.int8.ort_fast_paths import apply_fast_paths
+        models[name] = apply_fast_paths(models[name], recipe)[0]
+    print(f"\n== MobileNetV2 kernel time per op kind, 1 thread, {rounds} interleaved runs "
+          f"(ms, median per node summed; recipe {recipe.name}; load average {load_average()})")
+    results = profile_models(models, rounds)
+    ref = results["fp32"]
+    names = list(results)
+    rows = [*CONV_KINDS, *OP_GROUPS, "other"]
+    print(f"  {'op kind':27s}" + "".join(f"{n:>12s}" for n in names) + "  recipe share, vs fp32")
+    recipe_total = sum(v for k, v in results["recipe"].items() if k != "run")
+    for row in rows:
+        if not any(r.get(row) for r in results.values()):
+            continue
+        cells = "".join(f"{r.get(row, 0.0):12.3f}" for r in results.values())
+        mine = results["recipe"].get(row, 0.0)
+        versus = f"x{mine / ref[row]:.2f}" if ref.get(row) else ""
+        print(f"  {row:27s}{cells}  {100 * mine / recipe_total:5.1f}%  {versus}")
+    totals = {n: sum(v for k, v in r.items() if k != "run") for n, r in results.items()}
+    print(f"  {'kernel sum':27s}" + "".join(f"{totals[n]:12.3f}" for n in names))
+    print(f"  {'  ratio to fp32':27s}" + "".join(f"{totals[n] / totals['fp32']:12.3f}"
+                                                  for n in names))
+    print(f"  {'whole run (model_run)':27s}" + "".join(f"{results[n]['run']:12.3f}"
+                                                        for n in names))
+    print(f"  {'  ratio to fp32':27s}" + "".join(
+        f"{results[n]['run'] / results['fp32']['run']:12.3f}" for n in names))
 
 
 def digits_section() -> None:
