@@ -84,6 +84,28 @@ def test_yolo_v8_decode_equals_independent_decode(seed):
     np.testing.assert_array_equal(got_t.boxes, got.boxes)
 
 
+def test_yolo_v8_both_memory_layouts_decode_identically_and_as_the_reference():
+    # engines return [1, 4+C, N] C-contiguous (class rows contiguous along N: row maxima);
+    # a transposed [1, N, 4+C] export has the classes contiguous (compare-first path)
+    out = fake_yolo(2, n=3000, classes=30)
+    out[0, 10, 7] = np.nan                  # a nan class score beside a hit, and alone
+    out[0, 4:, 11] = np.nan
+    out[0, 12, 7] = 0.9
+    spec = TensorSpec("output0", (1, 34, 3000), "float32")
+    step = [{"op": "yolo", "score_threshold": 0.25}]
+    rows = candidates_of(run_decode(step, {"output0": np.ascontiguousarray(out)}, [spec]))
+    boxes_major = np.ascontiguousarray(out.transpose(0, 2, 1)).transpose(0, 2, 1)
+    assert boxes_major[0, 4:].strides[0] == 4
+    cols = candidates_of(run_decode(step, {"output0": boxes_major}, [spec]))
+    ref = [r for r in yolo_v8_reference(np.nan_to_num(out, nan=-1.0), 0.25)
+           if r[0] not in (7, 11)]          # numpy max() is nan where a nan is: dropped
+    assert len(ref) > 100 and len(rows) == len(ref)
+    for got in (rows, cols):
+        np.testing.assert_array_equal(got.classes, [r[1] for r in ref])
+        np.testing.assert_array_equal(got.scores, np.float32([r[2] for r in ref]))
+        np.testing.assert_array_equal(got.boxes, [r[3] for r in ref])
+
+
 def test_yolo_v5_decode_equals_independent_decode():
     out = fake_yolo(3, n=3000, classes=10, v5=True)
     spec = TensorSpec("output", (1, 3000, 15), "float32")

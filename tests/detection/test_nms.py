@@ -130,3 +130,18 @@ def test_iou_matrix_by_hand():
     a = np.array([[0, 0, 2, 2], [5, 5, 6, 6]], float)
     b = np.array([[1, 1, 3, 3], [0, 0, 2, 2], [0, 0, 0, 0]], float)
     np.testing.assert_allclose(iou_matrix(a, b), [[1 / 7, 1.0, 0.0], [0.0, 0.0, 0.0]])
+
+
+def test_sweep_keeps_tiny_overlaps_of_far_class_bands_and_odd_coordinates():
+    # class ids far from 0 shift the x bands to ~1e12: a 1e-7 px overlap must still count
+    boxes = np.array([[0, 0, 10, 10], [10 - 1e-7, 0, 20, 10], [5, 0, 15, 10],
+                      [0, 0, 10, 10]], float)
+    scores = [0.9, 0.8, 0.7, 0.6]
+    classes = np.array([10**9, 10**9, 3, 3])
+    ref = reference_nms(boxes.tolist(), scores, 0.0, classes.tolist())
+    assert ref == [0, 2] and nms(boxes, scores, 0.0, classes).tolist() == ref
+    # nan / inf coordinates take the exact loop: same answer as the reference
+    odd = np.array([[0, 0, np.inf, 10], [1, 1, 5, 5], [np.nan, 0, 4, 4], [2, 2, 6, 6]])
+    for cls in (None, [0, 0, 1, 0]):
+        assert nms(odd, [0.9, 0.8, 0.7, 0.6], 0.3, cls).tolist() == \
+            reference_nms(odd.tolist(), [0.9, 0.8, 0.7, 0.6], 0.3, cls)

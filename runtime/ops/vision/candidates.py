@@ -32,8 +32,9 @@ class Candidates:
     keypoints: np.ndarray | None = None
 
     def take(self, index: np.ndarray) -> "Candidates":
-        return Candidates(self.boxes[index], self.scores[index], self.classes[index],
-                          None if self.keypoints is None else self.keypoints[index])
+        return Candidates(self.boxes.take(index, 0), self.scores.take(index),
+                          self.classes.take(index),
+                          None if self.keypoints is None else self.keypoints.take(index, 0))
 
     def __len__(self) -> int:
         return len(self.scores)

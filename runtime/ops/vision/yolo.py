@@ -13,8 +13,50 @@ from __future__ import annotations
 import numpy as np
 
 from .. import Context, Params, register_decode
-from .candidates import (Candidates, batch_result, center_to_corners, image_input, logit,
-                         model_size, output_name, output_spec, per_image, sigmoid)
+from .candidates import (Candidates, batch_result, image_input, logit, model_size, output_name,
+                         output_spec, per_image, sigmoid)
+
+
+def columns(view: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """view[:, idx] for a 2-D view of the engine's output, without copying the view first
+    (np.take copies a non-contiguous input whole: 1.8 ms for the class block of a
+    [1, 8400, 84] output, against microseconds for the gathered columns)."""
+    return view.take(idx, 1) if view.flags.c_contiguous else view[:, idx]
+
+
+def _best_class_above(scores: np.ndarray, cut: float):
+    """(box indices, best class, its score) of the boxes whose best class score is > cut.
+
+    `scores` is the (C, N) class block, a view of the engine's output. One pass over the
+    C x N values chooses the few candidates before anything is copied, in the order the
+    memory holds them: with N contiguous ([1, 4+C, N] exports) the class-max is C
+    vectorised row maxima; with the classes contiguous ([1, N, 4+C] underneath a
+    transposed view) a reduction over rows of C is slow in numpy, so the values are
+    compared with the cut in memory order and the boxes with any hit found from the
+    flat positions. Only the candidates' columns are then gathered for argmax.
+    """
+    count, n = scores.shape
+    if count == 1:
+        conf = scores[0]
+        idx = np.flatnonzero(conf > cut)
+        return idx, np.zeros(len(idx), np.int64), conf.take(idx)
+    if scores.strides[0] != scores.itemsize:      # not classes-contiguous: row maxima
+        best = scores.max(0)
+        idx = np.flatnonzero(best > cut)
+        return idx, columns(scores, idx).argmax(0), best.take(idx)
+    hits = np.flatnonzero(scores.T > cut) // count       # box of each hit, ascending
+    if len(hits) > 1:
+        first = np.empty(len(hits), bool)
+        first[0] = True
+        np.not_equal(hits[1:], hits[:-1], out=first[1:])
+        hits = hits.compress(first)
+    sub = columns(scores, hits)                              # (C, k)
+    cls = sub.argmax(0)
+    conf = sub.max(0)
+    keep = conf > cut         # a nan beside a hit: max() is nan there, as on the other path
+    if not keep.all():
+        hits, cls, conf = hits.compress(keep), cls.compress(keep), conf.compress(keep)
+    return hits, cls, conf
 
 
 @register_decode("yolo")
@@ -72,17 +114,14 @@ def _yolo(p: Params, ctx: Context):
                 cls, idx = np.nonzero(scores > cut)
                 conf = scores[cls, idx]
             else:
-                best = scores.max(0)
-                idx = np.flatnonzero(best > cut)
-                conf = best[idx]
-                cls = scores[:, idx].argmax(0) if count > 1 else np.zeros(len(idx), np.int64)
+                idx, cls, conf = _best_class_above(scores, cut)
             if activation == "sigmoid":
                 conf = sigmoid(conf)
         else:
             obj = a[4]
             idx = np.flatnonzero(obj > cut)
-            o = obj[idx]
-            sub = scores[:, idx]
+            o = obj.take(idx)
+            sub = columns(scores, idx)
             if activation == "sigmoid":
                 o, sub = sigmoid(o), sigmoid(sub)
             sub = sub * o[None, :]
@@ -94,18 +133,21 @@ def _yolo(p: Params, ctx: Context):
                 conf = sub[cls, np.arange(len(idx))]
                 keep = conf > threshold
                 cls, conf, idx = cls[keep], conf[keep], idx[keep]
-        box = a[0:4, idx].astype(np.float64)
+        # Only the k selected columns are gathered and widened: float64 boxes for k rows
+        # (exact IoU in NMS), never for the whole [4+C, N] tensor.
+        box = columns(a[0:4], idx).astype(np.float64)          # (4, k) cx, cy, w, h
         if coordinates == "normalized":
             box *= np.array([size[1], size[0], size[1], size[0]], np.float64)[:, None]
-        boxes = center_to_corners(box[0], box[1], box[2], box[3])
+        half = box[2:] * 0.5
+        boxes = np.concatenate((box[:2] - half, box[:2] + half)).T   # (k, 4) x0, y0, x1, y1
         points = None
         if keypoints:
             start = head + count
-            raw = a[start:start + extra, idx].astype(np.float64)       # (K*v, k)
+            raw = columns(a[start:start + extra], idx).astype(np.float64)   # (K*v, k)
             points = raw.T.reshape(len(idx), keypoints, kp_values)[:, :, :2].copy()
             if coordinates == "normalized":
                 points *= np.array([size[1], size[0]], np.float64)
-        return Candidates(boxes, np.asarray(conf, np.float32), cls.astype(np.int64), points)
+        return Candidates(boxes, np.asarray(conf, np.float32), np.asarray(cls, np.int64), points)
 
     def decode(tensors, trace):
         size = model_size(spec, trace)
