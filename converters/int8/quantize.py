@@ -104,6 +104,59 @@ class Calibrated:
         #: Samples the ranges are computed from.
         self.samples = self._reader.samples
         self._count = 0
+        #: The float model quantized models are compared against: `model_bytes` unless a
+        #: float rewrite made this one (cross-layer equalization sets the original model).
+        self.reference_bytes = model_bytes
+        #: (nodes kept float, samples digest, int8 model, Score) of the last all-int8
+        #: measurement made by the caller (`remember`), so a later pass does not convert
+        #: and measure the same model again.
+        self._measured: tuple | None = None
+
+    @classmethod
+    def with_ranges(cls, model_bytes: bytes, calibration: Mapping[str, np.ndarray],
+                    settings: CalibrationSettings,
+                    ranges: Mapping[str, tuple[float, float]]) -> "Calibrated":
+        """A Calibrated whose activation ranges (tensor -> (low, high)) are given instead
+        of measured: quantizing it runs no calibration. `settings.method` is recorded as
+        the calibration method; tensors missing from `ranges` are not quantized."""
+        from onnxruntime.quantization.calibrate import (CalibrationMethod, TensorData,
+                                                        TensorsData, save_tensors_data)
+        calibrated = cls(model_bytes, calibration, settings)
+        method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+                  "percentile": CalibrationMethod.Percentile}[settings.method]
+        data = {t: TensorData(lowest=np.array(lo, np.float32), highest=np.array(hi, np.float32))
+                for t, (lo, hi) in ranges.items()}
+        save_tensors_data(TensorsData(method, data), calibrated._cache)
+        return calibrated
+
+    @property
+    def calibrated(self) -> bool:
+        """True once the ranges exist (after the first `quantize`, or given)."""
+        return self._cache.exists()
+
+    def ranges(self) -> dict[str, tuple[float, float]]:
+        """tensor -> (low, high), the activation ranges `quantize` uses. Raises
+        ConversionError before the first `quantize` (calibration runs inside it)."""
+        if not self._cache.exists():
+            raise ConversionError("no activation ranges yet: quantize once first")
+        from onnxruntime.quantization.calibrate import load_tensors_data
+        return {t: (float(np.min(d.range_value[0])), float(np.max(d.range_value[1])))
+                for t, d in load_tensors_data(self._cache).items()}
+
+    def remember(self, exclude_nodes: Sequence[str], samples: Mapping[str, np.ndarray],
+                 model: bytes, score) -> None:
+        """Record that quantizing with `exclude_nodes` float gave `model`, which scored
+        `score` against `reference_bytes` on `samples`."""
+        self._measured = (tuple(sorted(exclude_nodes)), samples_digest(samples), model, score)
+
+    def measured(self, exclude_nodes: Sequence[str], samples: Mapping[str, np.ndarray]):
+        """(model, score) remembered for the same float nodes and samples, or None."""
+        if self._measured is None:
+            return None
+        nodes, digest, model, score = self._measured
+        if nodes != tuple(sorted(exclude_nodes)) or digest != samples_digest(samples):
+            return None
+        return model, score
 
     def __enter__(self) -> "Calibrated":
         return self
@@ -122,6 +175,7 @@ class Calibrated:
         """
         self.model_bytes = model_bytes
         self._model_path.write_bytes(model_bytes)
+        self._measured = None
 
     def quantize(self, recipe: Recipe, exclude_nodes: Sequence[str] = ()) -> bytes:
         """The int8 model of `recipe`, with `exclude_nodes` (and the recipe's float op types)
@@ -160,6 +214,17 @@ class Calibrated:
             if chatter.getvalue().strip():
                 log.debug("onnxruntime quantizer: %s", chatter.getvalue().strip())
         return out.read_bytes()
+
+
+def samples_digest(samples: Mapping[str, np.ndarray]) -> str:
+    """A digest of the sample arrays (names, shapes, dtypes and bytes)."""
+    import hashlib
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(samples):
+        a = np.ascontiguousarray(samples[name])
+        h.update(f"{name}{a.shape}{a.dtype}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
 
 
 def _checked_calibration(model_bytes: bytes, calibration: Mapping[str, np.ndarray]

@@ -411,7 +411,8 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
 
     Raises ConversionError when the model has nothing to quantize.
     """
-    meter = AgreementMeter("onnxruntime", calibrated.model_bytes,
+    # Against the model before any float rewrite (equalization), as prepare_calibrated did.
+    meter = AgreementMeter("onnxruntime", calibrated.reference_bytes,
                            {n: a[:target.samples] for n, a in samples.items()}, threads)
     n_used = meter.count
     fixed = list(keep_float)
@@ -432,7 +433,8 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
         model = calibrated.quantize(recipe, [*fixed, *nodes])
         return model, meter(model)
 
-    full, base = measure([])
+    # prepare_calibrated measured this very model already (same float nodes and samples).
+    full, base = calibrated.measured(fixed, meter.samples) or measure([])
     log.info("accuracy-aware: all-int8 agreement %.4f (target %.4f), error %.3g on %d samples",
              base.agreement, target.min_agreement, base.error, n_used)
     # The manifest's all-int8 figure is the plain one, before the caller's methods.
