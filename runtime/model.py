@@ -14,6 +14,7 @@ from .errors import BundleError, EngineError, InputError
 from .ops import Context, compile_steps
 from .ops.tensor import dequantize_array, quantize_array
 from .ops.trace import Trace
+from .ops.vision.candidates import check_decode_ends
 from .specs import TensorSpec, example_feeds, format_shape
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,7 @@ class Model:
                         if manifest.encode else None)
         self._decode = (compile_steps(manifest.decode, context, "decode", kind="decode")
                         if manifest.decode else None)
+        check_decode_ends(manifest.decode)   # a decoder's candidates are not a result
         self._checks = [_Check(s) for s in self.inputs]
         self._engine = engines.open_engine(self.engine_name, bundle.model_bytes(),
                                            threads=threads, spin_wait=spin_wait)

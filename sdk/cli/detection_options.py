@@ -8,11 +8,9 @@ from typing import Any, Sequence
 import click
 
 from edgepack.runtime.errors import InputError
+from edgepack.runtime.ops.vision.candidates import CANDIDATE_DECODERS as DECODERS
 
 from ..detection import add_sigmoid, detection_steps, draw_detections
-
-#: Decode steps that produce candidates for `nms` (never a final result).
-DECODERS = ("yolo", "ssd_anchors", "boxes")
 
 _OPTIONS = [
     click.option("--resize-shorter", type=click.IntRange(min=1), metavar="N",

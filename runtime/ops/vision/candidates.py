@@ -9,16 +9,38 @@ MediaPipe): IoU is not invariant under a non-uniform (stretch) resize.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ...errors import PipelineError
 from ...specs import TensorSpec
 from .. import Context
 from ..trace import Trace
 
 #: The key under which decoders pass candidates to the next decode step.
 CANDIDATES = "candidates"
+#: Decode steps whose result is candidates for `nms`, never a result `predict` can return.
+CANDIDATE_DECODERS = ("yolo", "ssd_anchors", "boxes")
+
+
+def check_decode_ends(steps: Sequence[Any], where: str = "decode") -> None:
+    """Refuse decode steps that end with a detection decoder (PipelineError naming the fix).
+
+    A decoder yields model-space candidates (numpy arrays in a CandidateBatch) that only
+    `nms` turns into the documented {"detections": [...]}; returned from `predict` they
+    would not be JSON (serve, `run --json`, the MQTT bridge) nor in source pixels. Called
+    when a bundle loads, so serve refuses such a version up front.
+    """
+    if not steps:
+        return
+    last = steps[-1]
+    op = last.get("op") if isinstance(last, Mapping) else None
+    if op in CANDIDATE_DECODERS:
+        raise PipelineError(
+            f"{where}[{len(steps) - 1}] ({op}) is the last decode step: it yields candidate "
+            f"boxes for 'nms', not detections; add {{\"op\": \"nms\"}} after it (with "
+            f"\"mode\": \"none\" when the model already suppressed its boxes)")
 
 
 @dataclass(frozen=True)
