@@ -5,12 +5,13 @@ reference: hf-tokenizers (models/wordpiece, models/bpe, models/unigram), tokeniz
 """
 from __future__ import annotations
 
+import heapq
 from typing import Any, Mapping
 
 from ..errors import PipelineError
 
 Token = tuple  # (id, token, start, end)
-_CACHE_LIMIT = 20000
+CACHE_LIMIT = 20000
 
 
 class Model:
@@ -31,7 +32,7 @@ class Model:
             return hit
         tokens = self._tokenize(word)
         hit = ([t[0] for t in tokens], [t[1] for t in tokens], [(t[2], t[3]) for t in tokens])
-        if len(self._cache) >= _CACHE_LIMIT:
+        if len(self._cache) >= CACHE_LIMIT:
             self._cache.clear()
         self._cache[word] = hit
         return hit
@@ -109,6 +110,9 @@ class BPE(Model):
             except KeyError as e:
                 raise PipelineError(f"BPE merge {a!r} {b!r} uses a token missing from the "
                                     f"vocabulary: {e}") from None
+        # pair (a, b) -> one int key a << shift | b: no tuple per lookup in the merge loop
+        self._shift = max(max(self.vocab.values(), default=0).bit_length(), 1)
+        self._merges_by_key = {a << self._shift | b: m for (a, b), m in self.merges.items()}
 
     def _symbols(self, word: str) -> list[list]:
         """[id, char_len] per initial symbol (unknown chars -> byte fallback or unk)."""
@@ -142,33 +146,73 @@ class BPE(Model):
     def _tokenize(self, word):
         if self.ignore_merges and word in self.vocab:
             return [(self.vocab[word], word, 0, len(word))]
-        syms = self._symbols(word)
-        merges = self.merges
-        while len(syms) > 1:
-            best_rank, best_pair = None, None
-            for i in range(len(syms) - 1):
-                m = merges.get((syms[i][0], syms[i + 1][0]))
-                if m is not None and (best_rank is None or m[0] < best_rank):
-                    best_rank, best_pair, new_id = m[0], (syms[i][0], syms[i + 1][0]), m[1]
-            if best_pair is None:
-                break
-            a, b = best_pair
-            merged = []
-            i = 0
-            while i < len(syms):
-                if i + 1 < len(syms) and syms[i][0] == a and syms[i + 1][0] == b:
-                    merged.append([new_id, syms[i][1] + syms[i + 1][1]])
-                    i += 2
-                else:
-                    merged.append(syms[i])
-                    i += 1
-            syms = merged
+        ids = None
+        if not self.prefix and not self.suffix:  # byte-level BPE: every char is a symbol
+            vocab_get = self.vocab.get
+            ids = [vocab_get(c) for c in word]
+            if None in ids:
+                ids = None
+            else:
+                lens = [1] * len(ids)
+        if ids is None:
+            syms = self._symbols(word)
+            ids = [t for t, _ in syms]
+            lens = [n for _, n in syms]
+        if len(ids) > 1:
+            self._merge_all(ids, lens)
         out, pos = [], 0
         names = self.id_to_token
-        for t, length in syms:
+        for t, length in zip(ids, lens):
+            if t < 0:  # merged into its left neighbour
+                continue
             out.append((t, names[t], pos, pos + length))
             pos += length
         return out
+
+    def _merge_all(self, ids: list[int], lens: list[int]) -> None:
+        """tokenizers' `Word::merge_all`: a heap of candidate merges ordered by (rank,
+        position), stale entries skipped, symbols in a linked list. O(n log n) per word
+        (a rescan per merge was O(n^2): a 90-byte Chinese word took ~1 ms). Merged-away
+        symbols get id -1; `lens` are char lengths (a byte-fallback byte may have 0)."""
+        merges, shift = self._merges_by_key, self._shift
+        n = len(ids)
+        nxt = list(range(1, n + 1))
+        nxt[-1] = -1
+        prv = list(range(-1, n - 1))
+        heap = []
+        for i in range(n - 1):
+            m = merges.get(ids[i] << shift | ids[i + 1])
+            if m is not None:
+                heap.append((m[0], i, m[1]))
+        heapq.heapify(heap)
+        pop, push = heapq.heappop, heapq.heappush
+        while heap:
+            _, pos, new = pop(heap)
+            left = ids[pos]
+            if left < 0:
+                continue
+            j = nxt[pos]
+            if j < 0:
+                continue
+            m = merges.get(left << shift | ids[j])
+            if m is None or m[1] != new:  # an expired entry
+                continue
+            ids[pos] = new
+            lens[pos] += lens[j]
+            ids[j] = -1
+            k = nxt[j]
+            nxt[pos] = k
+            if k >= 0:
+                prv[k] = pos
+            p = prv[pos]
+            if p >= 0:
+                m = merges.get(ids[p] << shift | new)
+                if m is not None:
+                    push(heap, (m[0], p, m[1]))
+            if k >= 0:
+                m = merges.get(new << shift | ids[k])
+                if m is not None:
+                    push(heap, (m[0], pos, m[1]))
 
 
 class Unigram(Model):
@@ -184,8 +228,20 @@ class Unigram(Model):
         self.scores = {p: (i, s) for i, (p, s) in enumerate(self.pieces)}
         self.unk_id, self.byte_fallback, self.fuse_unk = unk_id, byte_fallback, fuse_unk
         self.min_score = min((s for _, s in self.pieces), default=0.0)
-        self.longest = max((len(p) for p, _ in self.pieces), default=1)
-        self.prefixes = {p[:k] for p, _ in self.pieces for k in range(1, len(p) + 1)}
+        # a char trie of the pieces: node = {char: (children, piece id or -1, score)},
+        # walked once per lattice position (no substring objects, no prefix set)
+        self._trie: dict = {}
+        for i, (piece, score) in enumerate(self.pieces):
+            if not piece:
+                continue
+            node = self._trie
+            for c in piece[:-1]:
+                entry = node.get(c)
+                if entry is None:
+                    entry = node[c] = ({}, -1, 0.0)
+                node = entry[0]
+            entry = node.get(piece[-1])
+            node[piece[-1]] = (entry[0] if entry else {}, i, score)
 
     def _encode(self, text: str) -> list[tuple[str, bool]]:
         """The best segmentation as (piece, is_unk)."""
@@ -194,23 +250,26 @@ class Unigram(Model):
         score = [0.0] * (n + 1)
         start_of = [-1] * (n + 1)
         piece_id = [-1] * (n + 1)
-        scores, prefixes, longest = self.scores, self.prefixes, self.longest
+        trie = self._trie
         unk = self.unk_id
         for i in range(n):
             if i and start_of[i] < 0:
                 continue
             base = score[i]
             single = False
-            for j in range(i + 1, min(n, i + longest) + 1):
-                sub = text[i:j]
-                if sub not in prefixes:
+            node = trie
+            j = i
+            while j < n:
+                entry = node.get(text[j])
+                if entry is None:
                     break
-                hit = scores.get(sub)
-                if hit is None:
+                node, pid, piece_score = entry
+                j += 1
+                if pid < 0:
                     continue
-                cand = base + hit[1]
+                cand = base + piece_score
                 if start_of[j] < 0 or cand > score[j]:
-                    score[j], start_of[j], piece_id[j] = cand, i, hit[0]
+                    score[j], start_of[j], piece_id[j] = cand, i, pid
                 if j == i + 1:
                     single = True
             if not single:

@@ -159,10 +159,13 @@ class Prepend(Normalizer):
 class Replace(Normalizer):
     """Replace every match of a string or regex; new chars take the last matched char's range."""
 
-    def __init__(self, pattern: re.Pattern, content: str):
+    def __init__(self, pattern: re.Pattern, content: str, literal: str | None = None):
         self.pattern, self.content = pattern, content
+        self.literal = literal  # a String pattern: `in` rules out a match ~10x faster
 
     def normalize(self, text, offs):
+        if self.literal is not None and self.literal not in text:
+            return text, offs
         matches = [m.span() for m in self.pattern.finditer(text) if m.end() > m.start()]
         if not matches:
             return text, offs
@@ -271,7 +274,8 @@ def build(spec: Mapping[str, Any] | None, where: str = "tokenizer.json normalize
         "StripAccents": StripAccents,
         "Strip": lambda: Strip(spec.get("strip_left", True), spec.get("strip_right", True)),
         "Prepend": lambda: Prepend(spec["prepend"]),
-        "Replace": lambda: Replace(_pattern(spec["pattern"], where), spec["content"]),
+        "Replace": lambda: Replace(_pattern(spec["pattern"], where), spec["content"],
+                                   spec["pattern"].get("String") or None),
         "BertNormalizer": lambda: BertNormalizer(
             spec.get("clean_text", True), spec.get("handle_chinese_chars", True),
             spec.get("strip_accents"), spec.get("lowercase", True)),

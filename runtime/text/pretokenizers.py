@@ -153,6 +153,11 @@ class ByteLevel(PreTokenizer):
         self._finditer = _byte_level_pattern().finditer
 
     def __call__(self, pieces):
+        return [byte_map(t, o) for t, o in self.raw_words(pieces)]
+
+    def raw_words(self, pieces: list[Piece]) -> list[Piece]:
+        """The words before the byte mapping (what `Tokenizer` caches its results by:
+        `byte_word` maps one, and its offsets never need materializing per byte)."""
         out = []
         for text, offs in pieces:
             if self.use_regex and isinstance(offs, int) and text:
@@ -161,7 +166,7 @@ class ByteLevel(PreTokenizer):
             if self.add_prefix_space and text and not text.startswith(" "):
                 text, offs = prepend(text, offs, " ")
             out.extend(self._split.split(text, offs) if self._split else [(text, offs)])
-        return [byte_map(t, o) for t, o in out]
+        return out
 
     def _words(self, text: str, base: int) -> list[Piece]:
         """The hot path: identity offsets. The GPT-2 regex matches every char (its last
@@ -186,6 +191,24 @@ class ByteLevel(PreTokenizer):
 
 _BYTE_TRANSLATE: dict[int, str] = {}
 _BYTE_WORDS: dict[str, tuple[str, list[int]]] = {}
+
+
+def byte_word(text: str) -> tuple[str, list[int] | None]:
+    """A word's byte-mapped text and, per mapped char, the index of the char it came from
+    (None when every char is one byte: the identity)."""
+    if text.isascii():
+        return text.translate(_ASCII_BYTES), None
+    table = _BYTE_TRANSLATE
+    for c in set(text):
+        if ord(c) not in table:
+            table[ord(c)] = "".join(BYTE_CHARS[b] for b in c.encode("utf-8"))
+    rel = []
+    for i, c in enumerate(text):
+        if c < "\x80":
+            rel.append(i)
+        else:
+            rel += [i] * len(table[ord(c)])
+    return text.translate(table), rel
 
 
 def byte_map(text: str, offs) -> Piece:

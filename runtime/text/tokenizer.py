@@ -66,10 +66,12 @@ class _AddedVocabulary:
         self.by_content = {t.content: t for t in tokens}
         ordered = sorted(self.by_content, key=len, reverse=True)
         self.pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        # most texts hold none of the tokens' first chars ('[' '<'): no regex scan then
+        self._firsts = frozenset(t[0] for t in ordered if t)
 
     def split(self, text: str) -> list[tuple[int, int, AddedToken | None]]:
         """(start, end, token-or-None) runs covering `text`."""
-        if self.pattern is None or not text:
+        if self.pattern is None or not text or self._firsts.isdisjoint(text):
             return [(0, len(text), None)]
         hits = []
         for m in self.pattern.finditer(text):
@@ -133,6 +135,12 @@ class Tokenizer:
         self._norm_added = _AddedVocabulary(norm)
         self.truncation, self.padding = truncation, padding
         self._token_ids = {t.content: t.id for t in self.added_tokens}
+        # byte-level BPE: results cached by the word before its byte mapping, with spans
+        # in its chars, so a cached word costs one dict lookup (no per-byte offsets)
+        raw_words = getattr(pre_tokenizer, "raw_words", None)
+        self._split_words = raw_words or pre_tokenizer
+        self._word_ids = self._byte_level_word if raw_words else model.tokenize_cached
+        self._byte_cache: dict[str, tuple[list, list, list]] = {}
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -206,7 +214,7 @@ class Tokenizer:
         ids: list[int] = []
         tokens: list[str] = []
         offsets: list[tuple[int, int]] = []
-        normalizer, pre, tokenize = self.normalizer, self.pre_tokenizer, self.model.tokenize_cached
+        normalizer, pre, tokenize = self.normalizer, self._split_words, self._word_ids
         for start, end, added in self._raw_added.split(text):
             if added is not None:
                 ids.append(added.id)
@@ -238,6 +246,23 @@ class Tokenizer:
         # as tokenizers: special tokens written in the text are not in the special mask;
         # only those the post-processor adds are
         return Encoding(ids, [type_id] * n, tokens, offsets, [0] * n, [1] * n)
+
+    def _byte_level_word(self, word: str) -> tuple[list, list, list]:
+        """(ids, tokens, char spans in `word`) of one pre-byte-mapping word, cached."""
+        hit = self._byte_cache.get(word)
+        if hit is not None:
+            return hit
+        mapped, rel = pretokenizers.byte_word(word)
+        tokens = self.model.tokenize(mapped)
+        if rel is None:
+            spans = [(t[2], t[3]) for t in tokens]
+        else:
+            spans = [(rel[t[2]], rel[t[3] - 1] + 1) for t in tokens]
+        hit = ([t[0] for t in tokens], [t[1] for t in tokens], spans)
+        if len(self._byte_cache) >= models.CACHE_LIMIT:
+            self._byte_cache.clear()  # bounded; refills with the words in use
+        self._byte_cache[word] = hit
+        return hit
 
     def added_content(self, token_id: int, fallback: str) -> str:
         for t in self.added_tokens:
