@@ -165,8 +165,10 @@ def listen(bundle, source, mic, rate, fmt, channels, chunk_ms, seconds, threads,
             if in_rate != model_rate:  # resampled as it arrives (same as resample_poly)
                 chunks = _resampled(chunks, StreamResampler(in_rate, model_rate))
         else:
-            samples = read_clip(Path(source), model_rate)
-            chunks = (samples[i:i + chunk] for i in range(0, len(samples), chunk))
+            clip = read_clip(Path(source), model_rate)
+            # (not named `samples`: the loop below rebinds that name while this generator
+            # still reads it, which fed every chunk after the first from the first chunk)
+            chunks = (clip[i:i + chunk] for i in range(0, len(clip), chunk))
         try:
             for samples in chunks:
                 for event in stream.push(samples):
