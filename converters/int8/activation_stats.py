@@ -10,9 +10,9 @@ tensor as an output; each tensor's values go into one fixed histogram over its M
 arithmetic on the histograms:
 
 - percentile: the two-sided central `p` % of the values (one-sided for a tensor >= 0);
-- entropy: the range [c*low, c*high] (c in [1/8, 1]) whose 256-level quantization of the
-  clipped histogram is closest in KL divergence to it (the TensorRT method, with the
-  asymmetric range shrunk around zero rather than a symmetric one);
+- entropy: the clipped range whose 256-level quantization of the clipped histogram is
+  closest in KL divergence to it (the TensorRT method; the asymmetric range's upper end is
+  searched first, then its lower end, each between 1/8 of its MinMax extent and all of it);
 - the error of a range: for values inside, the rounding noise of a uniform quantizer
   (step^2 / 12; exact zeros cost nothing, the quantizer represents them exactly); for values
   outside, the squared distance to the clipped end. Each value is weighted by 1 / (its
@@ -69,27 +69,43 @@ class TensorHistogram:
         right = float(edges[min(np.searchsorted(cdf, 1.0 - cut) + 1, BINS)])
         return min(left, 0.0), max(right, 0.0)
 
-    def entropy_range(self, steps: int = 57) -> tuple[float, float]:
-        """The shrunk range whose 256-level histogram is closest (KL) to the clipped one."""
+    def entropy_range(self, steps: int = 33) -> tuple[float, float]:
+        """The clipped range whose 256-level histogram is closest (KL) to the clipped one:
+        the upper end searched first (lower end at MinMax), then the lower end."""
         total = float(self.counts.sum())
         if total <= 0 or self.high <= self.low:
             return self.low, self.high
-        lo, hi = min(self.low, 0.0), max(self.high, 0.0)
         width = (self.high - self.low) / BINS
-        best, best_kl = (self.low, self.high), np.inf
-        for c in np.linspace(MIN_SHRINK, 1.0, steps):
-            a, b = c * lo, c * hi
-            i0 = int(np.clip(np.floor((a - self.low) / width), 0, BINS - 1))
-            i1 = int(np.clip(np.ceil((b - self.low) / width), i0 + 1, BINS))
-            p = self.counts[i0:i1].astype(np.float64).copy()
+        zero = int(np.clip(np.round(-self.low / width), 0, BINS)) if self.low < 0 else 0
+
+        def kl(i0: int, i1: int) -> float:
+            sliced = self.counts[i0:i1].astype(np.float64)
+            p = sliced.copy()
             p[0] += self.counts[:i0].sum()
             p[-1] += self.counts[i1:].sum()
-            kl = _kl_to_quantized(p)
-            if kl < best_kl:
-                best_kl = kl
-                best = (self.low + i0 * width if i0 else self.low,
-                        self.low + i1 * width if i1 < BINS else self.high)
-        return best
+            return _kl_to_quantized(p, sliced)
+
+        def search(fixed: int, upper: bool) -> int:
+            span = (BINS - zero) if upper else zero
+            if span <= 1:
+                return BINS if upper else 0
+            best, best_kl = None, np.inf
+            for c in np.linspace(MIN_SHRINK, 1.0, steps):
+                edge = zero + max(1, int(np.ceil(c * span))) if upper else \
+                    zero - max(1, int(np.ceil(c * span)))
+                i0, i1 = (fixed, edge) if upper else (edge, fixed)
+                if i1 - i0 < 2:
+                    continue
+                value = kl(i0, i1)
+                if value < best_kl:
+                    best, best_kl = edge, value
+            return best if best is not None else (BINS if upper else 0)
+
+        i1 = search(0, upper=True)
+        i0 = search(i1, upper=False) if self.low < 0 else 0
+        low = self.low if i0 == 0 else self.low + i0 * width
+        high = self.high if i1 >= BINS else self.low + i1 * width
+        return low, high
 
     def error(self, low: float, high: float, activation_type: str) -> float:
         """Summed per-sample relative squared error of quantizing to [low, high]."""
@@ -107,16 +123,19 @@ class TensorHistogram:
         return float(np.sum(self.weighted * per_value))
 
 
-def _kl_to_quantized(p: np.ndarray) -> float:
-    """KL(p || q), q = p merged into LEVELS groups and spread back over its non-empty bins."""
+def _kl_to_quantized(p: np.ndarray, sliced: np.ndarray) -> float:
+    """KL(p || q): p is the clipped histogram (values outside folded into the end bins), q
+    the in-range values (`sliced`) merged into LEVELS groups and spread back over the
+    non-empty bins of p (as TensorRT: q does not hold the clipped mass, so clipping costs)."""
     n = len(p)
     groups = np.minimum((np.arange(n) * LEVELS) // max(n, 1), LEVELS - 1)
     nonzero = p > 0
-    mass = np.bincount(groups, weights=p, minlength=LEVELS)
+    mass = np.bincount(groups, weights=sliced, minlength=LEVELS)
     filled = np.bincount(groups, weights=nonzero.astype(np.float64), minlength=LEVELS)
     q = np.where(nonzero, mass[groups] / np.maximum(filled[groups], 1.0), 0.0)
     ps, qs = p / p.sum(), q / max(q.sum(), 1e-300)
     keep = ps > 0
+    qs = np.maximum(qs, 1e-12)   # clipped mass where no value stayed: a large, finite cost
     return float(np.sum(ps[keep] * np.log(ps[keep] / qs[keep])))
 
 
