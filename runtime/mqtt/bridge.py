@@ -1,9 +1,12 @@
 """The MQTT bridge: subscribe, queue, predict on worker threads, publish, acknowledge.
 
-Threads: paho's network thread runs the callbacks and only ever queues (never decodes or
-runs a model); one worker per subscription decodes, leases a model, predicts and publishes
-in arrival order; one acknowledger sends the PUBACK of each QoS 1 input only once its
-result (or error message) has itself been acknowledged by the broker, in arrival order.
+Threads: paho's network thread runs the callbacks and only ever queues the raw message
+(never decodes or runs a model: a frame dropped by a full drop-oldest queue costs paho's
+parsing and a deque append, nothing more); one worker per subscription decodes, leases a
+model, predicts and publishes in arrival order. The PUBACK of each QoS 1 input goes out
+only once its result (or error message) has itself been delivered to the broker, in
+arrival order (`acks.AckBook`): sent by whichever of the worker and the network thread
+completes it, so no thread is woken per message just to acknowledge.
 A message received on a connection that has since dropped is not acknowledged on the new
 one: the broker redelivers it (persistent session), so nothing is lost, and at most the
 messages in flight at the moment of a drop are answered twice (results carry the input's
@@ -12,18 +15,16 @@ message id, ``dup`` flag and correlation data for de-duplication).
 from __future__ import annotations
 
 import base64
-import copy
 import json
 import logging
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import EdgepackError
+from .acks import AckBook
 from .config import BridgeConfig, Subscription
-from .connection import Connection, make_client
+from .connection import Connection, make_client, result_properties
 from .discovery import discovery_config, discovery_topic
 from .errors import MqttError, PayloadError
 from .models import ModelSource, RepositoryModels, SingleModel, check_models
@@ -36,19 +37,38 @@ log = logging.getLogger(__name__)
 SUBSCRIBE_TIMEOUT_S = 10.0
 
 
-@dataclass
+#: Topic -> lane lookups remembered (a thousand cameras fit; beyond, matched each time).
+LANE_CACHE = 4096
+
+
 class _Message:
-    topic: str
-    payload: bytes | None
-    qos: int
-    mid: int
-    dup: bool
-    generation: int
-    received: float
-    correlation: bytes | None = None
-    response_topic: str | None = None
-    content_type: str | None = None
-    reject: str | None = None       # refused in the network thread (e.g. too large)
+    """One received message as the network thread queues it: paho's fields, unparsed (the
+    worker reads the MQTT 5 properties only for the messages it answers)."""
+
+    __slots__ = ("topic", "payload", "qos", "mid", "dup", "generation", "received",
+                 "properties", "reject")
+
+    def __init__(self, topic: str, payload: bytes | None, qos: int, mid: int, dup: bool,
+                 generation: int, received: float, properties: Any = None,
+                 reject: str | None = None):
+        self.topic, self.payload, self.qos, self.mid, self.dup = topic, payload, qos, mid, dup
+        self.generation, self.received, self.properties = generation, received, properties
+        self.reject = reject        # refused in the network thread (e.g. too large)
+
+    def _property(self, name: str) -> Any:
+        return getattr(self.properties, name, None) if self.properties is not None else None
+
+    @property
+    def correlation(self) -> bytes | None:
+        return self._property("CorrelationData")
+
+    @property
+    def response_topic(self) -> str | None:
+        return self._property("ResponseTopic")
+
+    @property
+    def content_type(self) -> str | None:
+        return self._property("ContentType")
 
 
 class _Lane:
@@ -59,14 +79,14 @@ class _Lane:
         self.map = sub.topic_map
         self.queue = MessageQueue(sub.queue_size, sub.effective_policy)
         self.labels = (("subscription", sub.topic),)
-        self.received = self.answered = self.errors = 0
+        self.received = self.answered = self.errors = self.skipped = 0
         self.thread: threading.Thread | None = None
 
     def stats(self) -> dict[str, Any]:
         return {"topic": self.sub.topic, "received": self.received, "answered": self.answered,
                 "errors": self.errors, "dropped": self.queue.dropped,
-                "queue_size": self.queue.size, "high_water": self.queue.high_water,
-                "policy": self.queue.policy}
+                "skipped": self.skipped, "queue_size": self.queue.size,
+                "high_water": self.queue.high_water, "policy": self.queue.policy}
 
 
 class MqttBridge:
@@ -89,8 +109,10 @@ class MqttBridge:
         self._subscribed = threading.Event()
         self._subscribe_mid: int | None = None
         self._session_present = False
-        self._acks: deque[tuple[Any, _Message | None]] = deque()
-        self._acks_ready = threading.Condition()
+        self._acks = AckBook(self._send_ack)
+        # Notified whenever a counter moves: wait_until() waits on it (tests, apps).
+        self._progress = threading.Condition()
+        self._lane_of: dict[str, _Lane | None] = {}
         self._status_lock = threading.Lock()
         self._announced: dict[str, str] = {}
         self._discovered: set[str] = set()
@@ -98,7 +120,7 @@ class MqttBridge:
         qos1 = [s.queue_size for s in config.subscriptions if s.qos > 0]
         self._receive_maximum = min(qos1) if qos1 else 20
         self._client: Any = None
-        self._result_properties: Any = None
+        self._result_properties: Callable[[bytes | None], Any] | None = None
         self._streams = StreamCache()
         self._connection: Connection | None = None
         self.started = False
@@ -113,24 +135,22 @@ class MqttBridge:
                                    self._receive_maximum)
         client = self._client
         if self.config.broker.protocol == "5":
-            from paho.mqtt.packettypes import PacketTypes
-            from paho.mqtt.properties import Properties
-            self._result_properties = Properties(PacketTypes.PUBLISH)   # never mutated
-            self._result_properties.ContentType = "application/json"
+            self._result_properties = result_properties("application/json")
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        if any(lane.sub.qos > 0 for lane in self.lanes):
+            # Only then: with on_publish set, paho builds a PUBACK Properties object for
+            # every QoS 0 publish it writes (~20 us each).
+            client.on_publish = self._on_publish
         self._connection = Connection(client, self.config.broker, self._receive_maximum,
                                       on_reconnect=self._count_reconnect)
         for lane in self.lanes:
             lane.thread = threading.Thread(target=self._work, args=(lane,), daemon=True,
                                            name=f"edgepack-mqtt-{lane.sub.topic}")
             lane.thread.start()
-        acker = threading.Thread(target=self._acknowledge, daemon=True,
-                                 name="edgepack-mqtt-ack")
-        acker.start()
-        self._threads = [lane.thread for lane in self.lanes if lane.thread] + [acker]
+        self._threads = [lane.thread for lane in self.lanes if lane.thread]
         try:
             self._connection.open()
             if not self._subscribed.wait(SUBSCRIBE_TIMEOUT_S):
@@ -154,11 +174,6 @@ class MqttBridge:
             if left:
                 log.info("%d message(s) on %s not answered at shutdown", len(left),
                          lane.sub.topic)
-        for lane in self.lanes:
-            if lane.thread is not None:
-                lane.thread.join(timeout=self.config.drain_timeout)
-        with self._acks_ready:
-            self._acks_ready.notify_all()
         for thread in self._threads:
             thread.join(timeout=self.config.drain_timeout)
 
@@ -174,8 +189,8 @@ class MqttBridge:
 
     def _halt_threads(self) -> None:
         self._stop.set()
-        with self._acks_ready:
-            self._acks_ready.notify_all()
+        for lane in self.lanes:
+            lane.queue.drain()
         for thread in self._threads:
             thread.join(timeout=5)
 
@@ -186,11 +201,30 @@ class MqttBridge:
         self.stop()
 
     def stats(self) -> dict[str, Any]:
-        """Counters per subscription, plus reconnects and whether connected now."""
+        """Counters per subscription, plus reconnects, QoS 1 acknowledgements sent and
+        pending, and whether connected now."""
         conn = self._connection
         return {"connected": bool(conn and conn.connected.is_set()),
                 "reconnects": conn.reconnects if conn else self._reconnects,
+                "acknowledged": self._acks.sent, "ack_pending": len(self._acks),
                 "subscriptions": [lane.stats() for lane in self.lanes]}
+
+    def wait_until(self, predicate: Callable[[dict[str, Any]], bool],
+                   timeout: float) -> dict[str, Any]:
+        """Wait (at most `timeout` s) until `predicate(self.stats())` holds; returns the last
+        stats either way. Woken by every counter change, not by polling."""
+        deadline = time.monotonic() + timeout
+        with self._progress:
+            while True:
+                stats = self.stats()
+                left = deadline - time.monotonic()
+                if predicate(stats) or left <= 0:
+                    return stats
+                self._progress.wait(left)
+
+    def _moved(self) -> None:
+        with self._progress:
+            self._progress.notify_all()
 
     @property
     def connected(self) -> threading.Event:
@@ -205,6 +239,7 @@ class MqttBridge:
             self._connection.connack(str(reason))
             return
         self._generation += 1
+        self._acks.new_connection(self._generation)
         self._session_present = bool(getattr(flags, "session_present", False))
         self._subscribed.clear()
         _, self._subscribe_mid = client.subscribe(
@@ -238,23 +273,22 @@ class MqttBridge:
             log.warning("disconnected from the MQTT broker: %s", reason)
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        # Runs for every message, dropped ones included: no decoding, no property parsing
+        # beyond paho's, one deque append.
         try:
             topic = msg.topic
         except UnicodeDecodeError:      # paho raises on a non-UTF-8 topic
             return
-        lane = next((lane for lane in self.lanes if lane.map.match(topic) is not None), None)
+        lane = self._lane_for(topic)
         if lane is None:
             if msg.qos > 0:
                 client.ack(msg.mid, msg.qos)
             return
-        props = getattr(msg, "properties", None)
-        item = _Message(topic, msg.payload, msg.qos, msg.mid, bool(msg.dup), self._generation,
-                        time.perf_counter(),
-                        correlation=getattr(props, "CorrelationData", None),
-                        response_topic=getattr(props, "ResponseTopic", None),
-                        content_type=getattr(props, "ContentType", None))
-        if len(msg.payload) > self.config.max_payload_bytes:
-            item.reject = (f"payload of {len(msg.payload)} bytes is over the limit of "
+        payload = msg.payload
+        item = _Message(topic, payload, msg.qos, msg.mid, msg.dup, self._generation,
+                        time.perf_counter(), getattr(msg, "properties", None))
+        if len(payload) > self.config.max_payload_bytes:
+            item.reject = (f"payload of {len(payload)} bytes is over the limit of "
                            f"{self.config.max_payload_bytes} bytes (--max-payload)")
             item.payload = None       # do not keep megabytes queued just to refuse them
         lane.received += 1
@@ -263,27 +297,49 @@ class MqttBridge:
         if dropped is not None:
             self.metrics.inc("edgepack_mqtt_messages_dropped_total", lane.labels)
             if dropped.qos > 0:      # drop-oldest chosen for QoS 1: dropped means handled
-                self._queue_ack(None, dropped)
+                self._acks.add(dropped.mid, dropped.qos, dropped.generation, None)
+            self._moved()
+
+    def _lane_for(self, topic: str) -> _Lane | None:
+        try:
+            return self._lane_of[topic]
+        except KeyError:
+            pass
+        lane = next((lane for lane in self.lanes if lane.map.match(topic) is not None), None)
+        if len(self._lane_of) < LANE_CACHE:
+            self._lane_of[topic] = lane
+        return lane
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any,
+                    properties: Any) -> None:
+        self._acks.delivered(mid)
+
+    def _send_ack(self, mid: int, qos: int) -> None:
+        self._client.ack(mid, qos)
 
     # --- workers -------------------------------------------------------------------------
     def _work(self, lane: _Lane) -> None:
         while not self._stop.is_set():
-            item = lane.queue.get(timeout=0.25)
+            item = lane.queue.get(timeout=1.0)     # drain() at stop wakes it at once
             if item is None:
                 continue
             if item.qos > 0 and item.generation != self._generation and self._session_present:
-                continue   # the broker redelivers it on this session: answer that copy
+                lane.skipped += 1   # the broker redelivers it on this session: answer that
+                self._moved()
+                continue
             try:
                 self._answer(lane, item)
             except Exception:  # a bug must not end the lane
                 log.exception("answering a message on %s failed", item.topic)
+            self._moved()
 
     def _answer(self, lane: _Lane, item: _Message) -> None:
         meta: dict[str, Any] = {"topic": item.topic, "mid": item.mid}
         if item.dup:
             meta["dup"] = True
-        if item.correlation is not None:
-            meta["correlation"] = _text(item.correlation)
+        correlation = item.correlation
+        if correlation is not None:
+            meta["correlation"] = _text(correlation)
         name = version = None
         ok = False
         try:
@@ -321,14 +377,14 @@ class MqttBridge:
             lane.errors += 1
             self.metrics.inc("edgepack_mqtt_message_errors_total", lane.labels)
             log.info("message on %s refused: %s", item.topic, doc["error"])
-        info = self._publish(topic, encode(doc), qos, item.correlation)
+        info = self._publish(topic, encode(doc), qos, correlation)
         if info is None:
             return
         if ok:
             lane.answered += 1
             self.metrics.inc("edgepack_mqtt_messages_published_total", lane.labels)
         if item.qos > 0:
-            self._queue_ack(info, item)
+            self._acks.add(item.mid, item.qos, item.generation, info)
 
     def _publish(self, topic: str, payload: bytes, qos: int, correlation: bytes | None,
                  retain: bool = False) -> Any:
@@ -336,39 +392,10 @@ class MqttBridge:
         while not self._connection.connected.wait(0.25):
             if self._stop.is_set():
                 return None
-        properties = self._result_properties
-        if properties is not None and correlation is not None:
-            # A copy of the template: building paho Properties from scratch costs ~80 us,
-            # a noticeable share of a millisecond model's budget.
-            properties = copy.copy(properties)
-            properties.CorrelationData = correlation
+        make = self._result_properties
+        properties = make(correlation) if make is not None else None
         return self._client.publish(topic, payload, qos=qos, retain=retain,
                                     properties=properties)
-
-    # --- acknowledgements ----------------------------------------------------------------
-    def _queue_ack(self, info: Any, item: _Message) -> None:
-        with self._acks_ready:
-            self._acks.append((info, item))
-            self._acks_ready.notify()
-
-    def _acknowledge(self) -> None:
-        """PUBACK each QoS 1 input once the broker has its answer, in arrival order."""
-        while True:
-            with self._acks_ready:
-                while not self._acks and not self._stop.is_set():
-                    self._acks_ready.wait(0.25)
-                if not self._acks:
-                    return
-                info, item = self._acks.popleft()
-            while info is not None and not info.is_published():
-                if item.generation != self._generation or self._stop.is_set():
-                    break
-                try:
-                    info.wait_for_publish(timeout=0.25)
-                except (RuntimeError, ValueError):  # refused by paho: retried on reconnect
-                    time.sleep(0.05)
-            if item.generation == self._generation and (info is None or info.is_published()):
-                self._client.ack(item.mid, item.qos)
 
     # --- status and discovery ------------------------------------------------------------
     def _publish_status(self) -> None:

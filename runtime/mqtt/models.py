@@ -4,8 +4,7 @@ request leases it, so a swap applies to MQTT and HTTP alike and a retired versio
 released once its last message is answered."""
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 from .errors import MqttError
 
@@ -25,10 +24,19 @@ class ModelSource(Protocol):
 
 
 class _Fixed:
+    """The lease of a model that is never swapped: its own context manager (no generator
+    per message)."""
+
     def __init__(self, model: Any):
         self.model_name = str(model.name)
         self.version = str(model.version)
         self.model = model
+
+    def __enter__(self) -> "_Fixed":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
 
 
 class SingleModel:
@@ -37,13 +45,12 @@ class SingleModel:
     def __init__(self, model: Any):
         self._lease = _Fixed(model)
 
-    @contextmanager
-    def lease(self, model: str | None) -> Iterator[_Fixed]:
+    def lease(self, model: str | None) -> _Fixed:
         if model is not None and model != self._lease.model_name:
             from ..serve.errors import RequestError
             raise RequestError(404, f"unknown model {model!r}; serving "
                                     f"{self._lease.model_name!r}")
-        yield self._lease
+        return self._lease
 
     def describe(self) -> list[tuple[str, str]]:
         return [(self._lease.model_name, self._lease.version)]
@@ -54,6 +61,7 @@ class RepositoryModels:
 
     def __init__(self, manager: Any):
         self.manager = manager
+        self._default: str | None = None
 
     def _only(self) -> str:
         models = sorted(self.manager.snapshot())
@@ -65,10 +73,15 @@ class RepositoryModels:
         raise RequestError(404, f"the repository serves several models ({', '.join(models)}); "
                                 "give the subscription a model (--model NAME)")
 
-    @contextmanager
-    def lease(self, model: str | None) -> Iterator[Any]:
-        with self.manager.lease(model or self._only()) as leased:
-            yield leased
+    def lease(self, model: str | None) -> Any:
+        """The manager's own lease (a context manager). A subscription without a model
+        uses the repository's only one, looked up once (copying the manager's snapshot per
+        message cost more than the lease itself) and again after that name stops working."""
+        if model is not None:
+            return self.manager.lease(model)
+        if self._default is None:
+            self._default = self._only()
+        return _Retrying(self, self._default)
 
     def describe(self) -> list[tuple[str, str]]:
         from ..serve.repository import version_key
@@ -77,6 +90,30 @@ class RepositoryModels:
             if versions:
                 rows.append((name, max(versions, key=version_key)))
         return rows
+
+
+class _Retrying:
+    """Enter the lease of the cached default model; if that model is gone (removed from the
+    repository), look the only model up again once."""
+
+    def __init__(self, source: RepositoryModels, name: str):
+        self._source, self._name, self._lease = source, name, None
+
+    def __enter__(self) -> Any:
+        from ..serve.errors import RequestError
+        try:
+            self._lease = self._source.manager.lease(self._name)
+            return self._lease.__enter__()
+        except RequestError:
+            self._source._default = None
+            name = self._source._default = self._source._only()
+            if name == self._name:
+                raise
+            self._lease = self._source.manager.lease(name)
+            return self._lease.__enter__()
+
+    def __exit__(self, *exc: Any) -> Any:
+        return self._lease.__exit__(*exc)
 
 
 def check_models(source: ModelSource, wanted: list[str | None]) -> None:

@@ -58,9 +58,12 @@ class MessageQueue:
             return dropped
 
     def get(self, timeout: float) -> Any:
-        """The oldest item, or None after `timeout` seconds with nothing queued."""
+        """The oldest item, or None after `timeout` seconds with nothing queued (at once
+        once `drain()` has closed the queue)."""
         with self._lock:
             if not self._items:
+                if self._closed:
+                    return None
                 self._not_empty.wait(timeout)
                 if not self._items:
                     return None
@@ -75,4 +78,5 @@ class MessageQueue:
             self._items.clear()
             self._closed = True
             self._not_full.notify_all()
+            self._not_empty.notify_all()
             return items

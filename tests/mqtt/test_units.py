@@ -199,3 +199,60 @@ def test_imports_are_lazy_and_missing_paho_is_one_error():
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ("MqttError the MQTT bridge needs paho-mqtt 2.x: "
                                   "pip install 'edgepack[mqtt]'")
+
+
+class _Info:
+    """Stands for paho's MQTTMessageInfo: a mid and whether it is published."""
+
+    def __init__(self, mid: int, published: bool = False):
+        self.mid, self.published = mid, published
+
+    def is_published(self) -> bool:
+        return self.published
+
+
+def test_acks_in_arrival_order_once_answers_are_delivered():
+    from edgepack.runtime.mqtt.acks import AckBook
+    sent: list[tuple[int, int]] = []
+    book = AckBook(lambda mid, qos: sent.append((mid, qos)))
+    book.new_connection(1)
+    book.add(10, 1, 1, _Info(100))
+    book.add(11, 1, 1, _Info(101))
+    book.add(12, 1, 1, None)                   # dropped: handled, but after 10 and 11
+    book.delivered(101)                        # 11's answer first: 10 still holds it back
+    assert sent == [] and len(book) == 3
+    book.delivered(100)
+    assert sent == [(10, 1), (11, 1), (12, 1)] and len(book) == 0 and book.sent == 3
+    # Delivered before the worker added it (paho reports it before marking the info).
+    book.delivered(102)
+    book.add(13, 1, 1, _Info(102))
+    assert sent[-1] == (13, 1)
+    book.add(14, 1, 1, _Info(103, published=True))
+    assert sent[-1] == (14, 1)
+    # A reconnect forgets what was pending; inputs of the old connection are never acked.
+    book.add(15, 1, 1, _Info(104))
+    book.new_connection(2)
+    book.delivered(104)
+    book.add(16, 1, 1, None)
+    book.add(17, 1, 2, None)
+    assert sent[-1] == (17, 1) and (15, 1) not in sent and (16, 1) not in sent
+
+
+def test_result_properties_pack_like_paho():
+    pytest.importorskip("paho.mqtt")
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from edgepack.runtime.mqtt.connection import result_properties
+    make = result_properties("application/json")
+    for correlation in (None, b"req-7", bytes(range(256)) * 3):
+        want = Properties(PacketTypes.PUBLISH)
+        want.ContentType = "application/json"
+        if correlation is not None:
+            want.CorrelationData = correlation
+        got = make(correlation)
+        assert got.pack() == want.pack() and got.packetType == PacketTypes.PUBLISH
+        assert "ContentType" in str(got)
+        parsed = Properties(PacketTypes.PUBLISH)
+        parsed.unpack(got.pack())
+        assert getattr(parsed, "CorrelationData", None) == correlation
