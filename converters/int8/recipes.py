@@ -41,6 +41,22 @@ LiteRT 2.3 (XNNPACK) on the same host and model (Keras MobileNetV2, full-int8 bu
     range (int8 weights) x1.5-2.7; without the XNNPACK delegate both are ~3.5x slower.
     XNNPACK's QS8 kernels on AVX2 widen to 16 bits, so they cannot beat its fp32 FMA
     kernels; on ARM (NEON/dotprod) int8 is XNNPACK's fast path.
+
+On an AVX512-VNNI + AMX Intel Xeon (2 cores; onnxruntime 1.32; same model and command;
+load average 5-8 from other users, so per-op shares, which hold under load, not absolute
+times): U8S8 per-channel, kernel time vs fp32 per op kind: pointwise Conv x0.34-0.38,
+depthwise Conv x0.70-0.80 (the 32-channel one at 112x112 x0.96: MLAS's AVX-512 depthwise
+kernel works on 64 channels at a time), head Gemm x0.46-0.51, stem Conv (3 channels)
+x1.9-2.3: 17-19% of the int8 model. MLAS's symmetric conv kernels (indirect conv, fused
+requantization) take int8 weights with zero point 0 and input channels a multiple of 4;
+the stem falls to im2col + integer GEMM. Padding it to 4 channels (pad_conv_channels=4,
+exact) gives x0.7-0.8 of fp32 and the whole model x0.48-0.50 instead of x0.55-0.56
+(ORT's own quantize_static U8S8: x0.56-0.64 in the same runs); keeping the stem float
+instead gives x0.51-0.52 (its fp32 output must be reordered from NCHWc and quantized).
+Per-tensor weights, QOperator: no change. AMX: MLAS requests the tile permission at import
+and runs U8S8 GEMMs on it (383 GMAC/s on a 1024^3 MatMulInteger, 1 core), but convs take
+the VNNI symmetric kernels; forcing pointwise convs onto the GEMM path (nonzero weight
+zero point) measured x3.8 slower, so nothing is to be done for AMX.
 """
 from __future__ import annotations
 
