@@ -111,6 +111,8 @@ def pack_bundle(out_path: str | os.PathLike, model: bytes | str | os.PathLike, *
         examples=dict(examples or {}),
     )
     _check_pipelines(manifest, labels, {n: d for n, (_, d) in asset_members.items()})
+    _check_stream_and_stages(manifest, members, labels,
+                             {n: d for n, (_, d) in asset_members.items()}, out_path)
     return write_bundle(out_path, manifest, members, directory=directory)
 
 
@@ -140,3 +142,18 @@ def _check_pipelines(manifest: Manifest, labels, assets: Mapping[str, bytes]) ->
         steps = getattr(manifest, kind)
         if steps:
             compile_steps(steps, base, kind, kind=kind)
+
+
+def _check_stream_and_stages(manifest: Manifest, members: Mapping[str, bytes], labels,
+                             assets: Mapping[str, bytes], out_path) -> None:
+    """The stream and the stage graph, checked as load()/model.stream() will check them
+    (runtime/stream.py, runtime/stages.py): a bundle that packs is one whose stream and
+    stages the runtime accepts. PipelineError (exit 4) / BundleError (exit 3)."""
+    from .stages import check_stages
+    from .stream import StreamConfig
+    if manifest.stages:
+        for sub, _ in check_stages(manifest, members, out_path):
+            _check_pipelines(sub, labels, assets)
+    elif manifest.stream:
+        StreamConfig.from_manifest(manifest.stream, manifest.inputs, manifest.outputs,
+                                   manifest.examples)

@@ -47,14 +47,13 @@ class StagedModel:
         self.stages: list[Model] = []
         self.stage_names: list[str] = []
         self._frames: list[tuple[str, int | None]] = []
+        checked = check_stages(manifest, manifest.files, bundle.path)  # as pack_bundle does
         try:
-            for i, entry in enumerate(manifest.stages):
-                where = f"stages[{i}]"
-                sub = _stage_bundle(bundle, entry, where, last=i == len(manifest.stages) - 1)
-                self.stages.append(Model(sub, **options))
+            for i, (entry, (sub, _)) in enumerate(zip(manifest.stages, checked)):
+                self.stages.append(Model(_stage_bundle(bundle, sub), **options))
                 self.stage_names.append(str(entry.get("name") or f"stage{i}"))
                 if i < len(manifest.stages) - 1:
-                    self._frames.append(_frames_spec(entry, sub.manifest.outputs, where))
+                    self._frames.append(_frames_spec(entry, sub.outputs, f"stages[{i}]"))
         except BaseException:
             self.close()
             raise
@@ -62,9 +61,7 @@ class StagedModel:
         self.inputs, self.outputs = first.inputs, last.outputs
         self.labels = last.labels
         self.engine_name = "+".join(sorted({s.engine_name for s in self.stages}))
-        self._configs = [StreamConfig.from_manifest(
-            m.manifest.stream, m.inputs, m.outputs, m.manifest.examples,
-            where=f"stages[{i}].stream", needs_rate=i == 0) for i, m in enumerate(self.stages)]
+        self._configs = [config for _, config in checked]
 
     # -- Model-like surface ---------------------------------------------------------------
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -155,33 +152,89 @@ def frames_of(results: list[WindowResult], output: str, axis: int | None
     return np.concatenate(frames), np.concatenate(times)
 
 
-def _stage_bundle(bundle: Bundle, entry: Mapping[str, Any], where: str, last: bool) -> Bundle:
-    """A Bundle view whose manifest is this stage's (same members, same checks done)."""
-    m = bundle.manifest
+def check_stages(manifest, members, path: Any = "bundle") -> list[tuple[Any, StreamConfig]]:
+    """Check a manifest's `stages` without opening any model: each stage's entry (member,
+    engine, specs), the frames one stage hands the next, each stage's stream, and that a
+    window of frames fits the next stage's input. The same checks `load()` makes (it calls
+    this), and `pack_bundle` calls it too, so a bad stage graph fails at pack time.
+    `members`: the bundle's member names. Returns [(stage manifest, stream config)].
+    BundleError (exit 3) for a malformed entry, PipelineError (exit 4) for a bad chain."""
+    out = []
+    stages = manifest.stages
+    for i, entry in enumerate(stages):
+        where = f"stages[{i}]"
+        if not isinstance(entry, Mapping):
+            raise BundleError(f"{path}: {where} must be an object")
+        sub = stage_manifest(manifest, entry, where, last=i == len(stages) - 1,
+                             members=members, path=path)
+        config = StreamConfig.from_manifest(sub.stream, sub.inputs, sub.outputs, sub.examples,
+                                            where=f"{where}.stream", needs_rate=i == 0)
+        out.append((sub, config))
+    for i in range(len(out) - 1):
+        (sub, _), (nxt, config) = out[i], out[i + 1]
+        output, axis = _frames_spec(stages[i], sub.outputs, f"stages[{i}]")
+        _check_frames_fit(sub, output, axis, nxt, config, i)
+    return out
+
+
+def _check_frames_fit(sub, output: str, axis: int | None, nxt, config: StreamConfig,
+                      i: int) -> None:
+    """A window of stage i's frames must fill stage i+1's input (static shapes, no
+    preprocessing in between: with preprocessing the steps decide the shape)."""
+    shape = next(s.shape for s in sub.outputs if s.name == output)
+    target = next(s for s in nxt.inputs if s.name == config.input)
+    if nxt.preprocess.get(target.name) or -1 in shape or -1 in target.shape:
+        return
+    frame = list(shape[1:]) if len(shape) > 1 and shape[0] == 1 else list(shape)
+    if axis is not None:
+        if axis - 1 >= len(frame):
+            raise PipelineError(f"stages[{i}].frames.axis {axis} is past the last axis of "
+                                f"{output!r} {list(shape)}")
+        del frame[axis - 1]
+    values = config.span * int(np.prod(frame))
+    size = int(np.prod(target.shape))
+    if values != size:
+        raise PipelineError(
+            f"stages[{i + 1}]: a window of {config.span} frames of {output!r} (each {frame}) "
+            f"is {values} values but input {target.name!r} is {list(target.shape)} = {size}; "
+            f"fix stages[{i + 1}].stream.window/context or stages[{i}].frames, or add a "
+            f"preprocess step (e.g. reshape) for {target.name!r}")
+
+
+def stage_manifest(m, entry: Mapping[str, Any], where: str, last: bool, *, members,
+                   path: Any = "bundle"):
+    """The manifest of one stage (its model member, specs, pipelines, stream, examples)."""
     member = entry.get("model")
-    if not isinstance(member, str) or member not in m.files:
-        raise BundleError(f"{bundle.path}: {where}.model must name a member listed in files, "
+    if not isinstance(member, str) or member not in members:
+        raise BundleError(f"{path}: {where}.model must name a member listed in files, "
                           f"got {member!r}")
     engine = entry.get("engine") or next(
         (e for e, suffix in MODEL_SUFFIX.items() if member.endswith(suffix)), None)
     if engine not in MODEL_SUFFIX:
-        raise BundleError(f"{bundle.path}: {where}.engine must be one of {list(MODEL_SUFFIX)}")
+        raise BundleError(f"{path}: {where}.engine must be one of {list(MODEL_SUFFIX)}")
     try:
         inputs = tuple(TensorSpec.from_dict(d, f"{where}.inputs[{k}]")
                        for k, d in enumerate(entry.get("inputs") or []))
         outputs = tuple(TensorSpec.from_dict(d, f"{where}.outputs[{k}]")
                         for k, d in enumerate(entry.get("outputs") or []))
     except (TypeError, AttributeError) as e:
-        raise BundleError(f"{bundle.path}: {where} has malformed specs ({e})") from e
+        raise BundleError(f"{path}: {where} has malformed specs ({e})") from e
     if not inputs or not outputs:
-        raise BundleError(f"{bundle.path}: {where} needs 'inputs' and 'outputs' specs")
-    manifest = replace(
+        raise BundleError(f"{path}: {where} needs 'inputs' and 'outputs' specs")
+    for key in ("preprocess", "postprocess", "stream", "examples", "frames"):
+        if entry.get(key) is not None and not isinstance(entry[key], Mapping):
+            raise BundleError(f"{path}: {where}.{key} must be an object")
+    return replace(
         m, model=ModelEntry(member, engine, entry.get("opset")), inputs=inputs, outputs=outputs,
         preprocess=dict(entry.get("preprocess") or {}),
         postprocess=dict(entry.get("postprocess") or {}),
         decode=m.decode if last else (), encode=(), stages=(),
         stream=dict(entry.get("stream") or {}) or None,
         examples=dict(entry.get("examples") or {}))
+
+
+def _stage_bundle(bundle: Bundle, manifest) -> Bundle:
+    """A Bundle view whose manifest is this stage's (same members, same checks done)."""
     return Bundle(bundle.path, manifest, {n: bundle.read(n) for n in bundle.members},
                   bundle.manifest_bytes, bundle.signature, bundle.signed_by)
 
@@ -208,9 +261,9 @@ def stage_entry(name: str, member: str, inputs, outputs, *, stream: Mapping[str,
     entry: dict[str, Any] = {"name": name, "model": member,
                              "inputs": [s.to_dict() for s in inputs],
                              "outputs": [s.to_dict() for s in outputs],
-                             "stream": dict(stream)}
+                             "stream": dict(stream) if isinstance(stream, Mapping) else stream}
     for key, value in (("frames", frames), ("preprocess", preprocess),
                        ("postprocess", postprocess), ("examples", examples)):
-        if value:
-            entry[key] = dict(value)
+        if value:  # a non-object is kept as given: check_stages names it with its stage
+            entry[key] = dict(value) if isinstance(value, Mapping) else value
     return entry

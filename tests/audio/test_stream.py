@@ -92,17 +92,15 @@ def test_stream_config_errors(tmp_path):
     with load(path) as model:
         with pytest.raises(PipelineError, match=r"context 64 \+ window 500 = 564"):
             model.stream()
-    path = pack_bundle(tmp_path / "bad2.edgepack", toys.energy_vad(512), name="bad2",
-                       stream={"rate": 16000, "window": 512,
-                               "state": [{"input": "state", "output": "nope"}]})
-    with load(path) as model:
-        with pytest.raises(PipelineError, match=r"stream.state\[0\]"):
-            model.stream()
-    path = pack_bundle(tmp_path / "bad3.edgepack", toys.energy_vad(512), name="bad3",
-                       stream={"rate": 16000, "window": 512})
-    with load(path) as model:
-        with pytest.raises(PipelineError, match="cannot tell which input"):
-            model.stream()
+    # a stream the model cannot take fails at pack time (the check model.stream() makes)
+    with pytest.raises(PipelineError, match=r"stream.state\[0\]"):
+        pack_bundle(tmp_path / "bad2.edgepack", toys.energy_vad(512), name="bad2",
+                    stream={"rate": 16000, "window": 512,
+                            "state": [{"input": "state", "output": "nope"}]})
+    with pytest.raises(PipelineError, match="cannot tell which input"):
+        pack_bundle(tmp_path / "bad3.edgepack", toys.energy_vad(512), name="bad3",
+                    stream={"rate": 16000, "window": 512})
+    assert not (tmp_path / "bad2.edgepack").exists() and not (tmp_path / "bad3.edgepack").exists()
     path = pack_bundle(tmp_path / "none.edgepack", toys.accumulator(), name="none")
     with load(path) as model:
         with pytest.raises(PipelineError, match="declares no stream"):
@@ -246,3 +244,42 @@ def test_pack_stages_from_a_pipeline_file(tmp_path):
         streamed = model.stream()
         by_chunks = [e for c in np.array_split(x, 7) for e in streamed.push(c)] + streamed.flush()
         assert by_chunks == result["events"]
+
+
+@pytest.mark.parametrize("change, code, message", [
+    # 4 frames of 8 values = 32, but the classifier takes [1, 24]
+    ({"stream": {"window": 4}}, 4,
+     "stages[1]: a window of 4 frames of 'feat' (each [8]) is 32 values but input 'feats' "
+     "is [1, 24] = 24; fix stages[1].stream.window/context or stages[0].frames, or add a "
+     "preprocess step (e.g. reshape) for 'feats'"),
+    ({"stream": {"window": 3, "state": [{"input": "feats", "output": "nope"}]}}, 4,
+     "stages[1].stream.state[0] must be"),
+    ({"stream": {"window": 3}, "preprocess": {"feats": [{"op": "nope"}]}}, 4,
+     "unknown op 'nope'"),
+    ({"stream": {"window": 3}, "examples": "x"}, 3, "stages[1].examples must be an object"),
+])
+def test_a_bad_stage_graph_fails_pack(tmp_path, change, code, message):
+    """Stage pipelines are checked at pack time by the code load() uses: one error, exit
+    3 (malformed entry) or 4 (a chain the runtime would refuse), and no bundle written."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+    (tmp_path / "feat.onnx").write_bytes(toys.dense(160, 8, name_in="audio", name_out="feat", seed=1))
+    (tmp_path / "cls.onnx").write_bytes(toys.dense(24, 2, name_in="feats", name_out="probs",
+                                                   seed=3, act="Sigmoid"))
+    good = {"name": "cls", "model": "cls.onnx", "stream": {"window": 3}}
+    for stage in (good, {**good, **change}):
+        (tmp_path / "chain.json").write_text(json.dumps({
+            "decode": [{"op": "events", "scores": "probs", "on": 0.6}],
+            "stages": [{"name": "feat", "stream": {"rate": 16000, "window": 160}}, stage]}))
+        r = subprocess.run([str(Path(sys.executable).with_name("edgepack")), "pack", "feat.onnx",
+                            "--pipeline", "chain.json", "-o", "chain.edgepack"], cwd=tmp_path,
+                           capture_output=True, timeout=120)
+        if stage is good:  # the same chain without the change packs
+            assert r.returncode == 0, r.stderr.decode()
+            (tmp_path / "chain.edgepack").unlink()
+    assert r.returncode == code, r.stderr.decode()
+    assert message in r.stderr.decode()
+    assert len([line for line in r.stderr.decode().splitlines() if line.strip()]) == 1
+    assert not (tmp_path / "chain.edgepack").exists()
