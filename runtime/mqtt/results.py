@@ -11,57 +11,25 @@ message handler and publishes what it returns::
 
 Results are JSON: ``{"model", "version", "latency_ms", "result", ...}`` where ``result`` is
 what `Model.predict` returns for one sample (batch axis of 1 dropped, as serve's /predict
-does), made JSON-safe generically: numpy arrays -> lists, numpy scalars -> numbers,
-non-finite floats -> null, bytes -> base64 text.
+does), made JSON-safe by the runtime's one encoding (`edgepack.runtime.jsonsafe`, shared
+with serve): numpy arrays -> lists, numpy scalars -> numbers, non-finite floats -> null,
+bytes -> base64 text.
 """
 from __future__ import annotations
 
-import base64
-import json
-import math
 import time
 from typing import Any, Hashable, Mapping
 
-import numpy as np
-
 from ..errors import EdgepackError
+from ..jsonsafe import json_bytes, jsonable, jsonable_results, unbatch
 from .codecs import codec_for, decode_payload
 from .errors import PayloadError
 from .streams import StreamCache, is_streaming
 
 DEFAULT_MAX_PAYLOAD = 16 * 1024 * 1024
 
-
-def jsonable(value: Any) -> Any:
-    """`value` as plain JSON data; NaN/inf become None so the output is strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, (str, int, bool)) or value is None:
-        return value
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind == "f" and not np.isfinite(value).all():
-            return jsonable(value.astype(object).tolist())
-        if value.dtype.kind in "biuf":
-            return value.tolist()
-        return jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        return jsonable(value.item())
-    if isinstance(value, Mapping):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return base64.b64encode(bytes(value)).decode("ascii")
-    return str(value)
-
-
-def unbatch(value: Any) -> Any:
-    """Drop the batch axis of 1 that predict() adds to one sample's result."""
-    if isinstance(value, np.ndarray) and value.ndim > 0 and value.shape[0] == 1:
-        return value[0]
-    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], list):
-        return value[0]
-    return value
+__all__ = ["answer", "answer_or_error", "predict_payload", "result_document",
+           "error_document", "encode", "jsonable", "unbatch", "top_label"]
 
 
 def top_label(result: Mapping[str, Any]) -> str | None:
@@ -99,8 +67,7 @@ def predict_payload(model: Any, payload: bytes, *, codec: str = "auto",
                                      samples)), {}
     inputs, extras = decode_payload(payload, names, codec=codec,
                                     content_type=content_type, base64_field=base64_field)
-    result = model.predict(inputs)
-    return {name: jsonable(unbatch(value)) for name, value in result.items()}, extras
+    return jsonable_results(model.predict(inputs)), extras
 
 
 def result_document(name: str, version: str, result: Mapping[str, Any], latency_ms: float,
@@ -132,8 +99,8 @@ def error_document(reason: str, meta: Mapping[str, Any] | None = None,
 
 
 def encode(doc: Mapping[str, Any]) -> bytes:
-    """Compact strict JSON bytes."""
-    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    """Compact strict JSON bytes (`edgepack.runtime.jsonsafe.json_bytes`)."""
+    return json_bytes(doc)
 
 
 def answer(model: Any, payload: bytes, *, content_type: str | None = None,

@@ -20,6 +20,9 @@ import numpy as np
 from ..errors import EdgepackError, InputError, PipelineError
 from ..images import (DEFAULT_MAX_PIXELS, ImageDecoderMissingError, ImageTooLargeError,
                       decode_image, describe_bytes)
+# One JSON encoding of results for serve and the MQTT bridge (runtime/jsonsafe.py);
+# unbatch and jsonable_results stay importable from here.
+from ..jsonsafe import jsonable, jsonable_results, unbatch  # noqa: F401
 from .errors import RequestError
 from .protocol import InferRequest, v2_datatype
 
@@ -203,37 +206,11 @@ def _samples(model: Any, request: InferRequest, max_pixels: int) -> list[dict[st
             for i in range(n)]
 
 
-def unbatch(value: Any) -> Any:
-    """Drop the batch axis of 1 that predict() adds to one sample's result."""
-    if isinstance(value, np.ndarray) and value.ndim > 0 and value.shape[0] == 1:
-        return value[0]
-    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], list):
-        return value[0]
-    return value
-
-
 def _combine(name: str, values: list[Any]) -> np.ndarray:
     """Stack per-sample arrays (batch axis first); structured results become JSON (BYTES)."""
     values = [unbatch(v) for v in values]
     if all(isinstance(v, np.ndarray) for v in values) and len({v.shape for v in values}) == 1:
         return np.stack(values)
     out = np.empty(len(values), dtype=object)
-    out[:] = [json.dumps(_jsonable(v)).encode("utf-8") for v in values]
+    out[:] = [json.dumps(jsonable(v)).encode("utf-8") for v in values]
     return out
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def jsonable_results(result: Mapping[str, Any]) -> dict[str, Any]:
-    """One sample's predict() result as plain JSON data (for the /predict route)."""
-    return {name: _jsonable(unbatch(value)) for name, value in result.items()}
