@@ -13,18 +13,22 @@ from mqtt_broker import MOSQUITTO, Broker, free_port  # noqa: E402
 from mqtt_helpers import Client, make_bundle  # noqa: E402
 
 
-
 def _broker(tmp_path_factory, **options) -> Broker:
     pytest.importorskip("paho.mqtt", reason="the MQTT tests need paho-mqtt (edgepack[mqtt])")
     if not Path(MOSQUITTO).exists():
         pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
-    directory = tmp_path_factory.mktemp("mosquitto")
-    return Broker(directory, free_port(), **options).start()
+    for attempt in range(3):
+        # A free port can be taken by another process before mosquitto binds it (other
+        # suites run beside this one): try a fresh one, a bounded number of times.
+        directory = tmp_path_factory.mktemp("mosquitto")
+        try:
+            return Broker(directory, free_port(), **options).start()
+        except RuntimeError:
+            if attempt == 2:
+                raise
 
 
 @pytest.fixture(scope="session")
-
-
 def broker(tmp_path_factory):
     """A plain, anonymous broker shared by the tests (each test uses its own topics)."""
     b = _broker(tmp_path_factory)
@@ -33,8 +37,6 @@ def broker(tmp_path_factory):
 
 
 @pytest.fixture()
-
-
 def own_broker(tmp_path_factory):
     """A broker for one test alone (the fault test kills and restarts it)."""
     b = _broker(tmp_path_factory)
@@ -43,8 +45,6 @@ def own_broker(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-
-
 def secure_broker(tmp_path_factory):
     """TLS (CA + server certificate made here) and a password file; no anonymous logins."""
     b = _broker(tmp_path_factory, tls=True, users={"camera": "s3cret-pw"})
@@ -53,23 +53,17 @@ def secure_broker(tmp_path_factory):
 
 
 @pytest.fixture()
-
-
 def topic():
     """A topic prefix no other test uses."""
     return f"t{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture(scope="session")
-
-
 def image_bundle(tmp_path_factory) -> Path:
     return make_bundle(tmp_path_factory.mktemp("mqtt-bundles") / "conv.edgepack")
 
 
 @pytest.fixture(scope="session")
-
-
 def image_model(image_bundle):
     from edgepack.runtime import load
     model = load(image_bundle)
@@ -78,8 +72,6 @@ def image_model(image_bundle):
 
 
 @pytest.fixture()
-
-
 def clients():
     """Make test clients; all are disconnected at the end."""
     made: list[Client] = []

@@ -118,21 +118,24 @@ class Client:
         return info
 
     def wait_for(self, count: int, timeout: float = 30.0, topic: str | None = None) -> list:
-        deadline = time.monotonic() + timeout
-        with self._lock:
-            while True:
-                got = [m for m in self.messages if topic is None or m.topic == topic]
-                if len(got) >= count or time.monotonic() >= deadline:
-                    return got
-                self._lock.wait(min(0.2, max(0.0, deadline - time.monotonic())))
+        """At least `count` messages (on `topic`), or what arrived within `timeout` s."""
+        def mine(messages):
+            return [m for m in messages if topic is None or m.topic == topic]
+        return mine(self.wait_for_all(lambda messages: len(mine(messages)) >= count, timeout))
 
     def wait_until(self, predicate, timeout: float = 30.0) -> list:
         """Wait (bounded) until some received message satisfies `predicate`."""
+        return self.wait_for_all(lambda messages: any(predicate(m) for m in messages), timeout)
+
+    def wait_for_all(self, predicate, timeout: float = 30.0) -> list:
+        """Wait (bounded, woken by each arrival) until `predicate(all messages so far)`."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while not any(predicate(m) for m in self.messages) and \
-                    time.monotonic() < deadline:
-                self._lock.wait(min(0.2, max(0.0, deadline - time.monotonic())))
+            while not predicate(self.messages):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._lock.wait(left)
             return list(self.messages)
 
     def json(self, topic: str | None = None) -> list[dict]:

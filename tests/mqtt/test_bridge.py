@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 import numpy as np
 import pytest
@@ -21,12 +20,9 @@ def test_one_image_round_trip(broker, image_model, clients, topic):
     with MqttBridge(config, image_model) as bridge:
         clients(broker).publish(f"{topic}/cameras/front/frame", payload, correlation=b"req-7")
         got = sub.wait_for(1, timeout=20)
-        # the result can reach the subscriber before the broker's PUBACK reaches the bridge,
-        # which counts a message answered only then
-        deadline = time.monotonic() + 10
-        while bridge.stats()["subscriptions"][0]["answered"] < 1 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        stats = bridge.stats()
+        # the result can reach the subscriber before the bridge's counters move, and the
+        # input's PUBACK goes out only once the broker has acknowledged the result
+        stats = bridge.wait_until(lambda s: s["acknowledged"] >= 1, timeout=20)
     assert len(got) == 1
     assert got[0].topic == f"{topic}/cameras/front/detections"
     assert got[0].properties.CorrelationData == b"req-7"
@@ -37,6 +33,7 @@ def test_one_image_round_trip(broker, image_model, clients, topic):
     assert doc["label"] == doc["result"]["logits"][0]["label"]
     assert doc["latency_ms"] > 0
     assert stats["subscriptions"][0]["answered"] == 1 and stats["subscriptions"][0]["errors"] == 0
+    assert stats["acknowledged"] == 1 and stats["ack_pending"] == 0
 
 
 @pytest.mark.slow
@@ -55,9 +52,12 @@ def test_thousand_qos1_images_exact_and_in_order(broker, image_model, clients, t
         for info in infos:
             info.wait_for_publish(30)
         got = sub.wait_for(n, timeout=60)
-        extra = sub.wait_for(n + 1, timeout=0.5)
-        stats = bridge.stats()["subscriptions"][0]
-    assert len(got) == n and len(extra) == n
+        # Every input acknowledged, i.e. every result in the broker's hands: the bridge's
+        # own counts then say that nothing more is coming (answered = results published).
+        everything = bridge.wait_until(lambda s: s["acknowledged"] >= n, timeout=60)
+        stats = everything["subscriptions"][0]
+    assert len(got) == n and everything["acknowledged"] == n
+    assert stats["received"] == n
     docs = [json.loads(m.payload) for m in got]
     for camera in "ab":
         seq = [int(d["correlation"]) for d in docs if d["topic"] == f"{topic}/{camera}/in"]
@@ -138,20 +138,14 @@ def test_metrics_in_serve_registry(broker, image_model, clients, topic):
     metrics = Metrics()
     config = bridge_config(broker, [Subscription(f"{topic}/in", f"{topic}/out")])
     sub = clients(broker).subscribe(f"{topic}/out")
-    with MqttBridge(config, image_model, metrics):
+    with MqttBridge(config, image_model, metrics) as bridge:
         pub = clients(broker)
         for i in range(3):
             pub.publish(f"{topic}/in", jpeg_bytes(i))
         pub.publish(f"{topic}/in", b"")
         assert len(sub.wait_for(3, timeout=20)) == 3
         labels = (("subscription", f"{topic}/in"),)
-        deadline_counts = [metrics.counter("edgepack_mqtt_message_errors_total", labels)]
-        for _ in range(300):
-            if deadline_counts[-1] == 1:
-                break
-            import time
-            time.sleep(0.1)
-            deadline_counts.append(metrics.counter("edgepack_mqtt_message_errors_total", labels))
+        bridge.wait_until(lambda s: s["acknowledged"] >= 4, timeout=30)   # all 4 handled
     assert metrics.counter("edgepack_mqtt_messages_received_total", labels) == 4
     assert metrics.counter("edgepack_mqtt_messages_published_total", labels) == 3
     assert metrics.counter("edgepack_mqtt_message_errors_total", labels) == 1

@@ -23,10 +23,13 @@ def _start(args: list[str], marker: str, timeout: float = 90.0):
                             text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines_in: queue.Queue = queue.Queue()
     proc.lines_in, proc.err_lines = lines_in, []     # read by threads: pipes never fill up
-    threading.Thread(target=lambda: [lines_in.put(x) for x in iter(proc.stdout.readline, "")]
-                     + [lines_in.put("")], daemon=True).start()
-    threading.Thread(target=lambda: proc.err_lines.extend(iter(proc.stderr.readline, "")),
-                     daemon=True).start()
+    proc.readers = [
+        threading.Thread(target=lambda: [lines_in.put(x) for x in iter(proc.stdout.readline, "")]
+                         + [lines_in.put("")], daemon=True),
+        threading.Thread(target=lambda: proc.err_lines.extend(iter(proc.stderr.readline, "")),
+                         daemon=True)]
+    for reader in proc.readers:
+        reader.start()
     lines = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -43,7 +46,8 @@ def _start(args: list[str], marker: str, timeout: float = 90.0):
             return proc, lines
     proc.kill()
     proc.wait(timeout=30)
-    time.sleep(0.5)
+    for reader in proc.readers:      # both pipes read to their end (bounded)
+        reader.join(timeout=10)
     raise AssertionError(f"no {marker!r} line: stdout={lines} "
                          f"stderr={''.join(proc.err_lines)[-3000:]}")
 
@@ -56,6 +60,8 @@ def _stop(proc) -> tuple[int, str, str]:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=30)
+    for reader in proc.readers:      # the process has exited: the pipes end (bounded)
+        reader.join(timeout=10)
     out = []
     while True:
         try:
@@ -65,7 +71,6 @@ def _stop(proc) -> tuple[int, str, str]:
         if not line:
             break
         out.append(line)
-    time.sleep(0.2)      # the stderr thread's last lines
     return proc.returncode, "".join(out), "".join(proc.err_lines)
 
 
@@ -131,8 +136,10 @@ def test_serve_with_mqtt_one_repository_one_metrics(broker, clients, topic, tmp_
         while time.monotonic() < deadline and version != "2":
             pub.publish(f"{topic}/in", jpeg_bytes(1))
             sent += 1
-            time.sleep(0.3)
-            version = sub.json()[-1]["version"]
+            got = sub.wait_for(sent, timeout=20)   # the answer to this very message
+            assert len(got) == sent, (sent, len(got))
+            version = json.loads(got[-1].payload)["version"]
+            time.sleep(0.1)                        # pace: the repository is polled at 0.2 s
         answered = len(sub.wait_for(sent, timeout=30))   # every answer is in before /metrics
         with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
             metrics = response.read().decode()

@@ -45,9 +45,10 @@ def test_malformed_payloads_each_one_error_and_serving_goes_on(broker, image_mod
         pub.publish(f"{topic}/in", good, correlation=b"good")
         got_errors = errors.wait_for(len(bad), timeout=30)
         got_results = results.wait_for(1, timeout=30)
-        time.sleep(0.3)
-        stats = bridge.stats()["subscriptions"][0]
-    assert len(errors.messages) == len(bad)
+        # All inputs acknowledged = every answer is with the broker: the counts are final.
+        everything = bridge.wait_until(lambda s: s["acknowledged"] >= len(bad) + 1, timeout=30)
+        stats = everything["subscriptions"][0]
+    assert len(got_errors) == len(bad) and everything["acknowledged"] == len(bad) + 1
     docs = [json.loads(m.payload) for m in got_errors]
     for i, ((what, _, reason), doc) in enumerate(zip(bad, docs)):
         assert doc["correlation"] == f"bad-{i}", what
@@ -81,20 +82,18 @@ def test_qos0_drop_oldest_stays_in_bound_and_counts_drops(broker, image_model, c
         pub = clients(broker)
         for i in range(n):
             pub.publish(f"{topic}/cam", payload, qos=0, correlation=str(i).encode())
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:        # until every received message is settled
-            s = bridge.stats()["subscriptions"][0]
-            if s["received"] == n and s["answered"] + s["dropped"] == s["received"]:
-                break
-            time.sleep(0.1)
-        stats = bridge.stats()["subscriptions"][0]
-        time.sleep(0.2)
+        def settled(s):                           # every received message answered or dropped
+            lane = s["subscriptions"][0]
+            return lane["received"] == n and lane["answered"] + lane["dropped"] == n
+        stats = bridge.wait_until(settled, timeout=30)["subscriptions"][0]
+        answers = results.wait_for(stats["answered"], timeout=20)
+    assert len(answers) == stats["answered"]
     assert stats["received"] == n
     assert stats["dropped"] > 0 and stats["answered"] + stats["dropped"] == n
     assert stats["high_water"] <= size and stats["policy"] == "drop-oldest"
     assert metrics.counter("edgepack_mqtt_messages_dropped_total",
                            (("subscription", f"{topic}/cam"),)) == stats["dropped"]
-    seqs = [int(d["correlation"]) for d in results.json()]
+    seqs = [int(json.loads(m.payload)["correlation"]) for m in answers]
     assert seqs == sorted(seqs) and seqs[-1] == n - 1     # the newest frame is answered
 
 
@@ -115,18 +114,11 @@ def test_broker_restart_mid_qos1_stream_loses_nothing(own_broker, image_model, c
                 time.sleep(0.004)
         thread = threading.Thread(target=publish_all)
         thread.start()
-        for _ in range(200):      # restart once results are flowing
-            if len(collector.messages) >= 60:
-                break
-            time.sleep(0.05)
+        collector.wait_for(60, timeout=60)        # restart once results are flowing
         own_broker.restart()
         thread.join(timeout=60)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            seen = {json.loads(m.payload)["correlation"] for m in list(collector.messages)}
-            if len(seen) >= n:
-                break
-            time.sleep(0.2)
+        collector.wait_for_all(
+            lambda ms: len({json.loads(m.payload)["correlation"] for m in ms}) >= n, timeout=90)
         stats = bridge.stats()
     docs = collector.json()
     by_id: dict[str, list[dict]] = {}

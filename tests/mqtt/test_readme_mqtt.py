@@ -82,7 +82,6 @@ def _start(command: str, env: dict, shell: bool = True) -> subprocess.Popen:
             return proc
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    time.sleep(0.5)
     raise AssertionError(f"the bridge did not start: {lines} {''.join(err)[-2000:]}")
 
 

@@ -256,3 +256,15 @@ def test_result_properties_pack_like_paho():
         parsed = Properties(PacketTypes.PUBLISH)
         parsed.unpack(got.pack())
         assert getattr(parsed, "CorrelationData", None) == correlation
+
+
+def test_serve_and_mqtt_share_one_result_encoding():
+    from edgepack.runtime import jsonsafe
+    from edgepack.runtime.mqtt import results
+    from edgepack.runtime.serve import inference
+    assert results.jsonable is jsonsafe.jsonable and results.unbatch is jsonsafe.unbatch
+    assert inference.jsonable_results is jsonsafe.jsonable_results
+    assert inference.unbatch is jsonsafe.unbatch
+    value = {"logits": np.array([[0.5, np.nan]], np.float32), "b": b"\x01"}
+    assert inference.jsonable_results(value) == {"logits": [0.5, None], "b": "AQ=="}
+    assert json.loads(results.encode({"x": jsonsafe.jsonable(np.float32(0.25))})) == {"x": 0.25}
