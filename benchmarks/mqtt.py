@@ -1,27 +1,40 @@
 """MQTT bridge throughput and latency vs in-process predict, against a real Mosquitto.
 
-    .venv/bin/python benchmarks/mqtt.py [--duration 4] [--image 64] [--size 32] [--width 16]
+    .venv/bin/python benchmarks/mqtt.py [--duration 4] [--lines tiny,camera]
+                                        [--protocol 5|3.1.1] [--offered 1.25]
                                         [--latency-messages 300]
 
-Builds a small conv classifier bundle (fixed seed; JPEG --image px in, resized to --size),
-starts mosquitto on a free 127.0.0.1 port and `edgepack mqtt` in a subprocess (as on a
-device), then drives it from one publisher and one collector in this process:
+Two model lines, each with its own anchor (fixed seeds):
+
+- ``tiny``: a 32x32 conv classifier fed 64x64 JPEGs (~0.5 ms per message in process: the
+  bridge's own per-message cost shows at its worst);
+- ``camera``: a 160x160 conv classifier (64 channels) fed 320x240 JPEGs, a few ms per
+  inference, like a small camera model.
+
+Per line: mosquitto on a free 127.0.0.1 port, and `edgepack mqtt` in a subprocess (as on a
+device), started once per QoS with one subscription, ``bench/in/+`` -> ``bench/out/{1}``.
+Every phase publishes on its own topic level, so a late result of one phase is never
+counted in another.
 
 - anchor: in-process `decode JPEG + Model.predict` on the same bytes, one thread (what an
-  app's own loop would do per message), and predict alone on the decoded image;
-- QoS 0: the publisher offers --offered x the in-process rate (faster than inference) for
-  --duration s into a drop-oldest queue; results/s counted at the collector, drops
-  reported by the bridge (a publisher flooding far beyond that mostly measures how fast
-  paho's network thread can discard frames: it shares the GIL with the worker);
-- QoS 1: --duration s worth of messages sent as fast as the in-flight window allows;
-  results/s from the first publish to the last result (every input acknowledged after its
-  result);
-- latency: --latency-messages QoS 1 messages paced at half the QoS 1 rate; publish ->
-  result received, p50/p99.
+  app's own loop would do per message), before and after the bridge runs (mean reported);
+  predict alone on the decoded image for reference;
+- QoS 0: --offered x the anchor rate for --duration s into a drop-oldest queue of 8.
+  The load comes from a raw-socket publisher (pre-encoded PUBLISH packets: a few us per
+  message), not paho, so the load generator does not take the CPU the bridge needs on a
+  2-core host. Results/s counted at the collector, drops reported by the bridge;
+- QoS 1: --duration s worth of messages from paho as fast as the in-flight windows allow;
+  results/s from the first publish to the last result;
+- latency: --latency-messages QoS 1 messages paced at half the QoS 1 rate; each result is
+  matched to its request by correlation data (MQTT 5) or by order on the phase's own topic
+  (MQTT 3.1.1: one QoS 1 lane answers in order, nothing dropped); publish -> result, both
+  time stamps taken in this process with time.perf_counter (one clock). Sanity check: every
+  request answered once, every latency positive and at least the bridge's own
+  queued_ms + latency_ms for it; a failed check exits 1 instead of printing numbers.
 
-Ratios are to the in-process anchor measured in the same run (goal >= 0.8 at QoS 0). The
-publisher and collector share this machine's cores with the bridge, so the ratio is a lower
-bound of what remote cameras would see; on a shared machine quote ranges over several runs.
+CPU per answered message is reported for each process (bridge, mosquitto, this process =
+publisher + collector) from /proc: on a shared machine it moves less than rates do.
+Ratios are to the anchor measured in the same run (goal >= 0.8 at QoS 0).
 """
 from __future__ import annotations
 
@@ -30,12 +43,15 @@ import io
 import json
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,14 +60,20 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "mqtt"))
 
+LINES = {  # name: (JPEG width, JPEG height, model input size, conv width)
+    "tiny": (64, 64, 32, 16),
+    "camera": (320, 240, 160, 64),
+}
 
-def build(directory: Path, image: int, size: int, width: int) -> tuple[Path, bytes]:
+
+def build(directory: Path, width: int, height: int, size: int, channels: int
+          ) -> tuple[Path, bytes]:
     import models
     from PIL import Image
 
     from edgepack.runtime import pack_bundle
-    bundle = pack_bundle(directory / "conv.edgepack",
-                         models.onnx_conv_classifier(seed=0, size=size, width=width),
+    bundle = pack_bundle(directory / f"conv{size}.edgepack",
+                         models.onnx_conv_classifier(seed=0, size=size, width=channels),
                          name="conv", labels=["cat", "dog", "bird", "fish"],
                          preprocess={"x": [{"op": "resize", "size": [size, size]},
                                            {"op": "scale", "factor": 1 / 255},
@@ -59,7 +81,7 @@ def build(directory: Path, image: int, size: int, width: int) -> tuple[Path, byt
                          postprocess={"logits": [{"op": "softmax"}, {"op": "topk", "k": 2}]})
     rng = np.random.default_rng(0)
     buffer = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (image, image, 3), dtype=np.uint8)).save(
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
         buffer, "JPEG", quality=90)
     return bundle, buffer.getvalue()
 
@@ -70,74 +92,136 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def in_process_rates(bundle: Path, payload: bytes, seconds: float) -> tuple[float, float]:
+def in_process(bundle: Path, payload: bytes, seconds: float) -> tuple[float, float, float]:
+    """(decode+predict msg/s, its CPU ms per message, predict-alone msg/s), one thread."""
     from edgepack.runtime import load
     from edgepack.runtime.images import decode_image
     with load(bundle, threads=1) as model:
         decoded = decode_image(payload)
 
-        def rate(fn) -> float:
-            for _ in range(20):
+        def rate(fn) -> tuple[float, float]:
+            for _ in range(10):
                 fn()
-            count, start = 0, time.perf_counter()
+            count, cpu0, start = 0, time.process_time(), time.perf_counter()
             while time.perf_counter() - start < seconds:
                 fn()
                 count += 1
-            return count / (time.perf_counter() - start)
-        cpu0, wall0 = time.process_time(), time.perf_counter()
-        full = rate(lambda: model.predict(decode_image(payload)))
-        in_process_rates.cpu_ms = (time.process_time() - cpu0) * 1000 / (
-            full * (time.perf_counter() - wall0))
-        bare = rate(lambda: model.predict(decoded))
-    return full, bare
+            wall = time.perf_counter() - start
+            return count / wall, (time.process_time() - cpu0) * 1000 / count
+        full, cpu_ms = rate(lambda: model.predict(decode_image(payload)))
+        bare, _ = rate(lambda: model.predict(decoded))
+    return full, cpu_ms, bare
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _str16(text: str) -> bytes:
+    data = text.encode()
+    return struct.pack("!H", len(data)) + data
+
+
+class RawPublisher:
+    """QoS 0 PUBLISH packets written straight to a socket: the cheapest load generator
+    (paho spends ~50-100 us of Python per publish, which on a 2-core host is CPU taken
+    from the bridge being measured)."""
+
+    def __init__(self, port: int, protocol: str):
+        self.v5 = protocol == "5"
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        header = _str16("MQTT") + bytes([5 if self.v5 else 4, 0x02]) + struct.pack("!H", 60)
+        body = header + (b"\x00" if self.v5 else b"") + _str16(f"bench-raw-{uuid.uuid4().hex[:6]}")
+        self.sock.sendall(b"\x10" + _varint(len(body)) + body)
+        ack = self.sock.recv(16)
+        if len(ack) < 4 or ack[0] != 0x20 or ack[3] != 0:
+            raise SystemExit(f"the broker refused the raw publisher: {ack!r}")
+
+    def packet(self, topic: str, payload: bytes, correlation: bytes | None) -> bytes:
+        props = b""
+        if self.v5:
+            p = b"" if correlation is None else b"\x09" + struct.pack("!H", len(correlation)) \
+                + correlation
+            props = _varint(len(p)) + p
+        body = _str16(topic) + props + payload
+        return b"\x30" + _varint(len(body)) + body
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def close(self) -> None:
+        try:
+            self.sock.sendall(b"\xe0\x00")     # DISCONNECT
+        finally:
+            self.sock.close()
 
 
 class Side:
-    """The benchmark's publisher + collector (one paho client each)."""
+    """The benchmark's paho publisher (QoS 1) and collector (results by topic)."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, protocol: str):
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
-        self.received: list[tuple[float, bytes]] = []
+        version = mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311
+        self.v5 = protocol == "5"
+        self.received: dict[str, list[tuple[float, bytes | None, bytes]]] = {}
         self.cond = threading.Condition()
-        self.pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{uuid.uuid4().hex[:6]}",
-                               protocol=mqtt.MQTTv5)
+        self.pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=version,
+                               client_id=f"bench-pub-{uuid.uuid4().hex[:6]}")
         self.pub.max_inflight_messages_set(64)
         self.pub.max_queued_messages_set(0)
-        self.sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-sub-{uuid.uuid4().hex[:6]}",
-                               protocol=mqtt.MQTTv5)
+        self.sub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=version,
+                               client_id=f"bench-sub-{uuid.uuid4().hex[:6]}")
         self.sub.on_message = self._on_message
+        subscribed = threading.Event()
+        self.sub.on_subscribe = lambda *a: subscribed.set()
         for c in (self.pub, self.sub):
             c.connect("127.0.0.1", port, 30)
             c.loop_start()
-        done = threading.Event()
-        self.sub.on_subscribe = lambda *a: done.set()
-        self.sub.subscribe("bench/+/out", 1)
-        done.wait(10)
+        self.sub.subscribe("bench/out/+", 1)
+        if not subscribed.wait(10):
+            raise SystemExit("the collector's subscription was not acknowledged")
 
-    def _on_message(self, client, userdata, msg):
+    def _on_message(self, client, userdata, msg) -> None:
         now = time.perf_counter()
+        correlation = getattr(msg.properties, "CorrelationData", None) if self.v5 else None
         with self.cond:
-            self.received.append((now, getattr(msg.properties, "CorrelationData", None)))
+            self.received.setdefault(msg.topic.rsplit("/", 1)[1], []).append(
+                (now, correlation, msg.payload))
             self.cond.notify_all()
 
-    def reset(self) -> None:
+    def results(self, phase: str) -> list[tuple[float, bytes | None, bytes]]:
         with self.cond:
-            self.received = []
+            return list(self.received.get(phase, []))
 
-    def wait(self, count: int, timeout: float) -> int:
+    def forget(self, phase: str) -> None:
+        with self.cond:
+            self.received.pop(phase, None)
+
+    def wait(self, phase: str, count: int, timeout: float) -> int:
         deadline = time.monotonic() + timeout
         with self.cond:
-            while len(self.received) < count and time.monotonic() < deadline:
-                self.cond.wait(0.2)
-            return len(self.received)
+            while len(self.received.get(phase, [])) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.cond.wait(left)
+            return len(self.received.get(phase, []))
 
-    def publish(self, topic: str, payload: bytes, qos: int, seq: int):
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-        props = Properties(PacketTypes.PUBLISH)
-        props.CorrelationData = str(seq).encode()
-        return self.pub.publish(topic, payload, qos=qos, properties=props)
+    def publish(self, phase: str, payload: bytes, seq: int):
+        properties = None
+        if self.v5:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+            properties = Properties(PacketTypes.PUBLISH)
+            properties.CorrelationData = str(seq).encode()
+        return self.pub.publish(f"bench/in/{phase}", payload, qos=1, properties=properties)
 
     def close(self) -> None:
         for c in (self.pub, self.sub):
@@ -145,129 +229,211 @@ class Side:
             c.loop_stop()
 
 
-def start_bridge(bundle: Path, url: str, work: Path, protocol: str) -> subprocess.Popen:
-    config = work / "bridge.toml"
-    config.write_text(
-        f'[broker]\nurl = "{url}"\nclient_id = "bench-bridge"\nprotocol = "{protocol}"\n'
-        '[[subscribe]]\ntopic = "bench/q0/in"\npublish = "bench/q0/out"\nqos = 0\n'
-        'queue_size = 8\n'
-        '[[subscribe]]\ntopic = "bench/q1/in"\npublish = "bench/q1/out"\nqos = 1\n'
-        'queue_size = 32\n')
-    proc = subprocess.Popen([sys.executable, "-m", "edgepack.cli.main", "mqtt", str(bundle),
-                             "--config", str(config), "--threads", "1", "--poll", "0",
-                             "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    return proc
+class Bridge:
+    """`edgepack mqtt` in a subprocess with one subscription at `qos`."""
+
+    def __init__(self, bundle: Path, url: str, work: Path, protocol: str, qos: int):
+        config = work / f"bridge-q{qos}.toml"
+        config.write_text(
+            f'[broker]\nurl = "{url}"\nclient_id = "bench-bridge-q{qos}"\n'
+            f'protocol = "{protocol}"\n'
+            f'[[subscribe]]\ntopic = "bench/in/+"\npublish = "bench/out/{{1}}"\nqos = {qos}\n'
+            f'queue_size = {8 if qos == 0 else 32}\n')
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edgepack.cli.main", "mqtt", str(bundle), "--config",
+             str(config), "--threads", "1", "--poll", "0", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    def ready(self, side: Side, publish) -> None:
+        """Probe on the 'probe' topic until one answer comes back (bounded)."""
+        for i in range(200):
+            if self.proc.poll() is not None:
+                break
+            publish(i)
+            if side.wait("probe", 1, 0.3):
+                return
+        self.proc.kill()
+        raise SystemExit(f"the bridge did not answer: {self.proc.communicate()[1][-2000:]}")
+
+    def stop(self) -> dict:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+        stats = json.loads(out) if out.strip().startswith("{") else {}
+        subs = stats.get("subscriptions") or [{}]
+        return subs[0]
+
+
+@dataclass
+class Cpu:
+    """CPU seconds of the bridge, mosquitto and this process between two points."""
+
+    bridge: float
+    broker: float
+    here: float
+
+    @classmethod
+    def now(cls, bridge_pid: int, broker_pid: int) -> "Cpu":
+        return cls(cpu_seconds(bridge_pid), cpu_seconds(broker_pid), time.process_time())
+
+    def per(self, later: "Cpu", count: int) -> str:
+        n = max(1, count)
+        return (f"bridge {(later.bridge - self.bridge) * 1000 / n:.2f}, mosquitto "
+                f"{(later.broker - self.broker) * 1000 / n:.2f}, publisher+collector "
+                f"{(later.here - self.here) * 1000 / n:.2f} ms")
+
+
+def latency_check(lat: np.ndarray, inside: np.ndarray, expected: int) -> str | None:
+    """Why the latency figures cannot be right, or None."""
+    if lat.size != expected:
+        return f"{lat.size} of {expected} requests matched to a result"
+    if (lat <= 0).any():
+        return f"{int((lat <= 0).sum())} latencies <= 0 (min {lat.min():.3f} ms)"
+    short = lat + 0.05 < inside
+    if short.any():
+        return (f"{int(short.sum())} end-to-end latencies shorter than the bridge's own "
+                "queued_ms + latency_ms for the same message")
+    return None
+
+
+def run_line(name: str, args: argparse.Namespace, work: Path) -> list[str]:
+    from mqtt_broker import Broker, free_port
+    width, height, size, channels = LINES[name]
+    bundle, payload = build(work, width, height, size, channels)
+    seconds = min(args.duration, 3.0)
+    full0, anchor_cpu, bare = in_process(bundle, payload, seconds)
+    broker = Broker(work / f"broker-{name}", free_port())
+    broker.directory.mkdir()
+    broker.start()
+    out: list[str] = []
+    try:
+        side = Side(broker.port, args.protocol)
+        raw = RawPublisher(broker.port, args.protocol)
+        try:
+            # --- QoS 0 at --offered x the anchor, paced in bursts of 8 ---------------
+            bridge = Bridge(bundle, broker.url, work, args.protocol, 0)
+            bridge.ready(side, lambda i: raw.send(raw.packet("bench/in/probe", payload,
+                                                              b"p%d" % i)))
+            rate = args.offered * full0
+            cpu0 = Cpu.now(bridge.proc.pid, broker.process.pid)
+            sent, start = 0, time.perf_counter()
+            while time.perf_counter() - start < args.duration:
+                raw.send(b"".join(raw.packet("bench/in/q0", payload, b"%d" % (sent + k))
+                                  for k in range(8)))
+                sent += 8
+                delay = start + sent / rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            offered_s = time.perf_counter() - start
+            # Settled: what is still queued in the bridge (at most its queue of 8) arrives.
+            side.wait("q0", sent, 2.0)
+            got0 = side.results("q0")
+            cpu1 = Cpu.now(bridge.proc.pid, broker.process.pid)
+            stats0 = bridge.stop()
+            window = (got0[-1][0] - start) if got0 else args.duration
+            q0 = len(got0) / window
+
+            # --- QoS 1: as many as the in-flight windows allow, all answered ---------
+            bridge = Bridge(bundle, broker.url, work, args.protocol, 1)
+            side.forget("probe")
+            bridge.ready(side, lambda i: side.publish("probe", payload, -1 - i))
+            n1 = max(200, int(full0 * args.duration))
+            cpu2 = Cpu.now(bridge.proc.pid, broker.process.pid)
+            start = time.perf_counter()
+            for i in range(n1):
+                side.publish("q1", payload, i)
+            got1 = side.wait("q1", n1, 60 + args.duration * 4)
+            cpu3 = Cpu.now(bridge.proc.pid, broker.process.pid)
+            last = side.results("q1")
+            q1 = got1 / ((last[-1][0] - start) if got1 else 1.0)
+
+            # --- latency at half the QoS 1 rate --------------------------------------
+            gap = 2.0 / max(q1, 1.0)
+            sent_at: list[float] = []
+            for i in range(args.latency_messages):
+                sent_at.append(time.perf_counter())
+                side.publish("lat", payload, i)
+                time.sleep(gap)
+            side.wait("lat", args.latency_messages, 30)
+            stats1 = bridge.stop()
+        finally:
+            raw.close()
+            side.close()
+    finally:
+        broker.stop()
+    full1, _, _ = in_process(bundle, payload, seconds)
+    full = (full0 + full1) / 2
+
+    results = side.results("lat")
+    if args.protocol == "5":
+        matched = {int(c): (t, p) for t, c, p in results if c is not None}
+        pairs = [(matched[i], s) for i, s in enumerate(sent_at) if i in matched]
+    else:
+        pairs = list(zip(((t, p) for t, _, p in results), sent_at))
+    lat = np.array([(t - s) * 1000 for (t, _), s in pairs])
+    inside = np.array([(lambda d: d["queued_ms"] + d["latency_ms"])(json.loads(p))
+                       for (_, p), _ in pairs])
+    problem = latency_check(lat, inside, args.latency_messages)
+    if len(results) != args.latency_messages:
+        problem = problem or f"{len(results)} results for {args.latency_messages} requests"
+
+    out.append(f"{name}: conv classifier {size}x{size}, {channels} channels (JPEG "
+               f"{width}x{height}, {len(payload)} bytes), 1 engine thread")
+    out.append(f"  in-process decode+predict {full:8.0f} msg/s   ({full0:.0f} before, "
+               f"{full1:.0f} after; predict alone {bare:.0f}/s; CPU {anchor_cpu:.2f} ms/msg)")
+    out.append(f"  bridge QoS 0              {q0:8.0f} msg/s   ratio {q0 / full:.2f} "
+               f"(goal >= 0.8); offered {sent / offered_s:.0f}/s: sent {sent}, answered "
+               f"{len(got0)}, dropped {stats0.get('dropped', '?')}")
+    out.append(f"      CPU per answered message: {cpu0.per(cpu1, len(got0))}; per received: "
+               f"bridge {(cpu1.bridge - cpu0.bridge) * 1000 / max(1, sent):.3f} ms")
+    out.append(f"  bridge QoS 1              {q1:8.0f} msg/s   ratio {q1 / full:.2f}; "
+               f"{n1} sent, {got1} answered")
+    out.append(f"      CPU per message: {cpu2.per(cpu3, got1)}")
+    if problem:
+        out.append(f"  latency: SANITY CHECK FAILED: {problem}")
+    else:
+        out.append(f"  end-to-end latency QoS 1 at {1 / gap:.0f} msg/s: p50 "
+                   f"{np.percentile(lat, 50):.2f} ms, p99 {np.percentile(lat, 99):.2f} ms "
+                   f"({lat.size} messages; inside the bridge p50 "
+                   f"{np.percentile(inside, 50):.2f} ms)")
+    out.append(f"  bridge counters: QoS 0 {json.dumps(stats0)}; QoS 1 received "
+               f"{stats1.get('received', '?')}, answered {stats1.get('answered', '?')}")
+    return out if not problem else out + ["SANITY"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=4.0)
-    parser.add_argument("--image", type=int, default=64)
-    parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--width", type=int, default=16)
+    parser.add_argument("--lines", default="tiny,camera",
+                        help=f"model lines to run, comma-separated: {', '.join(LINES)}")
     parser.add_argument("--latency-messages", type=int, default=300)
     parser.add_argument("--protocol", choices=["5", "3.1.1"], default="5",
-                        help="MQTT version the bridge speaks")
+                        help="MQTT version of the bridge and the benchmark's clients")
     parser.add_argument("--offered", type=float, default=1.25,
                         help="QoS 0 offered load as a multiple of the in-process rate")
     args = parser.parse_args()
-    from mqtt_broker import Broker, free_port
-
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        bundle, payload = build(work, args.image, args.size, args.width)
-        full, bare = in_process_rates(bundle, payload, min(args.duration, 3.0))
-        broker = Broker(work / "broker", free_port())
-        broker.directory.mkdir()
-        broker.start()
-        bridge = start_bridge(bundle, broker.url, work, args.protocol)
-        side = None
-        try:
-            side = Side(broker.port)
-            # Ready when a QoS 1 probe is answered (bounded).
-            for i in range(100):
-                side.publish("bench/q1/in", payload, 1, -1 - i)
-                if side.wait(1, 0.3):
-                    break
-            else:
-                raise SystemExit(f"the bridge did not answer: {bridge.stderr.read()[-2000:]}")
-            side.reset()
-            anchor_cpu_ms = in_process_rates.cpu_ms
-
-            # QoS 0 at --offered x the in-process rate, paced in bursts of 8.
-            interval = 8 / (args.offered * full)
-            sent, start = 0, time.perf_counter()
-            cpu_before = cpu_seconds(bridge.pid)
-            while time.perf_counter() - start < args.duration:
-                for _ in range(8):
-                    side.publish("bench/q0/in", payload, 0, sent)
-                    sent += 1
-                delay = start + (sent / 8) * interval - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-            side.wait(sent, 2.0)
-            answered0 = [t for t, _ in side.received]
-            cpu_q0 = (cpu_seconds(bridge.pid) - cpu_before) * 1000 / max(1, len(answered0))
-            window = (answered0[-1] - start) if answered0 else args.duration
-            q0 = len(answered0) / window
-            side.reset()
-            full_after, _ = in_process_rates(bundle, payload, min(args.duration, 3.0))
-            full = (full + full_after) / 2     # the anchor around the bridge runs
-
-            # QoS 1: as many as the in-flight windows allow, all answered.
-            n1 = max(200, int(full * args.duration))
-            cpu_before = cpu_seconds(bridge.pid)
-            start = time.perf_counter()
-            for i in range(n1):
-                side.publish("bench/q1/in", payload, 1, i)
-            got = side.wait(n1, 60 + args.duration * 4)
-            q1 = got / ((side.received[-1][0] - start) if got else 1.0)
-            cpu_q1 = (cpu_seconds(bridge.pid) - cpu_before) * 1000 / max(1, got)
-            side.reset()
-
-            # Latency at half the QoS 1 rate.
-            gap = 2.0 / max(q1, 1.0)
-            sent_at = []
-            for i in range(args.latency_messages):
-                sent_at.append(time.perf_counter())
-                side.publish("bench/q1/in", payload, 1, i)
-                time.sleep(gap)
-            side.wait(args.latency_messages, 30)
-            # One QoS 1 lane answers in order, nothing dropped: the i-th result is the i-th
-            # message (MQTT 3.1.1 carries no correlation data to match by).
-            lat = np.array([(t - s) * 1000 for (t, _), s in zip(side.received, sent_at)])
-        finally:
-            if side is not None:
-                side.close()
-            bridge.send_signal(signal.SIGTERM)
-            try:
-                out, err = bridge.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                bridge.kill()
-                out, err = bridge.communicate()
-            broker.stop()
-    stats = json.loads(out) if out.strip().startswith("{") else {}
-    subs = {s["topic"]: s for s in stats.get("subscriptions", [])}
-    dropped = subs.get("bench/q0/in", {}).get("dropped", "?")
+    lines = [n.strip() for n in args.lines.split(",") if n.strip()]
+    unknown = [n for n in lines if n not in LINES]
+    if unknown:
+        parser.error(f"unknown line(s) {unknown}; known: {', '.join(LINES)}")
     from edgepack.runtime.benchmark import cpu_description
-    print(f"MQTT {args.protocol} bridge vs in-process, conv classifier {args.size}x{args.size} "
-          f"(JPEG {args.image}x{args.image}), 1 engine thread ({cpu_description()}; other processes "
-          "share the machine: quote ranges)")
-    print(f"  in-process decode+predict {full:8.0f} msg/s   (predict alone {bare:.0f}/s; "
-          f"mean of before/after the QoS 0 run)")
-    print(f"  bridge QoS 0              {q0:8.0f} msg/s   ratio {q0 / full:.2f} "
-          f"(goal >= 0.8); offered {sent / args.duration:.0f}/s: sent {sent}, answered "
-          f"{len(answered0)}, dropped {dropped}")
-    print(f"  bridge QoS 1              {q1:8.0f} msg/s   ratio {q1 / full:.2f}; "
-          f"{n1} sent, {got} answered")
-    print(f"  CPU per message: in-process {anchor_cpu_ms:.2f} ms; bridge process QoS 0 "
-          f"{cpu_q0:.2f} ms (drops included), QoS 1 {cpu_q1:.2f} ms (load-independent view "
-          "of the overhead)")
-    if lat.size:
-        print(f"  end-to-end latency QoS 1 at {1 / gap:.0f} msg/s: p50 {np.percentile(lat, 50):.2f} ms, "
-              f"p99 {np.percentile(lat, 99):.2f} ms ({lat.size} messages)")
+    load = os.getloadavg()
+    print(f"MQTT {args.protocol} bridge vs in-process ({cpu_description()}; load average "
+          f"{load[0]:.1f} at start; other processes share the machine: quote ranges)",
+          flush=True)
+    failed = False
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in lines:
+            out = run_line(name, args, Path(tmp))
+            failed |= out[-1] == "SANITY"
+            print("\n".join(line for line in out if line != "SANITY"), flush=True)
+    print(f"load average {os.getloadavg()[0]:.1f} at the end")
+    if failed:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
