@@ -68,6 +68,8 @@ class QuantizationConfig:
         and record/warn whether it is faster (see edgepack.converters.int8.speed).
     device: the device profile whose int8 recipe applies (None: this machine); filled
         from ConversionConfig.device.
+    examples: the manifest's `examples` (filled from ConversionConfig.examples): the int8
+        speed check feeds what verify and serve feed (e.g. sr = 16000), not random values.
     """
 
     mode: str = "none"
@@ -78,6 +80,7 @@ class QuantizationConfig:
     accuracy_target: float | None = None
     speed_check: bool = True
     device: str | None = None
+    examples: Any = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -108,7 +111,7 @@ class QuantizationConfig:
                            LiteRtInt8Options, SpeedSettings)
         accuracy = (None if self.accuracy_target is None
                     else AccuracyTarget(min_agreement=self.accuracy_target))
-        speed = SpeedSettings() if self.speed_check else None
+        speed = SpeedSettings(examples=self.examples) if self.speed_check else None
         overrides: list[tuple[str, Any]] = [("per_channel", self.per_channel)]
         if engine == "litert":
             return LiteRtInt8Options(device=self.device, recipe_overrides=tuple(overrides),
@@ -209,6 +212,10 @@ class ConversionConfig:
     task/decode/assets: DESIGN §7 manifest fields written into the bundle as given
         (e.g. {"kind": "detect"} and detection decode steps; validation then compares
         detections, see edgepack.converters.detection).
+    stream/examples: the manifest's `stream` (window, hop, context, state pairs, constants)
+        and `examples` (per input: value/range/shape/asset), checked here with the
+        manifest schema the runtime reads, and against the model's specs when the bundle
+        is packed (as model.stream() checks them); the int8 speed check feeds the examples.
     """
 
     target: str = "onnx"
@@ -228,11 +235,18 @@ class ConversionConfig:
     task: Any = None
     decode: Any = None
     assets: Any = None
+    stream: Any = None
+    examples: Any = None
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
             raise ConversionError(
                 f"unknown target {self.target!r}; use one of {', '.join(TARGETS)}")
+        self._check_stream_fields()
+        if self.examples and self.quantization.examples != self.examples:
+            # the speed check runs inside the quantizer, which sees only that config
+            object.__setattr__(self, "quantization",
+                               replace(self.quantization, examples=dict(self.examples)))
         if self.device is not None and self.quantization.device != self.device:
             # The int8 recipe is chosen inside the quantizer, which sees only this config.
             object.__setattr__(self, "quantization",
@@ -253,6 +267,24 @@ class ConversionConfig:
             raise ConversionError("the bundle name must be a non-empty string")
         if self.labels is not None:
             object.__setattr__(self, "labels", tuple(str(x) for x in self.labels))
+
+    def _check_stream_fields(self) -> None:
+        """`stream`/`examples` through the manifest schema the runtime reads (one error,
+        naming the field, before any conversion work)."""
+        if self.stream is None and self.examples is None:
+            return
+        from edgepack.runtime import manifest as schema
+        from edgepack.runtime.errors import ManifestError
+        try:
+            if self.stream is not None:
+                if not isinstance(self.stream, dict) or not self.stream:
+                    raise ManifestError("stream must be an object such as {\"rate\": 16000, "
+                                        "\"window\": 512}")
+                schema._stream(self.stream, "stream")
+            if self.examples is not None:
+                schema._examples(self.examples, "examples")
+        except ManifestError as e:
+            raise ConversionError(f"convert: {e}") from e
 
     @property
     def validation_limit(self) -> int:

@@ -34,6 +34,9 @@ class SpeedSettings:
     rounds: int = 15
     warmup: int = 3
     block: int = 5
+    #: the manifest's `examples` (e.g. {"sr": {"value": 16000}}): the timed feeds are the
+    #: ones verify and serve's load check use (runtime.specs.example_feeds), not random
+    examples: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.threads or any(not isinstance(t, int) or t < 1 for t in self.threads):
@@ -102,7 +105,8 @@ def measure_speed(fp32_model: bytes, int8_model: bytes, engine: str = "onnxrunti
                   feeds: Mapping[str, np.ndarray] | None = None) -> SpeedReport:
     """Time `int8_model` against `fp32_model` on `engine`, interleaved, per thread count.
 
-    feeds: inputs for the fp32 model (default: seeded random of the input shapes); the int8
+    feeds: inputs for the fp32 model (default: runtime.specs.example_feeds with
+    settings.examples, as the runtime builds them: seeded random where no example); the int8
     model gets the same arrays, quantized when its inputs are integer.
     Raises EngineNotInstalledError/EngineError from the runtime when a model cannot run.
     """
@@ -114,7 +118,8 @@ def measure_speed(fp32_model: bytes, int8_model: bytes, engine: str = "onnxrunti
         fp32 = open_engine(engine, fp32_model, threads=threads)
         int8 = open_engine(engine, int8_model, threads=threads)
         try:
-            f_feeds = dict(feeds) if feeds is not None else example_feeds(fp32.inputs())
+            f_feeds = dict(feeds) if feeds is not None else example_feeds(
+                fp32.inputs(), examples=settings.examples)
             i_feeds = _feeds_for(int8.inputs(), fp32.inputs(), f_feeds)
             times = time_interleaved(
                 [lambda: fp32.run(f_feeds), lambda: int8.run(i_feeds)],

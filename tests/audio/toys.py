@@ -148,3 +148,19 @@ def recurrent_vad(window: int = 512, context: int = 64, hidden: int = 8) -> byte
         helper.make_node("Add", ["p2", "sr0"], ["output"]),
     ]
     return _model(helper.make_graph(nodes, "rvad", [x, sr, st], [out, st_out], inits))
+
+
+def rate_checked_vad(span: int = 576) -> bytes:
+    """input [1, span], sr int64 [1] -> output [1, 1]: the input is reshaped to
+    [sr // 16000, -1] (allowzero), so only sr = 16000 runs; sr = 0 (an integer input's
+    default example) fails in the engine as a real VAD's sr branch does."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, span])
+    sr = helper.make_tensor_value_info("sr", TensorProto.INT64, [1])
+    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1])
+    inits = [helper.make_tensor("r16k", TensorProto.INT64, [1], [16000]),
+             helper.make_tensor("minus1", TensorProto.INT64, [1], [-1])]
+    nodes = [helper.make_node("Div", ["sr", "r16k"], ["q"]),
+             helper.make_node("Concat", ["q", "minus1"], ["shape"], axis=0),
+             helper.make_node("Reshape", ["input", "shape"], ["x2"], allowzero=1),
+             helper.make_node("ReduceMean", ["x2"], ["output"], keepdims=1)]
+    return _model(helper.make_graph(nodes, "srvad", [x, sr], [out], inits))

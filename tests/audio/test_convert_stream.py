@@ -1,0 +1,56 @@
+"""Conversion side of audio bundles: ConversionConfig.stream/examples (validated with the
+manifest schema), and the int8 speed check feeding the manifest's examples (sr = 16000)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import toys
+from edgepack.converters.config import ConversionConfig, QuantizationConfig
+from edgepack.converters.int8.speed import SpeedSettings, measure_speed
+from edgepack.runtime.errors import ConversionError, EngineError
+from edgepack.runtime.specs import example_feeds
+
+
+def test_speed_check_feeds_the_manifest_examples():
+    model = toys.rate_checked_vad()
+    examples = {"sr": {"value": 16000}, "input": {"range": [-1.0, 1.0]}}
+    report = measure_speed(model, model, "onnxruntime",
+                           SpeedSettings(rounds=3, warmup=0, block=1, examples=examples))
+    assert len(report.points) == 1 and report.points[0].fp32_ms > 0
+    # the feeds are the runtime's own example feeds
+    from edgepack.runtime.engines import open_engine
+    engine = open_engine("onnxruntime", model)
+    feeds = example_feeds(engine.inputs(), examples=examples)
+    assert feeds["sr"].tolist() == [16000] and np.abs(feeds["input"]).max() <= 1.0
+    assert engine.run(feeds)["output"].shape == (1, 1)
+    # without the examples sr is 0, and this model (like a real VAD) cannot run on that
+    with pytest.raises(EngineError):
+        measure_speed(model, model, "onnxruntime", SpeedSettings(rounds=3, warmup=0, block=1))
+
+
+def test_conversion_config_carries_stream_and_examples_to_the_speed_check():
+    stream = {"rate": 16000, "window": 512, "context": 64,
+              "state": [{"input": "state", "output": "stateN", "init": 0.0}]}
+    examples = {"sr": {"value": 16000}}
+    config = ConversionConfig(quantization=QuantizationConfig(mode="int8"), stream=stream,
+                              examples=examples)
+    assert config.stream == stream and config.examples == examples
+    assert config.quantization.examples == examples
+    options = config.quantization.int8_options("onnxruntime")
+    assert options.speed.examples == examples
+    assert ConversionConfig().stream is None and ConversionConfig().examples is None
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"stream": {"rate": 16000, "window": "512"}}, "stream.window must be an integer"),
+    ({"stream": {"window": 512, "state": [{"input": "state"}]}}, "stream.state[0].output"),
+    ({"stream": []}, "stream must be an object"),
+    ({"examples": {"sr": 16000}}, "examples['sr'] must be an object"),
+    ({"examples": {"x": {"range": [1, 0]}}}, "examples['x'].range must be two finite numbers"),
+])
+def test_conversion_config_refuses_a_bad_stream_or_examples(fields, message):
+    with pytest.raises(ConversionError) as e:
+        ConversionConfig(**fields)
+    assert message in str(e.value)
+    assert e.value.exit_code == 6
