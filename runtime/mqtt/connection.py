@@ -64,8 +64,9 @@ def make_client(broker: BrokerConfig, will_topic: str, will_payload: bytes,
 
 
 def connect_properties(broker: BrokerConfig, receive_maximum: int) -> Any:
-    """MQTT 5 CONNECT properties: session expiry, and a Receive Maximum equal to the QoS 1
-    queue size so the broker never has more unacknowledged messages out than fit."""
+    """MQTT 5 CONNECT properties: session expiry, and the Receive Maximum the bridge asks
+    for (half its smallest QoS 1 queue, see MqttBridge) so the broker keeps fewer
+    unacknowledged messages out than fit."""
     if broker.protocol != "5":
         return None
     from paho.mqtt.packettypes import PacketTypes
