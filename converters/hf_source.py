@@ -35,13 +35,19 @@ class HFSource:
     origin: str | None = None
 
 
+#: Weight files `save_pretrained` writes (sharded saves write the index next to shards).
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                "pytorch_model.bin.index.json")
+
+
 def is_hf_directory(path: Any) -> bool:
-    """A directory written by `save_pretrained` (config.json + weights)."""
+    """A directory written by `save_pretrained`: config.json and PyTorch weights."""
     try:
         p = Path(path)
     except TypeError:
         return False
-    return p.is_dir() and (p / "config.json").is_file()
+    return p.is_dir() and (p / "config.json").is_file() and \
+        any((p / w).is_file() for w in WEIGHT_FILES)
 
 
 def is_hf_model(obj: Any) -> bool:
@@ -112,6 +118,10 @@ def load_hf(source: Any, tokenizer: Any = None) -> HFSource:
                                   ) from e
     elif is_hf_model(source):
         model = source
+    elif isinstance(source, (str, Path)) and (Path(source) / "config.json").is_file():
+        raise ConversionError(f"{source} has a config.json but no model weights (one of "
+                              f"{', '.join(WEIGHT_FILES)}); save the model with "
+                              "model.save_pretrained(...)")
     else:
         raise ConversionError(f"not a Hugging Face model: {type(source).__name__} (pass a "
                               "transformers PreTrainedModel or a save_pretrained directory)")

@@ -131,6 +131,12 @@ def _load_path(path: Path, examples: tuple[np.ndarray, ...] | None,
         raise MissingSourceError(f"source model {path} does not exist")
     suffix = path.suffix.lower()
     if path.is_dir():
+        from .hf_source import is_hf_directory
+        if is_hf_directory(path):
+            raise ConversionError(
+                f"{path} is a Hugging Face save_pretrained directory: convert it with "
+                "edgepack.converters.hf_onnx.convert_transformer (what `edgepack convert "
+                "DIR` and `edgepack convert-transformer DIR` run)")
         if not (path / "saved_model.pb").exists():
             raise ConversionError(
                 f"{path} is a directory but not a SavedModel (no saved_model.pb)")

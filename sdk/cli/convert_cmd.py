@@ -10,6 +10,8 @@ import click
 from edgepack.devices.catalog import QUANTIZATIONS as MODES
 from edgepack.runtime.errors import ValidationError
 
+from .audio_cmd import stream_option, write_stream_tables
+
 
 def _shape(text: str) -> tuple[int, ...]:
     try:
@@ -74,6 +76,7 @@ def _json_file(path: str | None, what: str):
 @click.option("--opset", type=click.IntRange(13, 23), default=18, show_default=True)
 @click.option("--static-batch", is_flag=True, help="Do not export a dynamic batch axis.")
 @click.option("--device", help="Device profile (e.g. rpi4b): its defaults and refusals.")
+@stream_option  # --stream FILE: an audio model's stream/examples (sdk/cli/audio_cmd.py)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def convert_command(source, out, target, quantize, calibration_data, calibration_method,
                     calibration_samples, per_tensor, int8_io, full_range_weights,
@@ -81,7 +84,19 @@ def convert_command(source, out, target, quantize, calibration_data, calibration
                     validation_data, validation_samples, max_drop,
                     accept, weights, input_shapes, name, bundle_version, labels, preprocess,
                     postprocess, opset, static_batch, device, as_json):
-    """Convert SOURCE (model file or module:factory) into a validated bundle."""
+    """Convert SOURCE (model file, module:factory, or a Hugging Face save_pretrained
+    directory: the text path, as convert-transformer) into a validated bundle."""
+    from edgepack.converters.hf_source import is_hf_directory
+    if is_hf_directory(source):  # config.json + weights: tokenizer, text steps (issue 15)
+        from .text_cmd import convert_hf_directory
+        return convert_hf_directory(
+            source, out, target=target, quantize=quantize, calibration_data=calibration_data,
+            validation_data=validation_data, accept=accept, name=name,
+            bundle_version=bundle_version, opset=opset, per_tensor=per_tensor,
+            as_json=as_json, weights=weights, input_shapes=input_shapes,
+            preprocess=preprocess, postprocess=postprocess, labels=labels, int8_io=int8_io,
+            accuracy_target=accuracy_target, validation_samples=validation_samples,
+            max_drop=max_drop, device=device)
     from edgepack.conversion import convert
     from edgepack.converters.progress import reporting
     from edgepack.converters.validation import format_table
@@ -125,6 +140,7 @@ def convert_command(source, out, target, quantize, calibration_data, calibration
     finally:
         if progress is not None:
             progress.close()
+    write_stream_tables(result.path)  # --stream (audio models)
     if as_json:
         click.echo(json.dumps({"path": str(result.path), "model_bytes": result.model_bytes,
                                "quantization": result.quantization,

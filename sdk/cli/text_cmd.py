@@ -111,13 +111,75 @@ def convert_transformer_cmd(source, output, name, version_, quantize, tokenizer,
         click.echo(json.dumps({"path": str(result.path), "task": result.task,
                                "model_bytes": result.model_bytes, "validation": v}))
         return
-    metric = (f"top-1 agreement {v['top1_agreement']:.3f}" if "top1_agreement" in v else
-              f"embedding cosine min {v['embedding_cosine']['min']:.4f}"
-              if "embedding_cosine" in v else
-              f"token top-1 agreement {v.get('token_top1_agreement', 0):.3f}")
     click.echo(f"wrote {result.path} ({result.task}, {quantize}, "
                f"{result.model_bytes / 1e6:.2f} MB); validation on {v['samples']} texts: "
-               f"{metric}")
+               f"{_metric(v)}")
+
+
+def _lines(path) -> list[str] | None:
+    if path is None:
+        return None
+    return [t for t in Path(path).read_text(encoding="utf-8").splitlines() if t.strip()]
+
+
+#: `edgepack convert` options that mean nothing for a transformer directory (image/tensor
+#: calibration, shapes, steps): refused by name rather than silently ignored.
+_NOT_FOR_TEXT = {"weights": "--weights", "input_shapes": "--input-shape",
+                 "preprocess": "--preprocess", "postprocess": "--postprocess",
+                 "labels": "--labels", "int8_io": "--int8-io",
+                 "accuracy_target": "--accuracy-target",
+                 "validation_samples": "--validation-samples", "max_drop": "--max-drop",
+                 "device": "--device"}
+
+
+def convert_hf_directory(source: str, out: str, *, target: str | None, quantize: str | None,
+                         calibration_data: str | None, validation_data: str | None,
+                         accept: bool, name: str | None, bundle_version: str, opset: int,
+                         per_tensor: bool, as_json: bool, **others) -> None:
+    """`edgepack convert DIR` for a Hugging Face `save_pretrained` directory: the text path
+    (as `convert-transformer`): tokenizer carried along, dynamic int8 by default. Text
+    files (one text a line) stand in for --validation-data / --calibration-data."""
+    from edgepack.converters.hf_onnx import TextConversionConfig, convert_transformer
+    given = [flag for k, flag in _NOT_FOR_TEXT.items()
+             if others.get(k) not in (None, False, (), [])]
+    if given:
+        flags = ", ".join(given)
+        raise InputError(f"{source} is a Hugging Face model directory (text path); {flags} "
+                         "do not apply to it (see edgepack convert-transformer --help)")
+    if target not in (None, "onnx"):
+        raise InputError(f"{source} is a Hugging Face model directory: transformers convert "
+                         "to onnx only (-t onnx)")
+    for what, path in (("--validation-data", validation_data),
+                       ("--calibration-data", calibration_data)):
+        if path is not None and not Path(path).is_file():
+            raise InputError(f"{what} for a transformer is a text file, one text a line; "
+                             f"{path} is not a file")
+    mode = quantize or "dynamic"
+    config = TextConversionConfig(name=name or Path(out).stem, version=bundle_version,
+                                  quantization=mode, accept=accept, opset=opset,
+                                  per_channel=not per_tensor)
+    if not as_json:
+        click.echo(f"converting {source} -> onnx ({mode}) as a Hugging Face transformer "
+                   f"(save_pretrained directory) ...", err=True)
+    result = convert_transformer(source, out, config,
+                                 validation_texts=_lines(validation_data),
+                                 calibration_texts=_lines(calibration_data))
+    v = result.validation
+    if as_json:
+        click.echo(json.dumps({"path": str(result.path), "task": result.task,
+                               "model_bytes": result.model_bytes, "quantization": mode,
+                               "validation": v}, indent=2))
+        return
+    click.echo(f"wrote {result.path} ({result.task}, {mode}, "
+               f"{result.model_bytes / 1e6:.2f} MB); validation on {v['samples']} texts: "
+               f"{_metric(v)}")
+
+
+def _metric(v: dict) -> str:
+    return (f"top-1 agreement {v['top1_agreement']:.3f}" if "top1_agreement" in v else
+            f"embedding cosine min {v['embedding_cosine']['min']:.4f}"
+            if "embedding_cosine" in v else
+            f"token top-1 agreement {v.get('token_top1_agreement', 0):.3f}")
 
 
 def register(cli: click.Group) -> None:
