@@ -103,10 +103,11 @@ def compare_detections(source: Sequence[Sequence[Mapping[str, Any]]],
         produced += len(got)
         ious += [m[2] for m in matches]
         errors += [abs(src[i]["score"] - got[j]["score"]) for i, j, _ in matches]
+    recall = found / wanted if wanted else 1.0
+    precision = found / produced if produced else 1.0
     return {"metric": "detection", "match_iou": MATCH_IOU,
             "source_detections": wanted, "bundle_detections": produced, "matched": found,
-            "recall": found / wanted if wanted else 1.0,
-            "precision": found / produced if produced else 1.0,
+            "recall": recall, "precision": precision, "agreement": min(recall, precision),
             "mean_iou": float(np.mean(ious)) if ious else 1.0,
             "score_error_mean": float(np.mean(errors)) if errors else 0.0,
             "score_error_max": float(np.max(errors)) if errors else 0.0}
@@ -129,6 +130,19 @@ def detections_per_sample(model, outputs: Mapping[str, np.ndarray],
     return results
 
 
+def tolerance_failures(record: Mapping[str, Any], tolerances: DetectionTolerances) -> list[str]:
+    """The failure messages of a detection record outside `tolerances`."""
+    failures = []
+    for key, limit in (("recall", tolerances.min_recall),
+                       ("precision", tolerances.min_precision),
+                       ("mean_iou", tolerances.min_mean_iou)):
+        if record[key] < limit:
+            failures.append(f"detection {key} {record[key]:.4f} < {limit} "
+                            f"({record['matched']} of {record['source_detections']} source "
+                            f"detections matched at IoU >= {MATCH_IOU})")
+    return failures
+
+
 def detection_validation(bundle_path: Path, output_names: Sequence[str],
                          reference: Sequence[np.ndarray], produced: Sequence[np.ndarray],
                          mode: str | None, feeds: Mapping[str, np.ndarray] | None = None
@@ -144,14 +158,40 @@ def detection_validation(bundle_path: Path, output_names: Sequence[str],
         got = detections_per_sample(model, dict(zip(output_names, produced)), feeds)
     record = compare_detections(src, got)
     record["tolerances"] = tolerances.to_dict()
-    failures = []
-    for key, limit in (("recall", tolerances.min_recall),
-                       ("precision", tolerances.min_precision),
-                       ("mean_iou", tolerances.min_mean_iou)):
-        if record[key] < limit:
-            failures.append(f"detection {key} {record[key]:.4f} < {limit} "
-                            f"({record['matched']} of {record['source_detections']} source "
-                            f"detections matched at IoU >= {MATCH_IOU})")
+    failures = tolerance_failures(record, tolerances)
     log.info("detection validation: recall %.4f precision %.4f mean IoU %.4f",
              record["recall"], record["precision"], record["mean_iou"])
     return record, failures
+
+
+def detection_agreement(record: Mapping[str, Any]) -> float:
+    """One number for a detection record: min(recall, precision) of the bundle against the
+    source. It is what `--accuracy-target` and compare's accuracy budget compare, as top-1
+    agreement is for classifiers: both missed and invented detections count."""
+    return float(min(record["recall"], record["precision"]))
+
+
+def apply_accuracy_target(record: dict[str, Any], target: float | None) -> None:
+    """Gate a validation record of a detect bundle on `target` (an --accuracy-target).
+
+    For classifiers the target steers the int8 search by top-1 agreement; a detector's
+    outputs have no top-1, so here the target is the detection agreement the bundle must
+    reach: it replaces the mode's default min recall / min precision (the min mean IoU
+    stays). Recorded under validation.task (agreement, accuracy_target, tolerances)."""
+    task = record.get("task")
+    if target is None or not task or task.get("metric") != "detection":
+        return
+    before = DetectionTolerances(**task["tolerances"])
+    after = DetectionTolerances(float(target), float(target), before.min_mean_iou)
+    replaced = [f for f in tolerance_failures(task, before) if "mean_iou" not in f]
+    failures = [f for f in record["failures"] if f not in replaced]
+    agreement = detection_agreement(task)
+    if agreement < target:
+        failures.append(
+            f"detection agreement {agreement:.4f} < accuracy target {target} (recall "
+            f"{task['recall']:.4f}, precision {task['precision']:.4f} against the source at "
+            f"IoU >= {task['match_iou']})")
+    task.update(agreement=agreement, accuracy_target=float(target),
+                tolerances=after.to_dict())
+    record["failures"] = failures
+    record["passed"] = not failures and not record.get("fatal")

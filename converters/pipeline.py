@@ -21,6 +21,7 @@ from . import registry
 from .artifacts import ConvertedModel, SourceModel
 from .calibration import Samples, load_samples
 from .config import ConversionConfig
+from .detection import apply_accuracy_target
 from .extras import raise_if_missing_module
 from .progress import report
 from .sources import KERAS_SUFFIXES, TORCH_SUFFIXES, detect_framework, load_source
@@ -143,6 +144,7 @@ def _convert(source: Any, out: str | Path, config: ConversionConfig, *,
             check_labels(config.labels, read_bundle(candidate).manifest.outputs, "--labels")
         record = validate(loaded, converted, candidate, held_out,
                           config.effective_tolerances, data_kind, output_names)
+        apply_accuracy_target(record, config.quantization.accuracy_target)  # detectors
     if available > len(held_out):
         # Never silently: the report (and the CLI's table) says how many were left out.
         record["available"] = available

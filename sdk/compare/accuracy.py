@@ -52,11 +52,17 @@ class Accuracy:
     top1_agreement: float | None
     drop_points: float | None
     outputs: tuple[OutputError, ...] = field(default_factory=tuple)
+    #: detect bundles: the detection record (recall, precision, agreement, mean IoU, ...);
+    #: drop_points is then (1 - agreement) x 100 and top1_agreement None.
+    detection: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"samples": self.samples, "accuracy": self.accuracy,
-                "source_accuracy": self.source_accuracy, "top1_agreement": self.top1_agreement,
-                "drop_points": self.drop_points, "outputs": [o.to_dict() for o in self.outputs]}
+        out = {"samples": self.samples, "accuracy": self.accuracy,
+               "source_accuracy": self.source_accuracy, "top1_agreement": self.top1_agreement,
+               "drop_points": self.drop_points, "outputs": [o.to_dict() for o in self.outputs]}
+        if self.detection is not None:
+            out["detection"] = dict(self.detection)
+        return out
 
 
 def _match(names: Sequence[str], wanted: Sequence[str]) -> list[str]:
@@ -104,8 +110,59 @@ def output_error(name: str, reference: np.ndarray, produced: np.ndarray) -> Outp
                        int(diff.size - nonzero.size), tuple(int(c) for c in counts))
 
 
+def run_bundle_raw(path: Path, source_inputs: Sequence[str], inputs: Sequence[np.ndarray],
+                   source_outputs: Sequence[str] | None = None
+                   ) -> tuple[list[np.ndarray], list[str]]:
+    """(float engine outputs, their bundle names) of the bundle on model-ready inputs,
+    without the manifest's steps: what a detect bundle's decode is then run on."""
+    from edgepack.converters.validation import _from_model, _to_model
+    from edgepack.runtime import load
+
+    with load(path) as model:
+        in_names = _match([s.name for s in model.inputs], source_inputs)
+        out_all = [s.name for s in model.outputs]
+        out_names = _match(out_all, source_outputs) if source_outputs else out_all
+        specs = {s.name: s for s in (*model.inputs, *model.outputs)}
+        first = model.inputs[0].shape
+        batch = first[0] if first and first[0] > 0 else BATCH
+        chunks: list[list[np.ndarray]] = []
+        for start in range(0, len(inputs[0]), batch):
+            raw = model.run({n: _to_model(x[start:start + batch], specs[n])
+                             for n, x in zip(in_names, inputs)})
+            chunks.append([_from_model(raw[n], specs[n]) for n in out_names])
+    return [np.concatenate([c[i] for c in chunks]) for i in range(len(out_names))], out_names
+
+
+def measure_detection(path: Path, dataset) -> Accuracy:
+    """Detection agreement of a detect bundle with the source on `dataset.held_out`.
+
+    Both the source's outputs and the bundle's go through the bundle's own postprocess +
+    decode + NMS (converters.detection: the runtime's functions, so decoding is identical
+    on both sides); each bundle detection is matched to a source one of its class at IoU
+    >= 0.5. drop_points = (1 - min(recall, precision)) x 100."""
+    from edgepack.converters.detection import compare_detections, detections_per_sample
+    from edgepack.runtime import load
+
+    source = dataset.source
+    produced, names = run_bundle_raw(path, source.input_names, dataset.inputs,
+                                     source.output_names)
+    labels = list(source.output_names or [f"output_{i}" for i in range(len(produced))])
+    errors = tuple(output_error(n, r, p) for n, r, p in zip(labels, dataset.reference, produced))
+    with load(path) as model:
+        src = detections_per_sample(model, dict(zip(names, dataset.reference)))
+        got = detections_per_sample(model, dict(zip(names, produced)))
+    record = compare_detections(src, got)
+    drop = (1.0 - record["agreement"]) * 100.0
+    return Accuracy(len(dataset.reference[0]), None, None, None, drop, errors, detection=record)
+
+
 def measure_accuracy(path: Path, dataset) -> Accuracy:
-    """Run the bundle on `dataset.held_out` and compare with `dataset.reference`."""
+    """Run the bundle on `dataset.held_out` and compare with `dataset.reference`
+    (a `detect` bundle: by detection agreement, see measure_detection)."""
+    from edgepack.runtime import read_bundle
+    manifest = read_bundle(path).manifest
+    if manifest.task_kind == "detect" and manifest.decode:
+        return measure_detection(path, dataset)
     source = dataset.source
     produced = run_bundle(path, source.input_names, dataset.inputs, source.output_names)
     names = list(source.output_names or [f"output_{i}" for i in range(len(produced))])

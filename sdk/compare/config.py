@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from edgepack.devices.catalog import QUANTIZATIONS as MODES
 from edgepack.devices.catalog import TARGETS
@@ -65,6 +66,10 @@ class CompareConfig:
     memory: measure peak memory of each bundle in a fresh subprocess.
     on_device: run each bundle under qemu emulation of `device` (bit-exactness/accuracy
         there; emulated time is never reported as latency).
+    task/decode/class_names: the DESIGN §7 task, decode steps and labels written into every
+        bundle (edgepack.convert's task=, decode=, labels=). A `detect` bundle is judged by
+        detection agreement instead of top-1: min(recall, precision) of its detections
+        against the source's at IoU >= 0.5, both through the bundle's own decode + NMS.
     """
 
     targets: tuple[str, ...] = TARGETS
@@ -79,9 +84,17 @@ class CompareConfig:
     on_device: bool = False
     on_device_samples: int = 64
     name: str = "model"
+    task: Mapping[str, Any] | None = None
+    decode: tuple[Mapping[str, Any], ...] = ()
+    class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "targets", tuple(self.targets))
+        object.__setattr__(self, "decode", tuple(self.decode or ()))
+        if self.class_names is not None:
+            object.__setattr__(self, "class_names", tuple(self.class_names))
+        if self.decode and not isinstance(self.task, Mapping):
+            raise CompareError("decode steps need a task, e.g. task={'kind': 'detect'}")
         object.__setattr__(self, "modes", tuple(self.modes))
         for kind, values, known in (("target", self.targets, TARGETS), ("mode", self.modes, MODES)):
             if not values:

@@ -76,7 +76,9 @@ def convert_matrix(dataset: Dataset, config: CompareConfig, work_dir: Path,
                 target=target, name=f"{config.name}-{target}-{mode}",
                 quantization=QuantizationConfig(mode=mode, speed_check=False),
                 tolerances=Tolerances.for_mode(mode, max_drop=config.max_drop),
-                accept=True, validation_samples=len(held), device=config.device)
+                accept=True, validation_samples=len(held), device=config.device,
+                labels=config.class_names, task=dict(config.task) if config.task else None,
+                decode=[dict(step) for step in config.decode] or None)
             result = convert_model(
                 dataset.source, out, conversion,
                 calibration_data=dataset.calibration if mode == "int8" else None,

@@ -16,6 +16,13 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.2f}"
 
 
+def _agreement(acc) -> float | None:
+    """Top-1 agreement, or a detect bundle's detection agreement (same column)."""
+    if acc is None:
+        return None
+    return acc.detection["agreement"] if acc.detection is not None else acc.top1_agreement
+
+
 def _cells(row: Row) -> list[str]:
     if row.status == FAILED:
         return [row.key, "failed", "-", "-", "-", "-", "-", "-", "-", "-", "-"]
@@ -25,7 +32,7 @@ def _cells(row: Row) -> list[str]:
             f"{row.bundle_bytes / 1024:.1f}", f"{mem.peak_mb:.1f}" if mem else "-",
             f"{mem.model_mb:.1f}" if mem else "-",
             f"{lat.p50_ms:.3f}" if lat else "-", f"{lat.p99_ms:.3f}" if lat else "-",
-            _pct(acc.accuracy if acc else None), _pct(acc.top1_agreement if acc else None),
+            _pct(acc.accuracy if acc else None), _pct(_agreement(acc)),
             "-" if acc is None or acc.drop_points is None else f"{acc.drop_points:.2f}",
             check]
 
@@ -62,7 +69,9 @@ def render_table(result: CompareResult, style: Style = _plain) -> str:
         return "  ".join(parts)
 
     out = [line(rows[0], None)] + [line(c, r) for c, r in zip(rows[1:], result.rows)]
-    metric = "accuracy" if result.metric == "accuracy" else "top-1 agreement with the source"
+    metric = {"accuracy": "accuracy", "detection_agreement": "detection agreement with the "
+              "source (min of recall, precision at IoU >= 0.5)"}.get(
+                  result.metric, "top-1 agreement with the source")
     source = (f"source accuracy {result.source_accuracy * 100:.2f}%, "
               if result.source_accuracy is not None else "")
     out.append("")

@@ -89,7 +89,7 @@ class CompareResult:
     threads: int | None
     host: dict[str, Any]
     max_drop: float
-    metric: str                     # "accuracy" | "top1_agreement"
+    metric: str                     # "accuracy" | "top1_agreement" | "detection_agreement"
     source_accuracy: float | None
     held_out: int
     calibration: int

@@ -79,7 +79,8 @@ def _measure_row(candidate: Candidate, dataset: Dataset, config: CompareConfig,
             check = _check(path, config.device)
         except EdgepackError as e:
             check = {"ok": False, "errors": [f"check failed: {e}"], "warnings": []}
-    metric = "accuracy" if dataset.labels is not None else "top-1 agreement"
+    metric = ("detection agreement" if accuracy.detection is not None
+              else "accuracy" if dataset.labels is not None else "top-1 agreement")
     status, reason = status_for(accuracy.drop_points, config.max_drop, metric)
     return Row(candidate.target, candidate.mode, status, reason, path=path,
                bundle_bytes=path.stat().st_size, model_bytes=model_bytes, memory=memory,
@@ -151,7 +152,8 @@ def compare(model: Any, data: Any, config: CompareConfig = CompareConfig(), *,
     return CompareResult(
         model=config.name, device=config.device, threads=threads, host=host,
         max_drop=config.max_drop,
-        metric="accuracy" if dataset.labels is not None else "top1_agreement",
+        metric=("detection_agreement" if config.decode else
+                "accuracy" if dataset.labels is not None else "top1_agreement"),
         source_accuracy=source_accuracy, held_out=len(dataset.held_out),
         calibration=len(dataset.calibration), rows=tuple(rows), pick=pick,
         latency_runs=config.latency.runs, notes=tuple(notes))
