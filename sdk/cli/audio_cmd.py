@@ -200,6 +200,57 @@ def set_stream(bundle, pipeline, as_json):
         click.echo(f"updated {bundle}: stream {tables['stream']}")
 
 
+# -- convert --stream FILE: the stream tables of an audio model, written by convert ---------
+STREAM_META = "edgepack.convert.stream"
+
+
+def _read_stream_file(ctx: click.Context, _param, value: Path | None):
+    """Read and check the file before any conversion work (the manifest schema the runtime
+    reads, via ConversionConfig); kept in ctx.meta for write_stream_tables()."""
+    if value is None:
+        return None
+    from edgepack.converters.config import ConversionConfig
+    from ..packing import read_pipeline_file
+    tables = read_pipeline_file(value)
+    if "stream" not in tables:
+        raise InputError(f"{value}: no [stream] table (rate, window, hop, context, state)")
+    extra = sorted(set(tables) - {"stream", "examples", "task", "decode"})
+    if extra:
+        raise InputError(f"{value}: convert --stream takes [stream], [examples], [task] and "
+                         f"[[decode]]; {extra} belong in --preprocess/--postprocess or pack")
+    ConversionConfig(stream=tables["stream"], examples=tables.get("examples"))
+    ctx.meta[STREAM_META] = tables
+    return value
+
+
+stream_option = click.option(
+    "--stream", "stream_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    callback=_read_stream_file, expose_value=False,
+    help="TOML/JSON file with a [stream] table (and optional [examples], [task], "
+         "[[decode]]), as for pack --pipeline / set-stream: written into the bundle and "
+         "checked against the converted model.")
+
+
+def write_stream_tables(path) -> None:
+    """After convert: add the --stream file's tables to the bundle (declare_stream checks
+    the stream against the converted model: PipelineError, exit 4, when it does not fit)."""
+    ctx = click.get_current_context(silent=True)
+    tables = ctx.meta.get(STREAM_META) if ctx is not None else None
+    if not tables:
+        return
+    import shutil
+    from edgepack.runtime.errors import EdgepackError
+    from edgepack.runtime.stream import declare_stream
+    try:
+        declare_stream(path, tables["stream"], decode=tables.get("decode"),
+                       task=tables.get("task"), examples=tables.get("examples"))
+    except EdgepackError as e:
+        # a bundle without the stream it was converted for is not the bundle asked for
+        target = Path(path)
+        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+        raise type(e)(f"{e} (--stream: {target} was not kept)") from e
+
+
 def register(cli: click.Group) -> None:
     cli.add_command(listen)
     cli.add_command(set_stream)

@@ -54,3 +54,63 @@ def test_conversion_config_refuses_a_bad_stream_or_examples(fields, message):
         ConversionConfig(**fields)
     assert message in str(e.value)
     assert e.value.exit_code == 6
+
+
+ACC_STREAM = """[task]
+kind = "sound_events"
+
+[stream]
+rate = 16000
+window = 160
+state = [{input = "state", output = "stateN", init = 0.0}]
+
+[examples]
+input = {range = [-1.0, 1.0]}
+
+[[decode]]
+op = "events"
+scores = "total"
+on = 300.0
+off = 1.0
+"""
+
+
+def _convert(tmp_path, stream_text, out="acc.edgepack"):
+    import subprocess
+    import sys
+    from pathlib import Path
+    (tmp_path / "acc.onnx").write_bytes(toys.accumulator(160))
+    (tmp_path / "acc.toml").write_text(stream_text)
+    return subprocess.run([str(Path(sys.executable).with_name("edgepack")), "convert",
+                           "acc.onnx", "-o", out, "--stream", "acc.toml"],
+                          cwd=tmp_path, capture_output=True, timeout=300)
+
+
+def test_convert_writes_the_stream_of_an_audio_model(tmp_path):
+    from edgepack.runtime import load
+    r = _convert(tmp_path, ACC_STREAM)
+    assert r.returncode == 0, r.stderr.decode()
+    with load(tmp_path / "acc.edgepack") as model:
+        m = model.manifest
+        assert m.stream["window"] == 160 and m.examples == {"input": {"range": [-1.0, 1.0]}}
+        assert m.task == {"kind": "sound_events"} and m.decode[0]["op"] == "events"
+        assert m.validation is not None  # convert's own records are kept
+        stream = model.stream()
+        # the state accumulates: the total passes 300 in window 1 (160 + 160 ones = 320)
+        events = stream.push(np.ones(160 * 3, np.float32))
+        assert [e["t_s"] for e in events] == [0.015]
+        assert stream.state["state"].item() == 480.0
+
+
+@pytest.mark.parametrize("text, code, message", [
+    (ACC_STREAM.replace("window = 160", 'window = "160"'), 6, "stream.window must be an integer"),
+    (ACC_STREAM.replace('output = "stateN"', 'output = "nope"'), 4,
+     "stream.state[0] must be {'input': one of ['input', 'state'], 'output': one of "
+     "['stateN', 'total']"),
+    ("[examples]\nsr = {value = 16000}\n", 2, "no [stream] table"),
+])
+def test_convert_refuses_a_bad_stream_file(tmp_path, text, code, message):
+    r = _convert(tmp_path, text)
+    assert r.returncode == code, r.stderr.decode()
+    assert message in r.stderr.decode()
+    assert not (tmp_path / "acc.edgepack").exists()
