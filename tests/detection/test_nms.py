@@ -145,3 +145,17 @@ def test_sweep_keeps_tiny_overlaps_of_far_class_bands_and_odd_coordinates():
     for cls in (None, [0, 0, 1, 0]):
         assert nms(odd, [0.9, 0.8, 0.7, 0.6], 0.3, cls).tolist() == \
             reference_nms(odd.tolist(), [0.9, 0.8, 0.7, 0.6], 0.3, cls)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_few_boxes_per_class_pair_within_classes_as_the_references(seed):
+    # YOLO-like candidates: many classes, a handful of boxes each (the every-pair-inside-
+    # a-class path); crowded classes take the x sweep (the tests above)
+    boxes, scores, _ = random_boxes(400, seed + 20, clusters=50)
+    classes = np.random.default_rng(seed).integers(0, 80, len(boxes))
+    ref = reference_nms(boxes.tolist(), scores.tolist(), 0.45, classes.tolist())
+    assert nms(boxes, scores, 0.45, classes).tolist() == ref
+    cv2 = pytest.importorskip("cv2")
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1)
+    assert np.asarray(cv2.dnn.NMSBoxesBatched(xywh.tolist(), scores.tolist(), classes.tolist(),
+                                              0.0, 0.45)).ravel().tolist() == ref
