@@ -407,11 +407,11 @@ def profile_models(models: dict[str, bytes], rounds: int, threads: int = 1
     return results
 
 
-def ops_section(rounds: int) -> None:
+def ops_section(rounds: int, threads: int = 1) -> None:
     """Kernel time per op kind (stem conv, depthwise, pointwise, head, Q/DQ, layout, ...)
     of fp32, edgepack's recipe, onnxruntime's own U8S8 and variants, from onnxruntime's
-    profiler at 1 thread, all sessions interleaved: where int8 wins and where it does not
-    (the evidence behind the recipe table). Relative shares hold under load."""
+    profiler at `threads` (1 by default), all sessions interleaved: where int8 wins and where
+    it does not (the evidence behind the recipe table). Relative shares hold under load."""
     from edgepack.converters.int8 import Calibrated, Int8Options, choose_recipe, quantize_int8
     from edgepack.converters.int8.graph_prep import prepare_graph
     x = np.random.default_rng(0).standard_normal((2, 3, 224, 224)).astype(np.float32)
@@ -431,9 +431,10 @@ def ops_section(rounds: int) -> None:
     for name in ("per-tensor",):   # the recipe's rewrites apply to every QDQ variant
         from edgepack.converters.int8.ort_fast_paths import apply_fast_paths
         models[name] = apply_fast_paths(models[name], recipe)[0]
-    print(f"\n== MobileNetV2 kernel time per op kind, 1 thread, {rounds} interleaved runs "
-          f"(ms, median per node summed; recipe {recipe.name}; load average {load_average()})")
-    results = profile_models(models, rounds)
+    print(f"\n== MobileNetV2 kernel time per op kind, {threads} thread(s), {rounds} interleaved "
+          f"runs (ms, median per node summed; recipe {recipe.name}; load average "
+          f"{load_average()})")
+    results = profile_models(models, rounds, threads)
     ref = results["fp32"]
     names = list(results)
     rows = [*CONV_KINDS, *OP_GROUPS, "other"]
@@ -594,6 +595,7 @@ def main(argv=None) -> int:
     parser.add_argument("--only", choices=["speed", "digits", "sensitive", "ops", "standin"])
     parser.add_argument("--rounds", type=int, default=40, help="interleaved timed runs")
     parser.add_argument("--no-litert", action="store_true")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads for --only ops")
     args = parser.parse_args(argv)
     from edgepack.runtime.benchmark import cpu_description
     print(f"CPU: {cpu_description()}", flush=True)
@@ -612,7 +614,7 @@ def main(argv=None) -> int:
     if args.only in (None, "speed"):
         speed_section(args.rounds, not args.no_litert)
     if args.only in (None, "ops"):
-        ops_section(args.rounds)
+        ops_section(args.rounds, args.threads)
     if args.only in (None, "standin"):   # issue 18 accuracy: benchmarks/int8_standin.py
         __import__("int8_standin").standin_section(args.rounds)
     return 0
