@@ -387,9 +387,12 @@ def profile_models(models: dict[str, bytes], rounds: int, threads: int = 1
             options.log_severity_level = 3
             sessions[name] = ort.InferenceSession(model, options,
                                                   providers=["CPUExecutionProvider"])
-        warmup = 5
+        from edgepack.runtime.benchmark import pool_pause
+        warmup, pause = 5, pool_pause(threads)
         for _ in range(warmup + rounds):
             for session in sessions.values():
+                if pause:   # the previous session's spinning workers must go idle first
+                    time.sleep(pause)
                 session.run(None, {"x": x})
         for name, session in sessions.items():
             events = json.loads(Path(session.end_profiling()).read_text())
