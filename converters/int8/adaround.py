@@ -267,7 +267,10 @@ def _input_grams(float_model: bytes, layers: list, samples: Mapping[str, np.ndar
     session = ort.InferenceSession(model.SerializeToString(), options,
                                    providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
-    feeds = {n: np.asarray(samples[n][:settings.samples], np.float32) for n in names}
+    # integer inputs (token ids, masks) stay integer: onnxruntime refuses float ids
+    feeds = {n: np.asarray(samples[n][:settings.samples]) for n in names}
+    feeds = {n: a if a.dtype.kind in "iub" else a.astype(np.float32, copy=False)
+             for n, a in feeds.items()}
     fixed = session.get_inputs()[0].shape[0]
     count = len(next(iter(feeds.values())))
     batch = fixed if isinstance(fixed, int) and fixed > 0 else min(16, count)

@@ -156,7 +156,10 @@ def _input_means(float_model: bytes, tensors: list[str],
     session = ort.InferenceSession(model.SerializeToString(), options,
                                    providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
-    feeds = {n: np.asarray(samples[n][:MEAN_SAMPLES], np.float32) for n in names}
+    # integer inputs (token ids, masks) stay integer: onnxruntime refuses float ids
+    feeds = {n: np.asarray(samples[n][:MEAN_SAMPLES]) for n in names}
+    feeds = {n: a if a.dtype.kind in "iub" else a.astype(np.float32, copy=False)
+             for n, a in feeds.items()}
     fixed = session.get_inputs()[0].shape[0]
     batch = fixed if isinstance(fixed, int) and fixed > 0 else len(next(iter(feeds.values())))
     wanted = list(dict.fromkeys(tensors))

@@ -242,7 +242,9 @@ def _checked_calibration(model_bytes: bytes, calibration: Mapping[str, np.ndarra
     if missing:
         raise ConversionError(f"calibration data has no samples for input(s) {missing}; it "
                               f"has {sorted(calibration)}")
-    arrays = {n: np.ascontiguousarray(calibration[n], dtype=np.float32) for n in names}
+    # integer inputs (token ids, masks) stay integer: onnxruntime refuses float ids
+    arrays = {n: np.ascontiguousarray(calibration[n], dtype=None if np.asarray(
+        calibration[n]).dtype.kind in "iub" else np.float32) for n in names}
     if min(len(a) for a in arrays.values()) < 1:
         raise ConversionError("calibration data holds no samples")
     fixed = {d.dim_value for i in inputs for d in i.type.tensor_type.shape.dim[:1]

@@ -165,9 +165,10 @@ def test_parse_text_body_for_http():
         parse_text_body(b"{", "application/json")
 
 
-def test_static_int8_of_transformers_is_refused_with_the_reason():
+def test_static_int8_of_transformers_needs_calibration_texts():
     from edgepack.converters.hf_onnx import TextConversionConfig, convert_transformer
     from edgepack.runtime.errors import ConversionError
-    with pytest.raises(ConversionError, match="static int8 of transformers is not available"):
+    with pytest.raises(ConversionError, match=r"static int8 needs calibration texts "
+                                              r"\(calibration_texts= / --calibration-texts"):
         convert_transformer(object(), "x.edgepack",
                             TextConversionConfig(name="x", quantization="int8"))

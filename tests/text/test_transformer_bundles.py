@@ -96,13 +96,18 @@ def test_language_classifier_fp32_and_dynamic_int8(classifier, language_data, tm
     source_acc = float(np.mean(source.argmax(1) == y))
     assert source_acc > 0.45, source_acc  # it learned the task (chance: 1/6)
     fp32 = export_transformer(load_hf(model, hf))
+    calibration = [t for t, _ in language_data[0][::5]]  # training texts, not held out
     results = {}
-    for mode in ("none", "dynamic"):
+    for mode in ("none", "dynamic", "int8"):
         cfg = TextConversionConfig(name="lang", quantization=mode, max_length=MAX_LEN,
                                    top_k=len(LANGS))
         r = convert_transformer(model, tmp_path / f"lang-{mode}.edgepack", cfg, tokenizer=hf,
                                 validation_texts=texts[:120], validation_labels=y[:120],
-                                onnx_model=fp32)
+                                onnx_model=fp32,
+                                calibration_texts=calibration if mode == "int8" else None)
+        if mode == "int8":  # static: MatMuls int8 with calibrated activations, rest float
+            assert r.validation["passed"]
+            assert model_ops(r.path) >= {"QuantizeLinear", "DequantizeLinear", "MatMul"}
         assert r.validation["passed"] and r.task == "classify_text"
         with load(r.path) as bundle:
             assert bundle.task == "classify_text"
@@ -118,6 +123,17 @@ def test_language_classifier_fp32_and_dynamic_int8(classifier, language_data, tm
     assert (results["none"].argmax(1) == source.argmax(1)).all()
     assert np.mean(results["dynamic"].argmax(1) == source.argmax(1)) >= 0.98
     assert np.abs(results["dynamic"] - source).max() < 0.05
+    # static int8 keeps the class (measured 1.000 agreement on 1,200 texts) but moves the
+    # probabilities more than dynamic int8 (max 0.31 vs 0.012): dynamic stays the default
+    assert np.mean(results["int8"].argmax(1) == source.argmax(1)) >= 0.98
+
+
+def model_ops(bundle_path) -> set:
+    import zipfile
+
+    import onnx
+    model = onnx.load_from_string(zipfile.ZipFile(bundle_path).read("model.onnx"))
+    return {n.op_type for n in model.graph.node}
 
 
 @pytest.mark.slow
