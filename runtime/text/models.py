@@ -56,33 +56,55 @@ class WordPiece(Model):
         if unk_token not in self.vocab:
             raise PipelineError(f"WordPiece unk token {unk_token!r} is not in the vocabulary")
         self.unk_id = self.vocab[unk_token]
-        # no piece is longer than this, so longer candidates need not be looked up
+        # char tries: node = {char: (children, token id or -1)}; the longest match from a
+        # position is one forward walk (no candidate substrings built and looked up)
+        self._first = _char_trie((t, i) for t, i in self.vocab.items())
         p = len(self.prefix)
-        self.longest = max((len(t) - p if t.startswith(self.prefix) else len(t)
-                            for t in self.vocab), default=1)
+        self._continuing = _char_trie((t[p:], i) for t, i in self.vocab.items()
+                                      if t.startswith(self.prefix) and len(t) > p
+                                      ) if p else self._first
 
     def _tokenize(self, word):
         n = len(word)
         if n > self.max_chars:
             return [(self.unk_id, self.unk_token, 0, n)]
-        vocab, prefix, longest = self.vocab, self.prefix, self.longest
         out = []
         start = 0
+        trie = self._first
         while start < n:
-            end = min(n, start + longest)
-            found = None
-            while start < end:
-                piece = word[start:end] if start == 0 else prefix + word[start:end]
-                i = vocab.get(piece)
-                if i is not None:
-                    found = (i, piece, start, end)
+            node, best, end, j = trie, -1, start, start
+            while j < n:
+                entry = node.get(word[j])
+                if entry is None:
                     break
-                end -= 1
-            if found is None:
+                node, token_id = entry
+                j += 1
+                if token_id >= 0:
+                    best, end = token_id, j
+            if best < 0:
                 return [(self.unk_id, self.unk_token, 0, n)]
-            out.append(found)
+            out.append((best, word[start:end] if start == 0 else self.prefix + word[start:end],
+                        start, end))
             start = end
+            trie = self._continuing
         return out
+
+
+def _char_trie(items) -> dict:
+    """{char: (children, id)} over (string, id) pairs; id -1 where no string ends."""
+    root: dict = {}
+    for text, token_id in items:
+        if not text:
+            continue
+        node = root
+        for c in text[:-1]:
+            entry = node.get(c)
+            if entry is None:
+                entry = node[c] = ({}, -1)
+            node = entry[0]
+        entry = node.get(text[-1])
+        node[text[-1]] = (entry[0] if entry else {}, token_id)
+    return root
 
 
 class BPE(Model):
