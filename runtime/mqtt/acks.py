@@ -33,6 +33,16 @@ class _Pending:
         self.mid, self.qos, self.generation, self.done = mid, qos, generation, done
 
 
+def _published(info: Any) -> bool:
+    """`info.is_published()`, False where paho raises: a publish made while the connection
+    was dropping (rc NO_CONN) is resent after the reconnect, and this connection's pending
+    acks are forgotten then anyway (`new_connection`)."""
+    try:
+        return bool(info.is_published())
+    except (RuntimeError, ValueError):
+        return False
+
+
 class AckBook:
     """QoS 1 inputs awaiting their PUBACK, oldest first. `send_ack(mid, qos)` sends one
     (paho's ``client.ack``); it is called with the book's lock held, so acks go out in
@@ -58,7 +68,7 @@ class AckBook:
         with self._lock:
             if generation != self._generation:
                 return
-            done = info is None or info.is_published()
+            done = info is None or _published(info)
             if not done and info.mid in self._recent:     # delivered before it was added
                 del self._recent[info.mid]
                 done = True
@@ -68,8 +78,9 @@ class AckBook:
             self._order.append(entry)
             self._flush()
 
-    def delivered(self, result_mid: int) -> None:
-        """paho delivered publish `result_mid` (network thread, from ``on_publish``)."""
+    def delivered(self, result_mid: int) -> bool:
+        """paho delivered publish `result_mid` (network thread, from ``on_publish``).
+        True when that sent PUBACKs."""
         with self._lock:
             entry = self._by_result.pop(result_mid, None)
             if entry is None:
@@ -77,9 +88,11 @@ class AckBook:
                 self._recent.move_to_end(result_mid)
                 while len(self._recent) > RECENT:
                     self._recent.popitem(last=False)
-                return
+                return False
             entry.done = True
+            before = self.sent
             self._flush()
+            return self.sent != before
 
     def new_connection(self, generation: int) -> None:
         """Forget what was pending on the previous connection (the broker redelivers it)."""

@@ -112,6 +112,7 @@ class MqttBridge:
         self._acks = AckBook(self._send_ack)
         # Notified whenever a counter moves: wait_until() waits on it (tests, apps).
         self._progress = threading.Condition()
+        self._waiters = 0
         self._lane_of: dict[str, _Lane | None] = {}
         self._status_lock = threading.Lock()
         self._announced: dict[str, str] = {}
@@ -221,16 +222,23 @@ class MqttBridge:
         stats either way. Woken by every counter change, not by polling."""
         deadline = time.monotonic() + timeout
         with self._progress:
-            while True:
-                stats = self.stats()
-                left = deadline - time.monotonic()
-                if predicate(stats) or left <= 0:
-                    return stats
-                self._progress.wait(left)
+            self._waiters += 1
+            try:
+                while True:
+                    stats = self.stats()
+                    left = deadline - time.monotonic()
+                    if predicate(stats) or left <= 0:
+                        return stats
+                    self._progress.wait(left)
+            finally:
+                self._waiters -= 1
 
     def _moved(self) -> None:
-        with self._progress:
-            self._progress.notify_all()
+        # Per message (dropped ones too): skip the lock while nobody waits. A waiter counts
+        # itself under the lock before reading the stats, so no change is missed.
+        if self._waiters:
+            with self._progress:
+                self._progress.notify_all()
 
     @property
     def connected(self) -> threading.Event:
@@ -318,7 +326,8 @@ class MqttBridge:
 
     def _on_publish(self, client: Any, userdata: Any, mid: int, reason: Any,
                     properties: Any) -> None:
-        self._acks.delivered(mid)
+        if self._acks.delivered(mid):
+            self._moved()       # "acknowledged" moved
 
     def _send_ack(self, mid: int, qos: int) -> None:
         self._client.ack(mid, qos)

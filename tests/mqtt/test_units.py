@@ -229,6 +229,11 @@ def test_acks_in_arrival_order_once_answers_are_delivered():
     assert sent[-1] == (13, 1)
     book.add(14, 1, 1, _Info(103, published=True))
     assert sent[-1] == (14, 1)
+    failed = _Info(105)
+    failed.is_published = lambda: (_ for _ in ()).throw(RuntimeError("no connection"))
+    book.add(18, 1, 1, failed)                 # paho raises for a publish while offline
+    assert sent[-1] == (14, 1) and len(book) == 1
+    book.new_connection(1)
     # A reconnect forgets what was pending; inputs of the old connection are never acked.
     book.add(15, 1, 1, _Info(104))
     book.new_connection(2)
