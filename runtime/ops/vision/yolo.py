@@ -43,7 +43,8 @@ def _best_class_above(scores: np.ndarray, cut: float):
     if scores.strides[0] != scores.itemsize:      # not classes-contiguous: row maxima
         best = scores.max(0)
         idx = np.flatnonzero(best > cut)
-        return idx, columns(scores, idx).argmax(0), best.take(idx)
+        # fancy indexing leaves the (C, k) gather class-contiguous: argmax(0) needs no copy
+        return idx, scores[:, idx].argmax(0), best.take(idx)
     hits = np.flatnonzero(scores.T > cut) // count       # box of each hit, ascending
     if len(hits) > 1:
         first = np.empty(len(hits), bool)
