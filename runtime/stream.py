@@ -155,6 +155,29 @@ class Windower:
         self._len = 0                    # items held in _buf
         self._next = 0                   # index of the next window
         self.items_seen = 0
+        self.stale = False               # windows were assembled outside (skip())
+
+    def exact(self, n: int) -> bool:
+        """True when `n` new items make exactly the next window and nothing is pending
+        (hop == window): the caller may assemble that window itself and call skip()."""
+        return n == self.window == self.hop and self.items_seen == self._next * self.hop
+
+    def skip(self, n: int) -> int:
+        """Count a window the caller assembled from `n` new items; its index."""
+        index = self._next
+        self._next += 1
+        self.items_seen += n
+        self.stale = True
+        return index
+
+    def seed(self, history: np.ndarray) -> None:
+        """After skip(): refill the buffer with the `context` items before the next window
+        (the tail of the last window), so push() goes on as if it had seen every item."""
+        self._buf = np.zeros((4 * self._span,) + history.shape[1:], history.dtype)
+        self._buf[:self.context] = history
+        self._first = self._next * self.hop - self.context
+        self._len = self.context
+        self.stale = False
 
     def push(self, items: np.ndarray, times: np.ndarray | None = None
              ) -> list[tuple[int, np.ndarray, np.ndarray | None]]:
@@ -300,6 +323,8 @@ class Stream:
         if self._bound is not None:
             self._bound.parity = 0
             self._bound.set_state(self._state)  # in place: the engine reads these buffers
+            for window in self._bound.windows:  # push() takes the context from the last one
+                window[:] = 0
         self._step_state: dict = {}
         # one Trace and one StreamClock per stream, moved along per window
         self._trace = Trace()
@@ -323,7 +348,29 @@ class Stream:
         the complete windows among them produced, in time order."""
         if not self._lean or self._bound is None:
             return self.collect(self.windows(samples))
-        ready = self._windower.push(_as_items(samples, False))
+        items = _as_items(samples, False)
+        windower = self._windower
+        if windower.exact(len(items)):
+            # the usual chunk (hop == window samples, nothing pending): the window is put
+            # together in the bound input buffer itself, [context tail of the last window |
+            # the chunk], without the windower's buffer and a second copy
+            bound = self._bound
+            k, context = bound.parity, self.config.context
+            window = bound.windows[k]
+            if context:
+                window[:context] = bound.windows[1 - k][-context:]
+            window[context:] = items
+            index = windower.skip(len(items))
+            t0 = index * self._hop_s
+            result = self._run_bound(index, None, t0, t0 + self._window_s, False)
+            found: list = []
+            for key in RESULT_KEYS:
+                if key in result:
+                    found.extend(result[key])
+            return found
+        if windower.stale:
+            self._seed_windower()
+        ready = windower.push(items)
         if not ready:
             return ready
         found: list = []
@@ -336,8 +383,15 @@ class Stream:
                     found.extend(result[key])
         return found
 
+    def _seed_windower(self) -> None:
+        bound, context = self._bound, self.config.context
+        last = bound.windows[1 - bound.parity]  # the window run last
+        self._windower.seed(last[len(last) - context:].copy())
+
     def windows(self, samples: Any, times: np.ndarray | None = None) -> list[WindowResult]:
         """Add samples (or frames, for a chained stage) and run every complete window."""
+        if self._windower.stale:
+            self._seed_windower()
         ready = self._windower.push(_as_items(samples, self._frames), times)
         if not ready:
             return ready
@@ -367,7 +421,8 @@ class Stream:
         decoders read those buffers and only the result dict is returned."""
         bound = self._bound
         k = bound.parity
-        np.copyto(bound.windows[k], window)
+        if window is not None:  # None: push() assembled it in place
+            np.copyto(bound.windows[k], window)
         try:
             bound.run(bound.bindings[k])
         except Exception as e:  # ORT raises its own Fail/InvalidArgument types

@@ -100,3 +100,25 @@ def test_two_streams_of_one_model_are_independent(rvad):
     outs, _ = _by_hand(x, len(x) // 512)
     assert out_a == [o.item() for o in outs]
     assert max(out_b) < 0.5
+
+
+def test_push_mixing_whole_and_odd_chunks_carries_the_right_context_and_state(rvad):
+    """push() puts an exact 512-sample chunk straight into the bound buffer (context from
+    the last window); odd chunks go through the windower, which is re-seeded from that
+    context: after every push the state equals the hand loop's after as many windows."""
+    x = _signal(6)
+    n = len(x) // 512
+    _, states = _by_hand(x, n)
+    sizes = [512, 512, 100, 412, 512, 700, 324, 512, 512, 1, 511, 1024, 512, 3000, 512]
+    for attempt in range(2):  # the second time after reset(): no context left over
+        stream = rvad.stream() if attempt == 0 else stream
+        pos = 0
+        for size in sizes * 3:
+            if pos + size > len(x):
+                break
+            stream.push(x[pos:pos + size])
+            pos += size
+            if pos >= 512:
+                assert np.array_equal(stream.state["state"], states[pos // 512 - 1]), (attempt, pos)
+        assert pos // 512 > 20
+        stream.reset()
