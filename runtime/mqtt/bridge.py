@@ -295,8 +295,8 @@ class MqttBridge:
             return
         lane = self._lane_for(topic)
         if lane is None:
-            if msg.qos > 0:
-                client.ack(msg.mid, msg.qos)
+            if msg.qos > 0:     # not ours (overlapping filters): handled, acked in order
+                self._acks.add(msg.mid, msg.qos, self._generation, None)
             return
         payload = msg.payload
         item = _Message(topic, payload, msg.qos, msg.mid, msg.dup, self._generation,
@@ -308,6 +308,10 @@ class MqttBridge:
         lane.received += 1
         self.metrics.inc("edgepack_mqtt_messages_received_total", lane.labels)
         dropped = lane.queue.put(item, self._stop.is_set)
+        if dropped is item:
+            # A full `block` queue refused it because the bridge is stopping: not answered,
+            # so not acknowledged either (the broker delivers it again).
+            return
         if dropped is not None:
             self.metrics.inc("edgepack_mqtt_messages_dropped_total", lane.labels)
             if dropped.qos > 0:      # drop-oldest chosen for QoS 1: dropped means handled
