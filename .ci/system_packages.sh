@@ -4,11 +4,13 @@
 #   openssh-server, openssh-client sshd "boards" for deploy's tests (started by fixtures)
 #   docker-registry                the reference OCI distribution registry (push/pull tests)
 #   espeak-ng, alsa-utils, sox     synthetic and recorded speech for the audio tests
+#   libportaudio2                  PortAudio for sounddevice (listen --mic, tested on an ALSA
+#                                  file-plugin capture device: no sound hardware needed)
 #   fortunes, fortunes-*           real sentences in six languages for the text tests
 # Services are never started here: each test fixture starts its own on 127.0.0.1.
 set -euo pipefail
 packages=(mosquitto mosquitto-clients openssh-server openssh-client docker-registry
-          espeak-ng alsa-utils sox fortunes fortunes-de fortunes-es fortunes-it fortunes-ru
+          espeak-ng alsa-utils sox libportaudio2 fortunes fortunes-de fortunes-es fortunes-it fortunes-ru
           fortunes-zh)
 missing=()
 for p in "${packages[@]}"; do
