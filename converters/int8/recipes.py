@@ -50,9 +50,10 @@ kernel works on 64 channels at a time), head Gemm x0.46-0.51, stem Conv (3 chann
 x1.9-2.3: 17-19% of the int8 model. MLAS's symmetric conv kernels (indirect conv, fused
 requantization) take int8 weights with zero point 0 and input channels a multiple of 4;
 the stem falls to im2col + integer GEMM. Padding it to 4 channels (pad_conv_channels=4,
-exact) gives x0.7-0.8 of fp32 and the whole model x0.48-0.50 instead of x0.55-0.56
-(ORT's own quantize_static U8S8: x0.56-0.64 in the same runs); keeping the stem float
-instead gives x0.51-0.52 (its fp32 output must be reordered from NCHWc and quantized).
+exact) gives x0.7-0.9 of fp32 and the whole model x0.48-0.56 (median 0.50) instead of
+x0.55-0.63 in the same runs, 9-14% less int8 time in each (ORT's own quantize_static U8S8:
+x0.56-0.64); keeping the stem float instead gives x0.51-0.57 (its fp32 output must be
+reordered from NCHWc and quantized). docs/int8.md has the per-op table.
 Per-tensor weights, QOperator: no change. AMX: MLAS requests the tile permission at import
 and runs U8S8 GEMMs on it (383 GMAC/s on a 1024^3 MatMulInteger, 1 core), but convs take
 the VNNI symmetric kernels; forcing pointwise convs onto the GEMM path (nonzero weight
