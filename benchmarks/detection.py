@@ -9,11 +9,15 @@
    bare onnxruntime call + the same steps written by hand (letterbox, scale, layout,
    decode, NMS, mapping). Goal <= 1.05.
 
+Item 1 runs twice: on the output as engines return it (C-contiguous [1, 84, 8400]) and on
+the same values with the boxes contiguous in memory (a transposed [1, 8400, 84]: the
+array of the 13:30 baseline). The anchor's numpy decode is the same on both.
+
 Interleaved in rotating blocks (edgepack.runtime.benchmark.time_interleaved); medians of
 per-call times are printed with the CPU. torchvision's batched_nms is not measured: it is
 not installable beside torch 2.13.0 here.
 
-    python benchmarks/detection.py [--rounds 40] [--block 20]
+    python benchmarks/detection.py [--rounds 40] [--block 20] [--cpu-clock]
 """
 from __future__ import annotations
 

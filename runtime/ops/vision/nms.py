@@ -11,10 +11,11 @@ Semantics, matched to the references (tested against a plain greedy loop and Ope
 - weighted (MediaPipe's WEIGHTED overlap): every kept box absorbs the boxes it suppresses;
   its box (and keypoints) become their score-weighted mean, its score stays its own.
 
-Speed: the candidate pairs that can overlap are found with a sort-and-sweep on x (no N x N
-matrix), their IoU computed as flat arrays, and the greedy order resolved a whole wave of
-boxes at a time (a box whose every possible suppressor is decided is decided next). For
-~200 YOLO candidates this runs in well under a millisecond in numpy alone.
+Speed: no N x N matrix. The candidate pairs are every pair inside each class when classes
+hold few boxes (YOLO candidates), else those a sort-and-sweep on x finds overlapping; their
+exact IoU is computed on flat arrays gathered with `take`, and the greedy order resolved
+as a fixed point in a few vectorised rounds (see `_resolve`). ~45 numpy calls for ~200
+YOLO candidates, about 2x OpenCV's NMSBoxesBatched on the same boxes.
 """
 from __future__ import annotations
 
