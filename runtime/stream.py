@@ -25,7 +25,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from .errors import EngineError, InputError, PipelineError
+from .errors import InputError, PipelineError
 from .ops.audio.events import StreamClock
 from .ops.trace import Trace
 from .specs import TensorSpec, format_shape
@@ -423,10 +423,7 @@ class Stream:
         k = bound.parity
         if window is not None:  # None: push() assembled it in place
             np.copyto(bound.windows[k], window)
-        try:
-            bound.run(bound.bindings[k])
-        except Exception as e:  # ORT raises its own Fail/InvalidArgument types
-            raise EngineError(f"onnxruntime failed to run the model: {e}") from e
+        bound.runs[k]()  # EngineError from the engine
         bound.parity = 1 - k
         self._end_s = t1
         clock = self._clock
@@ -502,23 +499,24 @@ class Stream:
 
 
 class _BoundSession:
-    """ONNX Runtime IOBinding over buffers allocated once per stream (the hot path).
+    """The engine bound to buffers allocated once per stream (the hot path; ONNX Runtime's
+    IOBinding through OnnxRuntimeEngine.bind).
 
     Every input is bound to a numpy buffer that ORT reads in place: constants written
     once, the window copied in per run. Outputs are bound to preallocated buffers of their
     static shapes, so a run allocates nothing and crosses into ORT once. Two bindings
     alternate: each one's state inputs are the other one's state output buffers, so the
     state is carried without a copy (run k writes what run k+1 reads, and run k's outputs
-    stay intact until run k+2). Made only when the engine is ONNX Runtime and every shape
-    is static; otherwise the stream feeds a dict (same results).
+    stay intact until run k+2). Made only when the engine can bind and every shape is
+    static; otherwise the stream feeds a dict (same results).
     """
 
-    __slots__ = ("bindings", "run", "windows", "outputs", "reads", "parity", "_keep")
+    __slots__ = ("runs", "windows", "outputs", "reads", "parity")
 
     @classmethod
     def make(cls, model, cfg: StreamConfig, window_shape, feeds) -> "_BoundSession | None":
-        session = getattr(model._engine, "session", None)
-        if session is None or not hasattr(session, "io_binding"):
+        bind = getattr(model._engine, "bind", None)  # optional engine capability
+        if bind is None:
             return None
         real_out = {s.name: s for s in model._engine.outputs()}
         out_specs = [real_out.get(s.name) for s in model.outputs]
@@ -539,41 +537,31 @@ class _BoundSession:
         for check in model._checks:
             check(arrays.get(check.name), model, arrays)
         try:
-            return cls(session, arrays, out_specs, cfg)
-        except Exception as e:  # an ORT build without IOBinding: the dict path is correct too
+            return cls(bind, arrays, out_specs, cfg)
+        except Exception as e:  # an engine that cannot bind these: the dict path is correct too
             log.debug("stream: no IOBinding (%s); feeding dicts", e)
             return None
 
-    def __init__(self, session, arrays, out_specs, cfg: StreamConfig):
-        import onnxruntime as ort
-        wrap = ort.OrtValue.ortvalue_from_numpy
+    def __init__(self, bind, arrays, out_specs, cfg: StreamConfig):
         state_in = {p.input: p.output for p in cfg.state}
-        keep, self.bindings, self.outputs, self.windows = [], [], [], []
+        self.runs, self.outputs, self.windows = [], [], []
         for _ in range(2):
             outs = {spec.name: np.zeros(spec.shape, np.dtype(spec.dtype)) for spec in out_specs}
             self.outputs.append(tuple(outs.items()))
         for k in range(2):
-            binding = session.io_binding()
             window = np.zeros_like(arrays[cfg.input])
+            inputs = {}
             for name, a in arrays.items():
                 if name in state_in:   # read what the other binding's run wrote
                     a = dict(self.outputs[1 - k])[state_in[name]]
                 elif name == cfg.input:
                     a = window
-                v = wrap(a)
-                binding.bind_ortvalue_input(name, v)
-                keep.append(v)
-            for name, buf in self.outputs[k]:
-                v = wrap(buf)
-                binding.bind_ortvalue_output(name, v)
-                keep.append(v)
-            self.bindings.append(binding)
+                inputs[name] = a
+            self.runs.append(bind(inputs, dict(self.outputs[k])))
             self.windows.append(window.reshape(-1))
-        self._keep = keep  # the OrtValues must live as long as the bindings
         # per binding: {state input: the buffer its next run reads}
         self.reads = [{p.input: dict(self.outputs[1 - k])[p.output] for p in cfg.state}
                       for k in range(2)]
-        self.run = session.run_with_iobinding
         self.parity = 0
 
     def set_state(self, state: Mapping[str, np.ndarray]) -> None:

@@ -39,6 +39,10 @@ class Engine(Protocol):
 
     def close(self) -> None: ...
 
+    # Optional: bind(inputs, outputs) -> run(), running in place over caller-owned numpy
+    # buffers (ONNX Runtime's IOBinding). Streams use it for their per-chunk hot path when
+    # the engine has it; every engine works without it through run().
+
 
 def is_available(name: str) -> bool:
     """True when the packages behind engine `name` are installed (checked without importing)."""
