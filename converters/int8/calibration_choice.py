@@ -17,7 +17,8 @@ histograms in Python per batch: 100-180 s on a 224x224 MobileNetV2 on 2 cores, f
 decisions.
 
 `prepare_calibrated` is what `quantize_int8` runs when an accuracy target is set and plain
-int8 misses it: cross-layer equalization (cle.py, a float rewrite, so a fresh calibration),
+int8 misses it: outputs left in float (no 8-bit requantization of the logits), cross-layer
+equalization (cle.py, a float rewrite, so a fresh calibration),
 then the calibration choice; each is kept only when the all-int8 result is strictly better.
 Later methods (bias correction, learned rounding, float layers) run in `accuracy_aware`,
 which reuses the all-int8 measurement made here (`Calibrated.remember`).
@@ -25,7 +26,7 @@ which reuses the all-int8 measurement made here (`Calibrated.remember`).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -82,8 +83,8 @@ def choose_calibration(float_model: bytes, calibration: Mapping[str, np.ndarray]
     ours: list[Calibrated] = []
 
     def calibrated_with(method: str, ranges: Mapping[str, tuple[float, float]]) -> Calibrated:
-        c = Calibrated.with_ranges(float_model, calibration, CalibrationSettings(
-            method=method, percentile=settings.percentile, batch=settings.batch), ranges)
+        c = Calibrated.with_ranges(float_model, calibration,
+                                   replace(settings, method=method), ranges)
         ours.append(c)
         return c
 
@@ -96,8 +97,7 @@ def choose_calibration(float_model: bytes, calibration: Mapping[str, np.ndarray]
         if usable and reuse.settings.method == "minmax":
             base = reuse
         else:
-            base = Calibrated(float_model, calibration, CalibrationSettings(
-                method="minmax", batch=settings.batch))
+            base = Calibrated(float_model, calibration, replace(settings, method="minmax"))
             ours.append(base)
         if "minmax" in methods:
             score_of("minmax", base, reuse_measured if base is reuse else None)
@@ -162,11 +162,14 @@ def fake_quant(x: np.ndarray, low: float, high: float, activation_type: str) -> 
 def prepare_calibrated(float_model: bytes, calibration: Mapping[str, np.ndarray],
                        recipe: Recipe, settings: CalibrationSettings, target,
                        exclude_nodes: Sequence[str] = (), *, equalization: bool = True,
-                       choice: bool = True) -> tuple[Calibrated, tuple[dict[str, Any], ...]]:
+                       choice: bool = True, outputs: bool = True
+                       ) -> tuple[Calibrated, tuple[dict[str, Any], ...]]:
     """The Calibrated for the accuracy-aware pass and the records of the methods tried.
 
-    Plain int8 first; when it misses `target.min_agreement`, cross-layer equalization and
-    then the calibration choice, each kept only when the all-int8 score is strictly better
+    Plain int8 first; when it misses `target.min_agreement`, float model outputs
+    (`CalibrationSettings.float_outputs`: the last layer still computes in int8), cross-layer
+    equalization and then the calibration choice, each kept only when the all-int8 score is
+    strictly better
     (records as in `accuracy_aware.methods`). The caller owns (closes) the result, whose
     `reference_bytes` is `float_model` (the equalized model is not what is compared against)
     and which remembers its all-int8 model and score (`Calibrated.measured`).
@@ -189,6 +192,19 @@ def prepare_calibrated(float_model: bytes, calibration: Mapping[str, np.ndarray]
         best_model, best = measured(current)
         if best.agreement >= target.min_agreement:
             return current, ()
+        if outputs and not settings.float_outputs:
+            # Same ranges, no recalibration: only the outputs' requantization goes.
+            floated = replace(settings, float_outputs=True)
+            trial = Calibrated.with_ranges(current.model_bytes, calibration, floated,
+                                           current.ranges())
+            model, after = measured(trial)
+            kept = _better(after, best)
+            records.append(_record("float_outputs", best, after, kept, {}))
+            if kept:
+                current.close()
+                current, best_model, best, settings = trial, model, after, floated
+            else:
+                trial.close()
         if equalization:
             from .cle import equalize
             exact = equalize(current.model_bytes)

@@ -36,11 +36,19 @@ METHODS = ("minmax", "entropy", "percentile")
 
 @dataclass(frozen=True)
 class CalibrationSettings:
-    """method: "minmax" | "entropy" | "percentile"; percentile: the kept percentile."""
+    """method: "minmax" | "entropy" | "percentile"; percentile: the kept percentile.
+
+    float_outputs: the model's outputs are not requantized to 8 bits: the last layer's int32
+    result is dequantized straight to float (onnxruntime runs a Gemm/MatMul head as QGemm /
+    MatMulIntegerToFloat with a float output). An 8-bit output tensor has one step for its
+    whole range (0.19 on logits spanning [-28, 20]), so every class pair closer than that
+    ties or flips: the ambiguous inputs where int8 agreement is lost.
+    """
 
     method: str = "minmax"
     percentile: float = 99.999
     batch: int = 16
+    float_outputs: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -118,7 +126,7 @@ class Calibrated:
                     ranges: Mapping[str, tuple[float, float]]) -> "Calibrated":
         """A Calibrated whose activation ranges (tensor -> (low, high)) are given instead
         of measured: quantizing it runs no calibration. `settings.method` is recorded as
-        the calibration method; tensors missing from `ranges` are not quantized."""
+        the calibration method. Every tensor the quantizer quantizes needs a range."""
         from onnxruntime.quantization.calibrate import (CalibrationMethod, TensorData,
                                                         TensorsData, save_tensors_data)
         calibrated = cls(model_bytes, calibration, settings)
@@ -213,7 +221,38 @@ class Calibrated:
         finally:
             if chatter.getvalue().strip():
                 log.debug("onnxruntime quantizer: %s", chatter.getvalue().strip())
-        return out.read_bytes()
+        model = out.read_bytes()
+        return float_graph_outputs(model) if self.settings.float_outputs else model
+
+
+def float_graph_outputs(qdq_model: bytes) -> bytes:
+    """`qdq_model` with the QuantizeLinear -> DequantizeLinear pair in front of each graph
+    output removed (the producer writes the output in float). Nothing else changes."""
+    import onnx
+    model = onnx.load_from_string(qdq_model)
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    uses: dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            uses[i] = uses.get(i, 0) + 1
+    removed = []
+    for out in graph.output:
+        dq = producer.get(out.name)
+        q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" \
+            else None
+        if q is None or q.op_type != "QuantizeLinear" or uses.get(q.output[0]) != 1:
+            continue
+        source = producer.get(q.input[0])
+        if source is None or uses.get(q.input[0]) != 1:
+            continue
+        source.output[list(source.output).index(q.input[0])] = out.name
+        removed += [q, dq]
+    if not removed:
+        return qdq_model
+    for n in removed:
+        graph.node.remove(n)
+    return model.SerializeToString()
 
 
 def samples_digest(samples: Mapping[str, np.ndarray]) -> str:

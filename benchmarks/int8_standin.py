@@ -1,0 +1,372 @@
+"""A pretrained-weights-free stand-in for issue 18: int8 that loses accuracy on a real photo
+task, and what edgepack's post-training fixes give back with no layer kept in float.
+
+    python benchmarks/int8.py --only standin          # or: python benchmarks/int8_standin.py
+
+The model is MobileNetV2 1.0 (the architecture of benchmarks/int8.py, built in code) at
+64x64 input, trained for a few minutes on 2 cores on patches of the two photos scikit-learn
+ships (china.jpg, flower.jpg; no download). The label is the cell of a 4x4 grid of the photo
+the patch is centred in (32 classes): neighbouring cells of the sky, the petals or a wall look
+alike, so, as with real cameras, many inputs are ambiguous and top-1 sits on small margins.
+Held-out patches are drawn at other positions (another seed) than training and
+calibration patches. The trained weights are cached (keyed by a hash of the configuration and
+of this file's training code) under $EDGEPACK_BENCH_CACHE or ~/.cache/edgepack-bench.
+
+Real trained nets also have a few activation channels far wider than the rest (the issue's
+MobileNetV2 fails validation on cosine). Training a few minutes does not grow them, so they
+are planted the way they arise: in every inverted-residual block, a few expand-conv output
+channels are scaled by `outlier` (BatchNorm gamma/beta) and the depthwise conv reading them by
+1/outlier. The float function is unchanged (exactly: ReLU6 commutes with scaling only below
+its bound, so the stand-in uses ReLU there; see `plant_outliers`); the int8 activation
+scale of those tensors is not.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import inspect
+import logging
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+@dataclass(frozen=True)
+class StandinConfig:
+    size: int = 32          # input side (pixels)
+    zoom: int = 2           # the photos are downscaled by this first (more context per patch)
+    grid: int = 3           # grid x grid cells per photo -> 2 * grid^2 classes
+    train: int = 6144       # training patches
+    epochs: int = 3
+    batch: int = 64
+    lr: float = 3e-3
+    width: float = 1.0      # MobileNetV2 width multiplier (tests use a smaller net)
+    seed: int = 0
+
+
+def photos() -> list[np.ndarray]:
+    """The two photos scikit-learn ships, float32 [0, 1], HWC."""
+    from sklearn.datasets import load_sample_images
+    return [np.asarray(i, np.float32) / 255.0 for i in load_sample_images().images]
+
+
+def _zoomed(zoom: int) -> list[np.ndarray]:
+    out = []
+    for img in photos():
+        h, w = (img.shape[0] // zoom) * zoom, (img.shape[1] // zoom) * zoom
+        out.append(img[:h, :w].reshape(h // zoom, zoom, w // zoom, zoom, 3).mean(axis=(1, 3)))
+    return out
+
+
+def patches(count: int, seed: int, config: StandinConfig) -> tuple[np.ndarray, np.ndarray]:
+    """`count` normalized NCHW patches and their labels (photo, grid cell of the centre),
+    with light augmentation (flip, brightness, contrast, noise)."""
+    rng = np.random.default_rng(seed)
+    images = _zoomed(config.zoom)
+    size, grid = config.size, config.grid
+    x = np.empty((count, 3, size, size), np.float32)
+    y = np.empty(count, np.int64)
+    for k in range(count):
+        which = int(rng.integers(len(images)))
+        img = images[which]
+        h, w = img.shape[:2]
+        top = int(rng.integers(0, h - size + 1))
+        left = int(rng.integers(0, w - size + 1))
+        cy, cx = top + size // 2, left + size // 2
+        label = which * grid * grid + min(cy * grid // h, grid - 1) * grid + \
+            min(cx * grid // w, grid - 1)
+        p = img[top:top + size, left:left + size]
+        if rng.random() < 0.5:
+            p = p[:, ::-1]
+        p = (p - 0.5) * rng.uniform(0.8, 1.2) + 0.5 + rng.uniform(-0.1, 0.1)
+        p = p + rng.normal(0, 0.02, p.shape)
+        x[k] = ((p - 0.45) / 0.25).transpose(2, 0, 1)
+        y[k] = label
+    return x, y
+
+
+def standin_model(num_classes: int, width: float = 1.0):
+    """MobileNetV2 (inverted residuals, linear bottlenecks, ReLU6), `width` multiplier."""
+    import torch
+    from torch import nn
+
+    def ch(c: int) -> int:
+        return max(8, int(round(c * width / 8)) * 8)
+
+    def conv_bn(cin, cout, k=3, stride=1, groups=1, act=True):
+        layers = [nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False),
+                  nn.BatchNorm2d(cout)]
+        return layers + [nn.ReLU6(inplace=True)] if act else layers
+
+    class InvertedResidual(nn.Module):
+        def __init__(self, cin, cout, stride, expand):
+            super().__init__()
+            hidden = cin * expand
+            layers = conv_bn(cin, hidden, 1) if expand != 1 else []
+            layers += conv_bn(hidden, hidden, 3, stride, groups=hidden)
+            layers += conv_bn(hidden, cout, 1, act=False)
+            self.block = nn.Sequential(*layers)
+            self.residual = stride == 1 and cin == cout
+
+        def forward(self, x):
+            return x + self.block(x) if self.residual else self.block(x)
+
+    settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                (6, 160, 3, 2), (6, 320, 1, 1)]
+    torch.manual_seed(0)
+    layers, cin = conv_bn(3, ch(32), 3, 2), ch(32)
+    for expand, cout, repeats, stride in settings:
+        for i in range(repeats):
+            layers.append(InvertedResidual(cin, ch(cout), stride if i == 0 else 1, expand))
+            cin = ch(cout)
+    last = max(1280, ch(1280)) if width >= 1 else ch(1280)
+    layers += conv_bn(cin, last, 1)
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(last, num_classes))
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("EDGEPACK_BENCH_CACHE",
+                               Path.home() / ".cache" / "edgepack-bench"))
+
+
+#: Bump when train_standin's procedure changes (the data and model code are hashed).
+TRAINING_VERSION = 1
+
+
+def _key(config: StandinConfig) -> str:
+    code = "".join(inspect.getsource(f) for f in (_zoomed, patches, standin_model))
+    return hashlib.sha256(f"{asdict(config)}{TRAINING_VERSION}{code}".encode()).hexdigest()[:16]
+
+
+def train_standin(config: StandinConfig, log=print):
+    """The trained model (eval mode), from the cache when the same configuration and code
+    trained it before."""
+    import torch
+    torch.set_num_threads(1)   # measured: on 2 shared cores, 1 thread trains 2-7x faster
+    classes = 2 * config.grid ** 2
+    model = standin_model(classes, config.width)
+    path = _cache_dir() / f"int8-standin-{_key(config)}.pt"
+    if path.exists():
+        model.load_state_dict(torch.load(path, weights_only=True))
+        return model.eval()
+    x, y = patches(config.train, config.seed + 100, config)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    torch.manual_seed(config.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
+    steps = config.epochs * -(-len(xt) // config.batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=steps)
+    start = time.perf_counter()
+    model.train()
+    for epoch in range(config.epochs):
+        perm = torch.randperm(len(xt))
+        total = 0.0
+        for i in range(0, len(xt), config.batch):
+            idx = perm[i:i + config.batch]
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx])
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(idx)
+        log(f"  training epoch {epoch + 1}/{config.epochs}: loss {total / len(xt):.3f} "
+            f"[{time.perf_counter() - start:.0f} s]")
+    model.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(model.state_dict(), tmp)
+    tmp.replace(path)
+    return model
+
+
+def plant_outliers(model, factor: float, channels: int = 2):
+    """A copy of `model` with `channels` output channels of each linear bottleneck that feeds
+    the next conv directly (block 0's 16-channel projection -> block 1's expansion, the last
+    block's 320-channel projection -> the 1280-channel conv) scaled by `factor`, and the conv
+    reading them scaled by 1/factor. No activation lies between the two convs, so the float
+    function is unchanged; the int8 scale of the tensor between them is `factor` times
+    coarser for every other channel. The channels are the widest ones already (an outlier
+    grows where a channel is wide, as in real nets)."""
+    import copy
+
+    import torch
+    from torch import nn
+    model = copy.deepcopy(model)
+    blocks = [m for m in model if hasattr(m, "residual")]
+    convs_after = [blocks[1].block[0], next(m for m in list(model)[list(model).index(blocks[-1]) + 1:]
+                                            if isinstance(m, nn.Conv2d))]
+    with torch.no_grad():
+        for block, reader in ((blocks[0], convs_after[0]), (blocks[-1], convs_after[1])):
+            bn = block.block[-1]
+            wide = torch.argsort(bn.weight.abs(), descending=True)[:channels]
+            bn.weight[wide] *= factor
+            bn.bias[wide] *= factor
+            reader.weight[:, wide] /= factor
+    return model.eval()
+
+
+def export(model, example: np.ndarray) -> bytes:
+    """ONNX (opset 17, dynamic batch) through the TorchScript exporter: 4-6x faster than
+    the dynamo one for this net on a loaded machine, the same graph after graph prep."""
+    import io
+    import warnings
+
+    import torch
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.from_numpy(example),), buffer, dynamo=False,
+                          input_names=["x"], output_names=["logits"], opset_version=17,
+                          dynamic_axes={"x": {0: "batch"}, "logits": {0: "batch"}})
+    return buffer.getvalue()
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.mean(a.argmax(1) == b.argmax(1)))
+
+
+def standin_section(rounds: int = 40, config: StandinConfig = StandinConfig(),
+                    factor: float = 30.0, target: float = 0.95) -> dict:
+    """Train (or load) the stand-in, quantize it plainly and with each PTQ improvement, and
+    print held-out agreement with fp32 and latency ratios. Returns the figures."""
+    import torch
+
+    from edgepack.converters.int8 import (AccuracyTarget, Calibrated, CalibrationSettings,
+                                          Int8Options, choose_recipe, quantize_int8)
+    from edgepack.converters.int8.adaround import learn_rounding
+    from edgepack.converters.int8.bias_correction import correct_biases
+    from edgepack.converters.int8.calibration_choice import choose_calibration
+    from edgepack.converters.int8.cle import equalize
+    from edgepack.converters.int8.graph_prep import prepare_graph
+    from edgepack.converters.int8.quantize import float_graph_outputs, weighted_nodes
+    from edgepack.converters.int8.sensitivity import AgreementMeter
+    from int8 import bundle, load_average, run_onnx, time_bundles
+
+    print(f"\n== stand-in: MobileNetV2 (ReLU6, width {config.width}) at {config.size}x"
+          f"{config.size}, {2 * config.grid ** 2} classes = 4x4 grid cells of sklearn's 2 "
+          f"photos (downscaled x{config.zoom}); {config.train} training patches, "
+          f"{config.epochs} epochs", flush=True)
+    start = time.perf_counter()
+    trained = train_standin(config)
+    print(f"  model ready in {time.perf_counter() - start:.0f} s (cache {_cache_dir()})")
+    model = plant_outliers(trained, factor) if factor > 1 else trained
+    calib, _ = patches(300, config.seed + 1, config)
+    held, labels = patches(512, config.seed + 2, config)
+    torch.set_num_threads(1)
+    with torch.no_grad():
+        same = np.abs(model(torch.from_numpy(held)).numpy() -
+                      trained(torch.from_numpy(held)).numpy()).max()
+    fp32 = export(model, calib[:2])
+    ref = run_onnx(fp32, held)
+    prob = np.exp(ref - ref.max(1, keepdims=True))
+    prob /= prob.sum(1, keepdims=True)
+    confident = prob.max(1) >= 0.5
+    print(f"  fp32 held-out accuracy {np.mean(ref.argmax(1) == labels):.4f} ({len(held)} "
+          f"patches; {confident.mean():.0%} with p >= 0.5); planted outliers x{factor:g} "
+          f"(float change {same:.2g})")
+    recipe = choose_recipe("onnxruntime")
+    settings = CalibrationSettings()
+    cal = {"x": calib}
+    prepared = prepare_graph(fp32).model_bytes
+    models: dict[str, bytes] = {}
+    timings: dict[str, float] = {}
+
+    def timed(name, fn):
+        t = time.perf_counter()
+        out = fn()
+        timings[name] = time.perf_counter() - t
+        return out
+
+    with Calibrated(prepared, cal, settings) as plain_cal:
+        plain = timed("plain int8", lambda: plain_cal.quantize(recipe))
+        models["plain int8"] = plain
+        meter = AgreementMeter("onnxruntime", prepared, {"x": calib[:256]})
+        choice = timed("calibration choice", lambda: choose_calibration(
+            prepared, cal, recipe, meter, settings, reuse=plain_cal,
+            reuse_measured=(plain, meter(plain))))
+        models[f"calibration choice ({choice.chosen})"] = choice.model_bytes
+        models["float outputs (logits not requantized)"] = float_graph_outputs(plain)
+        if choice.calibrated is not plain_cal:
+            choice.calibrated.close()
+
+        def biased():
+            corrected = correct_biases(prepared, plain, cal)
+            with Calibrated.with_ranges(corrected.model_bytes, cal, settings,
+                                        plain_cal.ranges()) as c:
+                return c.quantize(recipe)
+        models["bias correction"] = timed("bias correction", biased)
+
+        def rounded():
+            names = [n for n, _ in weighted_nodes(prepared)]
+            learned = learn_rounding(prepared, plain, cal, names)
+            with Calibrated.with_ranges(learned.apply(prepared), cal, settings,
+                                        plain_cal.ranges()) as c:
+                return c.quantize(recipe)
+        models["AdaRound (all layers, 30 s budget)"] = timed("AdaRound", rounded)
+
+    def equalized():
+        with Calibrated(equalize(prepared).model_bytes, cal, settings) as c:
+            return c.quantize(recipe)
+    models["cross-layer equalization"] = timed("CLE", equalized)
+
+    aware = AccuracyTarget(min_agreement=target)
+    t = time.perf_counter()
+    auto = quantize_int8(fp32, cal, Int8Options(recipe=recipe, accuracy=aware))
+    auto_seconds = time.perf_counter() - t
+    record = auto.record["accuracy_aware"]
+    kept_methods = [m["method"] for m in record["methods"] if m["kept"]]
+    models[f"automatic ({' + '.join(kept_methods) or 'none'})"] = auto.model_bytes
+
+    figures = {"fp32_accuracy": float(np.mean(ref.argmax(1) == labels)),
+               "auto_seconds": auto_seconds, "kept_float": len(record["kept_float"])}
+    print(f"  held-out agreement with fp32 (recipe {recipe.name}, {len(calib)} calibration "
+          f"patches, {len(held)} held-out):")
+    for name, m in models.items():
+        got = run_onnx(m, held)
+        a = _agreement(ref, got)
+        figures[name] = a
+        extra = f"  [{timings[name.split(' (')[0]]:.1f} s]" if name.split(" (")[0] in timings \
+            else ""
+        print(f"    {name:48s} {a:.4f}  accuracy {np.mean(got.argmax(1) == labels):.4f}"
+              f"{extra}")
+    print(f"  automatic pass (target {target} on the calibration set): {auto_seconds:.1f} s "
+          f"wall, calibration-set agreement {record['agreement_all_int8']:.4f} -> "
+          f"{record['agreement']:.4f}, layers kept float: {len(record['kept_float'])}")
+    for m in record["methods"]:
+        print(f"      {m['method']:40s} {m['agreement_before']:.4f} -> "
+              f"{m['agreement_after']:.4f} {'kept' if m['kept'] else 'undone'}")
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {"fp32": bundle(Path(tmp), "fp32", fp32)}
+        for i, (name, m) in enumerate(models.items()):
+            paths[name] = bundle(Path(tmp), f"m{i}", m)
+        for threads in (1, 2):
+            for repeat in range(2):
+                print(f"  latency, {threads} thread(s), repeat {repeat + 1}, load average "
+                      f"{load_average()}:")
+                ms = time_bundles(paths, threads, rounds)
+                for name, value in ms.items():
+                    print(f"    {name:48s} {value:7.3f} ms  ratio {value / ms['fp32']:.3f}")
+                    figures[f"ratio {threads}t r{repeat} {name}"] = value / ms["fp32"]
+    return figures
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=40)
+    args = parser.parse_args(argv)
+    from edgepack.runtime.benchmark import cpu_description
+    print(f"CPU: {cpu_description()}")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    standin_section(args.rounds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
