@@ -12,6 +12,7 @@ from .bundle import write_bundle
 from .errors import BundleError, ManifestError
 from .manifest import MODEL_SUFFIX, Manifest, ModelEntry
 from .ops import Context, compile_steps
+from .ops.vision.candidates import check_decode_ends
 from .specs import TensorSpec
 
 EDGEPACK_VERSION = "0.1.0"
@@ -142,6 +143,7 @@ def _check_pipelines(manifest: Manifest, labels, assets: Mapping[str, bytes]) ->
         steps = getattr(manifest, kind)
         if steps:
             compile_steps(steps, base, kind, kind=kind)
+    check_decode_ends(manifest.decode)  # as load() does: candidates are not a result
 
 
 def _check_stream_and_stages(manifest: Manifest, members: Mapping[str, bytes], labels,

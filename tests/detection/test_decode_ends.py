@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
+import zipfile
 
 import numpy as np
 import pytest
@@ -25,14 +26,40 @@ PREPROCESS = {"images": [{"op": "letterbox", "size": [64, 64]},
 
 
 def bundle(tmp_path, decode, name="det"):
+    """A detector bundle with these decode steps. pack_bundle refuses a decode that ends
+    without nms, so such a bundle (made by another tool, or edited) is written by packing
+    it with nms and rewriting its manifest: the manifest carries no checksum of itself."""
     constant_onnx(tmp_path / "det.onnx", {"images": (1, 3, 64, 64)},
                   {"output0": CANDIDATES.T[None]})
-    return pack_bundle(tmp_path / f"{name}.edgepack", (tmp_path / "det.onnx").read_bytes(),
+    ends_with_nms = bool(decode) and decode[-1].get("op") == "nms"
+    path = pack_bundle(tmp_path / f"{name}.edgepack", (tmp_path / "det.onnx").read_bytes(),
                        name=name, labels=["rectangle", "disc"], preprocess=PREPROCESS,
-                       task={"kind": "detect"}, decode=decode)
+                       task={"kind": "detect"},
+                       decode=decode if ends_with_nms else [*decode, {"op": "nms"}])
+    if not ends_with_nms:
+        with zipfile.ZipFile(path) as z:
+            members = {i.filename: z.read(i) for i in z.infolist()}
+        manifest = json.loads(members["manifest.json"])
+        manifest["decode"] = decode
+        members["manifest.json"] = json.dumps(manifest).encode()
+        with zipfile.ZipFile(path, "w") as z:
+            for member, data in members.items():
+                z.writestr(member, data)
+    return path
 
 
 YOLO = {"op": "yolo", "coordinates": "normalized"}
+
+
+def test_pack_refuses_a_decoder_without_nms(tmp_path):
+    constant_onnx(tmp_path / "det.onnx", {"images": (1, 3, 64, 64)},
+                  {"output0": CANDIDATES.T[None]})
+    with pytest.raises(PipelineError) as info:
+        pack_bundle(tmp_path / "bad.edgepack", (tmp_path / "det.onnx").read_bytes(),
+                    name="bad", labels=["rectangle", "disc"], preprocess=PREPROCESS,
+                    task={"kind": "detect"}, decode=[YOLO])
+    assert MESSAGE in str(info.value)
+    assert not (tmp_path / "bad.edgepack").exists()
 
 
 def test_library_load_refuses_a_decoder_without_nms(tmp_path):
