@@ -186,7 +186,7 @@ def _pack(out: Path, converted: ConvertedModel, source: SourceModel, config: Con
                        layouts=layouts or None, opset=converted.opset, source=source_record,
                        quantization=converted.quantization, validation=validation,
                        task=config.task, decode=config.decode, assets=config.assets,
-                       directory=directory)
+                       stream=config.stream, examples=config.examples, directory=directory)
 
 
 def _rekey(steps: Any, mapping: dict[str, str]) -> Any:

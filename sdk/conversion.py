@@ -28,6 +28,8 @@ def convert(source: Any, out: str | Path, *, target: str | None = None,
             task: Mapping[str, Any] | None = None,
             decode: Sequence[Mapping[str, Any]] | None = None,
             assets: Mapping[str, Any] | None = None,
+            stream: Mapping[str, Any] | None = None,
+            examples: Mapping[str, Any] | None = None,
             opset: int = 18, dynamic_batch: bool = True, nhwc: bool = False,
             device: str | None = None, directory: bool = False) -> ConversionResult:
     """Convert a PyTorch/Keras/ONNX/TFLite model into a validated bundle at `out`.
@@ -52,6 +54,10 @@ def convert(source: Any, out: str | Path, *, target: str | None = None,
         lists the layers kept in float and why.
     task/decode/assets: DESIGN §7 fields for the bundle, e.g. task={"kind": "detect"} with
         decode=[{"op": "yolo"}, {"op": "nms"}]: validation then matches detections.
+    stream/examples: the manifest's `stream` (window, hop, context, state pairs) and
+        `examples` (per input: value/range/shape, e.g. {"sr": {"value": 16000}}), checked
+        against the converted model when it is packed; the int8 speed check feeds the
+        examples.
     speed_check (int8): time int8 against fp32 on this machine; the validation report says
         whether it is faster here, and a warning is logged when it is not.
 
@@ -76,7 +82,7 @@ def convert(source: Any, out: str | Path, *, target: str | None = None,
         validation_samples=validation_samples, name=name or Path(out).stem, version=version,
         preprocess=preprocess, postprocess=postprocess,
         labels=tuple(labels) if labels is not None else None, device=device,
-        task=task, decode=decode, assets=assets)
+        task=task, decode=decode, assets=assets, stream=stream, examples=examples)
     return convert_model(source, out, config, example_inputs=example_inputs,
                          input_shapes=input_shapes, weights=weights,
                          calibration_data=calibration_data, validation_data=validation_data,

@@ -206,7 +206,7 @@ STREAM_META = "edgepack.convert.stream"
 
 def _read_stream_file(ctx: click.Context, _param, value: Path | None):
     """Read and check the file before any conversion work (the manifest schema the runtime
-    reads, via ConversionConfig); kept in ctx.meta for write_stream_tables()."""
+    reads, via ConversionConfig); kept in ctx.meta for stream_tables()."""
     if value is None:
         return None
     from edgepack.converters.config import ConversionConfig
@@ -231,24 +231,17 @@ stream_option = click.option(
          "checked against the converted model.")
 
 
-def write_stream_tables(path) -> None:
-    """After convert: add the --stream file's tables to the bundle (declare_stream checks
-    the stream against the converted model: PipelineError, exit 4, when it does not fit)."""
+def stream_tables() -> dict[str, Any]:
+    """convert() keyword arguments from the --stream file (stream, examples, task, decode),
+    or {} without one. convert packs them with the model: the stream is checked against the
+    converted model before the bundle is written (PipelineError, exit 4, nothing written),
+    the int8 speed check feeds the examples."""
     ctx = click.get_current_context(silent=True)
     tables = ctx.meta.get(STREAM_META) if ctx is not None else None
     if not tables:
-        return
-    import shutil
-    from edgepack.runtime.errors import EdgepackError
-    from edgepack.runtime.stream import declare_stream
-    try:
-        declare_stream(path, tables["stream"], decode=tables.get("decode"),
-                       task=tables.get("task"), examples=tables.get("examples"))
-    except EdgepackError as e:
-        # a bundle without the stream it was converted for is not the bundle asked for
-        target = Path(path)
-        shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-        raise type(e)(f"{e} (--stream: {target} was not kept)") from e
+        return {}
+    return {key: tables[key] for key in ("stream", "examples", "task", "decode")
+            if key in tables}
 
 
 def register(cli: click.Group) -> None:

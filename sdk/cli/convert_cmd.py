@@ -10,7 +10,7 @@ import click
 from edgepack.devices.catalog import QUANTIZATIONS as MODES
 from edgepack.runtime.errors import ValidationError
 
-from .audio_cmd import stream_option, write_stream_tables
+from .audio_cmd import stream_option, stream_tables
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -129,7 +129,7 @@ def convert_command(source, out, target, quantize, calibration_data, calibration
                 max_drop=max_drop, accept=accept, name=name, version=bundle_version,
                 labels=label_list, preprocess=_json_file(preprocess, "preprocess"),
                 postprocess=_json_file(postprocess, "postprocess"), opset=opset,
-                dynamic_batch=not static_batch, device=device)
+                dynamic_batch=not static_batch, device=device, **stream_tables())
     except ValidationError as e:
         if progress is not None:
             progress.close()
@@ -140,7 +140,6 @@ def convert_command(source, out, target, quantize, calibration_data, calibration
     finally:
         if progress is not None:
             progress.close()
-    write_stream_tables(result.path)  # --stream (audio models)
     if as_json:
         click.echo(json.dumps({"path": str(result.path), "model_bytes": result.model_bytes,
                                "quantization": result.quantization,

@@ -8,7 +8,7 @@ import pytest
 import toys
 from edgepack.converters.config import ConversionConfig, QuantizationConfig
 from edgepack.converters.int8.speed import SpeedSettings, measure_speed
-from edgepack.runtime.errors import ConversionError, EngineError
+from edgepack.runtime.errors import ConversionError, EngineError, PipelineError
 from edgepack.runtime.specs import example_feeds
 
 
@@ -114,3 +114,24 @@ def test_convert_refuses_a_bad_stream_file(tmp_path, text, code, message):
     assert r.returncode == code, r.stderr.decode()
     assert message in r.stderr.decode()
     assert not (tmp_path / "acc.edgepack").exists()
+
+
+def test_library_convert_packs_stream_and_examples(tmp_path):
+    """edgepack.conversion.convert(stream=, examples=) writes them into the bundle, as the
+    CLI's --stream does (one path: ConversionConfig -> pack_bundle)."""
+    from edgepack.conversion import convert
+    from edgepack.runtime import load
+    (tmp_path / "acc.onnx").write_bytes(toys.accumulator(160))
+    stream = {"rate": 16000, "window": 160,
+              "state": [{"input": "state", "output": "stateN", "init": 0.0}]}
+    result = convert(str(tmp_path / "acc.onnx"), tmp_path / "acc.edgepack", stream=stream,
+                     examples={"input": {"range": [-1.0, 1.0]}})
+    with load(result.path) as model:
+        assert model.manifest.stream["window"] == 160
+        assert model.manifest.examples == {"input": {"range": [-1.0, 1.0]}}
+        model.stream().push(np.ones(320, np.float32))
+        # a state output the model does not have: refused when packed, nothing written
+    bad = {**stream, "state": [{"input": "state", "output": "nope", "init": 0.0}]}
+    with pytest.raises(PipelineError, match="stream.state"):
+        convert(str(tmp_path / "acc.onnx"), tmp_path / "bad.edgepack", stream=bad)
+    assert not (tmp_path / "bad.edgepack").exists()
