@@ -26,6 +26,26 @@ def _style(text: str, role: str) -> str:
     return click.style(text, **colours.get(role, {}))
 
 
+def _task_fields(pipeline_file: str | None, class_names: str | None) -> dict:
+    """CompareConfig's task/decode/class_names from --pipeline and --class-names."""
+    from edgepack.runtime.errors import InputError
+
+    from ..packing import read_pipeline_file
+    fields: dict = {}
+    if pipeline_file:
+        tables = read_pipeline_file(Path(pipeline_file))
+        other = sorted(set(tables) - {"task", "decode"})
+        if other:
+            raise InputError(f"{pipeline_file}: compare --pipeline takes [task] and [[decode]]; "
+                             f"{other} are not used by compare")
+        fields = {key: tables[key] for key in ("task", "decode") if key in tables}
+    if class_names:
+        fields["class_names"] = [line.strip() for line in
+                                 Path(class_names).read_text(encoding="utf-8").splitlines()
+                                 if line.strip()]
+    return fields
+
+
 @click.command("compare")
 @click.argument("model")
 @click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False),
@@ -56,6 +76,11 @@ def _style(text: str, role: str) -> str:
               help="Copy the picked bundle here.")
 @click.option("--keep", type=click.Path(file_okay=False),
               help="Keep every converted bundle in this directory.")
+@click.option("--pipeline", "pipeline_file", type=click.Path(exists=True, dir_okay=False),
+              help="TOML/JSON with [task] and [[decode]] (as for pack --pipeline), written "
+                   "into every bundle: a detect task is judged by detection agreement.")
+@click.option("--class-names", type=click.Path(exists=True, dir_okay=False),
+              help="Class names, one per line, written into every bundle as its labels.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False),
               help="Write a self-contained HTML report.")
@@ -63,8 +88,8 @@ def _style(text: str, role: str) -> str:
               help="Also run each bundle under qemu emulation of --device (outputs only; "
                    "emulated time is not latency).")
 def compare_command(model, data, labels, targets, modes, device, max_drop, holdout, weights,
-                    rounds, block, threads, no_memory, pick_out, keep, as_json, html_out,
-                    on_device):
+                    rounds, block, threads, no_memory, pick_out, pipeline_file, class_names,
+                    keep, as_json, html_out, on_device):
     """Convert MODEL to every target x quantization, measure them side by side, pick one."""
     import os
 
@@ -79,7 +104,8 @@ def compare_command(model, data, labels, targets, modes, device, max_drop, holdo
         targets=_names(targets, TARGETS, "--targets"), modes=_names(modes, MODES, "--modes"),
         device=device, max_drop=max_drop, holdout=holdout, memory=not no_memory,
         on_device=on_device, name=Path(model.split(":")[-1]).stem or "model",
-        latency=LatencyConfig(rounds=rounds, block=block, threads=threads))
+        latency=LatencyConfig(rounds=rounds, block=block, threads=threads),
+        **_task_fields(pipeline_file, class_names))
     if device:
         from edgepack.devices import load_profile
         load_profile(device)  # an unknown name fails now, not after every conversion
