@@ -54,5 +54,11 @@ def jsonable_results(result: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def json_bytes(doc: Any) -> bytes:
-    """Compact strict JSON bytes of data that is already `jsonable`."""
-    return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    """Compact strict JSON bytes. Data that is already `jsonable` is written as it is (the
+    hot path); anything else (a NaN inside an error body, a numpy scalar) goes through
+    `jsonable` first, so the output is always strict JSON."""
+    try:
+        return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except (ValueError, TypeError):
+        return json.dumps(jsonable(doc), separators=(",", ":"),
+                          allow_nan=False).encode("utf-8")

@@ -23,6 +23,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ..jsonsafe import json_bytes  # noqa: F401  (the handler writes every JSON body with it)
 from .errors import RequestError
 
 #: V2 datatype name -> numpy dtype name used in TensorSpec ("string" is BYTES).
@@ -373,25 +374,6 @@ def _to_json_data(name: str, array: np.ndarray, datatype: str) -> list[Any]:
             raise RequestError(400, f"output {name!r} holds bytes that are not UTF-8: ask for "
                                     "it with parameters.binary_data=true") from None
     return data
-
-
-def json_bytes(payload: Any) -> bytes:
-    """Compact, strict JSON: non-finite floats become null instead of invalid tokens."""
-    try:
-        return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode("utf-8")
-    except ValueError:
-        return json.dumps(_finite(payload), separators=(",", ":"),
-                          allow_nan=False).encode("utf-8")
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def error_body(message: str) -> bytes:
