@@ -3,22 +3,23 @@ task, and what edgepack's post-training fixes give back with no layer kept in fl
 
     python benchmarks/int8.py --only standin          # or: python benchmarks/int8_standin.py
 
-The model is MobileNetV2 1.0 (the architecture of benchmarks/int8.py, built in code) at
-64x64 input, trained for a few minutes on 2 cores on patches of the two photos scikit-learn
-ships (china.jpg, flower.jpg; no download). The label is the cell of a 4x4 grid of the photo
-the patch is centred in (32 classes): neighbouring cells of the sky, the petals or a wall look
-alike, so, as with real cameras, many inputs are ambiguous and top-1 sits on small margins.
-Held-out patches are drawn at other positions (another seed) than training and
-calibration patches. The trained weights are cached (keyed by a hash of the configuration and
-of this file's training code) under $EDGEPACK_BENCH_CACHE or ~/.cache/edgepack-bench.
+The model is MobileNetV2 1.0 (inverted residuals, linear bottlenecks, ReLU6; 2.2 M
+parameters; built in code) at 32x32 input, trained from scratch (3 epochs, 1 thread: ~4 min
+on a quiet core, 16 min on 2 cores shared with other jobs) on patches of the two photos
+scikit-learn ships (china.jpg and flower.jpg, downscaled x2; nothing is downloaded). The
+label is the cell of a 3x3 grid of the photo the patch is centred in (18 classes):
+neighbouring cells of the sky, the petals or a wall look alike, so, as with real cameras,
+many inputs are ambiguous (fp32 held-out accuracy ~0.47, 40 % of the patches with p >= 0.5)
+and top-1 often sits on small margins: exactly where the issue's real models lose agreement.
+Plain int8 of this model misses 0.95 agreement with no planting at all.
+Calibration (300) and held-out (512) patches are drawn at other positions (other seeds) than
+the training ones and than each other. The trained weights are cached (keyed by a hash of the
+configuration and of the data/model code) under $EDGEPACK_BENCH_CACHE or
+~/.cache/edgepack-bench, so a rerun starts in seconds.
 
-Real trained nets also have a few activation channels far wider than the rest (the issue's
-MobileNetV2 fails validation on cosine). Training a few minutes does not grow them, so they
-are planted the way they arise: in every inverted-residual block, a few expand-conv output
-channels are scaled by `outlier` (BatchNorm gamma/beta) and the depthwise conv reading them by
-1/outlier. The float function is unchanged (exactly: ReLU6 commutes with scaling only below
-its bound, so the stand-in uses ReLU there; see `plant_outliers`); the int8 activation
-scale of those tensors is not.
+`plant_outliers` (optional, `factor`) scales a few channels of the two linear bottlenecks
+that feed the next conv directly, compensated exactly in that conv: the activation outliers
+real nets grow, which cross-layer equalization undoes.
 """
 from __future__ import annotations
 
@@ -233,9 +234,11 @@ def _agreement(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def standin_section(rounds: int = 40, config: StandinConfig = StandinConfig(),
-                    factor: float = 30.0, target: float = 0.95) -> dict:
+                    factor: float = 1.0, target: float = 0.95) -> dict:
     """Train (or load) the stand-in, quantize it plainly and with each PTQ improvement, and
     print held-out agreement with fp32 and latency ratios. Returns the figures."""
+    from dataclasses import replace
+
     import torch
 
     from edgepack.converters.int8 import (AccuracyTarget, Calibrated, CalibrationSettings,
@@ -250,7 +253,8 @@ def standin_section(rounds: int = 40, config: StandinConfig = StandinConfig(),
     from int8 import bundle, load_average, run_onnx, time_bundles
 
     print(f"\n== stand-in: MobileNetV2 (ReLU6, width {config.width}) at {config.size}x"
-          f"{config.size}, {2 * config.grid ** 2} classes = 4x4 grid cells of sklearn's 2 "
+          f"{config.size}, {2 * config.grid ** 2} classes = {config.grid}x{config.grid} grid "
+          f"cells of sklearn's 2 "
           f"photos (downscaled x{config.zoom}); {config.train} training patches, "
           f"{config.epochs} epochs", flush=True)
     start = time.perf_counter()
@@ -258,7 +262,7 @@ def standin_section(rounds: int = 40, config: StandinConfig = StandinConfig(),
     print(f"  model ready in {time.perf_counter() - start:.0f} s (cache {_cache_dir()})")
     model = plant_outliers(trained, factor) if factor > 1 else trained
     calib, _ = patches(300, config.seed + 1, config)
-    held, labels = patches(512, config.seed + 2, config)
+    held, labels = patches(1024, config.seed + 2, config)
     torch.set_num_threads(1)
     with torch.no_grad():
         same = np.abs(model(torch.from_numpy(held)).numpy() -
@@ -293,6 +297,15 @@ def standin_section(rounds: int = 40, config: StandinConfig = StandinConfig(),
             reuse_measured=(plain, meter(plain))))
         models[f"calibration choice ({choice.chosen})"] = choice.model_bytes
         models["float outputs (logits not requantized)"] = float_graph_outputs(plain)
+        floated = replace(settings, float_outputs=True)
+        with Calibrated.with_ranges(prepared, cal, floated, plain_cal.ranges()) as fo_cal:
+            fo = fo_cal.quantize(recipe)
+            both = timed("float outputs + calibration choice", lambda: choose_calibration(
+                prepared, cal, recipe, meter, floated, reuse=fo_cal,
+                reuse_measured=(fo, meter(fo))))
+            models[f"float outputs + calibration choice ({both.chosen})"] = both.model_bytes
+            if both.calibrated is not fo_cal:
+                both.calibrated.close()
         if choice.calibrated is not plain_cal:
             choice.calibrated.close()
 

@@ -221,7 +221,8 @@ def prepare_calibrated(float_model: bytes, calibration: Mapping[str, np.ndarray]
                 kept = _better(after, best)
                 records.append(_record(name, start, after, kept, equalized.to_record()))
                 if kept:
-                    if records[:-1] and records[-2]["kept"]:
+                    if records[:-1] and records[-2]["kept"] and \
+                            records[-2]["method"].startswith("cross_layer_equalization"):
                         records[-2]["kept"] = False      # superseded by this variant
                     current.close()
                     current, best_model, best = trial, model, after
