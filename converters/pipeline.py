@@ -25,7 +25,7 @@ from .detection import apply_accuracy_target
 from .extras import raise_if_missing_module
 from .progress import report
 from .sources import KERAS_SUFFIXES, TORCH_SUFFIXES, detect_framework, load_source
-from .validation import raise_if_failed, validate
+from .validation import one_call_per_sample, raise_if_failed, validate
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +103,9 @@ def _convert(source: Any, out: str | Path, config: ConversionConfig, *,
                          input_shapes=input_shapes)  # a missing framework names its extra
     entry = registry.get_converter(loaded.framework, config.target)
     registry.check_mode(entry, quant.mode)
+    per_call = one_call_per_sample(loaded.example_inputs, config.stream)
     calibration, held_out, data_kind, available = _datasets(
-        loaded, config, calibration_data, validation_data, validation_labels)
+        loaded, config, calibration_data, validation_data, validation_labels, per_call)
     converter = entry.load()
     report("convert", 0, 1)
     try:
@@ -143,7 +144,7 @@ def _convert(source: Any, out: str | Path, config: ConversionConfig, *,
             from .labels import check_labels
             check_labels(config.labels, read_bundle(candidate).manifest.outputs, "--labels")
         record = validate(loaded, converted, candidate, held_out,
-                          config.effective_tolerances, data_kind, output_names)
+                          config.effective_tolerances, data_kind, output_names, per_call)
         apply_accuracy_target(record, config.quantization.accuracy_target)  # detectors
     if available > len(held_out):
         # Never silently: the report (and the CLI's table) says how many were left out.
@@ -226,10 +227,12 @@ def _bundle_output_names(path: Path) -> list[str]:
 
 
 def _datasets(source: SourceModel, config: ConversionConfig, calibration_data: Any,
-              validation_data: Any, validation_labels: Any
+              validation_data: Any, validation_labels: Any, per_call: bool = False
               ) -> tuple[Samples | None, Samples, str, int]:
     """Calibration samples, held-out validation samples (at most config.validation_limit),
-    what the latter are, and how many held-out samples there were before that limit."""
+    what the latter are, and how many held-out samples there were before that limit.
+    With per_call (a stream's inputs share no batch axis), sample i of every input is one
+    call's whole tensor."""
     common = dict(preprocess=config.preprocess, class_names=config.labels)
     calibration = load_samples(calibration_data, source.input_names, source.example_inputs,
                                what="calibration", **common)
@@ -247,6 +250,9 @@ def _datasets(source: SourceModel, config: ConversionConfig, calibration_data: A
         held_out = calibration.take(len(calibration) - split)
         calibration = calibration.take(0, len(calibration) - split)
         kind = "calibration split"
+    elif held_out is None and per_call:
+        held_out = _random_calls(source, config.examples or {}, RANDOM_VALIDATION_SAMPLES)
+        kind = "random"
     elif held_out is None:
         rng = np.random.default_rng(0)
         count = RANDOM_VALIDATION_SAMPLES
@@ -257,6 +263,30 @@ def _datasets(source: SourceModel, config: ConversionConfig, calibration_data: A
     available = len(held_out)
     held_out = held_out.take(0, config.validation_limit)
     return calibration, held_out, kind, available
+
+
+def _random_calls(source: SourceModel, examples: dict, count: int) -> Samples:
+    """`count` seeded calls of a model validated one call per sample: each input at its
+    example shape, drawn as the manifest's `examples` say (a value, e.g. sr = 16000, or a
+    range, e.g. audio in [-1, 1]), floats otherwise standard normal (a state), integers
+    as in the source's example."""
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for name, x in zip(source.input_names, source.example_inputs):
+        x = np.asarray(x)
+        example = examples.get(name) or {}
+        shape = (count, *example.get("shape", x.shape))
+        if "value" in example:
+            a = np.full(shape, example["value"])
+        elif "range" in example:
+            low, high = example["range"]
+            a = rng.uniform(low, high, shape)
+        elif x.dtype.kind == "f":
+            a = rng.standard_normal(shape)
+        else:
+            a = np.broadcast_to(x, shape)
+        arrays[name] = np.ascontiguousarray(a, dtype=x.dtype)
+    return Samples(arrays)
 
 
 def _check_device(config: ConversionConfig) -> None:

@@ -35,9 +35,26 @@ def bundle_batch(bundle_path: Path) -> int:
     return first if first > 0 else BATCH
 
 
+def one_call_per_sample(example_inputs: Sequence[np.ndarray], stream: Any = None) -> bool:
+    """True for models whose inputs share no batch axis: a streaming/stateful model (a
+    window [1, 576], a state [2, 1, 128], a scalar rate). Each validation sample is then
+    one call with every input at its own shape, not a row of a stacked batch."""
+    shapes = [np.shape(x) for x in example_inputs]
+    return bool(stream) or any(len(s) == 0 for s in shapes) or len({s[0] for s in shapes}) > 1
+
+
+def _parts(inputs: Sequence[np.ndarray], step: int, per_call: bool):
+    """(start, the inputs of one call) over the samples: `step` rows of each input, or with
+    per_call sample i of each input as one call's whole tensor."""
+    for start in range(0, len(inputs[0]), 1 if per_call else step):
+        yield start, [x[start] if per_call else x[start:start + step] for x in inputs]
+
+
 def run_bundle(bundle_path: Path, converted: ConvertedModel, source: SourceModel,
-               inputs: Sequence[np.ndarray], batch: int = BATCH) -> list[np.ndarray]:
-    """Run the bundle on float source-ordered inputs; float outputs in source output order."""
+               inputs: Sequence[np.ndarray], batch: int = BATCH,
+               per_call: bool = False) -> list[np.ndarray]:
+    """Run the bundle on float source-ordered inputs; float outputs in source output order
+    (with per_call, one call per sample and the outputs stacked on a new first axis)."""
     from edgepack.runtime import load
     with load(bundle_path) as model:
         specs = list(model.inputs)
@@ -46,11 +63,11 @@ def run_bundle(bundle_path: Path, converted: ConvertedModel, source: SourceModel
                  for i, n in enumerate(source.input_names)]
         by_name = {s.name: s for s in specs}
         chunks: list[list[np.ndarray]] = []
-        for start in range(0, len(inputs[0]), batch):
-            feeds = {name: _to_model(x[start:start + batch], by_name[name])
-                     for name, x in zip(names, inputs)}
+        for _, part in _parts(inputs, batch, per_call):
+            feeds = {name: _to_model(x, by_name[name]) for name, x in zip(names, part)}
             raw = model.run(feeds)
-            chunks.append([_from_model(raw[s.name], s) for s in model.outputs])
+            outs = [_from_model(raw[s.name], s) for s in model.outputs]
+            chunks.append([o[None] for o in outs] if per_call else outs)
     outputs = [np.concatenate([c[i] for c in chunks]) for i in range(len(chunks[0]))]
     order = converted.output_order or tuple(range(len(outputs)))
     by_source = [None] * len(outputs)
@@ -60,14 +77,17 @@ def run_bundle(bundle_path: Path, converted: ConvertedModel, source: SourceModel
 
 
 def run_source(source: SourceModel, inputs: Sequence[np.ndarray],
-               batch: int = BATCH) -> list[np.ndarray]:
+               batch: int = BATCH, per_call: bool = False) -> list[np.ndarray]:
     """The source's outputs on `inputs`, run `batch` samples at a time, or at the source's
     own fixed batch when it has one (the last chunk padded with copies of its last sample,
-    whose outputs are dropped): the one way every path runs a source model."""
+    whose outputs are dropped): the one way every path runs a source model. With per_call,
+    each sample is one call (see one_call_per_sample), outputs stacked on a new axis."""
     step = source.fixed_batch or batch
     chunks = []
-    for start in range(0, len(inputs[0]), step):
-        part = [x[start:start + step] for x in inputs]
+    for start, part in _parts(inputs, step, per_call):
+        if per_call:
+            chunks.append([np.asarray(o)[None] for o in source.run(part)])
+            continue
         count = len(part[0])
         if source.fixed_batch and count < step:
             part = [np.concatenate([p, np.repeat(p[-1:], step - count, axis=0)]) for p in part]
@@ -123,7 +143,7 @@ def output_stats(reference: np.ndarray, produced: np.ndarray) -> dict[str, Any]:
 
 def validate(source: SourceModel, converted: ConvertedModel, bundle_path: Path,
              samples: Samples, tolerances: Tolerances, data_kind: str,
-             output_names: Sequence[str]) -> dict[str, Any]:
+             output_names: Sequence[str], per_call: bool = False) -> dict[str, Any]:
     """Compare source and bundle on `samples`; return the manifest `validation` record.
 
     The record has `passed`, `failures` (what was outside tolerance) and `fatal`
@@ -131,14 +151,14 @@ def validate(source: SourceModel, converted: ConvertedModel, bundle_path: Path,
     """
     # A fixed-batch model (and its source: an exported program guards its batch size) runs
     # in chunks of that batch; the sample count is trimmed to a whole number of chunks.
-    batch = bundle_batch(bundle_path)
+    batch = BATCH if per_call else bundle_batch(bundle_path)
     count = len(samples) if batch == BATCH else len(samples) - len(samples) % batch
     if count == 0:
         raise ValidationError(f"the model takes batches of {batch} but only {len(samples)} "
                               "validation samples were given; pass more validation data")
     inputs = [samples.arrays[n][:count] for n in source.input_names]
-    reference = run_source(source, inputs, batch)
-    produced = run_bundle(bundle_path, converted, source, inputs, batch)
+    reference = run_source(source, inputs, batch, per_call)
+    produced = run_bundle(bundle_path, converted, source, inputs, batch, per_call)
     outputs, failures, fatal = {}, [], []
     for name, ref, got in zip(output_names, reference, produced):
         stats = output_stats(ref, got)
@@ -161,6 +181,8 @@ def validate(source: SourceModel, converted: ConvertedModel, bundle_path: Path,
             failures.append(f"{name}: top-1 agreement {agreement:.4f} < "
                             f"{tolerances.min_top1_agreement}")
     report: dict[str, Any] = {"samples": len(inputs[0]), "data": data_kind, "outputs": outputs}
+    if per_call:
+        report["calls"] = "one per sample"  # inputs with no shared batch axis (a stream)
     first = next((s for s in outputs.values() if "top1_agreement" in s), None)
     if first is not None:
         report["top1_agreement"] = first["top1_agreement"]

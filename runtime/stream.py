@@ -110,23 +110,24 @@ class StreamConfig:
         constants = dict(stream.get("constants") or {})
         state_inputs = {p.input for p in pairs}
         free = [n for n in in_names if n not in state_inputs and n not in constants]
+        # manifest examples with a fixed value (e.g. sr = 16000) count as constants
+        examples = examples or {}
+        fixed = {n: examples[n]["value"] for n in free
+                 if isinstance(examples.get(n), Mapping) and "value" in examples[n]}
         target = stream.get("input")
         if target is None:
-            # the audio input: the one input left once state and constants are accounted for;
-            # manifest examples with a fixed value (e.g. sr = 16000) count as constants.
-            examples = examples or {}
-            fixed = [n for n in free if isinstance(examples.get(n), Mapping)
-                     and "value" in examples[n]]
+            # the audio input: the one input left once state and constants are accounted for
             rest = [n for n in free if n not in fixed]
             if len(rest) != 1:
                 raise PipelineError(
                     f"{where}: cannot tell which input gets the samples among {free}; set "
                     f"{where}.input")
             target = rest[0]
-            for n in fixed:
-                constants[n] = examples[n]["value"]
         elif target not in in_names:
             raise PipelineError(f"{where}.input {target!r} is not a model input {sorted(in_names)}")
+        for n, value in fixed.items():
+            if n != target:
+                constants[n] = value
         missing = [n for n in in_names if n != target and n not in state_inputs and n not in constants]
         if missing:
             raise PipelineError(f"{where}: inputs {missing} get no value; add them to "

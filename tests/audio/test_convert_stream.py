@@ -135,3 +135,36 @@ def test_library_convert_packs_stream_and_examples(tmp_path):
     with pytest.raises(PipelineError, match="stream.state"):
         convert(str(tmp_path / "acc.onnx"), tmp_path / "bad.edgepack", stream=bad)
     assert not (tmp_path / "bad.edgepack").exists()
+
+
+def test_convert_validates_a_stateful_vad_one_call_per_sample(tmp_path):
+    """A VAD's inputs share no batch axis (window [1, 576], sr [1], state [2, 1, 8]): convert
+    validates it one call per sample, each input drawn as its example says. Before, the
+    inputs were stacked on a batch axis and ORT refused the state (exit 5)."""
+    from edgepack.conversion import convert
+    (tmp_path / "rvad.onnx").write_bytes(toys.recurrent_vad())
+    stream = {"rate": 16000, "window": 512, "context": 64,
+              "state": [{"input": "state", "output": "stateN", "init": 0.0}]}
+    result = convert(str(tmp_path / "rvad.onnx"), tmp_path / "rvad.edgepack",
+                     quantize="dynamic", stream=stream,
+                     examples={"sr": {"value": 16000}, "input": {"range": [-1.0, 1.0]}})
+    record = result.validation
+    assert record["passed"] and record["calls"] == "one per sample"
+    assert record["samples"] == 64 and set(record["outputs"]) == {"output", "stateN"}
+    assert record["outputs"]["stateN"]["cosine"] > 0.9999
+
+
+def test_convert_feeds_validation_the_declared_rate(tmp_path):
+    """A model that only runs at sr = 16000: validation feeds the example's value."""
+    from edgepack.conversion import convert
+    (tmp_path / "srvad.onnx").write_bytes(toys.rate_checked_vad())
+    examples = {"sr": {"value": 16000}, "input": {"range": [-1.0, 1.0]}}
+    result = convert(str(tmp_path / "srvad.onnx"), tmp_path / "srvad.edgepack",
+                     stream={"rate": 16000, "window": 576, "input": "input"}, examples=examples)
+    assert result.validation["passed"], result.validation
+    assert result.validation["calls"] == "one per sample"
+    # without the example the stream has no value for sr: refused by name, nothing written
+    with pytest.raises(PipelineError, match=r"inputs \['sr'\] get no value"):
+        convert(str(tmp_path / "srvad.onnx"), tmp_path / "bad.edgepack",
+                stream={"rate": 16000, "window": 576, "input": "input"})
+    assert not (tmp_path / "bad.edgepack").exists()
