@@ -353,7 +353,10 @@ class AgreementMeter:
                  samples: Mapping[str, np.ndarray], threads: int | None = None,
                  batch: int = 64):
         self.engine, self.threads, self.batch = engine, threads, batch
-        self.samples = {n: np.ascontiguousarray(a, dtype=np.float32) for n, a in samples.items()}
+        # integer inputs (token ids, attention masks) stay integers; everything else float32
+        self.samples = {n: np.ascontiguousarray(a, dtype=a.dtype if a.dtype.kind in "iub"
+                                                else np.float32)
+                        for n, a in ((n, np.asarray(a)) for n, a in samples.items())}
         self.reference = self.outputs(reference_model)
         #: Samples actually measured (a fixed-batch model drops the remainder).
         self.count = len(next(iter(self.reference.values())))
