@@ -1,7 +1,7 @@
 """The quantization section of `edgepack inspect`: how a bundle was quantized, in a few lines.
 
 Reads the manifest's `quantization` record as the converters write it (mode, recipe,
-calibration, graph_prep, kept_float, accuracy_aware, speed). Every key is optional, because
+calibration, graph_prep, fast_paths, kept_float, accuracy_aware, speed). Every key is optional, because
 bundles from older converters lack most of them, and a value of the wrong form is shown raw
 rather than raised: inspect is what people run when a bundle looks wrong. Stdlib only, so the
 CLI stays fast on a device that has nothing but `edgepack[onnx]`.
@@ -103,6 +103,20 @@ def _graph_prep(prep: Mapping[str, Any]) -> Iterator[str]:
     yield line
 
 
+def _fast_paths(paths: Mapping[str, Any]) -> Iterator[str]:
+    """The exact rewrites for the engine's fast kernels (converters/int8/ort_fast_paths)."""
+    _expect(paths, Mapping)
+    parts = []
+    padded = _expect(paths.get("padded_convs") or [], list)
+    if padded:
+        parts.append(", ".join(f"{_short_name(str(p['node']))[0]} {int(p['channels'])}->"
+                               f"{int(p['padded_to'])} input channels" for p in padded))
+    pools = _expect(paths.get("global_pools") or [], list)
+    if pools:
+        parts.append(f"{len(pools)} mean{'s' if len(pools) != 1 else ''} as int8 global pool")
+    yield "  fast paths: " + ("; ".join(parts) if parts else "none")
+
+
 def _kept_float(entries: list) -> Iterator[str]:
     _expect(entries, list)
     layers = []   # (name, op, reason); a caller's {"nodes": [...]} entry is one layer per node
@@ -164,7 +178,7 @@ def _speed(speed: Mapping[str, Any]) -> Iterator[str]:
 
 _SECTIONS: dict[str, Callable[[Any], Iterator[str]]] = {
     "recipe": _recipe, "calibration": _calibration, "graph_prep": _graph_prep,
-    "kept_float": _kept_float, "accuracy_aware": _accuracy_aware, "speed": _speed,
+    "fast_paths": _fast_paths, "kept_float": _kept_float, "accuracy_aware": _accuracy_aware, "speed": _speed,
 }
 
 

@@ -188,3 +188,14 @@ def test_malformed_validation_record_is_shown_raw(tmp_path, conv_onnx):
     assert result.exit_code == 0 and "Traceback" not in result.output
     assert _line(result.output, "validation:").startswith(
         'validation: not in the expected form, raw: {"samples": 100')
+
+
+def test_fast_paths_are_described():
+    from edgepack.cli.describe_quantization import quantization_lines
+    lines = quantization_lines({"mode": "int8", "fast_paths": {
+        "padded_convs": [{"node": "node_Conv_810", "channels": 3, "padded_to": 4}],
+        "global_pools": ["node_mean"]}})
+    assert "  fast paths: node_Conv_810 3->4 input channels; 1 mean as int8 global pool" in lines
+    # a hand-edited value of the wrong form is shown raw, not raised
+    assert quantization_lines({"mode": "int8", "fast_paths": [1]})[1].startswith(
+        "  fast_paths: not in the expected form")
