@@ -6,12 +6,15 @@ reference: hf-tokenizers (models/wordpiece, models/bpe, models/unigram), tokeniz
 from __future__ import annotations
 
 import heapq
+from bisect import bisect_left, bisect_right
 from typing import Any, Mapping
 
 from ..errors import PipelineError
+from .pretokenizers import BYTE_CHARS
 
 Token = tuple  # (id, token, start, end)
 CACHE_LIMIT = 20000
+_NEG_INF = float("-inf")
 
 
 class Model:
@@ -134,7 +137,25 @@ class BPE(Model):
                                     f"vocabulary: {e}") from None
         # pair (a, b) -> one int key a << shift | b: no tuple per lookup in the merge loop
         self._shift = max(max(self.vocab.values(), default=0).bit_length(), 1)
-        self._merges_by_key = {a << self._shift | b: m for (a, b), m in self.merges.items()}
+        self._rank_by_key = {a << self._shift | b: rank for (a, b), (rank, _) in
+                             self.merges.items()}
+        self._merged_id = [0] * len(merges)
+        for rank, merged_id in self.merges.values():
+            self._merged_id[rank] = merged_id
+        # byte-level: the id of each byte's GPT-2 char, to start merging from a word's
+        # UTF-8 bytes directly (None when this BPE is not byte-level)
+        table = [self.vocab.get(BYTE_CHARS[b]) for b in range(256)]
+        self._byte_ids = None if (None in table or self.prefix or self.suffix or
+                                  ignore_merges) else table
+        # byte bigrams x << 8 | y inside any token made of byte chars: a word may be cut
+        # between two bytes that form none of them (see `byte_level`)
+        byte_of = {c: b for b, c in BYTE_CHARS.items()}
+        self._bigrams: set[int] = set()
+        for token in self.vocab:
+            codes = [byte_of.get(c) for c in token]
+            if len(codes) > 1 and None not in codes:
+                self._bigrams.update(x << 8 | y for x, y in zip(codes, codes[1:]))
+        self._chunks: dict[bytes, tuple[list, list]] = {}
 
     def _symbols(self, word: str) -> list[list]:
         """[id, char_len] per initial symbol (unknown chars -> byte fallback or unk)."""
@@ -175,66 +196,148 @@ class BPE(Model):
             if None in ids:
                 ids = None
             else:
-                lens = [1] * len(ids)
+                starts = None  # symbol i starts at char i
         if ids is None:
             syms = self._symbols(word)
             ids = [t for t, _ in syms]
-            lens = [n for _, n in syms]
-        if len(ids) > 1:
-            self._merge_all(ids, lens)
-        out, pos = [], 0
+            starts, pos = [], 0
+            for _, length in syms:
+                starts.append(pos)
+                pos += length
+            end_all = pos  # chars tokenizers drops (no unk) take no room
+        else:
+            end_all = len(word)
+        nxt = self._merge_all(ids)
+        out = []
         names = self.id_to_token
-        for t, length in zip(ids, lens):
-            if t < 0:  # merged into its left neighbour
-                continue
-            out.append((t, names[t], pos, pos + length))
-            pos += length
+        i = 0 if ids else -1
+        while i >= 0:
+            j = nxt[i]
+            s = i if starts is None else starts[i]
+            e = end_all if j < 0 else (j if starts is None else starts[j])
+            out.append((ids[i], names[ids[i]], s, e))
+            i = j
         return out
 
-    def _merge_all(self, ids: list[int], lens: list[int]) -> None:
+    def byte_level(self, word: str) -> tuple[list, list, list] | None:
+        """(ids, tokens, char spans in `word`) of one word before its byte mapping, merged
+        from the byte tokens' ids (no mapped string); None when this is not a byte-level
+        BPE (a byte char missing from the vocabulary, a prefix/suffix, ignore_merges).
+
+        The word is cut where no merge can ever join across: between bytes x, y when no
+        vocabulary token holds the bigram xy (every merged symbol is a token equal to the
+        bytes it covers, so no pair across such a cut is ever in the merge table and the
+        two sides merge independently: exactly the same result). The chunks (for Chinese
+        mostly one char, shared by many words) are merged once and cached."""
+        table = self._byte_ids
+        if table is None:
+            return None
+        data = word.encode("utf-8")
+        n = len(data)
+        bigrams = self._bigrams
+        # ASCII words rarely hold such a cut (~0.5 per English word): not worth the scan
+        cuts = [k for k in range(1, n) if data[k - 1] << 8 | data[k] not in bigrams
+                ] if n != len(word) else None
+        if not cuts:
+            out_ids, starts = self._merge_bytes(data)
+        else:
+            out_ids, starts = [], []
+            chunks = self._chunks
+            lo = 0
+            cuts.append(n)
+            for hi in cuts:
+                piece = data[lo:hi]
+                hit = chunks.get(piece)
+                if hit is None:
+                    if len(chunks) >= CACHE_LIMIT:
+                        chunks.clear()  # bounded; refills with the chunks in use
+                    hit = chunks[piece] = self._merge_bytes(piece)
+                out_ids += hit[0]
+                starts += [lo + x for x in hit[1]] if lo else hit[1]
+                lo = hi
+        names = self.id_to_token
+        out_tokens = [names[t] for t in out_ids]
+        ends = starts[1:]
+        ends.append(n)
+        if n == len(word):  # ASCII: bytes are chars
+            return out_ids, out_tokens, list(zip(starts, ends))
+        # bytes -> chars: a token spans from the char holding its first byte to the one
+        # holding its last (tokens may cut a char's bytes); chars start at non-continuation
+        # bytes
+        lead = [k for k, b in enumerate(data) if b < 0x80 or b >= 0xC0]
+        return out_ids, out_tokens, [(bisect_right(lead, s) - 1, bisect_left(lead, e))
+                                     for s, e in zip(starts, ends)]
+
+    def _merge_bytes(self, data: bytes) -> tuple[list[int], list[int]]:
+        """(ids, start byte of each) of the merged symbols of UTF-8 bytes."""
+        table = self._byte_ids
+        ids = [table[b] for b in data]
+        nxt = self._merge_all(ids)
+        out_ids, starts = [], []
+        i = 0 if ids else -1
+        while i >= 0:
+            out_ids.append(ids[i])
+            starts.append(i)
+            i = nxt[i]
+        return out_ids, starts
+
+    def _merge_all(self, ids: list[int]) -> list[int]:
         """tokenizers' `Word::merge_all`: a heap of candidate merges ordered by (rank,
         position), stale entries skipped, symbols in a linked list. O(n log n) per word
-        (a rescan per merge was O(n^2): a 90-byte Chinese word took ~1 ms). Merged-away
-        symbols get id -1; `lens` are char lengths (a byte-fallback byte may have 0)."""
-        merges, shift = self._merges_by_key, self._shift
+        (a rescan per merge was O(n^2): a 90-byte Chinese word took ~1 ms). Heap entries
+        are single ints rank << bits | position (int compares, no tuple per entry).
+        Merged-away symbols get id -1; returns the `next` links (symbol i spans up to
+        the next surviving one)."""
+        ranks, shift, merged = self._rank_by_key, self._shift, self._merged_id
         n = len(ids)
         nxt = list(range(1, n + 1))
+        if not n:
+            return nxt
         nxt[-1] = -1
-        prv = list(range(-1, n - 1))
+        bits = n.bit_length()
         heap = []
-        for i in range(n - 1):
-            m = merges.get(ids[i] << shift | ids[i + 1])
-            if m is not None:
-                heap.append((m[0], i, m[1]))
+        a = ids[0]
+        for i in range(1, n):
+            b = ids[i]
+            r = ranks.get(a << shift | b)
+            if r is not None:
+                heap.append(r << bits | i - 1)
+            a = b
+        if not heap:
+            return nxt
+        prv = list(range(-1, n - 1))
         heapq.heapify(heap)
         pop, push = heapq.heappop, heapq.heappush
+        mask = (1 << bits) - 1
         while heap:
-            _, pos, new = pop(heap)
+            top = pop(heap)
+            pos = top & mask
             left = ids[pos]
             if left < 0:
                 continue
             j = nxt[pos]
             if j < 0:
                 continue
-            m = merges.get(left << shift | ids[j])
-            if m is None or m[1] != new:  # an expired entry
-                continue
+            r = top >> bits
+            now = ranks.get(left << shift | ids[j])
+            if now != r and (now is None or merged[now] != merged[r]):
+                continue  # an expired entry (tokenizers compares the merged id)
+            new = merged[r]
             ids[pos] = new
-            lens[pos] += lens[j]
             ids[j] = -1
             k = nxt[j]
             nxt[pos] = k
             if k >= 0:
                 prv[k] = pos
+                r = ranks.get(new << shift | ids[k])
+                if r is not None:
+                    push(heap, r << bits | pos)
             p = prv[pos]
             if p >= 0:
-                m = merges.get(ids[p] << shift | new)
-                if m is not None:
-                    push(heap, (m[0], p, m[1]))
-            if k >= 0:
-                m = merges.get(new << shift | ids[k])
-                if m is not None:
-                    push(heap, (m[0], pos, m[1]))
+                r = ranks.get(ids[p] << shift | new)
+                if r is not None:
+                    push(heap, r << bits | p)
+        return nxt
 
 
 class Unigram(Model):
@@ -265,79 +368,97 @@ class Unigram(Model):
             entry = node.get(piece[-1])
             node[piece[-1]] = (entry[0] if entry else {}, i, score)
 
-    def _encode(self, text: str) -> list[tuple[str, bool]]:
-        """The best segmentation as (piece, is_unk)."""
+    def _viterbi(self, text: str) -> tuple[list[int], list[int]]:
+        """Best-path links: for each end position, the start and piece id of the best
+        piece ending there (-1 where unreachable). Scores start at -inf, so a candidate
+        wins on a strict `>` alone (the first of equal scores stays, as before); the
+        first trie step is unrolled (it also tells whether a one-char piece exists)."""
         n = len(text)
         unk_score = self.min_score - self.UNK_PENALTY
-        score = [0.0] * (n + 1)
+        score = [_NEG_INF] * (n + 1)
+        score[0] = 0.0
         start_of = [-1] * (n + 1)
         piece_id = [-1] * (n + 1)
-        trie = self._trie
+        trie_get = self._trie.get
         unk = self.unk_id
         for i in range(n):
-            if i and start_of[i] < 0:
-                continue
             base = score[i]
+            if base == _NEG_INF:
+                continue  # no path reaches i
+            entry = trie_get(text[i])
             single = False
-            node = trie
-            j = i
-            while j < n:
-                entry = node.get(text[j])
-                if entry is None:
-                    break
+            if entry is not None:
                 node, pid, piece_score = entry
-                j += 1
-                if pid < 0:
-                    continue
-                cand = base + piece_score
-                if start_of[j] < 0 or cand > score[j]:
-                    score[j], start_of[j], piece_id[j] = cand, i, pid
-                if j == i + 1:
+                if pid >= 0:
                     single = True
+                    cand = base + piece_score
+                    if cand > score[i + 1]:
+                        score[i + 1], start_of[i + 1], piece_id[i + 1] = cand, i, pid
+                j = i + 1
+                while j < n:
+                    entry = node.get(text[j])
+                    if entry is None:
+                        break
+                    node, pid, piece_score = entry
+                    j += 1
+                    if pid >= 0:
+                        cand = base + piece_score
+                        if cand > score[j]:
+                            score[j], start_of[j], piece_id[j] = cand, i, pid
             if not single:
                 if unk is None:
                     raise PipelineError("Unigram model without unk_id met text it cannot "
                                         f"tokenize: {text[i]!r}")
                 cand = base + unk_score
-                if start_of[i + 1] < 0 or cand > score[i + 1]:
+                if cand > score[i + 1]:
                     score[i + 1], start_of[i + 1], piece_id[i + 1] = cand, i, unk
-        out: list[tuple[str, bool]] = []
-        end = n
-        pending: list[str] = []
+        return start_of, piece_id
+
+    def _encode(self, text: str) -> list[tuple[int, int, int]]:
+        """The best segmentation as (start, end, piece id), runs of unknown pieces fused
+        into one (id -2) when fuse_unk."""
+        start_of, piece_id = self._viterbi(text)
+        unk = self.unk_id
+        fuse = self.fuse_unk and unk is not None
+        out: list[tuple[int, int, int]] = []
+        end = len(text)
+        pending_end = -1  # end of the unknown run being fused
         while end > 0:
             start = start_of[end]
-            is_unk = piece_id[end] == unk
-            if self.fuse_unk and unk is not None and is_unk:
-                pending.append(text[start:end])
+            pid = piece_id[end]
+            if fuse and pid == unk:
+                if pending_end < 0:
+                    pending_end = end
             else:
-                if pending:
-                    out.append(("".join(reversed(pending)), True))
-                    pending = []
-                out.append((text[start:end], is_unk))
+                if pending_end >= 0:
+                    out.append((end, pending_end, -2))
+                    pending_end = -1
+                out.append((start, end, pid))
             end = start
-        if pending:
-            out.append(("".join(reversed(pending)), True))
+        if pending_end >= 0:
+            out.append((0, pending_end, -2))
         out.reverse()
         return out
 
     def _tokenize(self, word):
         if not word:
             return []
-        out, pos = [], 0
-        for piece, _ in self._encode(word):
-            length = len(piece)
-            i = self.vocab.get(piece)
-            if i is None:
-                if self.byte_fallback:
-                    ids = [self.vocab.get(f"<0x{b:02X}>") for b in piece.encode("utf-8")]
-                    if all(x is not None for x in ids):
-                        out.extend((x, f"<0x{b:02X}>", pos, pos + length)
-                                   for x, b in zip(ids, piece.encode("utf-8")))
-                        pos += length
-                        continue
-                i = self.unk_id
-            out.append((i, piece, pos, pos + length))
-            pos += length
+        out = []
+        unk = self.unk_id
+        for start, end, i in self._encode(word):
+            piece = word[start:end]
+            if i == unk or i == -2:  # unknown (fused) pieces: looked up as a whole
+                i = self.vocab.get(piece)
+                if i is None:
+                    if self.byte_fallback:
+                        data = piece.encode("utf-8")
+                        ids = [self.vocab.get(f"<0x{b:02X}>") for b in data]
+                        if all(x is not None for x in ids):
+                            out.extend((x, f"<0x{b:02X}>", start, end)
+                                       for x, b in zip(ids, data))
+                            continue
+                    i = unk
+            out.append((i, piece, start, end))
         return out
 
 

@@ -252,13 +252,16 @@ class Tokenizer:
         hit = self._byte_cache.get(word)
         if hit is not None:
             return hit
-        mapped, rel = pretokenizers.byte_word(word)
-        tokens = self.model.tokenize(mapped)
-        if rel is None:
-            spans = [(t[2], t[3]) for t in tokens]
-        else:
-            spans = [(rel[t[2]], rel[t[3] - 1] + 1) for t in tokens]
-        hit = ([t[0] for t in tokens], [t[1] for t in tokens], spans)
+        byte_level = getattr(self.model, "byte_level", None)
+        hit = byte_level(word) if byte_level is not None else None
+        if hit is None:  # not a byte-level BPE model: tokenize the mapped chars
+            mapped, rel = pretokenizers.byte_word(word)
+            tokens = self.model.tokenize(mapped)
+            if rel is None:
+                spans = [(t[2], t[3]) for t in tokens]
+            else:
+                spans = [(rel[t[2]], rel[t[3] - 1] + 1) for t in tokens]
+            hit = ([t[0] for t in tokens], [t[1] for t in tokens], spans)
         if len(self._byte_cache) >= models.CACHE_LIMIT:
             self._byte_cache.clear()  # bounded; refills with the words in use
         self._byte_cache[word] = hit
