@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 import re
+from itertools import accumulate, chain
+from operator import itemgetter
 from typing import Any, Callable, Mapping
 
 from ..errors import PipelineError
@@ -100,10 +102,16 @@ class FindAll(PreTokenizer):
 
     def __init__(self, pattern: re.Pattern):
         self.finditer = pattern.finditer
+        # the chars between matches are whitespace (every pattern here matches any other
+        # char), so one findall of (whitespace run, match) pairs and running sums of their
+        # lengths give each word's start (no Match object per word)
+        self._pairs = re.compile(f"([{uc.whitespace()}]*)({pattern.pattern})").findall
 
     def split(self, text, offs):
         if isinstance(offs, int):
-            return [(m.group(), offs + m.start()) for m in self.finditer(text)]
+            pairs = self._pairs(text)
+            starts = list(accumulate(map(len, chain.from_iterable(pairs)), initial=offs))
+            return list(zip(map(itemgetter(1), pairs), starts[1::2]))
         return [(m.group(), offs[m.start():m.end()]) for m in self.finditer(text)]
 
 
@@ -151,6 +159,7 @@ class ByteLevel(PreTokenizer):
         self.add_prefix_space, self.use_regex = add_prefix_space, use_regex
         self._split = RegexSplit(_byte_level_pattern(), "Isolated") if use_regex else None
         self._finditer = _byte_level_pattern().finditer
+        self._findall = _byte_level_pattern().findall
 
     def __call__(self, pieces):
         return [byte_map(t, o) for t, o in self.raw_words(pieces)]
@@ -172,18 +181,17 @@ class ByteLevel(PreTokenizer):
         """The hot path: identity offsets. The GPT-2 regex matches every char (its last
         branches take any whitespace, letter, number or other run), so the Isolated split
         is just its matches; a prepended space takes the first char's range."""
+        # the matches are contiguous, so one C-level findall and running sums of their
+        # lengths give the words and their starts (no Match object per word)
         if not self.add_prefix_space or text.startswith(" "):
-            return [(m.group(), base + m.start()) for m in self._finditer(text)]
-        words = []
-        for m in self._finditer(" " + text):
-            start = m.start()
-            if start:
-                words.append((m.group(), base + start - 1))
-            else:
-                n = m.end()
-                words.append((m.group(), [(base, base + 1)] +
-                              [(base + i, base + i + 1) for i in range(n - 1)]))
-        return words
+            words = self._findall(text)
+            return list(zip(words, accumulate(map(len, words), initial=base)))
+        words = self._findall(" " + text)
+        out = list(zip(words, accumulate(map(len, words), initial=base - 1)))
+        n = len(words[0])
+        out[0] = (words[0], [(base, base + 1)] + [(base + i, base + i + 1)
+                                                 for i in range(n - 1)])
+        return out
 
     def split(self, text, offs):
         return self([(text, offs)])
