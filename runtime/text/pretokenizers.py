@@ -248,10 +248,32 @@ class Metaspace(PreTokenizer):
     def __init__(self, replacement="\u2581", prepend_scheme="always", split=True):
         self.replacement, self.prepend_scheme, self.split_ = replacement, prepend_scheme, split
         self._split = RegexSplit(re.compile(re.escape(replacement)), "MergedWithNext")
+        # identity offsets, one-char replacement: the words (each replacement char starts
+        # one, merged with what follows) are contiguous matches of one findall
+        r = re.escape(replacement)
+        self._findall = re.compile(f"{r}[^{r}]*|[^{r}]+").findall \
+            if split and len(replacement) == 1 else None
+
+    def _identity_split(self, text: str, base: int) -> list[Piece]:
+        r = self.replacement
+        text = text.replace(" ", r)
+        prepended = not text.startswith(r) and (
+            self.prepend_scheme == "always" or (self.prepend_scheme == "first" and base == 0))
+        if not prepended:
+            words = self._findall(text)
+            return list(zip(words, accumulate(map(len, words), initial=base)))
+        words = self._findall(r + text)
+        out = list(zip(words, accumulate(map(len, words), initial=base - 1)))
+        # the prepended char takes the first char's range (NormalizedString::prepend)
+        out[0] = (words[0], [(base, base + 1)] + [(base + i, base + i + 1)
+                                                  for i in range(len(words[0]) - 1)])
+        return out
 
     def split(self, text, offs):
         if not text:
             return []
+        if self._findall is not None and isinstance(offs, int):
+            return self._identity_split(text, offs)
         text = text.replace(" ", self.replacement)
         if not text.startswith(self.replacement) and (
                 self.prepend_scheme == "always" or
