@@ -33,12 +33,16 @@ class Model:
         hit = self._cache.get(word)
         if hit is not None:
             return hit
-        tokens = self._tokenize(word)
-        hit = ([t[0] for t in tokens], [t[1] for t in tokens], [(t[2], t[3]) for t in tokens])
+        hit = self._lists(word)
         if len(self._cache) >= CACHE_LIMIT:
             self._cache.clear()
         self._cache[word] = hit
         return hit
+
+    def _lists(self, word: str) -> tuple[list, list, list]:
+        """(ids, tokens, spans) of one word, uncached."""
+        tokens = self._tokenize(word)
+        return ([t[0] for t in tokens], [t[1] for t in tokens], [(t[2], t[3]) for t in tokens])
 
     def _tokenize(self, word: str) -> list[Token]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -439,6 +443,29 @@ class Unigram(Model):
             out.append((0, pending_end, -2))
         out.reverse()
         return out
+
+    def _lists(self, word):
+        """The common case straight from the lattice links, no intermediate tuples: no
+        unknown piece on the best path (else the general `_tokenize`)."""
+        if not word:
+            return [], [], []
+        start_of, piece_id = self._viterbi(word)
+        unk = self.unk_id
+        ids, tokens, spans = [], [], []
+        end = len(word)
+        while end > 0:
+            i = piece_id[end]
+            if i == unk:
+                return super()._lists(word)
+            start = start_of[end]
+            ids.append(i)
+            tokens.append(word[start:end])
+            spans.append((start, end))
+            end = start
+        ids.reverse()
+        tokens.reverse()
+        spans.reverse()
+        return ids, tokens, spans
 
     def _tokenize(self, word):
         if not word:
