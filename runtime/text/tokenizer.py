@@ -239,7 +239,11 @@ class Tokenizer:
                     ids += w_ids
                     tokens += w_tokens
                     if type(offs) is int:
-                        offsets += [(offs + s, offs + e) for s, e in w_spans]
+                        if len(w_spans) == 1:  # most words: one token, no list built
+                            s, e = w_spans[0]
+                            offsets.append((offs + s, offs + e))
+                        else:
+                            offsets += [(offs + s, offs + e) for s, e in w_spans]
                     else:
                         offsets += [(offs[s][0], offs[e - 1][1]) for s, e in w_spans]
         n = len(ids)
