@@ -6,7 +6,7 @@ reference: hf-tokenizers (models/wordpiece, models/bpe, models/unigram), tokeniz
 from __future__ import annotations
 
 import heapq
-from bisect import bisect_left, bisect_right
+from itertools import accumulate
 from typing import Any, Mapping
 
 from ..errors import PipelineError
@@ -15,6 +15,8 @@ from .pretokenizers import BYTE_CHARS
 Token = tuple  # (id, token, start, end)
 CACHE_LIMIT = 20000
 _NEG_INF = float("-inf")
+# UTF-8 byte -> 1 if it starts a char, 0 for a continuation byte (0x80-0xBF)
+_LEAD_BYTES = bytes(0 if 0x80 <= b < 0xC0 else 1 for b in range(256))
 
 
 class Model:
@@ -239,9 +241,10 @@ class BPE(Model):
         data = word.encode("utf-8")
         n = len(data)
         bigrams = self._bigrams
-        # ASCII words rarely hold such a cut (~0.5 per English word): not worth the scan
+        # only words of mostly 3-4 byte chars (CJK) are worth the scan: English or
+        # Cyrillic words hold ~0.5 cuts each (letter bigrams are in many tokens)
         cuts = [k for k in range(1, n) if data[k - 1] << 8 | data[k] not in bigrams
-                ] if n != len(word) else None
+                ] if n > 2 * len(word) else None
         if not cuts:
             out_ids, starts = self._merge_bytes(data)
         else:
@@ -267,9 +270,9 @@ class BPE(Model):
             return out_ids, out_tokens, list(zip(starts, ends))
         # bytes -> chars: a token spans from the char holding its first byte to the one
         # holding its last (tokens may cut a char's bytes); chars start at non-continuation
-        # bytes
-        lead = [k for k, b in enumerate(data) if b < 0x80 or b >= 0xC0]
-        return out_ids, out_tokens, [(bisect_right(lead, s) - 1, bisect_left(lead, e))
+        # bytes, so the running count of those (C-level) is the char index + 1 per byte
+        count = list(accumulate(data.translate(_LEAD_BYTES)))
+        return out_ids, out_tokens, [(count[s] - 1, count[e - 1])
                                      for s, e in zip(starts, ends)]
 
     def _merge_bytes(self, data: bytes) -> tuple[list[int], list[int]]:
