@@ -124,7 +124,10 @@ def test_language_classifier_fp32_and_dynamic_int8(classifier, language_data, tm
     np.testing.assert_allclose(results["none"], source, atol=1e-5)
     assert (results["none"].argmax(1) == source.argmax(1)).all()
     assert np.mean(results["dynamic"].argmax(1) == source.argmax(1)) >= 0.98
-    assert np.abs(results["dynamic"] - source).max() < 0.05
+    # per-text largest probability change: the tail depends on the (nondeterministic)
+    # training, measured max 0.012-0.052 over 1200 texts; the 99th percentile is steadier
+    change = np.abs(results["dynamic"] - source).max(1)
+    assert np.percentile(change, 99) < 0.03 and change.max() < 0.15, np.sort(change)[-5:]
     # static int8 moves the outputs more than dynamic int8 (measured agreement 0.95-1.00,
     # max probability change 0.23-0.31 vs 0.012): dynamic stays the default
     assert np.mean(results["int8"].argmax(1) == source.argmax(1)) >= 0.9
