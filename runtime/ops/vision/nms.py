@@ -89,12 +89,7 @@ def _overlap_pairs(cols: np.ndarray, classes: np.ndarray | None):
     total = int(counts.sum())
     if total > PAIR_LIMIT:
         return None
-    # pair k of row r (positions in x order): r and r + 1 + (k - the first pair of row r)
-    lead = np.cumsum(counts)
-    lead -= counts
-    lead -= after
-    first = np.repeat(after - 1, counts)
-    second = np.arange(total) - np.repeat(lead, counts)
+    first, second = _expand_pairs(counts, after, total)
     p, q = by_x.take(first), by_x.take(second)
     return np.minimum(p, q), np.maximum(p, q)
 
@@ -113,12 +108,20 @@ def _class_pairs(classes: np.ndarray):
     total = int(counts.sum())
     if total > min(max(1024, 8 * n), PAIR_LIMIT):
         return None
+    first, second = _expand_pairs(counts, after, total)
+    return by_class.take(first), by_class.take(second)   # rank order kept: first < second
+
+
+def _expand_pairs(counts: np.ndarray, after: np.ndarray, total: int):
+    """Row r pairs with the counts[r] rows right after it: (r, r + 1), ..., (r, r +
+    counts[r]), as two flat position arrays of `total` pairs (after = arange(1, n + 1)).
+    Pair k of row r is (r, r + 1 + (k - the first pair of row r))."""
     lead = np.cumsum(counts)
     lead -= counts
     lead -= after
     first = np.repeat(after - 1, counts)
     second = np.arange(total) - np.repeat(lead, counts)
-    return by_class.take(first), by_class.take(second)   # rank order kept: first < second
+    return first, second
 
 
 def _resolve(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
