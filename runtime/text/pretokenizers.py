@@ -225,17 +225,9 @@ def byte_map(text: str, offs) -> Piece:
         return text.translate(_ASCII_BYTES), offs
     hit = _BYTE_WORDS.get(text)
     if hit is None:
-        table = _BYTE_TRANSLATE
-        for c in set(text):
-            if ord(c) not in table:
-                table[ord(c)] = "".join(BYTE_CHARS[b] for b in c.encode("utf-8"))
-        rel = []
-        for i, c in enumerate(text):
-            n = len(table[ord(c)]) if c >= "\x80" else 1
-            rel.extend([i] * n) if n > 1 else rel.append(i)
         if len(_BYTE_WORDS) > 20000:
             _BYTE_WORDS.clear()
-        hit = _BYTE_WORDS[text] = (text.translate(table), rel)
+        hit = _BYTE_WORDS[text] = byte_word(text)   # not ASCII: rel is a list
     out, rel = hit
     if isinstance(offs, int):
         return out, [(offs + i, offs + i + 1) for i in rel]
