@@ -144,22 +144,11 @@ def collect_histograms(float_model: bytes, calibration: Mapping[str, np.ndarray]
                        batch: int = 8) -> dict[str, TensorHistogram]:
     """Histograms of the tensors in `ranges` (tensor -> its MinMax (low, high)) on the first
     `samples` calibration samples, from one run of the float model per batch."""
-    import onnx
-    import onnxruntime as ort
+    from .probe import probe_feeds, probe_session
 
-    model = onnx.load_from_string(float_model)
-    present = {o.name for o in model.graph.output}
-    graph_inputs = [i.name for i in model.graph.input]
-    for t in ranges:
-        if t not in present and t not in graph_inputs:
-            model.graph.output.append(onnx.ValueInfoProto(name=t))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
+    session = probe_session(float_model, ranges)
     outputs = [o.name for o in session.get_outputs()]
-    feeds = {n: np.asarray(calibration[n][:samples]) for n in names}
+    feeds = probe_feeds(session, calibration, samples)
     count = min(len(a) for a in feeds.values())
     fixed = session.get_inputs()[0].shape[0]
     step = fixed if isinstance(fixed, int) and fixed > 0 else min(batch, count)

@@ -251,26 +251,14 @@ def _input_grams(float_model: bytes, layers: list, samples: Mapping[str, np.ndar
     """Per layer, the second moment of its input patches per group: [group, k, k],
     normalized per row."""
     import onnx
-    import onnxruntime as ort
     from onnx import numpy_helper
+
+    from .probe import probe_feeds, probe_session
 
     model = onnx.load_from_string(float_model)
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    inputs = {i.name for i in model.graph.input}
-    present = {o.name for o in model.graph.output}
-    for node in layers:
-        if node.input[0] not in present and node.input[0] not in inputs:
-            model.graph.output.append(onnx.ValueInfoProto(name=node.input[0]))
-            present.add(node.input[0])
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-    # integer inputs (token ids, masks) stay integer: onnxruntime refuses float ids
-    feeds = {n: np.asarray(samples[n][:settings.samples]) for n in names}
-    feeds = {n: a if a.dtype.kind in "iub" else a.astype(np.float32, copy=False)
-             for n, a in feeds.items()}
+    session = probe_session(model, (node.input[0] for node in layers))
+    feeds = probe_feeds(session, samples, settings.samples)
     fixed = session.get_inputs()[0].shape[0]
     count = len(next(iter(feeds.values())))
     batch = fixed if isinstance(fixed, int) and fixed > 0 else min(16, count)

@@ -142,24 +142,10 @@ def _expected_shift(node, delta: np.ndarray, mean: np.ndarray) -> np.ndarray | N
 def _input_means(float_model: bytes, tensors: list[str],
                  samples: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per-channel (axis 1) mean of each named tensor over the calibration samples."""
-    import onnx
-    import onnxruntime as ort
+    from .probe import probe_feeds, probe_session
 
-    model = onnx.load_from_string(float_model)
-    graph_inputs = {i.name for i in model.graph.input}
-    outputs = {o.name for o in model.graph.output}
-    for name in dict.fromkeys(tensors):
-        if name not in outputs and name not in graph_inputs:
-            model.graph.output.append(onnx.ValueInfoProto(name=name))
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options,
-                                   providers=["CPUExecutionProvider"])
-    names = [i.name for i in session.get_inputs()]
-    # integer inputs (token ids, masks) stay integer: onnxruntime refuses float ids
-    feeds = {n: np.asarray(samples[n][:MEAN_SAMPLES]) for n in names}
-    feeds = {n: a if a.dtype.kind in "iub" else a.astype(np.float32, copy=False)
-             for n, a in feeds.items()}
+    session = probe_session(float_model, tensors)
+    feeds = probe_feeds(session, samples, MEAN_SAMPLES)
     fixed = session.get_inputs()[0].shape[0]
     batch = fixed if isinstance(fixed, int) and fixed > 0 else len(next(iter(feeds.values())))
     wanted = list(dict.fromkeys(tensors))
