@@ -56,6 +56,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgepack.runtime.mqtt.connection import mqtt_varint
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "mqtt"))
@@ -113,15 +115,6 @@ def in_process(bundle: Path, payload: bytes, seconds: float) -> tuple[float, flo
     return full, cpu_ms, bare
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def _str16(text: str) -> bytes:
     data = text.encode()
     return struct.pack("!H", len(data)) + data
@@ -138,7 +131,7 @@ class RawPublisher:
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         header = _str16("MQTT") + bytes([5 if self.v5 else 4, 0x02]) + struct.pack("!H", 60)
         body = header + (b"\x00" if self.v5 else b"") + _str16(f"bench-raw-{uuid.uuid4().hex[:6]}")
-        self.sock.sendall(b"\x10" + _varint(len(body)) + body)
+        self.sock.sendall(b"\x10" + mqtt_varint(len(body)) + body)
         ack = self.sock.recv(16)
         if len(ack) < 4 or ack[0] != 0x20 or ack[3] != 0:
             raise SystemExit(f"the broker refused the raw publisher: {ack!r}")
@@ -148,9 +141,9 @@ class RawPublisher:
         if self.v5:
             p = b"" if correlation is None else b"\x09" + struct.pack("!H", len(correlation)) \
                 + correlation
-            props = _varint(len(p)) + p
+            props = mqtt_varint(len(p)) + p
         body = _str16(topic) + props + payload
-        return b"\x30" + _varint(len(body)) + body
+        return b"\x30" + mqtt_varint(len(body)) + body
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)

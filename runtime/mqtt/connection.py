@@ -89,7 +89,8 @@ def connect_properties(broker: BrokerConfig, receive_maximum: int) -> Any:
     return props
 
 
-def _varint(n: int) -> bytes:
+def mqtt_varint(n: int) -> bytes:
+    """MQTT's Variable Byte Integer: 7 bits per byte, low first, high bit = more follow."""
     out = bytearray()
     while True:
         n, digit = divmod(n, 128)
@@ -129,14 +130,15 @@ def result_properties(content_type: str = "application/json") -> Callable[[bytes
 
     encoded = content_type.encode("utf-8")
     content = b"\x03" + struct.pack("!H", len(encoded)) + encoded
-    plain = PackedProperties(_varint(len(content)) + content, f"[ContentType : {content_type}]")
+    plain = PackedProperties(mqtt_varint(len(content)) + content,
+                             f"[ContentType : {content_type}]")
 
     def properties(correlation: bytes | None) -> Any:
         if correlation is None:
             return plain
         data = bytes(correlation)[:65535]
         body = content + b"\x09" + struct.pack("!H", len(data)) + data
-        return PackedProperties(_varint(len(body)) + body,
+        return PackedProperties(mqtt_varint(len(body)) + body,
                                 f"[ContentType : {content_type}, CorrelationData : {data!r}]")
     return properties
 
