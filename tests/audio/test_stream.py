@@ -22,20 +22,12 @@ def acc(tmp_path):
         yield model
 
 
-def _chunks(x, rng):
-    pos = 0
-    while pos < len(x):
-        n = int(rng.integers(1, 700))
-        yield x[pos:pos + n]
-        pos += n
-
-
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_random_chunks_equal_one_call_over_the_whole_signal(acc, seed):
     rng = np.random.default_rng(seed)
     x = rng.integers(-8, 9, 160 * 37 + 55).astype(np.float32)  # small ints: sums are exact
     stream = acc.stream()
-    totals = [w.outputs["total"].item() for c in _chunks(x, rng) for w in stream.windows(c)]
+    totals = [w.outputs["total"].item() for c in toys.random_chunks(x, rng, 700) for w in stream.windows(c)]
     assert len(totals) == 37  # the trailing 55 samples do not make a window
     whole = x[:160 * 37]
     one_call = acc.run({"input": whole[None], "state": np.zeros((1, 1), np.float32)})

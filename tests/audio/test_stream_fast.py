@@ -46,21 +46,13 @@ def _by_hand(x, windows):
     return outs, states
 
 
-def _chunks(x, rng):
-    pos = 0
-    while pos < len(x):
-        n = int(rng.integers(1, 1500))
-        yield x[pos:pos + n]
-        pos += n
-
-
 @pytest.mark.parametrize("seed", [0, 1])
 def test_bound_stream_equals_a_hand_written_ort_loop(rvad, seed):
     x = _signal(seed)
     stream = rvad.stream()
     assert stream._bound is not None  # this test is about the IOBinding path
     rng = np.random.default_rng(seed)
-    results = [w for c in _chunks(x, rng) for w in stream.windows(c)]
+    results = [w for c in toys.random_chunks(x, rng, 1500) for w in stream.windows(c)]
     n = len(x) // 512
     assert len(results) == n
     outs, states = _by_hand(x, n)
@@ -83,7 +75,7 @@ def test_push_segments_same_on_bound_and_dict_paths(rvad, monkeypatch):
     slow = rvad.stream()
     assert slow._bound is None
     rng = np.random.default_rng(3)
-    slow_segments = [e for c in _chunks(x, rng) for e in slow.push(c)] + slow.flush()
+    slow_segments = [e for c in toys.random_chunks(x, rng, 1500) for e in slow.push(c)] + slow.flush()
     assert fast_segments == slow_segments
     assert len(fast_segments) == 4  # two loud parts per copy of the signal
     assert np.array_equal(fast.state["state"], slow.state["state"])

@@ -164,3 +164,13 @@ def rate_checked_vad(span: int = 576) -> bytes:
              helper.make_node("Reshape", ["input", "shape"], ["x2"], allowzero=1),
              helper.make_node("ReduceMean", ["x2"], ["output"], keepdims=1)]
     return _model(helper.make_graph(nodes, "srvad", [x, sr], [out], inits))
+
+
+def random_chunks(x, rng, longest: int):
+    """`x` cut into consecutive chunks of random sizes in [1, longest): how a stream gets
+    audio from a capture loop that does not align with its windows."""
+    pos = 0
+    while pos < len(x):
+        n = int(rng.integers(1, longest))
+        yield x[pos:pos + n]
+        pos += n
