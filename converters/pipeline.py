@@ -267,26 +267,15 @@ def _datasets(source: SourceModel, config: ConversionConfig, calibration_data: A
 
 def _random_calls(source: SourceModel, examples: dict, count: int) -> Samples:
     """`count` seeded calls of a model validated one call per sample: each input at its
-    example shape, drawn as the manifest's `examples` say (a value, e.g. sr = 16000, or a
-    range, e.g. audio in [-1, 1]), floats otherwise standard normal (a state), integers
-    as in the source's example."""
-    rng = np.random.default_rng(0)
-    arrays = {}
-    for name, x in zip(source.input_names, source.example_inputs):
-        x = np.asarray(x)
-        example = examples.get(name) or {}
-        shape = (count, *example.get("shape", x.shape))
-        if "value" in example:
-            a = np.full(shape, example["value"])
-        elif "range" in example:
-            low, high = example["range"]
-            a = rng.uniform(low, high, shape)
-        elif x.dtype.kind == "f":
-            a = rng.standard_normal(shape)
-        else:
-            a = np.broadcast_to(x, shape)
-        arrays[name] = np.ascontiguousarray(a, dtype=x.dtype)
-    return Samples(arrays)
+    example shape, drawn by runtime.specs.example_feeds as the manifest's `examples` say (a
+    value, e.g. sr = 16000, or a range, e.g. audio in [-1, 1]; floats otherwise standard
+    normal, as verify and the int8 speed check draw them)."""
+    from edgepack.runtime.specs import TensorSpec, example_feeds
+    specs = [TensorSpec(name, tuple(np.shape(x)), str(np.asarray(x).dtype))
+             for name, x in zip(source.input_names, source.example_inputs)]
+    calls = [example_feeds(specs, seed=i, examples=examples) for i in range(count)]
+    return Samples({spec.name: np.stack([call[spec.name] for call in calls])
+                    for spec in specs})
 
 
 def _check_device(config: ConversionConfig) -> None:
