@@ -110,7 +110,10 @@ def test_language_classifier_fp32_and_dynamic_int8(classifier, language_data, tm
         if mode == "int8":  # static: MatMuls int8 with calibrated activations, rest float
             assert r.validation["top1_agreement"] >= 0.9
             assert model_ops(r.path) >= {"QuantizeLinear", "DequantizeLinear", "MatMul"}
-        assert r.validation["passed"] and r.task == "classify_text"
+        # static int8 is converted with accept: below convert's 0.98 bar it is kept as
+        # "accepted" (its own >= 0.9 check is above); every other mode must pass outright
+        assert (r.validation["passed"] or (mode == "int8" and r.validation.get("accepted"))) \
+            and r.task == "classify_text", r.validation.get("failures")
         with load(r.path) as bundle:
             assert bundle.task == "classify_text"
             assert bundle.manifest.assets == {"tokenizer": "tokenizer.json"}
