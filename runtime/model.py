@@ -131,12 +131,40 @@ class Model:
                 raise InputError(
                     f"run() takes a dict of input name -> array, got {type(feeds).__name__}")
             feeds = dict(feeds)
-        checks = self._checks
-        if len(feeds) != len(checks):
-            self._explain_names(feeds)
-        for check in checks:
-            check(feeds.get(check.name, _MISSING), self, feeds)
+        self.check_feeds(feeds)
         return self._run(feeds)
+
+    def check_feeds(self, feeds: Mapping[str, np.ndarray]) -> None:
+        """Make the checks run() makes on every call (names, dtypes, shapes), once: for
+        callers that bind buffers of fixed shape and run them many times (`bind`)."""
+        if len(feeds) != len(self._checks):
+            self._explain_names(feeds)
+        for check in self._checks:
+            check(feeds.get(check.name, _MISSING), self, feeds)
+
+    @property
+    def engine_outputs(self) -> tuple[TensorSpec, ...]:
+        """The outputs as the engine reports them: static sizes where the manifest may
+        declare a dim dynamic (-1), e.g. to allocate output buffers for `bind`."""
+        if self._engine is None:
+            raise EngineError(f"model {self.name!r} is closed")
+        return tuple(self._engine.outputs())
+
+    @property
+    def can_bind(self) -> bool:
+        """Whether `bind` can give a run over fixed buffers on this engine."""
+        return self._engine is not None and hasattr(self._engine, "bind")
+
+    def bind(self, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]
+             ) -> Callable[[], None] | None:
+        """A run() over caller-owned buffers (ONNX Runtime IOBinding): it reads `inputs`
+        and writes `outputs` in place, with no checks, dict or allocation per call. None
+        when the engine cannot bind (LiteRT): use run(). Call `check_feeds(inputs)` first;
+        the buffers must stay alive, C-contiguous and of fixed shape while it is used."""
+        if self._engine is None:
+            raise EngineError(f"model {self.name!r} is closed")
+        bind = getattr(self._engine, "bind", None)  # an optional engine capability
+        return None if bind is None else bind(inputs, outputs)
 
     def _explain_names(self, feeds: Mapping[str, Any]):
         expected = [s.name for s in self.inputs]

@@ -516,10 +516,9 @@ class _BoundSession:
 
     @classmethod
     def make(cls, model, cfg: StreamConfig, window_shape, feeds) -> "_BoundSession | None":
-        bind = getattr(model._engine, "bind", None)  # optional engine capability
-        if bind is None:
+        if not model.can_bind:
             return None
-        real_out = {s.name: s for s in model._engine.outputs()}
+        real_out = {s.name: s for s in model.engine_outputs}
         out_specs = [real_out.get(s.name) for s in model.outputs]
         if any(o is None or -1 in o.shape or o.dtype == "string" for o in out_specs):
             return None
@@ -535,10 +534,9 @@ class _BoundSession:
             if tuple(o.shape) != a.shape or np.dtype(o.dtype) != a.dtype:
                 return None  # state output and input differ: carried through dicts
         # the checks the first run would make (names, dtypes, shapes), made once here
-        for check in model._checks:
-            check(arrays.get(check.name), model, arrays)
+        model.check_feeds(arrays)
         try:
-            return cls(bind, arrays, out_specs, cfg)
+            return cls(model.bind, arrays, out_specs, cfg)
         except Exception as e:  # an engine that cannot bind these: the dict path is correct too
             log.debug("stream: no IOBinding (%s); feeding dicts", e)
             return None

@@ -225,3 +225,27 @@ def test_example_feeds_fit_the_specs_and_are_seeded():
     assert all(np.array_equal(feeds[k], again[k]) for k in feeds)
     for spec in specs:
         spec.check(feeds[spec.name])                        # every feed passes its own spec
+
+
+def test_bound_run_writes_what_run_returns_and_checks_once(tmp_path, conv_onnx, conv_tflite):
+    x = RNG.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    with load(pack_bundle(tmp_path / "c.edgepack", conv_onnx, name="c"), threads=1) as model:
+        assert model.can_bind
+        expected = model.run({"x": x})["logits"]
+        (out_spec,) = model.engine_outputs
+        out = np.zeros((2, *out_spec.shape[1:]), np.float32)
+        feeds = {"x": x.copy()}
+        model.check_feeds(feeds)
+        run = model.bind(feeds, {out_spec.name: out})
+        run()
+        np.testing.assert_array_equal(out, expected)
+        feeds["x"][:] = x[::-1]           # new contents in the same buffer: read in place
+        run()
+        np.testing.assert_array_equal(out, expected[::-1])
+        with pytest.raises(InputError, match="float32"):
+            model.check_feeds({"x": x.astype(np.float64)})
+    with pytest.raises(EngineError, match="closed"):
+        model.bind(feeds, {out_spec.name: out})
+    with load(pack_bundle(tmp_path / "t.edgepack", conv_tflite, name="t")) as model:
+        assert not model.can_bind          # LiteRT: callers feed run() instead
+        assert model.bind({}, {}) is None
