@@ -11,6 +11,7 @@ from edgepack.runtime.errors import InputError
 from edgepack.runtime.ops.vision.candidates import CANDIDATE_DECODERS as DECODERS
 
 from ..detection import add_sigmoid, detection_steps, draw_detections
+from .values import height_width
 
 _OPTIONS = [
     click.option("--resize-shorter", type=click.IntRange(min=1), metavar="N",
@@ -50,24 +51,13 @@ def detection_options(command):
     return command
 
 
-def _size(text: str | None, flag: str) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    parts = text.lower().replace("x", ",").split(",")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise InputError(f"{flag} {text!r} must be HEIGHT,WIDTH or N") from None
-    if len(values) not in (1, 2) or min(values) < 1:
-        raise InputError(f"{flag} {text!r} must be HEIGHT,WIDTH or N with positive integers")
-    return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
 
 
 def geometry_flags(options: dict[str, Any]) -> dict[str, Any]:
     """ImagePipeline keyword arguments from the options."""
     return {"resize_shorter": options.get("resize_shorter"),
-            "center_crop": _size(options.get("center_crop"), "--center-crop"),
-            "letterbox": _size(options.get("letterbox"), "--letterbox"),
+            "center_crop": height_width(options.get("center_crop"), "--center-crop"),
+            "letterbox": height_width(options.get("letterbox"), "--letterbox"),
             "letterbox_order": options.get("letterbox_order") or "resize_then_pad",
             "pad_value": options.get("pad_value", 114.0)}
 

@@ -18,16 +18,8 @@ from edgepack.runtime.mqtt.config import (CODECS, POLICIES, BridgeConfig, Broker
                                           Subscription, TlsConfig, load_config)
 from edgepack.runtime.mqtt.errors import MqttError
 
-_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}
+from .values import byte_size
 
-
-def _size(text: str) -> int:
-    value = text.strip().lower().rstrip("b").rstrip("i")
-    unit = value[-1:] if value[-1:] in "kmg" else ""
-    number = value[: -1] if unit else value
-    if not number.isdigit():
-        raise click.BadParameter(f"{text!r} is not a size: use bytes or e.g. 512K, 16M")
-    return int(number) * _SIZE_UNITS[unit]
 
 
 def _options(prefix: str) -> list[Callable]:
@@ -129,7 +121,7 @@ def bridge_config(broker: str | None, subscribe: tuple[str, ...], publish: tuple
                               policy=policy, queue_size=queue_size)
                  for topic, out in zip(subscribe, publish))
     try:
-        limit = _size(max_payload)
+        limit = byte_size(max_payload)
     except click.BadParameter as exc:
         raise MqttError(f"{flag}max-payload: {exc.message}") from None
     return BridgeConfig(broker_config, subs, status_topic=status_topic, error_topic=error_topic,

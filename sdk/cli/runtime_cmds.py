@@ -20,6 +20,7 @@ from ..packing import (ImagePipeline, check_labels, check_pipeline, onnx_opset, 
                        read_pipeline_file)
 from .describe_quantization import guarded_lines, quantization_lines
 from .detection_options import apply_detection, detection_options, draw_results, geometry_flags
+from .values import height_width
 
 
 def _floats(text: str | None) -> tuple[float, ...] | None:
@@ -31,15 +32,6 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
         raise click.BadParameter(f"{text!r} must be comma-separated numbers") from None
 
 
-def _size(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    parts = text.lower().replace("x", ",").split(",")
-    try:
-        values = [int(p) for p in parts]
-    except ValueError:
-        raise click.BadParameter(f"{text!r} must be HEIGHT,WIDTH") from None
-    return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
 
 
 @click.command()
@@ -68,7 +60,7 @@ def pack(model, output, name, version_, labels, pipeline, resize, resize_referen
          mean, std, layout, softmax, topk, directory, **detection):
     """Wrap an existing .onnx or .tflite MODEL into a bundle (specs read from the model)."""
     data = model.read_bytes()
-    flags = ImagePipeline(resize=_size(resize), reference=resize_reference, color=color,
+    flags = ImagePipeline(resize=height_width(resize, "--resize"), reference=resize_reference, color=color,
                           scale=scale, mean=_floats(mean), std=_floats(std), layout=layout,
                           softmax=softmax, topk=topk, **geometry_flags(detection))
     tables = read_pipeline_file(pipeline) if pipeline else {}

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import signal
 import threading
 from pathlib import Path
@@ -13,15 +12,7 @@ from edgepack.runtime.serve import ModelServer, ServeConfig, ServeError, Version
 from edgepack.runtime.serve.repository import version_key
 
 from .mqtt_cmd import serve_mqtt_options, start_serve_bridge
-
-_SIZE = re.compile(r"(\d+)\s*([kmg]?)i?b?", re.IGNORECASE)
-
-
-def _size(text: str) -> int:
-    match = _SIZE.fullmatch(text.strip())
-    if match is None:
-        raise click.BadParameter(f"{text!r} is not a size: use bytes or e.g. 512K, 64M, 1G")
-    return int(match.group(1)) * 1024 ** " kmg".index((match.group(2) or " ").lower())
+from .values import byte_size
 
 
 def _policies(values: tuple[str, ...]) -> tuple[VersionPolicy, tuple[tuple[str, VersionPolicy], ...]]:
@@ -96,7 +87,7 @@ def serve(path: Path, host: str, port: int, workers: int | None, threads: int | 
     """
     default, per_model = _policies(versions)
     options = dict(host=host, port=port, engine_threads=threads, engine_spin_wait=spin_wait,
-                   engine=engine, max_body_bytes=_size(max_body), max_connections=max_connections,
+                   engine=engine, max_body_bytes=byte_size(max_body), max_connections=max_connections,
                    poll_interval=poll, smoke_test=not no_smoke_test, trusted_key=trusted_key,
                    default_policy=default, model_policies=per_model,
                    header_timeout=header_timeout, body_timeout=body_timeout,

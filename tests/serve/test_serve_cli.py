@@ -17,7 +17,7 @@ click = pytest.importorskip("click")
 from click.testing import CliRunner  # noqa: E402
 
 from edgepack.cli.main import cli  # noqa: E402
-from edgepack.cli.serve_cmd import _size, serve  # noqa: E402
+from edgepack.cli.serve_cmd import serve  # noqa: E402
 
 
 def test_serve_runs_answers_and_stops_cleanly_on_sigterm(repo):
@@ -72,11 +72,6 @@ def test_port_in_use_is_a_clear_error(repo):
     assert result.exit_code == 8
     assert f"cannot listen on 127.0.0.1:{port}" in result.output
     assert "Traceback" not in result.output
-
-
-def test_size_parsing():
-    assert _size("1024") == 1024 and _size("512K") == 512 * 1024
-    assert _size("64M") == 64 << 20 and _size("1GiB") == 1 << 30
 
 
 def test_serve_package_stays_light():
