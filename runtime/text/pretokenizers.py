@@ -98,38 +98,44 @@ class RegexSplit(PreTokenizer):
 
 
 class FindAll(PreTokenizer):
-    """Keep the regex's matches only (whitespace between them removed): fast BERT/Whitespace."""
+    """Keep the regex's matches only (whitespace between them removed): fast BERT/Whitespace.
 
-    def __init__(self, pattern: re.Pattern):
+    `pattern`: the regex over all of Unicode; `bmp`: the same with its classes cut to the
+    BMP, used on text without astral chars (identical matches there, several times faster
+    in `re`: see `unicode.BMP`)."""
+
+    def __init__(self, pattern: re.Pattern, bmp: re.Pattern | None = None):
         self.finditer = pattern.finditer
         # the chars between matches are whitespace (every pattern here matches any other
         # char), so one findall of (whitespace run, match) pairs and running sums of their
         # lengths give each word's start (no Match object per word)
-        self._pairs = re.compile(f"([{uc.whitespace()}]*)({pattern.pattern})").findall
+        ws = uc.whitespace()
+        self._pairs = re.compile(f"([{ws}]*)({pattern.pattern})").findall
+        self._bmp_pairs = re.compile(f"([{ws}]*)({bmp.pattern})").findall if bmp else self._pairs
 
     def split(self, text, offs):
         if isinstance(offs, int):
-            pairs = self._pairs(text)
+            pairs = (self._bmp_pairs if uc.narrow(text) else self._pairs)(text)
             starts = list(accumulate(map(len, chain.from_iterable(pairs)), initial=offs))
             return list(zip(map(itemgetter(1), pairs), starts[1::2]))
         return [(m.group(), offs[m.start():m.end()]) for m in self.finditer(text)]
 
 
 @functools.lru_cache(maxsize=None)
-def _bert_pattern() -> re.Pattern:
-    p, ws = uc.punctuation(), uc.whitespace()
+def _bert_pattern(limit: int = uc.ALL) -> re.Pattern:
+    p, ws = uc.punctuation(limit), uc.whitespace()
     return re.compile(f"[{p}]|[^{ws}{p}]+")
 
 
 @functools.lru_cache(maxsize=None)
-def _whitespace_pattern() -> re.Pattern:
-    w, ws = uc.word(), uc.whitespace()
+def _whitespace_pattern(limit: int = uc.ALL) -> re.Pattern:
+    w, ws = uc.word(limit), uc.whitespace()
     return re.compile(f"[{w}]+|[^{w}{ws}]+")
 
 
 @functools.lru_cache(maxsize=None)
-def _byte_level_pattern() -> re.Pattern:
-    L, N, S = uc.letters(), uc.numbers(), uc.whitespace()
+def _byte_level_pattern(limit: int = uc.ALL) -> re.Pattern:
+    L, N, S = uc.letters(limit), uc.numbers(limit), uc.whitespace()
     return re.compile(
         f"'s|'t|'re|'ve|'m|'ll|'d| ?[{L}]+| ?[{N}]+| ?[^{S}{L}{N}]+|[{S}]+(?![^{S}])|[{S}]+")
 
@@ -159,7 +165,8 @@ class ByteLevel(PreTokenizer):
         self.add_prefix_space, self.use_regex = add_prefix_space, use_regex
         self._split = RegexSplit(_byte_level_pattern(), "Isolated") if use_regex else None
         self._finditer = _byte_level_pattern().finditer
-        self._findall = _byte_level_pattern().findall
+        self._findall_all = _byte_level_pattern().findall
+        self._findall_bmp = _byte_level_pattern(uc.BMP).findall
 
     def __call__(self, pieces):
         return [byte_map(t, o) for t, o in self.raw_words(pieces)]
@@ -183,10 +190,11 @@ class ByteLevel(PreTokenizer):
         is just its matches; a prepended space takes the first char's range."""
         # the matches are contiguous, so one C-level findall and running sums of their
         # lengths give the words and their starts (no Match object per word)
+        findall = self._findall_bmp if uc.narrow(text) else self._findall_all
         if not self.add_prefix_space or text.startswith(" "):
-            words = self._findall(text)
+            words = findall(text)
             return list(zip(words, accumulate(map(len, words), initial=base)))
-        words = self._findall(" " + text)
+        words = findall(" " + text)
         out = list(zip(words, accumulate(map(len, words), initial=base - 1)))
         n = len(words[0])
         out[0] = (words[0], [(base, base + 1)] + [(base + i, base + i + 1)
@@ -321,8 +329,8 @@ def build(spec: Mapping[str, Any] | None, where: str = "tokenizer.json pre_token
     kind = spec.get("type")
     ws = uc.whitespace()
     makers: dict[str, Callable[[], PreTokenizer]] = {
-        "BertPreTokenizer": lambda: FindAll(_bert_pattern()),
-        "Whitespace": lambda: FindAll(_whitespace_pattern()),
+        "BertPreTokenizer": lambda: FindAll(_bert_pattern(), _bert_pattern(uc.BMP)),
+        "Whitespace": lambda: FindAll(_whitespace_pattern(), _whitespace_pattern(uc.BMP)),
         "WhitespaceSplit": lambda: FindAll(re.compile(f"[^{ws}]+")),
         "ByteLevel": lambda: ByteLevel(spec.get("add_prefix_space", True),
                                        spec.get("use_regex", True)),
