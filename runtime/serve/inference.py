@@ -55,15 +55,19 @@ def check_inputs(model: Any, request: InferRequest) -> dict[str, np.ndarray]:
     return feeds
 
 
-def run_raw(model: Any, request: InferRequest) -> list[Output]:
-    """Raw tensors in, raw tensors out (plus optional classification of an output)."""
-    feeds = check_inputs(model, request)
+def run_model(model: Any, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """model.run with the request's fault named: bad tensors 400, a failing engine 500."""
     try:
-        results = model.run(feeds)
+        return model.run(feeds)
     except InputError as exc:
         raise RequestError(400, str(exc)) from None
     except EdgepackError as exc:
         raise RequestError(500, f"inference failed: {exc}") from None
+
+
+def run_raw(model: Any, request: InferRequest) -> list[Output]:
+    """Raw tensors in, raw tensors out (plus optional classification of an output)."""
+    results = run_model(model, check_inputs(model, request))
     order = [spec.name for spec in model.outputs]
     labels = getattr(model, "labels", None)
     if not request.outputs:

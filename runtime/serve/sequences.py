@@ -23,9 +23,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import EdgepackError, InputError, PipelineError
+from ..errors import PipelineError
 from .errors import RequestError
-from .inference import Output, check_inputs
+from .inference import Output, check_inputs, run_model
 from .protocol import InferRequest
 
 log = logging.getLogger(__name__)
@@ -75,12 +75,7 @@ class SequenceTable:
         with seq.lock:
             feeds = check_inputs(_Inputs(model, {p.input for p in pairs}), request)
             feeds.update(seq.state)
-            try:
-                results = model.run(feeds)
-            except InputError as exc:
-                raise RequestError(400, str(exc)) from None
-            except EdgepackError as exc:
-                raise RequestError(500, f"inference failed: {exc}") from None
+            results = run_model(model, feeds)
             seq.state = {p.input: results[p.output] for p in pairs}
             seq.last_used = self._clock()
         if end:
