@@ -322,8 +322,10 @@ def try_learned_rounding(float_model: bytes, samples: Mapping[str, np.ndarray], 
     """Learned rounding for the `layers` worst Conv/Gemm of `ranking` (most harmful first),
     on the grid of `current` = (all-int8 model, Score); kept (appended to `in_use`, which
     `measure` applies to the int8 layers of every later mix) only when the all-int8 score
-    is strictly better with it. Returns the new (model, Score) and the method's record."""
-    from .sensitivity import _better
+    is better with it (selection.ptq_better: significantly higher agreement, or within its
+    noise a lower divergence). Returns the new (model, Score) and the method's record."""
+    from .selection import comparison_fields
+    from .selection import ptq_better as _better
     worst = [s.node for s in ranking if s.op_type in ("Conv", "Gemm")][:layers]
     if not worst:
         return current, ()
@@ -338,7 +340,8 @@ def try_learned_rounding(float_model: bytes, samples: Mapping[str, np.ndarray], 
               "agreement_before": round(before.agreement, 6),
               "agreement_after": round(after[1].agreement, 6),
               "error_before": float(f"{before.error:.4g}"),
-              "error_after": float(f"{after[1].error:.4g}"), "kept": kept}
+              "error_after": float(f"{after[1].error:.4g}"), "kept": kept,
+              **comparison_fields(after[1], before)}
     log.info("accuracy-aware: learned rounding of %d layers: agreement %.4f -> %.4f, error "
              "%.3g -> %.3g (%s)", len(learned.layers), before.agreement, after[1].agreement,
              before.error, after[1].error, "kept" if kept else "undone")

@@ -10,7 +10,8 @@ for every tensor picks the range whose quantization gives that tensor the lowest
 (per-sample relative squared error, summed over samples), all without running the model
 again. The candidates {each method alone, the per-tensor mix} are then quantized with their
 ranges given (no calibration run: `Calibrated.with_ranges`) and the one whose model scores
-best on the calibration samples (top-1 agreement, then output error) is kept.
+best on the calibration samples is kept: a significant difference in top-1 agreement, or
+within its noise the lower output divergence (selection.ptq_better).
 
 onnxruntime's own Entropy/Percentile calibrators re-ran the model per method and built their
 histograms in Python per batch: 100-180 s on a 224x224 MobileNetV2 on 2 cores, for the same
@@ -19,7 +20,9 @@ decisions.
 `prepare_calibrated` is what `quantize_int8` runs when an accuracy target is set and plain
 int8 misses it: outputs left in float (no 8-bit requantization of the logits), cross-layer
 equalization (cle.py, a float rewrite, so a fresh calibration),
-then the calibration choice; each is kept only when the all-int8 result is strictly better.
+then the calibration choice; each is kept only when the all-int8 result is better by
+`selection.ptq_better` (significantly higher agreement, or within the noise lower
+divergence from the float outputs).
 Later methods (bias correction, learned rounding, float layers) run in `accuracy_aware`,
 which reuses the all-int8 measurement made here (`Calibrated.remember`).
 """
@@ -76,7 +79,7 @@ def choose_calibration(float_model: bytes, calibration: Mapping[str, np.ndarray]
     it: it is never closed here, and may be the one returned); reuse_measured: its all-int8
     model and that model's score under `meter`, when the caller has measured them already."""
     from .activation_stats import collect_histograms, method_ranges
-    from .sensitivity import _better
+    from .selection import best_of, ptq_better
 
     candidates: dict[str, tuple[Calibrated, bytes]] = {}
     scores: dict[str, Any] = {}
@@ -114,12 +117,12 @@ def choose_calibration(float_model: bytes, calibration: Mapping[str, np.ndarray]
             else:
                 score_of(method, calibrated_with(method, {**minmax, **ranges[method]}))
         per_tensor = _per_tensor_choice(histograms, ranges, recipe.activation_type)
-        best_method = max(scores, key=lambda m: (scores[m].agreement, -scores[m].error))
+        best_method = best_of(scores)
         if len(set(per_tensor.values())) > 1:
             mixed = {**minmax, **{t: ranges[m][t] for t, m in per_tensor.items()}}
             score_of("per_tensor", calibrated_with(best_method, mixed))
         chosen = best_method
-        if "per_tensor" in scores and _better(scores["per_tensor"], scores[best_method]):
+        if "per_tensor" in scores and ptq_better(scores["per_tensor"], scores[best_method]):
             chosen = "per_tensor"
     except BaseException:
         for c in ours:
@@ -174,7 +177,8 @@ def prepare_calibrated(float_model: bytes, calibration: Mapping[str, np.ndarray]
     `reference_bytes` is `float_model` (the equalized model is not what is compared against)
     and which remembers its all-int8 model and score (`Calibrated.measured`).
     """
-    from .sensitivity import AgreementMeter, _better
+    from .selection import ptq_better as _better
+    from .sensitivity import AgreementMeter
 
     meter = AgreementMeter("onnxruntime", float_model,
                            {n: a[:target.samples] for n, a in calibration.items()})
@@ -250,10 +254,12 @@ def prepare_calibrated(float_model: bytes, calibration: Mapping[str, np.ndarray]
 
 
 def _record(method: str, before, after, kept: bool, details: Mapping[str, Any]) -> dict:
-    log.info("accuracy-aware: %s: agreement %.4f -> %.4f, error %.3g -> %.3g (%s)", method,
-             before.agreement, after.agreement, before.error, after.error,
-             "kept" if kept else "undone")
+    from .selection import comparison_fields
+    why = comparison_fields(after, before)
+    log.info("accuracy-aware: %s: agreement %.4f -> %.4f, error %.3g -> %.3g (%s: %s)",
+             method, before.agreement, after.agreement, before.error, after.error,
+             "kept" if kept else "undone", why["decided_by"])
     return {"method": method, **details, "agreement_before": round(before.agreement, 6),
             "agreement_after": round(after.agreement, 6),
             "error_before": float(f"{before.error:.4g}"),
-            "error_after": float(f"{after.error:.4g}"), "kept": kept}
+            "error_after": float(f"{after.error:.4g}"), "kept": kept, **why}

@@ -85,10 +85,23 @@ class AccuracyTarget:
 
 @dataclass(frozen=True)
 class Score:
-    """How close a quantized model is to the float one on the measurement samples."""
+    """How close a quantized model is to the float one on the measurement samples.
 
-    agreement: float   # top-1 agreement of the first 2-D output (1.0 when there is none)
-    error: float       # mean over outputs of ||q - f||^2 / ||f||^2 (normalized squared error)
+    agreement: top-1 agreement of the first 2-D output (1.0 when there is none), or the
+        task metric's value when the meter has one (detection agreement for detectors).
+    error: mean over outputs of ||q - f||^2 / ||f||^2 (normalized squared error).
+    divergence: mean KL(softmax(f) || softmax(q)) over samples of the agreement output
+        (nan when there is none): a continuous, low-variance companion of agreement that
+        sees how close the ambiguous inputs are to flipping (selection.py).
+    hits: per-sample agreement (1/0, or a task metric's per-sample values), for the
+        standard error of a difference in agreement between two candidates; None when
+        only the aggregate is known.
+    """
+
+    agreement: float
+    error: float
+    divergence: float = float("nan")
+    hits: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -351,8 +364,10 @@ class AgreementMeter:
 
     def __init__(self, engine: str, reference_model: bytes,
                  samples: Mapping[str, np.ndarray], threads: int | None = None,
-                 batch: int = 64):
+                 batch: int = 64, metric: "TaskMetric | None" = None):
         self.engine, self.threads, self.batch = engine, threads, batch
+        #: The task's agreement (detection agreement for detectors) in place of top-1.
+        self.metric = metric
         # integer inputs (token ids, attention masks) stay integers; everything else float32
         self.samples = {n: np.ascontiguousarray(a, dtype=a.dtype if a.dtype.kind in "iub"
                                                 else np.float32)
@@ -363,7 +378,11 @@ class AgreementMeter:
 
     def __call__(self, model_bytes: bytes) -> Score:
         produced = self.outputs(model_bytes)
-        return score(list(self.reference.values()), [produced[n] for n in self.reference])
+        result = score(list(self.reference.values()), [produced[n] for n in self.reference])
+        if self.metric is None:
+            return result
+        return with_task_metric(result, self.metric, self.reference,
+                                {n: produced[n] for n in self.reference})
 
     def outputs(self, model_bytes: bytes) -> dict[str, np.ndarray]:
         """Outputs of `model_bytes` on the samples, by name, float64."""
@@ -390,16 +409,47 @@ class AgreementMeter:
                 for name in chunks[0]}
 
 
+#: A task's agreement between the float model's outputs and a candidate's (both by output
+#: name, batch first): one number in [0, 1], or per-sample values whose mean it is.
+TaskMetric = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], Any]
+
+
 def score(reference: Sequence[np.ndarray], produced: Sequence[np.ndarray]) -> Score:
-    """Top-1 agreement (first 2-D output with >1 column) and mean normalized squared error."""
-    errors, agreement = [], None
+    """Top-1 agreement (first 2-D output with >1 column), mean normalized squared error,
+    and the mean KL divergence of that output's softmax."""
+    errors, hits, divergence = [], None, float("nan")
     for ref, got in zip(reference, produced):
         got = np.nan_to_num(got, nan=0.0, posinf=0.0, neginf=0.0)
         denom = float(np.sum(ref ** 2)) or 1.0
         errors.append(float(np.sum((got - ref) ** 2)) / denom)
-        if agreement is None and ref.ndim == 2 and ref.shape[1] > 1:
-            agreement = float(np.mean(ref.argmax(1) == got.argmax(1)))
-    return Score(1.0 if agreement is None else agreement, float(np.mean(errors)))
+        if hits is None and ref.ndim == 2 and ref.shape[1] > 1:
+            hits = (ref.argmax(1) == got.argmax(1)).astype(np.float64)
+            divergence = mean_kl(ref, got)
+    return Score(1.0 if hits is None else float(np.mean(hits)), float(np.mean(errors)),
+                 divergence, hits)
+
+
+def mean_kl(reference: np.ndarray, produced: np.ndarray) -> float:
+    """Mean over rows of KL(p || q), p and q the softmax of each row (rows that are already
+    probabilities, non-negative and summing to 1, are taken as they are)."""
+    def log_probs(x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float64)
+        if np.all(x >= 0) and np.allclose(x.sum(1), 1.0, atol=1e-3):
+            return np.log(np.maximum(x, 1e-12))
+        x = x - x.max(1, keepdims=True)
+        return x - np.log(np.exp(x).sum(1, keepdims=True))
+    lp, lq = log_probs(reference), log_probs(produced)
+    return float(np.mean(np.sum(np.exp(lp) * (lp - lq), axis=1)))
+
+
+def with_task_metric(base: Score, metric: TaskMetric, reference: Mapping[str, np.ndarray],
+                     produced: Mapping[str, np.ndarray]) -> Score:
+    """`base` with its agreement (and per-sample hits, if the metric gives them) replaced by
+    the task metric's; its top-1 divergence means nothing for such a task and is dropped."""
+    value = np.asarray(metric(reference, produced), np.float64)
+    hits = value.reshape(-1) if value.ndim else None
+    agreement = float(np.mean(value)) if value.size else 1.0
+    return Score(agreement, base.error, float("nan"), hits)
 
 
 def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str, np.ndarray],
@@ -483,19 +533,22 @@ def _try_bias_correction(float_model: bytes, samples: Mapping[str, np.ndarray],
                          ) -> tuple[tuple[bytes, Score], tuple[dict[str, Any], ...]]:
     """Correct the float biases for the int8 weights' expected error (bias_correction.py)
     and keep the correction (appended to `in_use`, which `measure` applies to every later
-    mix, to the int8 layers only) when the all-int8 result is strictly better with it."""
+    mix, to the int8 layers only) when the all-int8 result is better with it
+    (selection.ptq_better)."""
     from .bias_correction import correct_biases
+    from .selection import comparison_fields, ptq_better
     corrected = correct_biases(float_model, plain[0], samples)
     if not corrected.layers:
         return plain, ()
     in_use.append(corrected)
     after = measure([])
-    kept = _better(after[1], plain[1])
+    kept = ptq_better(after[1], plain[1])
     record = {"method": "bias_correction", **corrected.to_record(),
               "agreement_before": round(plain[1].agreement, 6),
               "agreement_after": round(after[1].agreement, 6),
               "error_before": float(f"{plain[1].error:.4g}"),
-              "error_after": float(f"{after[1].error:.4g}"), "kept": kept}
+              "error_after": float(f"{after[1].error:.4g}"), "kept": kept,
+              **comparison_fields(after[1], plain[1])}
     log.info("accuracy-aware: bias correction of %d layers: agreement %.4f -> %.4f, error "
              "%.3g -> %.3g (%s)", len(corrected.layers), plain[1].agreement,
              after[1].agreement, plain[1].error, after[1].error, "kept" if kept else "undone")

@@ -11,6 +11,7 @@ from edgepack.converters.int8 import AccuracyTarget, choose_recipe
 from edgepack.converters.int8.calibration_choice import (choose_calibration, fake_quant,
                                                          prepare_calibrated)
 from edgepack.converters.int8.quantize import CalibrationSettings
+from edgepack.converters.int8.selection import best_of
 from edgepack.converters.int8.sensitivity import AgreementMeter
 
 RECIPE = choose_recipe("onnxruntime", "x86_64-workstation", float_thin_convs=0)
@@ -51,7 +52,7 @@ def test_choice_picks_percentile_for_a_heavy_tailed_activation():
     try:
         scores = choice.scores
         assert {"minmax", "entropy", "percentile"} <= set(scores)
-        best = max(scores, key=lambda k: (scores[k].agreement, -scores[k].error))
+        best = best_of(scores)                       # the noise-aware rule (selection.py)
         assert choice.chosen == best and best in ("percentile", "entropy")   # clipping
         for clipping in ("percentile", "entropy"):
             assert scores[clipping].error < 0.1 * scores["minmax"].error, clipping
