@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from .config import BrokerConfig
 from .errors import MqttError, require_paho
+from .lean import client_class
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,12 @@ def backoff_delay(attempt: int, minimum: float, maximum: float,
 
 def make_client(broker: BrokerConfig, will_topic: str, will_payload: bytes,
                 receive_maximum: int) -> Any:
-    """A configured paho `Client` (not connected): manual acks, persistent session."""
+    """A configured paho `Client` (not connected): manual acks, persistent session; with
+    the cheaper receive path of `lean.client_class` where the paho version allows it."""
     mqtt = require_paho()
     from paho.mqtt.enums import CallbackAPIVersion
     v5 = broker.protocol == "5"
-    client = mqtt.Client(
+    client = client_class()(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=broker.client_id or "",
         protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,

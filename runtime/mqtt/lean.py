@@ -1,0 +1,247 @@
+"""A cheaper receive path for paho's `Client`, used by the bridge where it is safe.
+
+Every message the broker sends pays paho's receive path, also the camera frames a full
+``drop-oldest`` queue throws away at once. Profiled on the benchmark's tiny model (QoS 0,
+MQTT 5, 1,600 messages/s), per received PUBLISH paho made about four ``recv`` system calls
+(the fixed header is read one byte at a time, then the rest) and built and filled an MQTT 5
+`Properties` object (two 27-entry tables, then an unpack): most of the network thread's
+Python time. Each ``recv`` also releases and takes back the GIL, and while the network
+thread holds it the worker waits for it after every decode, inference and publish (a GIL
+convoy), so what paho spends on dropped frames is taken from the frames that are answered.
+
+Two overrides of paho internals, so tied to the paho versions they were written and tested
+against (`TESTED`; any other version gets paho's own `Client`, unchanged behaviour):
+
+- the socket paho reads is wrapped in `BufferedSocket`: one ``recv`` of up to 64 KiB
+  serves the small reads of many packets. It reports what it holds through ``pending()``,
+  the hook paho already uses for TLS sockets, so paho's loop does not wait in select while
+  whole packets sit in the buffer;
+- a PUBLISH at QoS 0 or 1 is decoded by `LeanClient._handle_publish`: topic, packet id
+  and payload as paho decodes them, but the MQTT 5 properties are kept as bytes and
+  unpacked (by paho's own `Properties.unpack`) only when a property is first read
+  (`LazyProperties`): the bridge reads them only for the messages it answers.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+import struct
+from typing import Any
+
+from .errors import require_paho
+
+log = logging.getLogger(__name__)
+
+#: paho-mqtt versions (major.minor) whose private `_create_socket`, `_handle_publish` and
+#: `_handle_on_message` the overrides here were checked against.
+TESTED = ("2.2",)
+#: Bytes asked of the socket per read: many small packets, or a slice of a large one.
+READ_SIZE = 65536
+
+
+class BufferedSocket:
+    """A socket whose ``recv`` is served from one larger read of the real socket.
+
+    Everything else (send, fileno for select, setsockopt, close, ...) is the wrapped
+    socket's own. A read larger than `READ_SIZE` with nothing buffered goes straight to the
+    socket, so a large payload is not copied twice."""
+
+    __slots__ = ("_sock", "_data", "_pos")
+
+    def __init__(self, sock: Any):
+        self._sock = sock
+        self._data = b""
+        self._pos = 0
+
+    def recv(self, size: int) -> bytes:
+        data, pos = self._data, self._pos
+        if pos >= len(data):
+            if size >= READ_SIZE:
+                return self._sock.recv(size)
+            data = self._sock.recv(READ_SIZE)   # BlockingIOError etc. reach paho as before
+            if len(data) <= size:               # all of it wanted (or b"": the peer closed)
+                return data
+            self._data, pos = data, 0
+        end = min(pos + size, len(data))
+        self._pos = end
+        return data[pos:end]
+
+    def packet(self) -> tuple[int, bytes] | None:
+        """(first byte, body) of the next MQTT packet when all of it is buffered (reading
+        the socket once if the buffer is empty), taken out of the buffer; else None: paho's
+        own byte-wise read then carries on from here, and meets and reports whatever
+        stopped this one (no data yet, the peer closed, a TLS condition, a bad length)."""
+        data, pos = self._data, self._pos
+        if pos >= len(data):
+            try:
+                data = self._sock.recv(READ_SIZE)
+            except Exception:  # noqa: BLE001 - paho's own recv raises it again, handled
+                return None
+            if not data:        # closed: paho's recv sees b"" again (EOF stays EOF)
+                return None
+            self._data, self._pos, pos = data, 0, 0
+        end_of_data = len(data)
+        i = pos + 1
+        length = shift = 0
+        while True:
+            if i >= end_of_data or i > pos + 4:
+                return None
+            byte = data[i]
+            length |= (byte & 0x7F) << shift
+            i += 1
+            if not byte & 0x80:
+                break
+            shift += 7
+        end = i + length
+        if end > end_of_data:
+            return None
+        self._pos = end
+        return data[pos], data[i:end]
+
+    def pending(self) -> int:
+        """Bytes readable without the socket: buffered here, plus TLS's decrypted ones."""
+        inner = getattr(self._sock, "pending", None)
+        return len(self._data) - self._pos + (inner() if inner is not None else 0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+class LazyProperties:
+    """MQTT 5 PUBLISH properties kept as their wire bytes until one is read; then paho's
+    `Properties` unpacks them (same values, same attribute names)."""
+
+    __slots__ = ("_raw", "_unpacked")
+
+    def __init__(self, raw: bytes):
+        self._raw = raw
+        self._unpacked: Any = None
+
+    def unpacked(self) -> Any:
+        if self._unpacked is None:
+            from paho.mqtt.packettypes import PacketTypes
+            from paho.mqtt.properties import Properties
+            props = Properties(PacketTypes.PUBLISH)
+            props.unpack(self._raw)
+            self._unpacked = props
+        return self._unpacked
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.unpacked(), name)
+
+    def __str__(self) -> str:
+        return str(self.unpacked())
+
+    __repr__ = __str__
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    """(value, next position) of the Variable Byte Integer at `pos` (ValueError if bad)."""
+    value = shift = 0
+    for i in range(pos, min(pos + 4, len(data))):
+        byte = data[i]
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, i + 1
+        shift += 7
+    raise ValueError("malformed Variable Byte Integer")
+
+
+def _in_packet(command: int, packet: Any, length: int) -> dict[str, Any]:
+    """paho's read state: `command` 0 is 'between packets'; else one whole packet."""
+    return {"command": command, "have_remaining": 1 if command else 0,
+            "remaining_count": [], "remaining_mult": 1, "remaining_length": length,
+            "packet": packet, "to_process": 0, "pos": 0}
+
+
+def paho_tested(version: str) -> bool:
+    return ".".join(version.split(".")[:2]) in TESTED
+
+
+@functools.lru_cache(maxsize=1)
+def client_class() -> type:
+    """`LeanClient` when the installed paho is one of `TESTED`, else paho's `Client`."""
+    mqtt = require_paho()
+    import paho.mqtt
+    version = str(getattr(paho.mqtt, "__version__", "?"))
+    if not paho_tested(version):
+        log.info("paho-mqtt %s: the bridge uses paho's own receive path (its faster one is "
+                 "tested with paho-mqtt %s)", version, ", ".join(f"{v}.*" for v in TESTED))
+        return mqtt.Client
+    from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
+    from paho.mqtt.exception import MalformedPacket
+
+    v5 = MQTTProtocolVersion.MQTTv5
+    unpack_h = struct.Struct("!H").unpack_from
+
+    class LeanClient(mqtt.Client):
+        """paho's Client with a buffered socket and lazily unpacked PUBLISH properties."""
+
+        def _create_socket(self) -> Any:
+            return BufferedSocket(super()._create_socket())
+
+        def _packet_read(self) -> MQTTErrorCode:
+            # A packet already whole in the buffer is handed to paho's dispatcher in one
+            # step; anything else (a packet split across reads) takes paho's own path.
+            sock = self._sock
+            if self._in_packet["command"] == 0 and type(sock) is BufferedSocket:
+                frame = sock.packet()
+                if frame is not None:
+                    return self._handle_frame(*frame)
+            return super()._packet_read()
+
+        def _handle_frame(self, command: int, body: bytes) -> MQTTErrorCode:
+            """What the end of paho's `_packet_read` does with a whole packet."""
+            self._in_packet = _in_packet(command, body, len(body))
+            try:
+                rc = self._packet_handle()
+            except MalformedPacket as exc:
+                self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received malformed packet: %s", exc)
+                rc = MQTTErrorCode.MQTT_ERR_PROTOCOL
+            self._in_packet = _in_packet(0, bytearray(), 0)
+            with self._msgtime_mutex:
+                self._last_bytes_received = mqtt.time_func()
+            return rc
+
+        def _handle_publish(self) -> MQTTErrorCode:
+            header = self._in_packet["command"]
+            qos = (header & 0x06) >> 1
+            if qos > 1:
+                return super()._handle_publish()    # QoS 2 keeps paho's own path
+            packet = bytes(self._in_packet["packet"])
+            try:
+                (length,) = unpack_h(packet, 0)
+                pos = 2 + length
+                topic = packet[2:pos]
+                if len(topic) != length:
+                    raise ValueError("topic runs past the packet")
+                mid = 0
+                if qos:
+                    (mid,) = unpack_h(packet, pos)
+                    pos += 2
+                properties = None
+                if self._protocol == v5:
+                    size, start = _varint(packet, pos)
+                    end = start + size
+                    if end > len(packet):
+                        raise ValueError("properties run past the packet")
+                    # With their length prefix: what paho's Properties.unpack reads.
+                    properties = LazyProperties(packet[pos:end])
+                    pos = end
+                elif not topic:
+                    raise ValueError("topic can't be empty in MQTTv3")
+            except (ValueError, struct.error) as exc:
+                raise MalformedPacket(f"PUBLISH: {exc}") from None
+            message = mqtt.MQTTMessage(mid=mid, topic=topic)
+            message.dup = bool(header & 0x08)
+            message.qos = qos
+            message.retain = bool(header & 0x01)
+            message.properties = properties
+            message.payload = packet[pos:]
+            message.timestamp = mqtt.time_func()
+            self._handle_on_message(message)
+            if qos == 1 and not self._manual_ack:
+                return self._send_puback(mid)
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    return LeanClient
