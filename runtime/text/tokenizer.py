@@ -140,7 +140,7 @@ class Tokenizer:
         raw_words = getattr(pre_tokenizer, "raw_words", None)
         self._split_words = raw_words or pre_tokenizer
         self._word_ids = self._byte_level_word if raw_words else model.tokenize_cached
-        self._byte_cache: dict[str, tuple[list, list, list]] = {}
+        self._byte_cache: dict[str, tuple[tuple, tuple, tuple]] = {}  # see models.frozen
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -266,6 +266,7 @@ class Tokenizer:
             else:
                 spans = [(rel[t[2]], rel[t[3] - 1] + 1) for t in tokens]
             hit = ([t[0] for t in tokens], [t[1] for t in tokens], spans)
+        hit = models.frozen(*hit)
         if len(self._byte_cache) >= models.CACHE_LIMIT:
             self._byte_cache.clear()  # bounded; refills with the words in use
         self._byte_cache[word] = hit
