@@ -159,3 +159,26 @@ def test_few_boxes_per_class_pair_within_classes_as_the_references(seed):
     xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1)
     assert np.asarray(cv2.dnn.NMSBoxesBatched(xywh.tolist(), scores.tolist(), classes.tolist(),
                                               0.0, 0.45)).ravel().tolist() == ref
+
+
+def test_the_nms_steps_source_map_equals_geometry_boxes_to_source():
+    # the nms step maps kept boxes with _SourceMap (3 numpy calls, constants kept per
+    # geometry) instead of Geometry.boxes_to_source: the same arithmetic, so the same values
+    # (out-of-image, nan and inf coordinates alike); only the sign of a zero on the image
+    # edge may differ (np.clip's strided and contiguous loops differ there: -0.0 == 0.0)
+    from edgepack.runtime.ops.trace import Geometry
+    from edgepack.runtime.ops.vision.nms import _SourceMap
+
+    rng = np.random.default_rng(5)
+    source_map = _SourceMap()
+    geometries = [Geometry.of((480, 640)).resized(480, 640).padded(80, 0, 640, 640),
+                  Geometry.of((375, 500)).resized(256, 341).cropped(16, 58, 224, 224),
+                  Geometry.of((720, 1280)).padded(0, 0, 1280, 1280).resized(640, 640)]
+    for g in geometries * 2:                     # the second pass reads the kept constants
+        boxes = rng.uniform(-50, 700, (300, 4))
+        boxes[:3] = [[-0.0, 0.0, 1.0, 2.0], [np.nan, 1.0, np.inf, -np.inf], [0.0] * 4]
+        got, want = source_map.boxes(g, boxes), g.boxes_to_source(boxes)
+        assert np.array_equal(got, want, equal_nan=True) and got.dtype == want.dtype
+        assert (got == want)[~np.isnan(want)].all() and np.isnan(got).sum() == 1
+        assert source_map.boxes(g, boxes[:0]).shape == (0, 4)
+    assert len(source_map._constants) == 3

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import Context, Params, register_decode
+from ..trace import Geometry
 from .candidates import CANDIDATES, CandidateBatch, Candidates, label_of
 
 #: Above this many candidate pairs, fall back to a loop over kept boxes (bounded memory).
@@ -100,12 +101,12 @@ def _class_pairs(classes: np.ndarray):
     For the few-boxes-per-class candidates detectors give, this needs no x sort and no
     class shift: a stable sort by class keeps rank order inside each class."""
     n = len(classes)
-    by_class = np.argsort(classes, kind="stable")
+    by_class = classes.argsort(kind="stable")
     grouped = classes.take(by_class)
     after = np.arange(1, n + 1)
-    counts = np.searchsorted(grouped, grouped, side="right")
+    counts = grouped.searchsorted(grouped, "right")
     counts -= after
-    total = int(counts.sum())
+    total = int(np.add.reduce(counts))
     if total > min(max(1024, 8 * n), PAIR_LIMIT):
         return None
     first, second = _expand_pairs(counts, after, total)
@@ -116,11 +117,12 @@ def _expand_pairs(counts: np.ndarray, after: np.ndarray, total: int):
     """Row r pairs with the counts[r] rows right after it: (r, r + 1), ..., (r, r +
     counts[r]), as two flat position arrays of `total` pairs (after = arange(1, n + 1)).
     Pair k of row r is (r, r + 1 + (k - the first pair of row r))."""
-    lead = np.cumsum(counts)
+    lead = counts.cumsum()
     lead -= counts
     lead -= after
-    first = np.repeat(after - 1, counts)
-    second = np.arange(total) - np.repeat(lead, counts)
+    first = (after - 1).repeat(counts)
+    second = lead.repeat(counts)
+    np.subtract(np.arange(total), second, out=second)
     return first, second
 
 
@@ -132,12 +134,15 @@ def _resolve(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     longest chain of possible suppressors is shorter than the round number exact, so it
     settles in (longest chain + 1) rounds: 2-3 for the clusters detectors produce. The
     first unchanged round is the answer; a long chain finishes one box at a time."""
-    kept = np.ones(n, bool)
+    everything = np.empty(n, bool)
+    everything.fill(True)
+    kept = everything.copy()
     kept[v] = False                       # round 1 from "all kept": the unsuppressable ones
     for _ in range(MAX_WAVES - 1):
-        new = np.ones(n, bool)
+        new = everything.copy()
         new[v.compress(kept.take(u))] = False
-        if not (new ^ kept).any():
+        # (bytes compare: a few hundred booleans, cheaper than xor + any())
+        if new.tobytes() == kept.tobytes():
             return kept
         kept = new
     # A long chain of overlaps: finish in rank order, one box at a time.
@@ -179,13 +184,17 @@ def _greedy_loop(cols: np.ndarray, area: np.ndarray, classes: np.ndarray | None,
 def _suppress(boxes: Any, scores: Any, threshold: float, classes: Any = None):
     """Sorted order, the suppression edges in rank space (or None: too many pairs) and
     (sorted boxes as (5, n) rows x0, y0, x1, y1, area; their areas; sorted classes)."""
-    b = np.asarray(boxes, np.float64).reshape(-1, 4)
-    s = np.asarray(scores).reshape(-1)
+    b = np.asarray(boxes, np.float64)
+    if b.ndim != 2 or b.shape[1] != 4:
+        b = b.reshape(-1, 4)
+    s = np.asarray(scores)
+    if s.ndim != 1:
+        s = s.reshape(-1)
     if len(b) != len(s):
         raise ValueError(f"{len(b)} boxes but {len(s)} scores")
-    order = np.argsort(-s, kind="stable")
+    order = (-s).argsort(kind="stable")
     cols = np.empty((5, len(b)))                            # x0, y0, x1, y1, area rows
-    np.take(b.T, order, axis=1, out=cols[:4])
+    b.T.take(order, 1, out=cols[:4])      # (decoders hand (4, n) corner rows, viewed as .T)
     c = None if classes is None else np.asarray(classes).reshape(-1).take(order)
     area = cols[4]
     sides = cols[2:4] - cols[:2]
@@ -216,7 +225,7 @@ def nms(boxes: Any, scores: Any, iou_threshold: float, classes: Any = None,
         kept = _greedy_loop(cols, area, c, iou_threshold, max_keep)
     else:
         kept = _resolve(cols.shape[1], *edges)
-    result = order[np.flatnonzero(kept)]
+    result = order.compress(kept)
     return result[:max_keep] if max_keep is not None else result
 
 
@@ -323,6 +332,7 @@ def _nms_step(p: Params, ctx: Context):
     max_candidates = p.integer("max_candidates", 30000, minimum=1)
     labels = list(ctx.labels) if ctx.labels else None
     allow, deny = _class_list(p, "classes", labels), _class_list(p, "exclude", labels)
+    affine = _SourceMap()
 
     def select(c: Candidates) -> Candidates:
         keep = None
@@ -361,7 +371,7 @@ def _nms_step(p: Params, ctx: Context):
             c = select(c)
             index, boxes, points = suppress(c)
             if geometry is not None:
-                boxes = geometry.boxes_to_source(boxes)
+                boxes = affine.boxes(geometry, boxes)
                 points = None if points is None else geometry.points_to_source(points)
             else:
                 h, w = batch.size
@@ -378,13 +388,35 @@ def _rows(array: np.ndarray | None, index: np.ndarray) -> np.ndarray | None:
     return None if array is None else array.take(index, 0)
 
 
+class _SourceMap:
+    """Geometry.boxes_to_source for (k, 4) boxes in three numpy calls (subtract, divide, one
+    clip), with the per-geometry constants kept: the same float64 arithmetic and clip, so
+    the same values (tested), at a fraction of its per-call cost (~14 numpy calls there;
+    after the decoder's pass over the output evicted the caches, each one counts)."""
+
+    LIMIT = 16      # geometries remembered (a stream has one; a batch of photos a few)
+
+    def __init__(self) -> None:
+        self._constants: dict[Geometry, np.ndarray] = {}
+
+    def boxes(self, geometry: Geometry, boxes: np.ndarray) -> np.ndarray:
+        k = self._constants.get(geometry)
+        if k is None:
+            if len(self._constants) >= self.LIMIT:
+                self._constants.clear()
+            (sy, sx), (oy, ox), (h, w) = geometry.scale, geometry.offset, geometry.source_size
+            k = self._constants[geometry] = np.array(
+                [[ox, oy, ox, oy], [sx, sy, sx, sy], [w, h, w, h]], np.float64)
+        out = np.subtract(boxes, k[0])
+        out /= k[1]
+        return np.clip(out, 0.0, k[2], out=out)
+
+
 def _detections(boxes, scores, classes, points, labels) -> list[dict[str, Any]]:
     box_rows, score_list, class_list = boxes.tolist(), scores.tolist(), classes.tolist()
-    point_rows = points.tolist() if points is not None else None
-    out = []
-    for i, (box, score, cls) in enumerate(zip(box_rows, score_list, class_list)):
-        d = {"box": box, "score": score, "class": cls, "label": label_of(labels, cls)}
-        if point_rows is not None:
-            d["keypoints"] = point_rows[i]
-        out.append(d)
-    return out
+    if points is None:
+        return [{"box": box, "score": score, "class": cls, "label": label_of(labels, cls)}
+                for box, score, cls in zip(box_rows, score_list, class_list)]
+    return [{"box": box, "score": score, "class": cls, "label": label_of(labels, cls),
+             "keypoints": point}
+            for box, score, cls, point in zip(box_rows, score_list, class_list, points.tolist())]

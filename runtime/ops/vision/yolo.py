@@ -41,8 +41,10 @@ def _best_class_above(scores: np.ndarray, cut: float):
         idx = np.flatnonzero(conf > cut)
         return idx, np.zeros(len(idx), np.int64), conf.take(idx)
     if scores.strides[0] != scores.itemsize:      # not classes-contiguous: row maxima
-        best = scores.max(0)
-        idx = np.flatnonzero(best > cut)
+        # ufuncs called directly: max() and flatnonzero() are Python wrappers, and after
+        # this pass over the whole output every further call runs on evicted caches
+        best = np.maximum.reduce(scores, axis=0)
+        idx = np.greater(best, cut).nonzero()[0]
         # fancy indexing leaves the (C, k) gather class-contiguous: argmax(0) needs no copy
         return idx, scores[:, idx].argmax(0), best.take(idx)
     hits = np.flatnonzero(scores.T > cut) // count       # box of each hit, ascending
