@@ -91,9 +91,17 @@ def choose_calibration(float_model: bytes, calibration: Mapping[str, np.ndarray]
         ours.append(c)
         return c
 
+    # Candidates whose ranges come out alike quantize to the same bytes: scored once.
+    by_model: dict[str, Any] = {}
+    if reuse_measured is not None:
+        by_model[_digest(reuse_measured[0])] = reuse_measured[1]
+
     def score_of(name: str, c: Calibrated, known=None) -> None:
         model = known[0] if known else c.quantize(recipe, exclude_nodes)
-        candidates[name], scores[name] = (c, model), known[1] if known else meter(model)
+        key = _digest(model)
+        if key not in by_model:
+            by_model[key] = known[1] if known else meter(model)
+        candidates[name], scores[name] = (c, model), by_model[key]
 
     usable = reuse is not None and reuse.model_bytes == float_model
     try:
@@ -137,6 +145,11 @@ def choose_calibration(float_model: bytes, calibration: Mapping[str, np.ndarray]
     if hasattr(meter, "samples"):      # an AgreementMeter: accuracy_aware can reuse this
         calibrated.remember(exclude_nodes, meter.samples, model, scores[chosen])
     return CalibrationChoice(calibrated, chosen, scores, per_tensor, model)
+
+
+def _digest(model: bytes) -> str:
+    import hashlib
+    return hashlib.blake2b(model, digest_size=16).hexdigest()
 
 
 def _per_tensor_choice(histograms: Mapping[str, Any],
@@ -209,6 +222,10 @@ def prepare_calibrated(float_model: bytes, calibration: Mapping[str, np.ndarray]
                 current, best_model, best, settings = trial, model, after, floated
             else:
                 trial.close()
+        # The model before equalization stays open when equalization is kept: the
+        # calibration choice then runs on both, and the better complete pipeline wins
+        # (the methods interact: equalization moves the ranges the choice picks from).
+        unequalized: tuple[Calibrated, bytes, Any] | None = None
         if equalization:
             from .cle import equalize
             exact = equalize(current.model_bytes)
@@ -228,29 +245,92 @@ def prepare_calibrated(float_model: bytes, calibration: Mapping[str, np.ndarray]
                     if records[:-1] and records[-2]["kept"] and \
                             records[-2]["method"].startswith("cross_layer_equalization"):
                         records[-2]["kept"] = False      # superseded by this variant
-                    current.close()
+                    if unequalized is None:
+                        unequalized = (current, best_model, best)
+                    else:
+                        current.close()
                     current, best_model, best = trial, model, after
                 else:
                     trial.close()
         if choice and best.agreement < target.min_agreement:
-            picked = choose_calibration(current.model_bytes, calibration, recipe, meter,
-                                        settings, exclude_nodes=exclude_nodes, reuse=current,
-                                        reuse_measured=(best_model, best))
-            picked.calibrated.reference_bytes = float_model
-            after = picked.scores[picked.chosen]
-            kept = _better(after, best)
-            records.append(_record("calibration_choice", best, after, kept,
-                                   picked.to_record()))
-            if kept:
-                if picked.calibrated is not current:
-                    current.close()
-                current, best = picked.calibrated, after
-            elif picked.calibrated is not current:
-                picked.calibrated.close()
+            current, best, branch_records = _choose_on_branches(
+                float_model, calibration, recipe, meter, settings, exclude_nodes,
+                (current, best_model, best), unequalized)
+            unequalized = None          # closed or returned by _choose_on_branches
+            if branch_records[-1].get("branch") == "without equalization":
+                for r in records:       # the pipeline without equalization won
+                    if r["method"].startswith("cross_layer_equalization") and r["kept"]:
+                        r.update(kept=False, superseded_by="calibration choice without "
+                                 "equalization scored better (selection.ptq_better)")
+            records.extend(branch_records)
+        elif unequalized is not None:
+            unequalized[0].close()
+            unequalized = None
     except BaseException:
         current.close()
+        if unequalized is not None:
+            unequalized[0].close()
         raise
     return current, tuple(records)
+
+
+def _choose_on_branches(float_model: bytes, calibration: Mapping[str, np.ndarray],
+                        recipe: Recipe, meter, settings: CalibrationSettings,
+                        exclude_nodes: Sequence[str], equalized: tuple,
+                        unequalized: tuple | None) -> tuple[Calibrated, Any, list[dict]]:
+    """The calibration choice on the current model and, when equalization was kept, on the
+    model before it; (the winning Calibrated, its score, records). Every Calibrated given
+    or made here that is not returned is closed. The winner is the best of the complete
+    pipelines by selection.ptq_better; each branch's choice is kept only if it beats that
+    branch's own start."""
+    from .selection import ptq_better
+    branches = [("with equalization" if unequalized else "", equalized)]
+    if unequalized is not None:
+        branches.append(("without equalization", unequalized))
+    results = []     # (label, Calibrated, score, record)
+    try:
+        for label, (start_cal, start_model, start) in branches:
+            picked = choose_calibration(start_cal.model_bytes, calibration, recipe, meter,
+                                        settings, exclude_nodes=exclude_nodes,
+                                        reuse=start_cal, reuse_measured=(start_model, start))
+            picked.calibrated.reference_bytes = float_model
+            after = picked.scores[picked.chosen]
+            kept = ptq_better(after, start)
+            record = _record("calibration_choice", start, after, kept, picked.to_record())
+            if label:
+                record["branch"] = label
+            if kept:
+                if picked.calibrated is not start_cal:
+                    start_cal.close()
+                results.append((label, picked.calibrated, after, record))
+            else:
+                if picked.calibrated is not start_cal:
+                    picked.calibrated.close()
+                results.append((label, start_cal, start, record))
+    except BaseException:
+        for _, c, _, _ in results:
+            c.close()
+        for _, (c, _, _) in branches[len(results):]:
+            c.close()
+        raise
+    winner = results[0]
+    for other in results[1:]:
+        if ptq_better(other[2], winner[2]):
+            winner = other
+    records = []
+    for result in results:
+        if result is not winner:
+            result[1].close()
+            result[3]["kept"] = False
+            result[3]["lost_to"] = winner[0] or "the other branch"
+            records.append(result[3])
+    records.append(winner[3])
+    if len(results) > 1:
+        log.info("calibration choice: pipeline %s kept (%s)", winner[0],
+                 ", ".join(f"{label} {score.agreement:.4f}/{score.divergence:.4g}"
+                           for label, _, score, _ in results))
+    return winner[1], winner[2], records
+
 
 
 def _record(method: str, before, after, kept: bool, details: Mapping[str, Any]) -> dict:

@@ -74,7 +74,10 @@ class LiteRtInt8Options:
     speed: SpeedSettings | None = None
 
     def __post_init__(self) -> None:
-        if self.accuracy is not None and self.accuracy.method != "isolated":
+        # TFLite's own layer-wise ranking (each layer's int8 error from one debugger run)
+        # serves both the default "one_pass" and "isolated".
+        if self.accuracy is not None and \
+                self.accuracy.method not in ("one_pass", "isolated"):
             raise ConversionError(
                 f"TFLite ranks layers by their own int8 error (layer-wise, like 'isolated'); "
                 f"the sensitivity method {self.accuracy.method!r} exists for ONNX only")

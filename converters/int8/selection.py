@@ -6,19 +6,25 @@ its binomial standard error is 0.013, larger than the gap between most PTQ candi
 whichever one happened to flip a few more of *these* samples: on the issue-18 stand-in two
 candidates reached 0.955-0.956 held out, but the pass kept one at 0.948.
 
-`ptq_better(a, b)` decides as a statistician would:
+`ptq_better(a, b)` decides as a statistician would, with `b` (the status quo: the model
+without the method, or the first candidate) kept unless `a` is significantly better:
 
 1. the difference in agreement is measured on the same samples, so its noise is that of
    the *paired* difference: per-sample hits a_i, b_i, d_i = a_i - b_i, standard error
    sd(d) / sqrt(n). Samples both candidates get right (or wrong) add no noise; only the
-   ones they disagree on do;
-2. a difference larger than `AGREEMENT_SE` standard errors is taken as real: the higher
-   agreement wins;
-3. otherwise the candidates are told apart by a continuous score of the same outputs that
-   has far less variance than a count: the mean KL divergence of the float model's
-   softmax from the candidate's (`Score.divergence`), which sees how near each ambiguous
-   sample is to flipping, not only whether it flipped; for outputs that are not class
-   scores (no divergence), the normalized output error.
+   ones they disagree on do. A difference larger than `AGREEMENT_SE` standard errors is
+   taken as real: the higher agreement wins;
+2. otherwise the candidates are told apart by a continuous score of the same outputs that
+   has far less variance than a count: the KL divergence of the float model's softmax from
+   the candidate's (`Score.divergences`, per sample), which sees how near each ambiguous
+   sample is to flipping, not only whether it flipped. Its paired difference must also
+   exceed `AGREEMENT_SE` of its standard errors: the lower divergence then wins;
+3. within the noise of both, `a` is not better: the method is not kept (a change to the
+   model has to earn its place; among equals the simpler pipeline stays).
+
+For outputs that are not class scores (no divergence) the normalized output error decides
+in step 2, and without per-sample hits (an aggregate task metric such as detection
+agreement) higher agreement, or as high with lower error.
 
 The held-out split is never looked at: this uses only the calibration measurements.
 The accuracy-aware layer search (sensitivity.py) keeps its strict rule (a kept-float
@@ -37,34 +43,41 @@ import numpy as np
 AGREEMENT_SE = 2.0
 
 
-def paired_difference(a: Any, b: Any) -> tuple[float, float] | None:
-    """(agreement of a - agreement of b, standard error of that difference) from their
-    per-sample hits on the same samples; None when either score has no per-sample hits."""
-    if a.hits is None or b.hits is None or len(a.hits) != len(b.hits) or len(a.hits) < 2:
+def _paired(x: np.ndarray | None, y: np.ndarray | None) -> tuple[float, float] | None:
+    if x is None or y is None or len(x) != len(y) or len(x) < 2:
         return None
-    d = np.asarray(a.hits, np.float64) - np.asarray(b.hits, np.float64)
+    d = np.asarray(x, np.float64) - np.asarray(y, np.float64)
     return float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
 
 
-def continuous(s: Any) -> float:
-    """The low-variance score compared within the noise: divergence, else output error."""
-    return s.divergence if np.isfinite(s.divergence) else s.error
+def paired_difference(a: Any, b: Any) -> tuple[float, float] | None:
+    """(agreement of a - agreement of b, standard error of that difference) from their
+    per-sample hits on the same samples; None when either score has no per-sample hits."""
+    return _paired(a.hits, b.hits)
+
+
+def divergence_difference(a: Any, b: Any) -> tuple[float, float] | None:
+    """(divergence of a - divergence of b, its paired standard error), or None."""
+    return _paired(a.divergences, b.divergences)
+
+
+def _significant(paired: tuple[float, float] | None, se: float) -> bool:
+    return paired is not None and paired[0] != 0.0 and abs(paired[0]) > se * paired[1]
 
 
 def ptq_better(a: Any, b: Any, se: float = AGREEMENT_SE) -> bool:
-    """True when candidate score `a` is better than `b` (module docstring): a significant
-    agreement difference decides; within the noise, the lower divergence (or error) does.
-    Without per-sample hits (an aggregate task metric), strictly higher agreement or, as
-    high, lower error."""
+    """True when candidate score `a` is significantly better than the status quo `b`
+    (module docstring): a significant agreement difference decides; within its noise, a
+    significantly lower divergence; within the noise of both, False."""
     paired = paired_difference(a, b)
     if paired is None:
         return (a.agreement, -a.error) > (b.agreement, -b.error)
-    diff, error = paired
-    if diff != 0.0 and abs(diff) > se * error:
-        return diff > 0
-    if continuous(a) != continuous(b):
-        return continuous(a) < continuous(b)
-    return (a.agreement, -a.error) > (b.agreement, -b.error)
+    if _significant(paired, se):
+        return paired[0] > 0
+    kl = divergence_difference(a, b)
+    if kl is not None:
+        return _significant(kl, se) and kl[0] < 0
+    return a.error < b.error      # no class scores: the output error
 
 
 def best_of(scores: dict[str, Any], se: float = AGREEMENT_SE) -> str:
@@ -85,12 +98,15 @@ def describe(a: Any, b: Any, se: float = AGREEMENT_SE) -> str:
     if paired is None:
         return "agreement, then output error (no per-sample hits)"
     diff, error = paired
-    if diff != 0.0 and abs(diff) > se * error:
+    if _significant(paired, se):
         return f"agreement differs by {diff:+.4f} (> {se:g} x SE {error:.4f})"
-    kind = "divergence" if np.isfinite(a.divergence) and np.isfinite(b.divergence) \
-        else "output error"
-    return (f"agreement within noise ({diff:+.4f}, SE {error:.4f}): {kind} "
-            f"{continuous(a):.4g} vs {continuous(b):.4g}")
+    head = f"agreement within noise ({diff:+.4f}, SE {error:.4f})"
+    kl = divergence_difference(a, b)
+    if kl is None:
+        return f"{head}: output error {a.error:.4g} vs {b.error:.4g}"
+    verdict = "significant" if _significant(kl, se) else "within noise: no change"
+    return (f"{head}; divergence {a.divergence:.4g} vs {b.divergence:.4g} "
+            f"({kl[0]:+.3g}, SE {kl[1]:.3g}: {verdict})")
 
 
 def comparison_fields(after: Any, before: Any) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from .recipes import Recipe
 
 log = logging.getLogger(__name__)
 
-SENSITIVITY_METHODS = ("isolated", "leave_one_out")
+SENSITIVITY_METHODS = ("one_pass", "isolated", "leave_one_out")
 #: Pruning leaves layers int8 only while the mix gives back at most this fraction of the
 #: output error that the greedy phase's float layers removed from the all-int8 model.
 #: Agreement alone is a count on a few hundred samples that sees only the first class
@@ -63,13 +63,15 @@ class AccuracyTarget:
     min_agreement: top-1 agreement with the float model on the calibration set (0-1).
     max_float_layers: at most this many quantizable layers are kept in float.
     samples: at most this many calibration samples are used to measure (speed).
-    method: "isolated" | "leave_one_out" (see the module docstring).
+    method: "one_pass" (default: layer_noise.py, one float run, and the search tries whole
+        blocks first) | "isolated" | "leave_one_out" (one quantization per layer; see the
+        module docstring).
     """
 
     min_agreement: float = 0.99
     max_float_layers: int = 8
     samples: int = 256
-    method: str = "isolated"
+    method: str = "one_pass"
 
     def __post_init__(self) -> None:
         if self.method not in SENSITIVITY_METHODS:
@@ -102,6 +104,8 @@ class Score:
     error: float
     divergence: float = float("nan")
     hits: np.ndarray | None = field(default=None, compare=False, repr=False)
+    #: Per-sample KL divergences whose mean `divergence` is (None without class scores).
+    divergences: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,10 @@ class LayerSensitivity:
     impact: float
 
     def describe(self, rank: int) -> str:
+        if self.method == "one_pass":
+            return (f"sensitivity rank {rank}: its int8 form adds relative output error "
+                    f"{self.error:.3g} (one float pass: its activations' and weights' "
+                    "rounding)")
         if self.method == "isolated":
             return (f"sensitivity rank {rank}: int8 alone, this layer gives output error "
                     f"{self.error:.3g} and top-1 agreement {self.agreement:.4f}")
@@ -417,20 +425,25 @@ TaskMetric = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], Any]
 def score(reference: Sequence[np.ndarray], produced: Sequence[np.ndarray]) -> Score:
     """Top-1 agreement (first 2-D output with >1 column), mean normalized squared error,
     and the mean KL divergence of that output's softmax."""
-    errors, hits, divergence = [], None, float("nan")
+    errors, hits, kl = [], None, None
     for ref, got in zip(reference, produced):
         got = np.nan_to_num(got, nan=0.0, posinf=0.0, neginf=0.0)
         denom = float(np.sum(ref ** 2)) or 1.0
         errors.append(float(np.sum((got - ref) ** 2)) / denom)
         if hits is None and ref.ndim == 2 and ref.shape[1] > 1:
             hits = (ref.argmax(1) == got.argmax(1)).astype(np.float64)
-            divergence = mean_kl(ref, got)
+            kl = row_kl(ref, got)
     return Score(1.0 if hits is None else float(np.mean(hits)), float(np.mean(errors)),
-                 divergence, hits)
+                 float("nan") if kl is None else float(np.mean(kl)), hits, kl)
 
 
 def mean_kl(reference: np.ndarray, produced: np.ndarray) -> float:
-    """Mean over rows of KL(p || q), p and q the softmax of each row (rows that are already
+    """Mean over rows of KL(p || q) (row_kl)."""
+    return float(np.mean(row_kl(reference, produced)))
+
+
+def row_kl(reference: np.ndarray, produced: np.ndarray) -> np.ndarray:
+    """KL(p || q) per row, p and q the softmax of each row (rows that are already
     probabilities, non-negative and summing to 1, are taken as they are)."""
     def log_probs(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float64)
@@ -439,7 +452,7 @@ def mean_kl(reference: np.ndarray, produced: np.ndarray) -> float:
         x = x - x.max(1, keepdims=True)
         return x - np.log(np.exp(x).sum(1, keepdims=True))
     lp, lq = log_probs(reference), log_probs(produced)
-    return float(np.mean(np.sum(np.exp(lp) * (lp - lq), axis=1)))
+    return np.sum(np.exp(lp) * (lp - lq), axis=1)
 
 
 def with_task_metric(base: Score, metric: TaskMetric, reference: Mapping[str, np.ndarray],
@@ -449,7 +462,7 @@ def with_task_metric(base: Score, metric: TaskMetric, reference: Mapping[str, np
     value = np.asarray(metric(reference, produced), np.float64)
     hits = value.reshape(-1) if value.ndim else None
     agreement = float(np.mean(value)) if value.size else 1.0
-    return Score(agreement, base.error, float("nan"), hits)
+    return Score(agreement, base.error, float("nan"), hits, None)
 
 
 def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str, np.ndarray],
@@ -509,7 +522,8 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
              if name and name not in by_recipe and name not in fixed]
     if not nodes:
         raise ConversionError("the model has no named quantizable layer to keep in float")
-    ranking = rank_layers(calibrated, recipe, meter, base, nodes, target.method, fixed)
+    ranking = rank_layers(calibrated, recipe, meter, base, nodes, target.method, fixed,
+                          samples=samples)
     from .adaround import try_learned_rounding
     (full, base), learned = try_learned_rounding(original, samples, ranking, measure,
                                                  (full, base), rounding)
@@ -517,6 +531,9 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
     if base.agreement >= target.min_agreement:
         return MixedPrecision(full, target, plain, base, (), tuple(ranking), n_used,
                               methods=methods)
+    if target.method == "one_pass":
+        return _search_blocks(calibrated, ranking, measure, (full, base), target, plain,
+                              n_used, methods)
     greedy = keep_float_greedily(ranking, measure, (full, base), target)
     if greedy.score.agreement < target.min_agreement:
         return MixedPrecision(greedy.model_bytes, target, plain, greedy.score, greedy.kept,
@@ -558,12 +575,81 @@ def _try_bias_correction(float_model: bytes, samples: Mapping[str, np.ndarray],
     return after, (record,)
 
 
+@dataclass(frozen=True)
+class BlockSensitivity:
+    """A block of consecutive layers (layer_noise.blocks) the search keeps float at once;
+    impact = the sum of its layers' one-pass impacts."""
+
+    node: str                    # a label: "block <first>..<last>"
+    op_type: str
+    nodes: tuple[str, ...]
+    impact: float
+
+    def describe(self, rank: int) -> str:
+        return (f"block rank {rank} ({len(self.nodes)} layers): its int8 form adds "
+                f"relative output error {self.impact:.3g}")
+
+
+def _search_blocks(calibrated: Calibrated, ranking: Sequence[LayerSensitivity],
+                   measure: Callable[[Sequence[str]], tuple[bytes, Score]],
+                   all_int8: tuple[bytes, Score], target: AccuracyTarget, plain: Score,
+                   n_used: int, methods: tuple) -> "MixedPrecision":
+    """The search at block granularity first: whole blocks kept float, most harmful first
+    (keep_float_greedily: a block that does not make the mix better is never kept), at most
+    `max_float_layers` layers in all; once the target is met, each layer of the kept blocks
+    is tried back in int8, the least harmful first (prune_float_layers)."""
+    from .layer_noise import blocks
+    by_node = {s.node: s for s in ranking}
+    groups = blocks(calibrated.model_bytes, [s.node for s in ranking])
+    items = sorted((BlockSensitivity(f"block {g[0]}..{g[-1]}" if len(g) > 1 else g[0],
+                                     "block" if len(g) > 1 else by_node[g[0]].op_type, g,
+                                     sum(by_node[n].impact for n in g))
+                    for g in groups), key=lambda b: -b.impact)
+    members = {b.node: b.nodes for b in items}
+
+    def measure_blocks(names: Sequence[str]) -> tuple[bytes, Score] | None:
+        expanded = [n for name in names for n in members[name]]
+        if len(expanded) > target.max_float_layers:
+            return None          # over the layer budget: not admissible
+        return measure(expanded)
+
+    greedy = keep_float_greedily(items, measure_blocks, all_int8, target)
+    layers = sorted((by_node[n] for b in greedy.kept for n in b.nodes),
+                    key=lambda s: ranking.index(s))
+    log.info("accuracy-aware: %d blocks (%d layers) tried as blocks; kept %d blocks, "
+             "agreement %.4f", len(items), len(ranking), len(greedy.kept),
+             greedy.score.agreement)
+    if greedy.score.agreement < target.min_agreement:
+        return MixedPrecision(greedy.model_bytes, target, plain, greedy.score, tuple(layers),
+                              tuple(ranking), n_used, methods=methods)
+    pruned = prune_float_layers(layers, greedy.model_bytes, greedy.score, measure,
+                                target.min_agreement, all_int8=all_int8[1])
+    return MixedPrecision(pruned.model_bytes, target, plain, pruned.score, pruned.kept,
+                          tuple(ranking), n_used, pruned.trials, methods=methods)
+
+
 def rank_layers(calibrated: Calibrated, recipe: Recipe, meter: Callable[[bytes], Score],
                 base: Score, nodes: Sequence[tuple[str, str]], method: str = "isolated",
-                fixed: Sequence[str] = ()) -> list[LayerSensitivity]:
+                fixed: Sequence[str] = (), samples: Mapping[str, np.ndarray] | None = None
+                ) -> list[LayerSensitivity]:
     """Sensitivity of each (node, op) in `nodes` by `method`, most harmful first
-    (`fixed` nodes stay float throughout)."""
+    (`fixed` nodes stay float throughout). "one_pass" needs the calibration `samples`
+    and quantizes nothing (layer_noise.py); the others quantize once per layer."""
     from ..progress import report
+    if method == "one_pass":
+        from .layer_noise import layer_noise
+        if samples is None:
+            raise ConversionError("the one-pass sensitivity ranking needs calibration samples")
+        if not calibrated.calibrated:
+            calibrated.quantize(recipe, fixed)
+        noise = layer_noise(calibrated.model_bytes, samples, calibrated.ranges(),
+                            [name for name, _ in nodes], recipe.activation_type,
+                            recipe.per_channel, recipe.reduce_range)
+        ranking = [LayerSensitivity(name, op, method, noise[name].total, float("nan"),
+                                    noise[name].total)
+                   for name, op in nodes if name in noise]
+        ranking.sort(key=lambda s: -s.impact)
+        return ranking
     names = [name for name, _ in nodes]
     ranking = []
     for index, (name, op) in enumerate(nodes):

@@ -49,9 +49,10 @@ def test_outlier_model_plain_int8_misses_and_accuracy_aware_meets(calib, held_ou
     assert [k["node"] for k in aware.record["kept_float"]] == \
         [k["node"] for k in record["kept_float"]]
     assert all("sensitivity rank" in k["reason"] for k in aware.record["kept_float"])
-    # In onnxruntime's QDQ graph either layer alone quantizes the tensor: pruning tried
-    # each back in int8 and kept both float, with the evidence in the reason.
-    assert record["returned_to_int8"] == []
+    # In onnxruntime's QDQ graph either layer alone quantizes the tensor: the search kept
+    # their block float, pruning tried each layer back in int8 and kept both convs float,
+    # with the evidence in the reason (a layer of the block not needed went back).
+    assert {r["node"] for r in record["returned_to_int8"]}.isdisjoint({"conv_a", "conv_b"})
     assert all("needed: back in int8 it gives agreement" in k["reason"]
                for k in record["kept_float"])
     # ... and it holds on samples the pass never saw.
@@ -70,7 +71,8 @@ def test_nothing_is_kept_float_when_plain_int8_already_meets_the_target(calib):
 def test_isolated_ranking_puts_the_outlier_layers_first(calib):
     with Calibrated(conv_net(outlier=1000.0), {"x": calib}) as cal:
         result = accuracy_aware(cal, _recipe(), {"x": calib},
-                                AccuracyTarget(min_agreement=0.95, max_float_layers=3))
+                                AccuracyTarget(min_agreement=0.95, max_float_layers=3,
+                                               method="isolated"))
     ranking = [(s.node, s.method) for s in result.ranking]
     assert {n for n, _ in ranking[:2]} == {"conv_a", "conv_b"}
     assert ranking[0][1] == "isolated"
