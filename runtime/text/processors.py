@@ -57,14 +57,30 @@ class Encoding:
             setattr(self, name, value + extra if direction == "right" else extra + value)
 
 
-def _special(ids: list[int], tokens: list[str], type_id: int) -> Encoding:
+def _special_part(ids, tokens, type_id: int) -> tuple:
+    """A run of special tokens as `_assemble` takes it (built once per processor)."""
     n = len(ids)
-    return Encoding(list(ids), [type_id] * n, list(tokens), [(0, 0)] * n, [1] * n, [1] * n)
+    return (list(ids), list(tokens), [(0, 0)] * n, [1] * n, [1] * n, type_id)
 
 
-def _with_type(enc: Encoding, type_id: int) -> Encoding:
-    return Encoding(enc.ids, [type_id] * len(enc.ids), enc.tokens, enc.offsets,
-                    enc.special_tokens_mask, enc.attention_mask)
+def _sequence_part(enc: Encoding, type_id: int) -> tuple:
+    return (enc.ids, enc.tokens, enc.offsets, enc.special_tokens_mask, enc.attention_mask,
+            type_id)
+
+
+def _assemble(parts) -> Encoding:
+    """One Encoding from (ids, tokens, offsets, special mask, attention mask, type id)
+    parts, each list extended once (no Encoding per part: the post-processing of a
+    sentence took ~9 us of a ~50 us encode with them)."""
+    ids, type_ids, tokens, offsets, special, attention = [], [], [], [], [], []
+    for p_ids, p_tokens, p_offsets, p_special, p_attention, type_id in parts:
+        ids += p_ids
+        type_ids += [type_id] * len(p_ids)
+        tokens += p_tokens
+        offsets += p_offsets
+        special += p_special
+        attention += p_attention
+    return Encoding(ids, type_ids, tokens, offsets, special, attention)
 
 
 class PostProcessor:
@@ -92,24 +108,30 @@ class Template(PostProcessor):
             if "SpecialToken" in piece and piece["SpecialToken"]["id"] not in self.special:
                 raise PipelineError(f"template uses special token "
                                     f"{piece['SpecialToken']['id']!r} with no ids")
+        self._single_plan, self._pair_plan = self._plan(single), self._plan(pair)
 
     def added(self, is_pair):
         return sum(len(self.special[p["SpecialToken"]["id"]][0])
                    for p in (self.pair if is_pair else self.single) if "SpecialToken" in p)
 
-    def process(self, a, b, add_special_tokens):
-        if not add_special_tokens:
-            return default_process(a, b)
-        parts = []
-        for piece in self.pair if b is not None else self.single:
+    def _plan(self, pieces: list) -> list:
+        """Each template piece as a ready special-token part or ("A"|"B", type id)."""
+        plan = []
+        for piece in pieces:
             if "SpecialToken" in piece:
                 t = piece["SpecialToken"]
                 ids, tokens = self.special[t["id"]]
-                parts.append(_special(ids, tokens, t["type_id"]))
+                plan.append(_special_part(ids, tokens, t["type_id"]))
             else:
-                s = piece["Sequence"]
-                parts.append(_with_type(a if s["id"] == "A" else b, s["type_id"]))
-        return Encoding.concat(parts)
+                plan.append((piece["Sequence"]["id"], piece["Sequence"]["type_id"]))
+        return plan
+
+    def process(self, a, b, add_special_tokens):
+        if not add_special_tokens:
+            return default_process(a, b)
+        plan = self._single_plan if b is None else self._pair_plan
+        return _assemble([p if len(p) == 6 else _sequence_part(a if p[0] == "A" else b, p[1])
+                          for p in plan])
 
 
 class Bert(PostProcessor):
@@ -123,16 +145,19 @@ class Bert(PostProcessor):
         if not add_special_tokens:
             return default_process(a, b)
         (sep_id, sep), (cls_id, cls) = self.sep, self.cls
-        parts = [_special([cls_id], [cls], 0), _with_type(a, 0), _special([sep_id], [sep], 0)]
+        parts = [_special_part([cls_id], [cls], 0), _sequence_part(a, 0),
+                 _special_part([sep_id], [sep], 0)]
         if b is not None:
-            parts += [_with_type(b, 1), _special([sep_id], [sep], 1)]
-        return Encoding.concat(parts)
+            parts += [_sequence_part(b, 1), _special_part([sep_id], [sep], 1)]
+        return _assemble(parts)
 
 
 _TRIM = "\u0120" + WHITESPACE
 
 
 _TRIMS: dict[str, tuple[int, int]] = {}
+# the two commonest counts as shared objects, told apart by identity in the loop
+_NO_TRIM, _LEAD_ONE = (0, 0), (1, 0)
 
 
 def _trim_counts(token: str) -> tuple[int, int]:
@@ -142,7 +167,9 @@ def _trim_counts(token: str) -> tuple[int, int]:
         trail = len(token) - len(token.rstrip(_TRIM))
         if len(_TRIMS) > 50000:
             _TRIMS.clear()
-        hit = _TRIMS[token] = (lead, trail)
+        hit = (lead, trail)
+        hit = _TRIMS[token] = _NO_TRIM if hit == _NO_TRIM else _LEAD_ONE if hit == _LEAD_ONE \
+            else hit
     return hit
 
 
@@ -151,10 +178,15 @@ def trim_offsets(enc: Encoding, add_prefix_space: bool) -> None:
     offsets = enc.offsets
     trims = _TRIMS
     for i, token in enumerate(enc.tokens):
-        lead, trail = trims.get(token) or _trim_counts(token)
-        if not lead and not trail:
+        counts = trims.get(token) or _trim_counts(token)
+        if counts is _NO_TRIM:
             continue
         start, end = offsets[i]
+        if counts is _LEAD_ONE:  # most word tokens: 'Ġword'
+            if not (add_prefix_space and (i == 0 or start == 0)):
+                offsets[i] = (start + 1 if start < end else end, end)
+            continue
+        lead, trail = counts
         if lead:
             if (i == 0 or start == 0) and add_prefix_space and lead == 1:
                 lead = 0
@@ -180,11 +212,11 @@ class Roberta(PostProcessor):
         if not add_special_tokens:
             return default_process(a, b)
         (sep_id, sep), (cls_id, cls) = self.sep, self.cls
-        parts = [_special([cls_id], [cls], 0), _with_type(a, 0), _special([sep_id], [sep], 0)]
+        sep_part = _special_part([sep_id], [sep], 0)
+        parts = [_special_part([cls_id], [cls], 0), _sequence_part(a, 0), sep_part]
         if b is not None:
-            parts += [_special([sep_id], [sep], 0), _with_type(b, 0),
-                      _special([sep_id], [sep], 0)]
-        return Encoding.concat(parts)
+            parts += [sep_part, _sequence_part(b, 0), sep_part]
+        return _assemble(parts)
 
 
 class ByteLevelTrim(PostProcessor):
