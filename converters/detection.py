@@ -195,3 +195,35 @@ def apply_accuracy_target(record: dict[str, Any], target: float | None) -> None:
                 tolerances=after.to_dict())
     record["failures"] = failures
     record["passed"] = not failures and not record.get("fatal")
+
+
+def detection_metric(decode: Sequence[Mapping[str, Any]], inputs: Sequence[Any],
+                     outputs: Sequence[Any], labels: Sequence[str] | None = None):
+    """The task metric the int8 accuracy-aware search scores a detector's candidates by
+    (`Int8Options.task_metric`): each sample's outputs, of the float model and of the
+    candidate, go through the `decode` steps (the runtime's own, compiled once against the
+    model's input/output TensorSpecs), and the result is `detection_agreement` of the
+    matched detections, what validation and `--accuracy-target` gate on."""
+    from edgepack.runtime.ops import Context, compile_steps
+    from edgepack.runtime.ops.trace import Trace
+    decoder = compile_steps(list(decode), Context(labels=labels, inputs=tuple(inputs),
+                                                   outputs=tuple(outputs)),
+                            "decode", kind="decode")
+
+    def detections(values: Mapping[str, np.ndarray]) -> list[list[dict]]:
+        count = len(next(iter(values.values())))
+        found = []
+        for i in range(count):
+            result = decoder({k: np.asarray(v[i:i + 1], np.float32)
+                              for k, v in values.items()}, Trace())
+            if not isinstance(result, dict) or "detections" not in result:
+                raise ConversionError("the decode steps return no 'detections'; end them "
+                                      "with {\"op\": \"nms\"}")
+            found.append(result["detections"])
+        return found
+
+    def metric(reference: Mapping[str, np.ndarray],
+               produced: Mapping[str, np.ndarray]) -> float:
+        return detection_agreement(compare_detections(detections(reference),
+                                                      detections(produced)))
+    return metric

@@ -178,7 +178,7 @@ def fake_quant(x: np.ndarray, low: float, high: float, activation_type: str) -> 
 def prepare_calibrated(float_model: bytes, calibration: Mapping[str, np.ndarray],
                        recipe: Recipe, settings: CalibrationSettings, target,
                        exclude_nodes: Sequence[str] = (), *, equalization: bool = True,
-                       choice: bool = True, outputs: bool = True
+                       choice: bool = True, outputs: bool = True, metric=None
                        ) -> tuple[Calibrated, tuple[dict[str, Any], ...]]:
     """The Calibrated for the accuracy-aware pass and the records of the methods tried.
 
@@ -188,13 +188,15 @@ def prepare_calibrated(float_model: bytes, calibration: Mapping[str, np.ndarray]
     strictly better
     (records as in `accuracy_aware.methods`). The caller owns (closes) the result, whose
     `reference_bytes` is `float_model` (the equalized model is not what is compared against)
-    and which remembers its all-int8 model and score (`Calibrated.measured`).
+    and which remembers its all-int8 model and score (`Calibrated.measured`). `metric`: the
+    task's agreement (AgreementMeter), for detectors the detection agreement.
     """
     from .selection import ptq_better as _better
     from .sensitivity import AgreementMeter
 
     meter = AgreementMeter("onnxruntime", float_model,
-                           {n: a[:target.samples] for n, a in calibration.items()})
+                           {n: a[:target.samples] for n, a in calibration.items()},
+                           metric=metric)
     current = Calibrated(float_model, calibration, settings)
     records: list[dict[str, Any]] = []
 

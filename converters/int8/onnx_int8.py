@@ -40,6 +40,11 @@ class Int8Options:
     prepare: with an accuracy target, when plain int8 misses it, first try cross-layer
         equalization and the per-tensor calibration choice (calibration_choice.py); False
         goes straight to the accuracy-aware pass.
+    task_metric: the task's agreement (reference outputs, candidate outputs, by output
+        name -> a number in [0, 1] or per-sample values) that scores every candidate of the
+        accuracy-aware search instead of top-1 agreement: for a detector,
+        converters.detection.detection_metric (min of recall and precision of the
+        candidate's detections against the float model's).
     """
 
     recipe: Recipe | None = None
@@ -50,6 +55,7 @@ class Int8Options:
     speed: SpeedSettings | None = None
     exclude_nodes: tuple[str, ...] = ()
     prepare: bool = True
+    task_metric: Any = None
 
     def resolved_recipe(self) -> Recipe:
         recipe = self.recipe or choose_recipe("onnxruntime", self.device)
@@ -87,13 +93,15 @@ def quantize_int8(model_bytes: bytes, calibration: Mapping[str, np.ndarray],
         from .calibration_choice import prepare_calibrated
         calibrated, tried = prepare_calibrated(float_model, calibration, recipe,
                                                options.calibration, options.accuracy,
-                                               options.exclude_nodes)
+                                               options.exclude_nodes,
+                                               metric=options.task_metric)
     else:
         calibrated = Calibrated(float_model, calibration, options.calibration)
     with calibrated:
         if options.accuracy is not None:
             mixed = accuracy_aware(calibrated, recipe, calibration, options.accuracy,
-                                   keep_float=options.exclude_nodes, methods_before=tried)
+                                   keep_float=options.exclude_nodes, methods_before=tried,
+                                   metric=options.task_metric)
             quantized = mixed.model_bytes
         else:
             mixed, quantized = None, calibrated.quantize(recipe, options.exclude_nodes)

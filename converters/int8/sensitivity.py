@@ -468,18 +468,23 @@ def with_task_metric(base: Score, metric: TaskMetric, reference: Mapping[str, np
 def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str, np.ndarray],
                    target: AccuracyTarget = AccuracyTarget(), *,
                    keep_float: Sequence[str] = (), threads: int | None = None,
-                   methods_before: Sequence[Mapping[str, Any]] = ()) -> MixedPrecision:
+                   methods_before: Sequence[Mapping[str, Any]] = (),
+                   metric: TaskMetric | None = None) -> MixedPrecision:
     """Quantize `calibrated` with `recipe`, keeping the most sensitive layers in float until
     top-1 agreement with the float model on `samples` reaches `target.min_agreement`.
     `keep_float` names nodes that stay float in every candidate (the caller's choice).
     `methods_before`: records of PTQ methods the caller already tried (cross-layer
     equalization, calibration choice: calibration_choice.prepare_calibrated), listed first.
+    `metric`: the task's agreement in place of top-1 (AgreementMeter), e.g. the detection
+    agreement for a detector (converters.detection.detection_metric): every candidate of
+    the search is scored, kept or refused by it, and the target is a target of it.
 
     Raises ConversionError when the model has nothing to quantize.
     """
     # Against the model before any float rewrite (equalization), as prepare_calibrated did.
     meter = AgreementMeter("onnxruntime", calibrated.reference_bytes,
-                           {n: a[:target.samples] for n, a in samples.items()}, threads)
+                           {n: a[:target.samples] for n, a in samples.items()}, threads,
+                           metric=metric)
     n_used = meter.count
     fixed = list(keep_float)
 
