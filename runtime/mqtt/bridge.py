@@ -1,9 +1,19 @@
 """The MQTT bridge: subscribe, queue, predict on worker threads, publish, acknowledge.
 
-Threads: paho's network thread runs the callbacks and only ever queues the raw message
-(never decodes or runs a model: a frame dropped by a full drop-oldest queue costs paho's
-parsing and a deque append, nothing more); one worker per subscription decodes, leases a
-model, predicts and publishes in arrival order. The PUBACK of each QoS 1 input goes out
+Threads, with several subscriptions: paho's network thread runs the callbacks and only ever
+queues the raw message (never decodes or runs a model: a frame dropped by a full
+drop-oldest queue costs paho's parsing and a deque append, nothing more); one worker per
+subscription decodes, leases a model, predicts and publishes in arrival order.
+
+With one subscription (the usual device) there is one thread: it drives paho's network
+loop itself (`_pump`: read everything that has arrived, write, keep-alive) between two
+answers, with no paho thread. Two Python threads hand the GIL over every time either one
+comes back from a system call, an image decode or an inference; each hand-over wakes a
+sleeping thread, and on a busy 2-core board that wake-up waited for a time slice: measured
+on the tiny benchmark model, the worker's wall time per answer was 2-4x its CPU time
+(benchmarks/mqtt.py, docs/mqtt.md). In one thread the same work runs back to back. The
+`block` policy keeps its meaning there: with the queue full, the oldest message is answered
+before the new one is queued (in the network callback), so reading pauses meanwhile. The PUBACK of each QoS 1 input goes out
 only once its result (or error message) has itself been delivered to the broker, in
 arrival order (`acks.AckBook`): sent by whichever of the worker and the network thread
 completes it, so no thread is woken per message just to acknowledge.
@@ -17,6 +27,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import select
 import threading
 import time
 from typing import Any, Callable
@@ -102,6 +113,10 @@ class MqttBridge:
             metrics = Metrics()
         self.metrics = metrics
         self.lanes = [_Lane(s) for s in config.subscriptions]
+        # One subscription: this bridge's one thread runs the network loop too (see above).
+        self.inline = len(self.lanes) == 1
+        self._net_lock = threading.Lock()
+        self._pumping = False
         self._stop = threading.Event()
         self._generation = 0
         # Set once the broker acknowledged this connection's subscriptions: start() returns
@@ -152,9 +167,11 @@ class MqttBridge:
             # every QoS 0 publish it writes (~20 us each).
             client.on_publish = self._on_publish
         self._connection = Connection(client, self.config.broker, self._receive_maximum,
-                                      on_reconnect=self._count_reconnect)
+                                      on_reconnect=self._count_reconnect,
+                                      threaded=not self.inline, lock=self._net_lock)
+        work = self._work_inline if self.inline else self._work
         for lane in self.lanes:
-            lane.thread = threading.Thread(target=self._work, args=(lane,), daemon=True,
+            lane.thread = threading.Thread(target=work, args=(lane,), daemon=True,
                                            name=f"edgepack-mqtt-{lane.sub.topic}")
             lane.thread.start()
         self._threads = [lane.thread for lane in self.lanes if lane.thread]
@@ -307,6 +324,12 @@ class MqttBridge:
             item.payload = None       # do not keep megabytes queued just to refuse them
         lane.received += 1
         self.metrics.inc("edgepack_mqtt_messages_received_total", lane.labels)
+        if self.inline and lane.queue.policy == "block" and lane.queue.full():
+            # The thread that would make room is this one: answer the oldest now (its
+            # result and PUBACK are queued in paho and written after this callback).
+            oldest = lane.queue.get_nowait()
+            if oldest is not None:
+                self._handle(lane, oldest)
         dropped = lane.queue.put(item, self._stop.is_set)
         if dropped is item:
             # A full `block` queue refused it because the bridge is stopping: not answered,
@@ -340,17 +363,62 @@ class MqttBridge:
     def _work(self, lane: _Lane) -> None:
         while not self._stop.is_set():
             item = lane.queue.get(timeout=1.0)     # drain() at stop wakes it at once
-            if item is None:
-                continue
-            if item.qos > 0 and item.generation != self._generation and self._session_present:
-                lane.skipped += 1   # the broker redelivers it on this session: answer that
-                self._moved()
-                continue
+            if item is not None:
+                self._handle(lane, item)
+
+    def _work_inline(self, lane: _Lane) -> None:
+        """The one thread of a one-subscription bridge: network, then the oldest message."""
+        queue = lane.queue
+        while not self._stop.is_set():
+            # What arrived meanwhile first (newer frames, acks), with nothing held outside
+            # the queue: a full `block` queue answers its oldest in the callback, in order.
+            # With nothing queued, wait for traffic (0.25 s at most, to see _stop).
+            self._pump(0.0 if len(queue) else 0.25)
+            item = queue.get_nowait()
+            if item is not None:
+                self._handle(lane, item)
+
+    def _pump(self, timeout: float) -> None:
+        """One pass of paho's network loop in this thread: wait up to `timeout` s for the
+        socket (not when bytes are already buffered), read all that has arrived (the
+        callbacks queue it), write what is pending, keep-alive. Not re-entrant: a call from
+        inside a callback returns at once."""
+        if self._pumping:
+            return
+        client = self._client
+        sock = client.socket()
+        if sock is None:                    # not connected: the supervisor reconnects
+            self._stop.wait(min(timeout, 0.01) or 0.001)
+            return
+        if timeout > 0:
+            pending = getattr(sock, "pending", None)
+            if pending is None or not pending():
+                try:
+                    select.select([sock], [sock] if client.want_write() else [], [], timeout)
+                except (OSError, ValueError, TypeError):
+                    return                  # closed under us (a reconnect): next pass
+        with self._net_lock:
+            if client.socket() is not sock:
+                return
+            self._pumping = True
             try:
-                self._answer(lane, item)
-            except Exception:  # a bug must not end the lane
-                log.exception("answering a message on %s failed", item.topic)
+                client.loop_read()
+                if client.want_write():
+                    client.loop_write()
+                client.loop_misc()
+            finally:
+                self._pumping = False
+
+    def _handle(self, lane: _Lane, item: _Message) -> None:
+        if item.qos > 0 and item.generation != self._generation and self._session_present:
+            lane.skipped += 1   # the broker redelivers it on this session: answer that
             self._moved()
+            return
+        try:
+            self._answer(lane, item)
+        except Exception:  # a bug must not end the lane
+            log.exception("answering a message on %s failed", item.topic)
+        self._moved()
 
     def _answer(self, lane: _Lane, item: _Message) -> None:
         meta: dict[str, Any] = {"topic": item.topic, "mid": item.mid}
@@ -408,9 +476,13 @@ class MqttBridge:
     def _publish(self, topic: str, payload: bytes, qos: int, correlation: bytes | None,
                  retain: bool = False) -> Any:
         """Publish once connected (waits in short steps; None if the bridge is stopping)."""
-        while not self._connection.connected.wait(0.25):
+        while not self._connection.connected.is_set():
             if self._stop.is_set():
                 return None
+            if self.inline and not self._pumping:
+                self._pump(0.05)        # this thread reads the CONNACK of a reconnect
+            else:
+                self._connection.connected.wait(0.25)
         make = self._result_properties
         properties = make(correlation) if make is not None else None
         return self._client.publish(topic, payload, qos=qos, retain=retain,

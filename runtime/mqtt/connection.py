@@ -146,11 +146,19 @@ def result_properties(content_type: str = "application/json") -> Callable[[bytes
 
 
 class Connection:
-    """Connects, reports CONNACK outcomes, and keeps reconnecting until `close()`."""
+    """Connects, reports CONNACK outcomes, and keeps reconnecting until `close()`.
+
+    `threaded`: paho's network thread runs the connection (``loop_start``). Otherwise the
+    caller drives paho's loop itself (`loop_read`/`loop_write`/`loop_misc`, see
+    `MqttBridge`); it does so holding `lock`, which connecting and reconnecting hold too, so
+    the socket is never replaced under a read."""
 
     def __init__(self, client: Any, broker: BrokerConfig, receive_maximum: int,
-                 on_reconnect: Callable[[], None] = lambda: None):
+                 on_reconnect: Callable[[], None] = lambda: None, threaded: bool = True,
+                 lock: Any = None):
         self.client = client
+        self.threaded = threaded
+        self.lock = lock if lock is not None else threading.Lock()
         self.broker = broker
         self.receive_maximum = receive_maximum
         self.on_reconnect = on_reconnect
@@ -183,27 +191,39 @@ class Connection:
         self._lost.clear()
         props = connect_properties(broker, self.receive_maximum)
         try:
-            if first:
-                kwargs = {"clean_start": False, "properties": props} if props is not None else {}
-                self.client.connect(broker.host, broker.port, broker.keepalive, **kwargs)
-            else:
-                self.client.reconnect()
+            with self.lock:
+                if first:
+                    kwargs = ({"clean_start": False, "properties": props}
+                              if props is not None else {})
+                    self.client.connect(broker.host, broker.port, broker.keepalive, **kwargs)
+                else:
+                    self.client.reconnect()
         except ssl.SSLError as exc:
             raise MqttError(f"TLS handshake with {where} failed: {exc.reason or exc}; check "
                             "the CA file (--ca-file) and the broker's certificate") from None
         except (OSError, ValueError) as exc:
             raise MqttError(f"cannot connect to the MQTT broker at {where}: "
                             f"{getattr(exc, 'strerror', None) or exc}; is it running?") from None
-        self.client.loop_start()
+        if self.threaded:
+            self.client.loop_start()
         if not self._connack.wait(broker.connect_timeout):
-            self.client.loop_stop()
+            self._stop_loop()
             raise MqttError(f"the broker at {where} did not answer the connection within "
                             f"{broker.connect_timeout:g} s")
         if self._connack_error is not None:
-            self.client.loop_stop()
+            self._stop_loop()
             raise MqttError(f"the broker at {where} refused the connection: "
                             f"{self._connack_error}; check --username/--password and the "
                             "broker's ACL")
+
+    def _stop_loop(self) -> None:
+        if self.threaded:
+            self.client.loop_stop()
+        else:       # the caller must not read this socket any more: close it
+            with self.lock:
+                close = getattr(self.client, "_sock_close", None)
+                if close is not None:
+                    close()
 
     def open(self) -> None:
         """First connection (raises MqttError), then supervise in a daemon thread."""
@@ -216,7 +236,8 @@ class Connection:
         while not self._stop.is_set():
             if not self._lost.wait(0.25) or self._stop.is_set():
                 continue
-            self.client.loop_stop()        # the network thread has ended; join it
+            if self.threaded:
+                self.client.loop_stop()    # the network thread has ended; join it
             attempt = 0
             while not self._stop.is_set():
                 delay = backoff_delay(attempt, self.broker.reconnect_min,
@@ -247,6 +268,10 @@ class Connection:
         if self._supervisor is not None:
             self._supervisor.join(timeout=5)
             self._supervisor = None
+        if not self.threaded and self.connected.is_set():
+            # The caller has stopped driving the loop: paho's thread sees the final status
+            # out and the disconnect through.
+            self.client.loop_start()
         if self.connected.is_set():
             try:
                 before_disconnect()

@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 TESTED = ("2.2",)
 #: Bytes asked of the socket per read: many small packets, or a slice of a large one.
 READ_SIZE = 65536
+#: Whole buffered packets handled per network-loop pass beyond paho's own one (then paho's
+#: loop writes, checks the keep-alive and comes back).
+BURST = 64
 
 
 class BufferedSocket:
@@ -189,6 +192,26 @@ def client_class() -> type:
                 if frame is not None:
                     return self._handle_frame(*frame)
             return super()._packet_read()
+
+        def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+            # paho handles one packet per select() (its loop_read reads as many packets as
+            # messages are in flight, usually 1). The packets already whole in the buffer
+            # are handled now, up to BURST: one wake-up of the network thread (and one
+            # hand-over of the GIL) per burst of messages instead of one per message.
+            rc = super().loop_read(max_packets)
+            sock = self._sock
+            if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or type(sock) is not BufferedSocket:
+                return rc
+            for _ in range(BURST):
+                if self._sock is not sock or self._in_packet["command"] != 0:
+                    break
+                frame = sock.packet()
+                if frame is None:
+                    break
+                rc = self._handle_frame(*frame)
+                if rc > 0:
+                    return self._loop_rc_handle(rc)
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
 
         def _handle_frame(self, command: int, body: bytes) -> MQTTErrorCode:
             """What the end of paho's `_packet_read` does with a whole packet."""

@@ -71,6 +71,19 @@ class MessageQueue:
             self._not_full.notify()
             return item
 
+    def get_nowait(self) -> Any:
+        """The oldest item, or None when empty (never waits)."""
+        with self._lock:
+            if not self._items:
+                return None
+            item = self._items.popleft()
+            self._not_full.notify()
+            return item
+
+    def full(self) -> bool:
+        with self._lock:
+            return len(self._items) >= self.size
+
     def drain(self) -> list[Any]:
         """Remove and return everything queued (on shutdown)."""
         with self._lock:

@@ -1,0 +1,64 @@
+"""A one-subscription bridge runs in one thread (its worker drives paho's network loop);
+with several subscriptions paho's network thread and one worker each. Both against the
+real broker: answered, in order, acknowledged, within the queue bound."""
+from __future__ import annotations
+
+import json
+import threading
+
+from mqtt_helpers import bridge_config, expected, jpeg_bytes
+
+from edgepack.runtime.mqtt import MqttBridge, Subscription
+
+
+def _network_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("paho-mqtt-client")]
+
+
+def test_one_subscription_has_no_network_thread(broker, image_model, clients, topic):
+    sub = clients(broker).subscribe(f"{topic}/out")
+    config = bridge_config(broker, [Subscription(f"{topic}/in", f"{topic}/out", qos=1)])
+    before = _network_threads()
+    with MqttBridge(config, image_model) as bridge:
+        assert bridge.inline and bridge._client._thread is None
+        assert _network_threads() == before
+        clients(broker).publish(f"{topic}/in", jpeg_bytes(5), correlation=b"one")
+        got = sub.wait_for(1, timeout=20)
+        stats = bridge.wait_until(lambda s: s["acknowledged"] >= 1, timeout=20)
+    assert len(got) == 1 and json.loads(got[0].payload)["result"] == expected(
+        image_model, jpeg_bytes(5))
+    assert stats["acknowledged"] == 1 and stats["ack_pending"] == 0
+
+
+def test_two_subscriptions_keep_the_network_thread(broker, image_model, topic):
+    config = bridge_config(broker, [Subscription(f"{topic}/a", f"{topic}/ra"),
+                                    Subscription(f"{topic}/b", f"{topic}/rb")])
+    with MqttBridge(config, image_model) as bridge:
+        assert not bridge.inline and bridge._client._thread is not None
+
+
+def test_inline_full_block_queue_answers_in_order_within_its_bound(broker, image_model,
+                                                                    clients, topic):
+    """QoS 1 into a queue of 2 (`block`), over MQTT 3.1.1 (no Receive Maximum: the broker
+    sends up to its own in-flight limit of 20, so the queue fills). The one thread cannot
+    wait for room in the network callback, so it answers the oldest there: every message
+    answered once, in order, acknowledged, and the queue never deeper than 2."""
+    n = 60
+    payloads = [jpeg_bytes(i) for i in range(n)]
+    want = [expected(image_model, p) for p in payloads]
+    sub = clients(broker).subscribe(f"{topic}/out", qos=1)
+    config = bridge_config(broker, [Subscription(f"{topic}/in", f"{topic}/out", qos=1,
+                                                 queue_size=2)],
+                           broker_options={"protocol": "3.1.1"})
+    with MqttBridge(config, image_model) as bridge:
+        assert bridge.inline
+        pub = clients(broker)
+        infos = [pub.publish(f"{topic}/in", p) for p in payloads]
+        for info in infos:
+            info.wait_for_publish(30)
+        got = sub.wait_for(n, timeout=60)
+        stats = bridge.wait_until(lambda s: s["acknowledged"] >= n, timeout=60)
+    lane = stats["subscriptions"][0]
+    assert [json.loads(m.payload)["result"] for m in got] == want
+    assert stats["acknowledged"] == n and lane["answered"] == n and lane["dropped"] == 0
+    assert lane["high_water"] <= 2 and lane["policy"] == "block"
