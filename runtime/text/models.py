@@ -89,11 +89,12 @@ class WordPiece(Model):
         out = []
         start = 0
         trie = self._first
+        chars = word if word.isascii() else list(word)  # see Unigram._viterbi
         while start < n:
             nodes, ids = trie
             node, best, end, j = nodes[0], -1, start, start
             while j < n:
-                k = node.get(word[j])
+                k = node.get(chars[j])
                 if k is None:
                     break
                 node = nodes[k]
@@ -397,11 +398,15 @@ class Unigram(Model):
         nodes, node_ids, node_scores = self._nodes, self._node_ids, self._node_scores
         trie_get = nodes[0].get
         unk = self.unk_id
+        # each char as one str object: indexing a non-Latin-1 str makes a new one (and
+        # hashes it again) on every trie step, and a char is stepped on up to the longest
+        # piece's length times
+        chars = list(text)
         for i in range(n):
             base = score[i]
             if base == _NEG_INF:
                 continue  # no path reaches i
-            k = trie_get(text[i])
+            k = trie_get(chars[i])
             single = False
             if k is not None:
                 pid = node_ids[k]
@@ -412,7 +417,7 @@ class Unigram(Model):
                         score[i + 1], start_of[i + 1], piece_id[i + 1] = cand, i, pid
                 j = i + 1
                 while j < n:
-                    k = nodes[k].get(text[j])
+                    k = nodes[k].get(chars[j])
                     if k is None:
                         break
                     j += 1
@@ -424,7 +429,7 @@ class Unigram(Model):
             if not single:
                 if unk is None:
                     raise PipelineError("Unigram model without unk_id met text it cannot "
-                                        f"tokenize: {text[i]!r}")
+                                        f"tokenize: {chars[i]!r}")
                 cand = base + unk_score
                 if cand > score[i + 1]:
                     score[i + 1], start_of[i + 1], piece_id[i + 1] = cand, i, unk
