@@ -165,7 +165,7 @@ def test_the_nms_steps_source_map_equals_geometry_boxes_to_source():
     # the nms step maps kept boxes with _SourceMap (3 numpy calls, constants kept per
     # geometry) instead of Geometry.boxes_to_source: the same arithmetic, so the same values
     # (out-of-image, nan and inf coordinates alike); only the sign of a zero on the image
-    # edge may differ (np.clip's strided and contiguous loops differ there: -0.0 == 0.0)
+    # edge may differ (np.maximum gives +0.0 where np.clip may keep -0.0: -0.0 == 0.0)
     from edgepack.runtime.ops.trace import Geometry
     from edgepack.runtime.ops.vision.nms import _SourceMap
 
@@ -180,5 +180,6 @@ def test_the_nms_steps_source_map_equals_geometry_boxes_to_source():
         got, want = source_map.boxes(g, boxes), g.boxes_to_source(boxes)
         assert np.array_equal(got, want, equal_nan=True) and got.dtype == want.dtype
         assert (got == want)[~np.isnan(want)].all() and np.isnan(got).sum() == 1
+        assert not np.signbit(got[~np.isnan(got)]).any()       # never a -0.0 in the JSON
         assert source_map.boxes(g, boxes[:0]).shape == (0, 4)
     assert len(source_map._constants) == 3

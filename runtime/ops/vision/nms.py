@@ -334,7 +334,13 @@ def _nms_step(p: Params, ctx: Context):
     allow, deny = _class_list(p, "classes", labels), _class_list(p, "exclude", labels)
     affine = _SourceMap()
 
+    filtered = threshold is not None or allow is not None or deny is not None
+    names = [label_of(labels, i) for i in range(len(labels))] if labels else []
+
     def select(c: Candidates) -> Candidates:
+        if not filtered:
+            return c if len(c.scores) <= max_candidates else \
+                c.take(np.argsort(-c.scores, kind="stable")[:max_candidates])
         keep = None
         if threshold is not None:
             keep = c.scores > threshold
@@ -378,7 +384,7 @@ def _nms_step(p: Params, ctx: Context):
                 boxes = np.clip(boxes, 0.0, [w, h, w, h])
                 points = None if points is None else np.clip(points, 0.0, [w, h])
             results.append(_detections(boxes, c.scores.take(index), c.classes.take(index),
-                                       points, labels))
+                                       points, names))
         return {"detections": results if batch.batched else results[0]}
     return decode
 
@@ -389,34 +395,43 @@ def _rows(array: np.ndarray | None, index: np.ndarray) -> np.ndarray | None:
 
 
 class _SourceMap:
-    """Geometry.boxes_to_source for (k, 4) boxes in three numpy calls (subtract, divide, one
-    clip), with the per-geometry constants kept: the same float64 arithmetic and clip, so
-    the same values (tested), at a fraction of its per-call cost (~14 numpy calls there;
-    after the decoder's pass over the output evicted the caches, each one counts)."""
+    """Geometry.boxes_to_source for (k, 4) boxes in four ufunc calls (subtract, divide,
+    maximum, minimum), with the per-geometry constants kept: the same float64 arithmetic
+    and clip, so the same values (tested), at a fraction of its per-call cost (~14 numpy
+    calls there; after the decoder's pass over the output evicted the caches, each counts).
+    A zero on the image edge is +0.0 here where np.clip may leave -0.0."""
 
     LIMIT = 16      # geometries remembered (a stream has one; a batch of photos a few)
 
     def __init__(self) -> None:
-        self._constants: dict[Geometry, np.ndarray] = {}
+        self._constants: dict[tuple, np.ndarray] = {}
 
     def boxes(self, geometry: Geometry, boxes: np.ndarray) -> np.ndarray:
-        k = self._constants.get(geometry)
+        # keyed by the values (a tuple hashes in C; the dataclass's hash is Python code)
+        key = (geometry.scale, geometry.offset, geometry.source_size)
+        k = self._constants.get(key)
         if k is None:
             if len(self._constants) >= self.LIMIT:
                 self._constants.clear()
-            (sy, sx), (oy, ox), (h, w) = geometry.scale, geometry.offset, geometry.source_size
-            k = self._constants[geometry] = np.array(
+            (sy, sx), (oy, ox), (h, w) = key
+            k = self._constants[key] = np.array(
                 [[ox, oy, ox, oy], [sx, sy, sx, sy], [w, h, w, h]], np.float64)
         out = np.subtract(boxes, k[0])
         out /= k[1]
-        return np.clip(out, 0.0, k[2], out=out)
+        # clipped by two ufuncs: np.clip's Python wrappers cost more than its arithmetic
+        np.maximum(out, 0.0, out=out)
+        return np.minimum(out, k[2], out=out)
 
 
-def _detections(boxes, scores, classes, points, labels) -> list[dict[str, Any]]:
+def _detections(boxes, scores, classes, points, names: list[str]) -> list[dict[str, Any]]:
+    """The result dicts; `names[i]` is label_of(labels, i) for every label index (a list
+    lookup per detection instead of a call)."""
     box_rows, score_list, class_list = boxes.tolist(), scores.tolist(), classes.tolist()
+    count = len(names)
     if points is None:
-        return [{"box": box, "score": score, "class": cls, "label": label_of(labels, cls)}
+        return [{"box": box, "score": score, "class": cls,
+                 "label": names[cls] if 0 <= cls < count else str(cls)}
                 for box, score, cls in zip(box_rows, score_list, class_list)]
-    return [{"box": box, "score": score, "class": cls, "label": label_of(labels, cls),
-             "keypoints": point}
+    return [{"box": box, "score": score, "class": cls,
+             "label": names[cls] if 0 <= cls < count else str(cls), "keypoints": point}
             for box, score, cls, point in zip(box_rows, score_list, class_list, points.tolist())]
