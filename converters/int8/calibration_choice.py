@@ -130,7 +130,8 @@ def choose_calibration(float_model: bytes, calibration: Mapping[str, np.ndarray]
             mixed = {**minmax, **{t: ranges[m][t] for t, m in per_tensor.items()}}
             score_of("per_tensor", calibrated_with(best_method, mixed))
         chosen = best_method
-        if "per_tensor" in scores and ptq_better(scores["per_tensor"], scores[best_method]):
+        if "per_tensor" in scores and ptq_better(scores["per_tensor"], scores[best_method],
+                                                 status_quo=False):
             chosen = "per_tensor"
     except BaseException:
         for c in ours:
@@ -315,8 +316,9 @@ def _choose_on_branches(float_model: bytes, calibration: Mapping[str, np.ndarray
         for _, (c, _, _) in branches[len(results):]:
             c.close()
         raise
-    winner = results[0]
-    for other in results[1:]:
+    # Without equalization is the status quo: the equalized pipeline must be better.
+    winner = results[-1]
+    for other in results[:-1]:
         if ptq_better(other[2], winner[2]):
             winner = other
     records = []

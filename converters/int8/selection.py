@@ -20,7 +20,10 @@ without the method, or the first candidate) kept unless `a` is significantly bet
    sample is to flipping, not only whether it flipped. Its paired difference must also
    exceed `AGREEMENT_SE` of its standard errors: the lower divergence then wins;
 3. within the noise of both, `a` is not better: the method is not kept (a change to the
-   model has to earn its place; among equals the simpler pipeline stays).
+   model has to earn its place; among equals the simpler pipeline stays). Between
+   alternatives of equal cost (MinMax, Percentile, Entropy, the per-tensor mix: one of
+   them is used whatever happens) there is no status quo, and the lower divergence, the
+   lower-variance estimate, picks (`best_of`).
 
 For outputs that are not class scores (no divergence) the normalized output error decides
 in step 2, and without per-sample hits (an aggregate task metric such as detection
@@ -65,10 +68,12 @@ def _significant(paired: tuple[float, float] | None, se: float) -> bool:
     return paired is not None and paired[0] != 0.0 and abs(paired[0]) > se * paired[1]
 
 
-def ptq_better(a: Any, b: Any, se: float = AGREEMENT_SE) -> bool:
-    """True when candidate score `a` is significantly better than the status quo `b`
-    (module docstring): a significant agreement difference decides; within its noise, a
-    significantly lower divergence; within the noise of both, False."""
+def ptq_better(a: Any, b: Any, se: float = AGREEMENT_SE, status_quo: bool = True) -> bool:
+    """True when candidate score `a` is better than `b` (module docstring): a significant
+    agreement difference decides; within its noise, with `status_quo` (b is the model
+    without the method) a significantly lower divergence, else False; without
+    `status_quo` (a and b are alternatives of equal cost, as calibration methods are) the
+    lower divergence, the best estimate there is."""
     paired = paired_difference(a, b)
     if paired is None:
         return (a.agreement, -a.error) > (b.agreement, -b.error)
@@ -76,16 +81,17 @@ def ptq_better(a: Any, b: Any, se: float = AGREEMENT_SE) -> bool:
         return paired[0] > 0
     kl = divergence_difference(a, b)
     if kl is not None:
-        return _significant(kl, se) and kl[0] < 0
+        return kl[0] < 0 and (not status_quo or _significant(kl, se))
     return a.error < b.error      # no class scores: the output error
 
 
 def best_of(scores: dict[str, Any], se: float = AGREEMENT_SE) -> str:
-    """The key of the best score of `scores` by `ptq_better`, in one pass (the first of
-    equals wins)."""
+    """The key of the best of `scores`, alternatives of equal cost (calibration methods):
+    a significantly higher agreement, else the lowest divergence (`ptq_better` without
+    a status quo), in one pass (the first of equals wins)."""
     best = None
     for name, s in scores.items():
-        if best is None or ptq_better(s, scores[best], se):
+        if best is None or ptq_better(s, scores[best], se, status_quo=False):
             best = name
     if best is None:
         raise ValueError("no candidate to choose from")

@@ -61,7 +61,9 @@ class AccuracyTarget:
     """What accuracy-aware quantization aims for.
 
     min_agreement: top-1 agreement with the float model on the calibration set (0-1).
-    max_float_layers: at most this many quantizable layers are kept in float.
+    max_float_layers: at most this many quantizable layers are kept in float; 0 = only the
+        post-training methods that keep every layer int8 (float outputs, equalization,
+        calibration choice, bias correction, learned rounding).
     samples: at most this many calibration samples are used to measure (speed).
     method: "one_pass" (default: layer_noise.py, one float run, and the search tries whole
         blocks first) | "isolated" | "leave_one_out" (one quantization per layer; see the
@@ -79,8 +81,8 @@ class AccuracyTarget:
                                   f"{', '.join(SENSITIVITY_METHODS)}")
         if not 0.0 < self.min_agreement <= 1.0:
             raise ConversionError(f"agreement target must be in (0, 1], got {self.min_agreement}")
-        if self.max_float_layers < 1:
-            raise ConversionError("max_float_layers must be at least 1")
+        if self.max_float_layers < 0:
+            raise ConversionError("max_float_layers must be 0 (PTQ methods only) or more")
         if self.samples < 2:
             raise ConversionError("the sensitivity pass needs at least 2 samples")
 
@@ -534,6 +536,9 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
                                                  (full, base), rounding)
     methods = (*methods, *learned)
     if base.agreement >= target.min_agreement:
+        return MixedPrecision(full, target, plain, base, (), tuple(ranking), n_used,
+                              methods=methods)
+    if target.max_float_layers == 0:      # PTQ methods only: no layer is kept float
         return MixedPrecision(full, target, plain, base, (), tuple(ranking), n_used,
                               methods=methods)
     if target.method == "one_pass":

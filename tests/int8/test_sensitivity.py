@@ -107,7 +107,16 @@ def test_bad_targets_are_refused():
     with pytest.raises(ConversionError, match="sensitivity method"):
         AccuracyTarget(method="random")
     with pytest.raises(ConversionError, match="max_float_layers"):
-        AccuracyTarget(max_float_layers=0)
+        AccuracyTarget(max_float_layers=-1)
+
+
+def test_zero_float_layers_means_ptq_methods_only(calib):
+    target = AccuracyTarget(min_agreement=0.95, max_float_layers=0)
+    result = quantize_int8(conv_net(outlier=1000.0), {"x": calib},
+                           Int8Options(recipe=_recipe(), accuracy=target, prepare=False))
+    record = result.record["accuracy_aware"]
+    assert record["kept_float"] == [] and not record["met"]    # the outlier needs float
+    assert [m["method"] for m in record["methods"]] == ["bias_correction", "adaround"]
 
 
 def test_caller_excluded_nodes_stay_float_and_are_not_ranked(calib):
