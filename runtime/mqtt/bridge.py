@@ -67,7 +67,11 @@ class _Message:
         self.reject = reject        # refused in the network thread (e.g. too large)
 
     def _property(self, name: str) -> Any:
-        return getattr(self.properties, name, None) if self.properties is not None else None
+        props = self.properties
+        if props is None:
+            return None
+        value = getattr(props, "value", None)     # lean.LazyProperties: no paho unpack
+        return value(name) if value is not None else getattr(props, name, None)
 
     @property
     def correlation(self) -> bytes | None:

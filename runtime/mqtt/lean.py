@@ -110,15 +110,77 @@ class BufferedSocket:
         return getattr(self._sock, name)
 
 
-class LazyProperties:
-    """MQTT 5 PUBLISH properties kept as their wire bytes until one is read; then paho's
-    `Properties` unpacks them (same values, same attribute names)."""
+#: PUBLISH properties the bridge reads, by identifier (MQTT 5 section 3.3.2.3).
+_READ = {3: "ContentType", 8: "ResponseTopic", 9: "CorrelationData"}
+#: The other PUBLISH properties, skipped: fixed sizes, or -1 for a Variable Byte Integer
+#: (Subscription Identifier) and -2 for a UTF-8 string pair (User Property).
+_SKIP = {1: 1, 2: 4, 35: 2, 11: -1, 38: -2}
+_READ_NAMES = frozenset(_READ.values())
 
-    __slots__ = ("_raw", "_unpacked")
+
+def read_properties(raw: bytes) -> dict[str, Any] | None:
+    """Content Type, Response Topic and Correlation Data from PUBLISH properties' wire
+    bytes (length prefix included), as paho's `Properties` gives them (str, str, bytes);
+    None when anything is unusual (an unknown or repeated property, a bad length, bad
+    UTF-8): then paho's own unpack decides."""
+    try:
+        length, pos = _varint(raw, 0)
+        end = pos + length
+        if end != len(raw):
+            return None
+        found: dict[str, Any] = {}
+        while pos < end:
+            ident = raw[pos]
+            pos += 1
+            name = _READ.get(ident)
+            if name is not None:
+                if name in found:
+                    return None
+                (size,) = _unpack_h(raw, pos)
+                data = raw[pos + 2:pos + 2 + size]
+                pos += 2 + size
+                found[name] = data if ident == 9 else data.decode("utf-8")
+                continue
+            skip = _SKIP.get(ident)
+            if skip is None:
+                return None
+            if skip == -1:
+                _, pos = _varint(raw, pos)
+            elif skip == -2:
+                for _ in range(2):
+                    (size,) = _unpack_h(raw, pos)
+                    pos += 2 + size
+            else:
+                pos += skip
+        return found if pos == end else None
+    except (ValueError, struct.error, IndexError, UnicodeDecodeError):
+        return None
+
+
+_unpack_h = struct.Struct("!H").unpack_from
+
+
+class LazyProperties:
+    """MQTT 5 PUBLISH properties kept as their wire bytes until one is read: `value` reads
+    the few the bridge uses straight from the bytes (`read_properties`); anything else, or
+    anything unusual, goes to paho's `Properties` (same values, same attribute names)."""
+
+    __slots__ = ("_raw", "_unpacked", "_read")
 
     def __init__(self, raw: bytes):
         self._raw = raw
         self._unpacked: Any = None
+        self._read: dict[str, Any] | bool | None = None
+
+    def value(self, name: str) -> Any:
+        """Property `name`, or None when the message does not carry it."""
+        if name in _READ_NAMES:
+            if self._read is None:
+                found = read_properties(self._raw)
+                self._read = found if found is not None else False   # False: paho's
+            if self._read is not False:
+                return self._read.get(name)
+        return getattr(self.unpacked(), name, None)
 
     def unpacked(self) -> Any:
         if self._unpacked is None:
@@ -179,6 +241,27 @@ def client_class() -> type:
 
     class LeanClient(mqtt.Client):
         """paho's Client with a buffered socket and lazily unpacked PUBLISH properties."""
+
+        _filtered = False
+
+        def message_callback_add(self, sub: str, callback: Any) -> None:
+            self._filtered = True       # paho's own dispatch from now on
+            super().message_callback_add(sub, callback)
+
+        def _deliver(self, message: Any) -> None:
+            """paho's `_handle_on_message` without per-topic callbacks (none were added):
+            no filter matching, no callback-table lock; the same lock around the call and
+            the same handling of an exception in it."""
+            on_message = self._on_message
+            if on_message is None:
+                return
+            with self._in_callback_mutex:
+                try:
+                    on_message(self, self._userdata, message)
+                except Exception as err:
+                    self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                    if not self.suppress_exceptions:
+                        raise
 
         def _create_socket(self) -> Any:
             return BufferedSocket(super()._create_socket())
@@ -262,7 +345,10 @@ def client_class() -> type:
             message.properties = properties
             message.payload = packet[pos:]
             message.timestamp = mqtt.time_func()
-            self._handle_on_message(message)
+            if self._filtered:
+                self._handle_on_message(message)
+            else:
+                self._deliver(message)
             if qos == 1 and not self._manual_ack:
                 return self._send_puback(mid)
             return MQTTErrorCode.MQTT_ERR_SUCCESS

@@ -157,3 +157,49 @@ def test_an_untested_paho_version_gets_paho_s_own_client(monkeypatch):
     finally:
         lean.client_class.cache_clear()
     assert lean.paho_tested("2.2.0") and not lean.paho_tested("2.1.0")
+
+
+PROPERTY_SETS = [
+    {},
+    {"CorrelationData": b"\x00\xffbinary", "ContentType": "image/jpeg"},
+    {"ResponseTopic": "reply/caf\u00e9", "MessageExpiryInterval": 60, "PayloadFormatIndicator": 1,
+     "TopicAlias": 3, "SubscriptionIdentifier": 300, "UserProperty": [("k", "v"), ("a", "b")],
+     "CorrelationData": b"", "ContentType": ""},
+    {"UserProperty": [("only", "user")]},
+]
+
+
+@pytest.mark.parametrize("values", PROPERTY_SETS, ids=range(len(PROPERTY_SETS)))
+def test_lean_property_reader_agrees_with_paho(values):
+    raw = _props(**values).pack()
+    props = lean.LazyProperties(raw)
+    paho_props = Properties(PacketTypes.PUBLISH)
+    paho_props.unpack(raw)
+    assert lean.read_properties(raw) is not None        # the fast path was taken
+    for name in ("ContentType", "ResponseTopic", "CorrelationData", "MessageExpiryInterval"):
+        assert props.value(name) == getattr(paho_props, name, None), name
+
+
+def test_lean_property_reader_leaves_the_unusual_to_paho():
+    good = _props(ContentType="a").pack()
+    repeated = bytes([good[0] * 2]) + good[1:] + good[1:]        # ContentType twice
+    assert lean.read_properties(repeated) is None
+    unknown = b"\x02\x7f\x00"                                      # identifier 127
+    assert lean.read_properties(unknown) is None
+    bad_utf8 = b"\x04\x03\x00\x01\xff"
+    assert lean.read_properties(bad_utf8) is None
+    assert lean.read_properties(b"\x05\x09\x00\x09ab") is None     # runs past the end
+
+
+@needs_tested_paho
+def test_lean_keeps_per_topic_callbacks():
+    """Once a per-topic callback is added, paho's own dispatch decides (filters first)."""
+    client, peer, got = _client(lean.client_class(), True)
+    filtered: list = []
+    client.message_callback_add("a/#", lambda c, u, m: filtered.append(m.topic))
+    peer.sendall(publish_packet(b"a/b", b"1", v5=True) + publish_packet(b"c", b"2", v5=True))
+    for _ in range(20):
+        if filtered and got:
+            break
+        client.loop_read()
+    assert filtered == ["a/b"] and [m.topic for m in got] == ["c"]
