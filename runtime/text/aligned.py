@@ -22,8 +22,8 @@ Piece = tuple  # (text: str, offs: Offsets)
 
 def materialize(offs: Offsets, n: int) -> list:
     """The per-char (start, end) list of `offs` for a text of `n` chars."""
-    if isinstance(offs, int):
-        return [(offs + i, offs + i + 1) for i in range(n)]
+    if isinstance(offs, int):  # zip of two ranges: the tuples made in C
+        return list(zip(range(offs, offs + n), range(offs + 1, offs + n + 1)))
     return offs
 
 

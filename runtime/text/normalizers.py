@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from itertools import chain, repeat
 from typing import Any, Callable, Mapping
 
 from ..errors import PipelineError
@@ -237,15 +238,11 @@ class BertNormalizer(Normalizer):
         out = "".join([memo[c] for c in text])
         if self._odd.isdisjoint(text):
             return out, offs
+        # every output char of a char keeps its range: each range repeated as many times
+        # as its char's output is long (C-level, no Python loop per char)
         old = materialize(offs, len(text))
-        new = []
-        for c, a in zip(text, old):
-            n = len(memo[c])
-            if n == 1:
-                new.append(a)
-            elif n:
-                new.extend([a] * n)
-        return out, new
+        return out, list(chain.from_iterable(map(repeat, old, map(len, map(memo.__getitem__,
+                                                                           text)))))
 
 
 def _pattern(spec: Mapping[str, Any], where: str) -> re.Pattern:

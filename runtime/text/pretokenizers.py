@@ -114,11 +114,13 @@ class FindAll(PreTokenizer):
         self._bmp_pairs = re.compile(f"([{ws}]*)({bmp.pattern})").findall if bmp else self._pairs
 
     def split(self, text, offs):
+        pairs = (self._bmp_pairs if uc.narrow(text) else self._pairs)(text)
         if isinstance(offs, int):
-            pairs = (self._bmp_pairs if uc.narrow(text) else self._pairs)(text)
             starts = list(accumulate(map(len, chain.from_iterable(pairs)), initial=offs))
             return list(zip(map(itemgetter(1), pairs), starts[1::2]))
-        return [(m.group(), offs[m.start():m.end()]) for m in self.finditer(text)]
+        # per-char offsets (e.g. BERT's spaced-out CJK): each word takes its slice
+        bounds = list(accumulate(map(len, chain.from_iterable(pairs)), initial=0))
+        return [(w, offs[s:e]) for (_, w), s, e in zip(pairs, bounds[1::2], bounds[2::2])]
 
 
 @functools.lru_cache(maxsize=None)

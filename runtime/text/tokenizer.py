@@ -244,6 +244,9 @@ class Tokenizer:
                             offsets.append((offs + s, offs + e))
                         else:
                             offsets += [(offs + s, offs + e) for s, e in w_spans]
+                    elif len(w_spans) == 1:  # e.g. each CJK char a word (BERT)
+                        s, e = w_spans[0]
+                        offsets.append((offs[s][0], offs[e - 1][1]))
                     else:
                         offsets += [(offs[s][0], offs[e - 1][1]) for s, e in w_spans]
         n = len(ids)
