@@ -281,17 +281,29 @@ def client_class() -> type:
             # messages are in flight, usually 1). The packets already whole in the buffer
             # are handled now, up to BURST: one wake-up of the network thread (and one
             # hand-over of the GIL) per burst of messages instead of one per message.
+            # A packet larger than what is buffered (a camera frame over 64 KiB) is read
+            # on by paho's own byte-wise path, and then the burst goes on: all that has
+            # arrived is read, so a drop-oldest queue sees (and drops) it now rather than
+            # leaving a backlog in the socket.
             rc = super().loop_read(max_packets)
             sock = self._sock
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or type(sock) is not BufferedSocket:
                 return rc
             for _ in range(BURST):
-                if self._sock is not sock or self._in_packet["command"] != 0:
+                if self._sock is not sock:
                     break
-                frame = sock.packet()
-                if frame is None:
+                if self._in_packet["command"] == 0:
+                    frame = sock.packet()
+                    if frame is not None:
+                        rc = self._handle_frame(*frame)
+                        if rc > 0:
+                            return self._loop_rc_handle(rc)
+                        continue
+                    if not sock.pending():      # packet() found the socket empty
+                        break
+                rc = super()._packet_read()     # a partial packet: paho's own read
+                if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
                     break
-                rc = self._handle_frame(*frame)
                 if rc > 0:
                     return self._loop_rc_handle(rc)
             return MQTTErrorCode.MQTT_ERR_SUCCESS
