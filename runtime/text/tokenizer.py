@@ -141,6 +141,8 @@ class Tokenizer:
         self._split_words = raw_words or pre_tokenizer
         self._word_ids = self._byte_level_word if raw_words else model.tokenize_cached
         self._byte_cache: dict[str, tuple[tuple, tuple, tuple]] = {}  # see models.frozen
+        # the cache `_word_ids` fills, looked up in `_sequence` itself (no call per hit)
+        self._word_cache = self._byte_cache if raw_words else model._cache
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -215,6 +217,7 @@ class Tokenizer:
         tokens: list[str] = []
         offsets: list[tuple[int, int]] = []
         normalizer, pre, tokenize = self.normalizer, self._split_words, self._word_ids
+        cached = self._word_cache.get
         for start, end, added in self._raw_added.split(text):
             if added is not None:
                 ids.append(added.id)
@@ -235,7 +238,7 @@ class Tokenizer:
                 for word, offs in words:
                     if not word:
                         continue
-                    w_ids, w_tokens, w_spans = tokenize(word)
+                    w_ids, w_tokens, w_spans = cached(word) or tokenize(word)
                     ids += w_ids
                     tokens += w_tokens
                     if type(offs) is int:
