@@ -118,7 +118,7 @@ class MqttBridge:
         self.metrics = metrics
         self.lanes = [_Lane(s) for s in config.subscriptions]
         # One subscription: this bridge's one thread runs the network loop too (see above).
-        self.inline = len(self.lanes) == 1
+        self.inline = len(self.lanes) == 1 and not config.network_thread
         self._net_lock = threading.Lock()
         self._pumping = False
         self._stop = threading.Event()

@@ -158,6 +158,10 @@ class BridgeConfig:
     homeassistant: bool = False
     discovery_prefix: str = "homeassistant"
     drain_timeout: float = 10.0
+    #: Run paho's network thread even with one subscription (a one-subscription bridge
+    #: otherwise drives the network loop from its one worker thread, see bridge.py): for a
+    #: model slower than the keep-alive, or to measure the difference.
+    network_thread: bool = False
 
     def __post_init__(self) -> None:
         if not self.subscriptions:
@@ -204,7 +208,8 @@ def load_config(path: str | Path, **broker_overrides: Any) -> BridgeConfig:
         publish = "cameras/{1}/detections"
         qos = 0                             # codec, policy, queue_size, model, result_qos
         [bridge]
-        homeassistant = true                # status_topic, error_topic, max_payload_bytes
+        homeassistant = true                # status_topic, error_topic, max_payload_bytes,
+                                            # network_thread
     """
     path = Path(path)
     try:

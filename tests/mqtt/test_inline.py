@@ -37,6 +37,21 @@ def test_two_subscriptions_keep_the_network_thread(broker, image_model, topic):
         assert not bridge.inline and bridge._client._thread is not None
 
 
+def test_network_thread_option_keeps_paho_s_thread(broker, image_model, clients, topic):
+    """`[bridge] network_thread = true`: one subscription, still paho's thread + a worker."""
+    from edgepack.runtime.mqtt.config import config_from_mapping
+    config = config_from_mapping({
+        "broker": {"url": broker.url, "client_id": f"nt-{topic}"},
+        "subscribe": [{"topic": f"{topic}/in", "publish": f"{topic}/out", "qos": 1}],
+        "bridge": {"network_thread": True}})
+    sub = clients(broker).subscribe(f"{topic}/out")
+    with MqttBridge(config, image_model) as bridge:
+        assert not bridge.inline and bridge._client._thread is not None
+        clients(broker).publish(f"{topic}/in", jpeg_bytes(2))
+        got = sub.wait_for(1, timeout=20)
+    assert json.loads(got[0].payload)["result"] == expected(image_model, jpeg_bytes(2))
+
+
 def test_inline_full_block_queue_answers_in_order_within_its_bound(broker, image_model,
                                                                     clients, topic):
     """QoS 1 into a queue of 2 (`block`), over MQTT 3.1.1 (no Receive Maximum: the broker
