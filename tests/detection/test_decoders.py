@@ -309,3 +309,21 @@ def test_a_bad_anchors_asset_is_a_load_time_error():
         with pytest.raises(PipelineError, match=words):
             compile_steps([{"op": "ssd_anchors", "boxes": "r", "scores": "c", "anchors": "a"}],
                           Context(outputs=specs, assets={"a": data}), "decode", kind="decode")
+
+
+def test_yolo_nms_on_a_batch_of_two_gives_one_list_per_image_as_each_image_alone():
+    # a batch of one is split without list() (one list of detections); a batch of two gives
+    # one list per image, each the same as that image decoded alone
+    spec = TensorSpec("output0", (-1, 24, 1500), "float32")
+    steps = [{"op": "yolo", "score_threshold": 0.25}, {"op": "nms", "iou": 0.45}]
+    labels = [f"c{i}" for i in range(20)]
+    images = [fake_yolo(seed, n=1500, classes=20) for seed in (4, 5)]
+    geometry = Geometry.of((480, 640)).resized(480, 640).padded(80, 0, 640, 640)
+    alone = [run_decode(steps, {"output0": x}, [spec], labels, geometry)["detections"]
+             for x in images]
+    both = run_decode(steps, {"output0": np.concatenate(images)}, [spec], labels,
+                      geometry)["detections"]
+    assert all(isinstance(d, dict) for d in alone[0]) and len(alone[0]) > 5
+    assert both == alone and alone[0] != alone[1]
+    for d in alone[0]:
+        assert d["label"] == labels[d["class"]] and 0 <= d["box"][1] <= d["box"][3] <= 480
