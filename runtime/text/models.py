@@ -435,10 +435,10 @@ class Unigram(Model):
                     score[i + 1], start_of[i + 1], piece_id[i + 1] = cand, i, unk
         return start_of, piece_id
 
-    def _encode(self, text: str) -> list[tuple[int, int, int]]:
+    def _encode(self, text: str, links: tuple | None = None) -> list[tuple[int, int, int]]:
         """The best segmentation as (start, end, piece id), runs of unknown pieces fused
-        into one (id -2) when fuse_unk."""
-        start_of, piece_id = self._viterbi(text)
+        into one (id -2) when fuse_unk. `links`: `_viterbi(text)` if already run."""
+        start_of, piece_id = links or self._viterbi(text)
         unk = self.unk_id
         fuse = self.fuse_unk and unk is not None
         out: list[tuple[int, int, int]] = []
@@ -466,14 +466,15 @@ class Unigram(Model):
         unknown piece on the best path (else the general `_tokenize`)."""
         if not word:
             return [], [], []
-        start_of, piece_id = self._viterbi(word)
+        links = start_of, piece_id = self._viterbi(word)
         unk = self.unk_id
         ids, tokens, spans = [], [], []
         end = len(word)
         while end > 0:
             i = piece_id[end]
-            if i == unk:
-                return super()._lists(word)
+            if i == unk:  # the general path, from the same lattice (not run again)
+                out = self._tokenize(word, links)
+                return [t[0] for t in out], [t[1] for t in out], [(t[2], t[3]) for t in out]
             start = start_of[end]
             ids.append(i)
             tokens.append(word[start:end])
@@ -484,12 +485,12 @@ class Unigram(Model):
         spans.reverse()
         return ids, tokens, spans
 
-    def _tokenize(self, word):
+    def _tokenize(self, word, links: tuple | None = None):
         if not word:
             return []
         out = []
         unk = self.unk_id
-        for start, end, i in self._encode(word):
+        for start, end, i in self._encode(word, links):
             piece = word[start:end]
             if i == unk or i == -2:  # unknown (fused) pieces: looked up as a whole
                 i = self.vocab.get(piece)
