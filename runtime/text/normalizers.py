@@ -48,6 +48,8 @@ class Lowercase(Normalizer):
 
 
 _MEMO: dict[str, dict[str, str]] = {}
+_TABLES: dict[str, dict[int, str]] = {}  # the same per form, keyed by code point (translate)
+_ODD: dict[str, set[str]] = {}  # per form, the chars that do not map to exactly one
 
 
 def unicode_normalize(form: str, text: str, offs) -> Piece:
@@ -61,13 +63,16 @@ def unicode_normalize(form: str, text: str, offs) -> Piece:
     # Fast path: char by char (what the alignment rules give for one-char clusters),
     # valid whenever it equals normalizing the whole text (no composition across chars).
     memo = _MEMO.setdefault(form, {})
+    table, odd = _TABLES.setdefault(form, {}), _ODD.setdefault(form, set())
     for c in set(text).difference(memo):
-        memo[c] = unicodedata.normalize(form, c)
-    parts = [memo[c] for c in text]
-    out = "".join(parts)
+        n = memo[c] = table[ord(c)] = unicodedata.normalize(form, c)
+        if len(n) != 1:
+            odd.add(c)
+    out = text.translate(table)  # C-level, as joining memo[c] per char
     if out == unicodedata.normalize(form, text):
-        if len(out) == len(text) and "" not in parts:  # then every char maps to one
+        if odd.isdisjoint(text):  # every char maps to one: offsets unchanged
             return out, offs
+        parts = [memo[c] for c in text]
         new = []
         for a, part in zip(materialize(offs, len(text)), parts):
             new.extend([a] * len(part))
