@@ -5,6 +5,8 @@
     python benchmarks/int8.py --only digits   # trained digits CNN: agreement, accuracy drop
     python benchmarks/int8.py --only sensitive  # accuracy-aware mode on an outlier model
     python benchmarks/int8.py --only ops      # per-op-type kernel times of recipe variants
+    python benchmarks/int8.py --only standin  # issue 18: PTQ accuracy on a trained stand-in
+    python benchmarks/int8.py --only search   # issue 18: time of the whole accuracy pass
 
 Speed: a MobileNetV2 (architecture built here, random init: speed does not depend on the
 weights) is packed as an fp32 bundle and as an int8 bundle, both loaded through
@@ -595,7 +597,8 @@ def tflite_sensitive_section(target) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["speed", "digits", "sensitive", "ops", "standin"])
+    parser.add_argument("--only", choices=["speed", "digits", "sensitive", "ops", "standin",
+                                           "search"])
     parser.add_argument("--rounds", type=int, default=40, help="interleaved timed runs")
     parser.add_argument("--no-litert", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for --only ops")
@@ -620,6 +623,8 @@ def main(argv=None) -> int:
         ops_section(args.rounds, args.threads)
     if args.only in (None, "standin"):   # issue 18 accuracy: benchmarks/int8_standin.py
         __import__("int8_standin").standin_section(args.rounds)
+    if args.only in (None, "search"):    # issue 18: the accuracy-aware pass's time
+        __import__("int8_standin").search_section()
     return 0
 
 

@@ -392,6 +392,36 @@ def standin_section(rounds: int = 40, config: StandinConfig = StandinConfig(),
     return figures
 
 
+def search_section(target: float = 0.99, repeats: int = 2,
+                   config: StandinConfig = StandinConfig()) -> list[float]:
+    """Time the whole accuracy-aware pass (PTQ methods, one-pass ranking, block search,
+    pruning) on the stand-in with a target PTQ cannot reach, so every stage runs; `repeats`
+    times. Returns the wall times (s)."""
+    from edgepack.converters.int8 import AccuracyTarget, Int8Options, choose_recipe, \
+        quantize_int8
+    from int8 import load_average
+    model = train_standin(config)
+    calib, _ = patches(300, config.seed + 1, config)
+    fp32 = export(model, calib[:2])
+    recipe = choose_recipe("onnxruntime")
+    times = []
+    print(f"\n== accuracy-aware pass on the stand-in (MobileNetV2 at {config.size}x"
+          f"{config.size}), target {target}: every stage runs")
+    for repeat in range(repeats):
+        before = load_average()
+        t = time.perf_counter()
+        result = quantize_int8(fp32, {"x": calib},
+                               Int8Options(recipe=recipe, accuracy=AccuracyTarget(target)))
+        times.append(time.perf_counter() - t)
+        record = result.record["accuracy_aware"]
+        print(f"  run {repeat + 1}: {times[-1]:.1f} s wall (load average {before} -> "
+              f"{load_average()}), calibration agreement {record['agreement_all_int8']:.4f}"
+              f" -> {record['agreement']:.4f}, met {record['met']}, kept float "
+              f"{[k['node'] for k in record['kept_float']]}, returned to int8 "
+              f"{len(record['returned_to_int8'])}")
+    return times
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=40)
