@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/mqtt.py [--duration 4] [--lines tiny,camera]
                                         [--protocol 5|3.1.1] [--offered 1.25]
-                                        [--latency-messages 300] [--network-thread]
+                                        [--latency-messages 300] [--one-thread]
 
 Two model lines, each with its own anchor (fixed seeds):
 
@@ -237,7 +237,7 @@ class Bridge:
     """`edgepack mqtt` in a subprocess with one subscription at `qos`."""
 
     def __init__(self, bundle: Path, url: str, work: Path, protocol: str, qos: int,
-                 network_thread: bool = False):
+                 network_thread: bool = True):
         config = work / f"bridge-q{qos}.toml"
         config.write_text(
             f'[broker]\nurl = "{url}"\nclient_id = "bench-bridge-q{qos}"\n'
@@ -321,7 +321,7 @@ def run_line(name: str, args: argparse.Namespace, work: Path) -> list[str]:
         raw = RawPublisher(broker.port, args.protocol)
         try:
             # --- QoS 0 at --offered x the anchor, paced in bursts of 8 ---------------
-            bridge = Bridge(bundle, broker.url, work, args.protocol, 0, args.network_thread)
+            bridge = Bridge(bundle, broker.url, work, args.protocol, 0, not args.one_thread)
             bridge.ready(side, lambda i: raw.send(raw.packet("bench/in/probe", payload,
                                                               b"p%d" % i)))
             rate = args.offered * full0
@@ -344,7 +344,7 @@ def run_line(name: str, args: argparse.Namespace, work: Path) -> list[str]:
             q0 = len(got0) / window
 
             # --- QoS 1: as many as the in-flight windows allow, all answered ---------
-            bridge = Bridge(bundle, broker.url, work, args.protocol, 1, args.network_thread)
+            bridge = Bridge(bundle, broker.url, work, args.protocol, 1, not args.one_thread)
             side.forget("probe")
             bridge.ready(side, lambda i: side.publish("probe", payload, -1 - i))
             n1 = max(200, int(full0 * args.duration))
@@ -419,9 +419,9 @@ def main() -> None:
     parser.add_argument("--latency-messages", type=int, default=300)
     parser.add_argument("--protocol", choices=["5", "3.1.1"], default="5",
                         help="MQTT version of the bridge and the benchmark's clients")
-    parser.add_argument("--network-thread", action="store_true",
-                        help="the bridge runs paho's network thread beside its worker "
-                             "([bridge] network_thread), not one thread")
+    parser.add_argument("--one-thread", action="store_true",
+                        help="the bridge drives paho's network loop from its one worker "
+                             "thread ([bridge] network_thread = false)")
     parser.add_argument("--offered", type=float, default=1.25,
                         help="QoS 0 offered load as a multiple of the in-process rate")
     args = parser.parse_args()
@@ -431,7 +431,7 @@ def main() -> None:
         parser.error(f"unknown line(s) {unknown}; known: {', '.join(LINES)}")
     from edgepack.runtime.benchmark import cpu_description
     load = os.getloadavg()
-    print(f"MQTT {args.protocol} bridge{' with a network thread' if args.network_thread else ''} "
+    print(f"MQTT {args.protocol} bridge{' in one thread' if args.one_thread else ''} "
           f"vs in-process ({cpu_description()}; load average "
           f"{load[0]:.1f} at start; other processes share the machine: quote ranges)",
           flush=True)

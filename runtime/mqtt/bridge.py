@@ -5,15 +5,16 @@ queues the raw message (never decodes or runs a model: a frame dropped by a full
 drop-oldest queue costs paho's parsing and a deque append, nothing more); one worker per
 subscription decodes, leases a model, predicts and publishes in arrival order.
 
-With one subscription (the usual device) there is one thread: it drives paho's network
-loop itself (`_pump`: read everything that has arrived, write, keep-alive) between two
-answers, with no paho thread. Two Python threads hand the GIL over every time either one
-comes back from a system call, an image decode or an inference; each hand-over wakes a
-sleeping thread, and on a busy 2-core board that wake-up waited for a time slice: measured
-on the tiny benchmark model, the worker's wall time per answer was 2-4x its CPU time
-(benchmarks/mqtt.py, docs/mqtt.md). In one thread the same work runs back to back. The
-`block` policy keeps its meaning there: with the queue full, the oldest message is answered
-before the new one is queued (in the network callback), so reading pauses meanwhile. The PUBACK of each QoS 1 input goes out
+With one subscription and ``network_thread=False`` there is one thread: it drives paho's
+network loop itself (`_pump`: read everything that has arrived, write, keep-alive) between
+two answers, with no paho thread. Two Python threads hand the GIL over every time either
+one comes back from a system call, an image decode or an inference, and each hand-over
+wakes a sleeping thread; one thread never waits for that, but it gets one thread's share of
+a busy host and cannot receive while a model runs. Measured on the tiny benchmark model
+on a loaded 2-core host, the two threads answered more (QoS 0 ratio 0.47-0.76 against
+0.25-0.29 in one thread, docs/mqtt.md), so they stay the default. The `block` policy keeps
+its meaning in one thread: with the queue full, the oldest message is answered before the
+new one is queued (in the network callback), so reading pauses meanwhile. The PUBACK of each QoS 1 input goes out
 only once its result (or error message) has itself been delivered to the broker, in
 arrival order (`acks.AckBook`): sent by whichever of the worker and the network thread
 completes it, so no thread is woken per message just to acknowledge.
@@ -117,7 +118,7 @@ class MqttBridge:
             metrics = Metrics()
         self.metrics = metrics
         self.lanes = [_Lane(s) for s in config.subscriptions]
-        # One subscription: this bridge's one thread runs the network loop too (see above).
+        # One subscription without a network thread: its worker runs the network loop too.
         self.inline = len(self.lanes) == 1 and not config.network_thread
         self._net_lock = threading.Lock()
         self._pumping = False

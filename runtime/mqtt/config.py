@@ -158,10 +158,11 @@ class BridgeConfig:
     homeassistant: bool = False
     discovery_prefix: str = "homeassistant"
     drain_timeout: float = 10.0
-    #: Run paho's network thread even with one subscription (a one-subscription bridge
-    #: otherwise drives the network loop from its one worker thread, see bridge.py): for a
-    #: model slower than the keep-alive, or to measure the difference.
-    network_thread: bool = False
+    #: paho's network thread runs the connection, beside one worker per subscription.
+    #: False, with one subscription: one thread drives paho's network loop between answers
+    #: (see bridge.py); it never hands the GIL to another thread, but gets one thread's
+    #: share of a busy host and cannot overlap network work with an inference.
+    network_thread: bool = True
 
     def __post_init__(self) -> None:
         if not self.subscriptions:

@@ -98,13 +98,16 @@ def test_qos0_drop_oldest_stays_in_bound_and_counts_drops(broker, image_model, c
 
 
 @pytest.mark.slow
-def test_broker_restart_mid_qos1_stream_loses_nothing(own_broker, image_model, clients, topic):
+@pytest.mark.parametrize("network_thread", [True, False], ids=["threads", "one-thread"])
+def test_broker_restart_mid_qos1_stream_loses_nothing(own_broker, image_model, clients, topic,
+                                                      network_thread):
     n = 300
     payloads = [jpeg_bytes(i) for i in range(10)]
     collector = clients(own_broker, client_id=f"collector-{topic}", persistent=True)
     collector.client.reconnect_delay_set(0.1, 1)
     collector.subscribe(f"{topic}/out", qos=1)
-    config = bridge_config(own_broker, [Subscription(f"{topic}/in", f"{topic}/out", qos=1)])
+    config = bridge_config(own_broker, [Subscription(f"{topic}/in", f"{topic}/out", qos=1)],
+                           network_thread=network_thread)
     publisher = clients(own_broker, client_id=f"publisher-{topic}", persistent=True)
     publisher.client.reconnect_delay_set(0.1, 1)
     with MqttBridge(config, image_model) as bridge:
@@ -135,11 +138,12 @@ def test_broker_restart_mid_qos1_stream_loses_nothing(own_broker, image_model, c
     print(f"results {len(docs)}, unique {len(by_id)}, duplicates before dedup {duplicates}")
 
 
-def test_tls_and_password_login(secure_broker, image_model, clients, topic):
+@pytest.mark.parametrize("network_thread", [True, False], ids=["threads", "one-thread"])
+def test_tls_and_password_login(secure_broker, image_model, clients, topic, network_thread):
     login = {"username": "camera", "password": "s3cret-pw"}
     sub = clients(secure_broker, **login).subscribe(f"{topic}/out")
     config = bridge_config(secure_broker, [Subscription(f"{topic}/in", f"{topic}/out")],
-                           broker_options=dict(login))
+                           broker_options=dict(login), network_thread=network_thread)
     assert config.broker.tls is not None and config.broker.port == secure_broker.port
     with MqttBridge(config, image_model):
         clients(secure_broker, **login).publish(f"{topic}/in", jpeg_bytes(2))

@@ -1,6 +1,6 @@
-"""A one-subscription bridge runs in one thread (its worker drives paho's network loop);
-with several subscriptions paho's network thread and one worker each. Both against the
-real broker: answered, in order, acknowledged, within the queue bound."""
+"""By default paho's network thread and one worker per subscription; with one subscription
+and ``network_thread=False``, one thread (its worker drives paho's network loop). Both
+against the real broker: answered, in order, acknowledged, within the queue bound."""
 from __future__ import annotations
 
 import json
@@ -15,9 +15,10 @@ def _network_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("paho-mqtt-client")]
 
 
-def test_one_subscription_has_no_network_thread(broker, image_model, clients, topic):
+def test_one_thread_has_no_network_thread(broker, image_model, clients, topic):
     sub = clients(broker).subscribe(f"{topic}/out")
-    config = bridge_config(broker, [Subscription(f"{topic}/in", f"{topic}/out", qos=1)])
+    config = bridge_config(broker, [Subscription(f"{topic}/in", f"{topic}/out", qos=1)],
+                           network_thread=False)
     before = _network_threads()
     with MqttBridge(config, image_model) as bridge:
         assert bridge.inline and bridge._client._thread is None
@@ -31,21 +32,28 @@ def test_one_subscription_has_no_network_thread(broker, image_model, clients, to
 
 
 def test_two_subscriptions_keep_the_network_thread(broker, image_model, topic):
+    """`network_thread=False` applies to one subscription only: two keep paho's thread."""
     config = bridge_config(broker, [Subscription(f"{topic}/a", f"{topic}/ra"),
-                                    Subscription(f"{topic}/b", f"{topic}/rb")])
+                                    Subscription(f"{topic}/b", f"{topic}/rb")],
+                           network_thread=False)
     with MqttBridge(config, image_model) as bridge:
         assert not bridge.inline and bridge._client._thread is not None
 
 
-def test_network_thread_option_keeps_paho_s_thread(broker, image_model, clients, topic):
-    """`[bridge] network_thread = true`: one subscription, still paho's thread + a worker."""
+def test_network_thread_is_the_default_and_a_config_key(broker, image_model, clients,
+                                                         topic):
+    """One subscription: paho's thread + a worker by default; `[bridge] network_thread =
+    false` in a config file gives the one-thread bridge."""
     from edgepack.runtime.mqtt.config import config_from_mapping
-    config = config_from_mapping({
-        "broker": {"url": broker.url, "client_id": f"nt-{topic}"},
-        "subscribe": [{"topic": f"{topic}/in", "publish": f"{topic}/out", "qos": 1}],
-        "bridge": {"network_thread": True}})
+
+    def config(**bridge):
+        return config_from_mapping({
+            "broker": {"url": broker.url, "client_id": f"nt-{topic}"},
+            "subscribe": [{"topic": f"{topic}/in", "publish": f"{topic}/out", "qos": 1}],
+            "bridge": bridge})
+    assert MqttBridge(config(network_thread=False), image_model).inline
     sub = clients(broker).subscribe(f"{topic}/out")
-    with MqttBridge(config, image_model) as bridge:
+    with MqttBridge(config(), image_model) as bridge:
         assert not bridge.inline and bridge._client._thread is not None
         clients(broker).publish(f"{topic}/in", jpeg_bytes(2))
         got = sub.wait_for(1, timeout=20)
@@ -64,7 +72,7 @@ def test_inline_full_block_queue_answers_in_order_within_its_bound(broker, image
     sub = clients(broker).subscribe(f"{topic}/out", qos=1)
     config = bridge_config(broker, [Subscription(f"{topic}/in", f"{topic}/out", qos=1,
                                                  queue_size=2)],
-                           broker_options={"protocol": "3.1.1"})
+                           broker_options={"protocol": "3.1.1"}, network_thread=False)
     with MqttBridge(config, image_model) as bridge:
         assert bridge.inline
         pub = clients(broker)
