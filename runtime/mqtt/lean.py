@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import logging
 import struct
+import threading
 from typing import Any
 
 from .errors import require_paho
@@ -244,6 +245,10 @@ def client_class() -> type:
 
         _filtered = False
 
+        def __init__(self, *args: Any, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self._write_lock = threading.Lock()
+
         def message_callback_add(self, sub: str, callback: Any) -> None:
             self._filtered = True       # paho's own dispatch from now on
             super().message_callback_add(sub, callback)
@@ -262,6 +267,39 @@ def client_class() -> type:
                     self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
                     if not self.suppress_exceptions:
                         raise
+
+        def _packet_queue(self, command: int, packet: Any, mid: int, qos: int,
+                          info: Any = None) -> MQTTErrorCode:
+            # A packet queued by another thread while paho's network thread runs (a
+            # worker's result or PUBACK): paho writes one byte to its socket pair to wake
+            # the network thread, which then writes the packet, so every answer costs a
+            # wake-up of that thread and a hand-over of the GIL. It is written here instead
+            # when no write is under way (`_write_lock`); else, and if the socket takes only
+            # part of it, the network thread is woken as paho does.
+            network = self._thread
+            if network is None or network is threading.current_thread() \
+                    or self._sockpairW is None:
+                return super()._packet_queue(command, packet, mid, qos, info)
+            self._out_packet.append({"command": command, "mid": mid, "qos": qos, "pos": 0,
+                                     "to_process": len(packet), "packet": packet,
+                                     "info": info})
+            if self._write_lock.acquire(blocking=False):
+                try:
+                    # A failed write leaves the packet queued: the network thread, woken
+                    # below, meets the same error and handles the connection loss.
+                    super()._packet_write()
+                finally:
+                    self._write_lock.release()
+            if self._out_packet:
+                try:
+                    self._sockpairW.send(b"0")
+                except (BlockingIOError, OSError, AttributeError):
+                    pass
+            return MQTTErrorCode.MQTT_ERR_SUCCESS     # what paho's threaded path returns
+
+        def _packet_write(self) -> MQTTErrorCode:
+            with self._write_lock:
+                return super()._packet_write()
 
         def _create_socket(self) -> Any:
             return BufferedSocket(super()._create_socket())
