@@ -70,6 +70,9 @@ class QuantizationConfig:
         from ConversionConfig.device.
     examples: the manifest's `examples` (filled from ConversionConfig.examples): the int8
         speed check feeds what verify and serve feed (e.g. sr = 16000), not random values.
+    task_metric: int8 with an accuracy target: the task's agreement that steers the
+        accuracy-aware search instead of top-1 (set by the pipeline for detectors:
+        converters.detection.with_detection_metric); None = top-1 agreement.
     """
 
     mode: str = "none"
@@ -81,6 +84,7 @@ class QuantizationConfig:
     speed_check: bool = True
     device: str | None = None
     examples: Any = None
+    task_metric: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -125,7 +129,8 @@ class QuantizationConfig:
             device=self.device, recipe_overrides=tuple(overrides),
             calibration=CalibrationSettings(self.calibration.method,
                                             self.calibration.percentile),
-            accuracy=accuracy, speed=speed, exclude_nodes=tuple(exclude_nodes))
+            accuracy=accuracy, speed=speed, exclude_nodes=tuple(exclude_nodes),
+            task_metric=self.task_metric)
 
     def to_record(self, calibration_samples: int | None = None) -> dict[str, Any] | None:
         """The manifest's `quantization` field (None for fp32)."""

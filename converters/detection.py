@@ -198,24 +198,35 @@ def apply_accuracy_target(record: dict[str, Any], target: float | None) -> None:
 
 
 def detection_metric(decode: Sequence[Mapping[str, Any]], inputs: Sequence[Any],
-                     outputs: Sequence[Any], labels: Sequence[str] | None = None):
+                     outputs: Sequence[Any] | None = None,
+                     labels: Sequence[str] | None = None):
     """The task metric the int8 accuracy-aware search scores a detector's candidates by
     (`Int8Options.task_metric`): each sample's outputs, of the float model and of the
     candidate, go through the `decode` steps (the runtime's own, compiled once against the
-    model's input/output TensorSpecs), and the result is `detection_agreement` of the
-    matched detections, what validation and `--accuracy-target` gate on."""
+    model's input/output TensorSpecs; outputs None: specs of the arrays of the first call),
+    and the result is `detection_agreement` of the matched detections, what validation and
+    `--accuracy-target` gate on."""
     from edgepack.runtime.ops import Context, compile_steps
     from edgepack.runtime.ops.trace import Trace
-    decoder = compile_steps(list(decode), Context(labels=labels, inputs=tuple(inputs),
-                                                   outputs=tuple(outputs)),
-                            "decode", kind="decode")
+    from edgepack.runtime.specs import TensorSpec
+    compiled: list = []
+
+    def decoder(values: Mapping[str, np.ndarray]):
+        if not compiled:
+            specs = tuple(outputs) if outputs is not None else tuple(
+                TensorSpec(k, (1, *np.shape(v)[1:]), "float32") for k, v in values.items())
+            compiled.append(compile_steps(list(decode), Context(
+                labels=labels, inputs=tuple(inputs), outputs=specs), "decode",
+                kind="decode"))
+        return compiled[0]
 
     def detections(values: Mapping[str, np.ndarray]) -> list[list[dict]]:
         count = len(next(iter(values.values())))
+        decode_one = decoder(values)
         found = []
         for i in range(count):
-            result = decoder({k: np.asarray(v[i:i + 1], np.float32)
-                              for k, v in values.items()}, Trace())
+            result = decode_one({k: np.asarray(v[i:i + 1], np.float32)
+                                 for k, v in values.items()}, Trace())
             if not isinstance(result, dict) or "detections" not in result:
                 raise ConversionError("the decode steps return no 'detections'; end them "
                                       "with {\"op\": \"nms\"}")
@@ -227,3 +238,24 @@ def detection_metric(decode: Sequence[Mapping[str, Any]], inputs: Sequence[Any],
         return detection_agreement(compare_detections(detections(reference),
                                                       detections(produced)))
     return metric
+
+
+def with_detection_metric(config: Any, source: Any) -> Any:
+    """`config` (a ConversionConfig) with the detection metric as its int8 task metric when
+    it converts a detector (task kind "detect" with decode steps) to int8 with an accuracy
+    target, so the accuracy-aware search is steered by detection agreement, the metric the
+    target gates on; else `config` unchanged. `source`: the loaded SourceModel (its input
+    names, example shapes and layouts are the model's inputs the decode steps read)."""
+    from dataclasses import replace
+
+    from edgepack.runtime.specs import TensorSpec
+    quant = config.quantization
+    task = config.task if isinstance(config.task, Mapping) else {}
+    if quant.mode != "int8" or quant.accuracy_target is None or \
+            task.get("kind") != "detect" or not config.decode:
+        return config
+    inputs = [TensorSpec(name, (1, *np.shape(example)[1:]), "float32", layout)
+              for name, example, layout in zip(source.input_names, source.example_inputs,
+                                                source.layouts)]
+    metric = detection_metric(list(config.decode), inputs, None, config.labels)
+    return replace(config, quantization=replace(quant, task_metric=metric))

@@ -21,7 +21,7 @@ from . import registry
 from .artifacts import ConvertedModel, SourceModel
 from .calibration import Samples, load_samples
 from .config import ConversionConfig
-from .detection import apply_accuracy_target
+from .detection import apply_accuracy_target, with_detection_metric
 from .extras import raise_if_missing_module
 from .progress import report
 from .sources import KERAS_SUFFIXES, TORCH_SUFFIXES, detect_framework, load_source
@@ -103,6 +103,9 @@ def _convert(source: Any, out: str | Path, config: ConversionConfig, *,
                          input_shapes=input_shapes)  # a missing framework names its extra
     entry = registry.get_converter(loaded.framework, config.target)
     registry.check_mode(entry, quant.mode)
+    # A detector's int8 accuracy-aware search is scored by detection agreement, the metric
+    # its --accuracy-target gates on (int8 Int8Options.task_metric).
+    config = with_detection_metric(config, loaded)
     per_call = one_call_per_sample(loaded.example_inputs, config.stream)
     calibration, held_out, data_kind, available = _datasets(
         loaded, config, calibration_data, validation_data, validation_labels, per_call)

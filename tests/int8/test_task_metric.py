@@ -88,3 +88,30 @@ def test_the_search_is_steered_by_detection_agreement():
     meter = AgreementMeter("onnxruntime", _detector(1000.0), calib, metric=metric)
     assert meter(steered.model_bytes).agreement == pytest.approx(record["agreement"], abs=1e-6)
     assert meter(blind.model_bytes).agreement < 0.9
+
+
+def test_convert_config_of_a_detector_with_an_accuracy_target_gets_the_detection_metric():
+    from types import SimpleNamespace
+
+    from edgepack.converters.config import ConversionConfig, QuantizationConfig
+    from edgepack.converters.detection import with_detection_metric
+    source = SimpleNamespace(input_names=("x",), example_inputs=(np.zeros((2, 3, 16, 16)),),
+                             layouts=("NCHW",))
+    quant = QuantizationConfig(mode="int8", accuracy_target=0.9)
+    config = ConversionConfig(quantization=quant, task={"kind": "detect"}, decode=DECODE,
+                              labels=LABELS)
+    steered = with_detection_metric(config, source)
+    metric = steered.quantization.task_metric
+    assert callable(metric)
+    assert steered.quantization.int8_options("onnxruntime").task_metric is metric
+    outputs = {"boxes": AgreementMeter("onnxruntime", _detector(1.0), {"x": _images(8, 1)}
+                                       ).reference["boxes"]}
+    assert metric(outputs, outputs) == 1.0
+    moved = {"boxes": outputs["boxes"].copy()}
+    moved["boxes"][:, 0] = np.clip(moved["boxes"][:, 0] + 0.3, 0, 1)
+    assert metric(outputs, moved) < 0.75
+    # not a detector, or no accuracy target: top-1 stays the metric
+    for other in (ConversionConfig(quantization=quant),
+                  ConversionConfig(quantization=QuantizationConfig(mode="int8"),
+                                   task={"kind": "detect"}, decode=DECODE, labels=LABELS)):
+        assert with_detection_metric(other, source) is other
