@@ -4,8 +4,12 @@ The pass works on the calibration set (the held-out split stays for validation):
 
 1. quantize everything with the recipe; if top-1 agreement with the float model already
    meets the target, stop: nothing is kept in float;
-2. per-layer sensitivity, one of two ways:
-   - "isolated" (default): quantize that layer alone, everything else float, and measure the
+2. per-layer sensitivity, one of three ways:
+   - "one_pass" (default, layer_noise.py): the relative rounding noise each layer's int8
+     form adds (its activation tensors per channel, its weights), from one float run over
+     the calibrated ranges: nothing is quantized per layer. The search then keeps whole
+     blocks float first (block_search.py), then prunes per layer;
+   - "isolated": quantize that layer alone, everything else float, and measure the
      output error it introduces. This finds tensors with outlier activations: both the layer
      producing such a tensor and the one consuming it quantize it, so each shows up alone,
      whereas leaving either one out of an all-int8 model changes nothing (the other still
@@ -542,7 +546,8 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
         return MixedPrecision(full, target, plain, base, (), tuple(ranking), n_used,
                               methods=methods)
     if target.method == "one_pass":
-        return _search_blocks(calibrated, ranking, measure, (full, base), target, plain,
+        from .block_search import search_blocks
+        return search_blocks(calibrated, ranking, measure, (full, base), target, plain,
                               n_used, methods)
     greedy = keep_float_greedily(ranking, measure, (full, base), target)
     if greedy.score.agreement < target.min_agreement:
@@ -583,59 +588,6 @@ def _try_bias_correction(float_model: bytes, samples: Mapping[str, np.ndarray],
         in_use.clear()
         return plain, (record,)
     return after, (record,)
-
-
-@dataclass(frozen=True)
-class BlockSensitivity:
-    """A block of consecutive layers (layer_noise.blocks) the search keeps float at once;
-    impact = the sum of its layers' one-pass impacts."""
-
-    node: str                    # a label: "block <first>..<last>"
-    op_type: str
-    nodes: tuple[str, ...]
-    impact: float
-
-    def describe(self, rank: int) -> str:
-        return (f"block rank {rank} ({len(self.nodes)} layers): its int8 form adds "
-                f"relative output error {self.impact:.3g}")
-
-
-def _search_blocks(calibrated: Calibrated, ranking: Sequence[LayerSensitivity],
-                   measure: Callable[[Sequence[str]], tuple[bytes, Score]],
-                   all_int8: tuple[bytes, Score], target: AccuracyTarget, plain: Score,
-                   n_used: int, methods: tuple) -> "MixedPrecision":
-    """The search at block granularity first: whole blocks kept float, most harmful first
-    (keep_float_greedily: a block that does not make the mix better is never kept), at most
-    `max_float_layers` layers in all; once the target is met, each layer of the kept blocks
-    is tried back in int8, the least harmful first (prune_float_layers)."""
-    from .layer_noise import blocks
-    by_node = {s.node: s for s in ranking}
-    groups = blocks(calibrated.model_bytes, [s.node for s in ranking])
-    items = sorted((BlockSensitivity(f"block {g[0]}..{g[-1]}" if len(g) > 1 else g[0],
-                                     "block" if len(g) > 1 else by_node[g[0]].op_type, g,
-                                     sum(by_node[n].impact for n in g))
-                    for g in groups), key=lambda b: -b.impact)
-    members = {b.node: b.nodes for b in items}
-
-    def measure_blocks(names: Sequence[str]) -> tuple[bytes, Score] | None:
-        expanded = [n for name in names for n in members[name]]
-        if len(expanded) > target.max_float_layers:
-            return None          # over the layer budget: not admissible
-        return measure(expanded)
-
-    greedy = keep_float_greedily(items, measure_blocks, all_int8, target)
-    layers = sorted((by_node[n] for b in greedy.kept for n in b.nodes),
-                    key=lambda s: ranking.index(s))
-    log.info("accuracy-aware: %d blocks (%d layers) tried as blocks; kept %d blocks, "
-             "agreement %.4f", len(items), len(ranking), len(greedy.kept),
-             greedy.score.agreement)
-    if greedy.score.agreement < target.min_agreement:
-        return MixedPrecision(greedy.model_bytes, target, plain, greedy.score, tuple(layers),
-                              tuple(ranking), n_used, methods=methods)
-    pruned = prune_float_layers(layers, greedy.model_bytes, greedy.score, measure,
-                                target.min_agreement, all_int8=all_int8[1])
-    return MixedPrecision(pruned.model_bytes, target, plain, pruned.score, pruned.kept,
-                          tuple(ranking), n_used, pruned.trials, methods=methods)
 
 
 def rank_layers(calibrated: Calibrated, recipe: Recipe, meter: Callable[[bytes], Score],
