@@ -207,6 +207,7 @@ class BertNormalizer(Normalizer):
         # \t \n \r count as whitespace, not control, in BERT's clean-text
         self._spaces = {ord(c): " " for c in uc.WHITESPACE}
         self._memo: dict[str, str] = {}
+        self._table: dict[int, str] = {}  # the memo keyed by code point (str.translate)
         self._odd: set[str] = set()
 
     def _map(self, c: str) -> str:
@@ -237,10 +238,10 @@ class BertNormalizer(Normalizer):
             return (text.lower(), offs) if self.lowercase else (text, offs)
         memo = self._memo
         for c in set(text).difference(memo):
-            m = memo[c] = self._map(c)
+            m = memo[c] = self._table[ord(c)] = self._map(c)
             if len(m) != 1:
                 self._odd.add(c)
-        out = "".join([memo[c] for c in text])
+        out = text.translate(self._table)
         if self._odd.isdisjoint(text):
             return out, offs
         # every output char of a char keeps its range: each range repeated as many times
