@@ -13,7 +13,10 @@ from ..errors import PipelineError
 from .pretokenizers import BYTE_CHARS
 
 Token = tuple  # (id, token, start, end)
-CACHE_LIMIT = 20000
+# per-word caches: tokenizers' DEFAULT_CACHE_CAPACITY and its policy (a full cache takes no
+# new words), so a held-out comparison has both caching the same words
+CACHE_LIMIT = 10000
+CHUNK_LIMIT = 20000  # byte-level BPE's cached CJK chunks (emptied when full)
 _NEG_INF = float("-inf")
 # UTF-8 byte -> 1 if it starts a char, 0 for a continuation byte (0x80-0xBF)
 _LEAD_BYTES = bytes(0 if 0x80 <= b < 0xC0 else 1 for b in range(256))
@@ -45,9 +48,8 @@ class Model:
         if hit is not None:
             return hit
         hit = frozen(*self._lists(word))
-        if len(self._cache) >= CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[word] = hit
+        if len(self._cache) < CACHE_LIMIT:
+            self._cache[word] = hit
         return hit
 
     def _lists(self, word: str) -> tuple[list, list, list]:
@@ -273,7 +275,7 @@ class BPE(Model):
                 piece = data[lo:hi]
                 hit = chunks.get(piece)
                 if hit is None:
-                    if len(chunks) >= CACHE_LIMIT:
+                    if len(chunks) >= CHUNK_LIMIT:
                         chunks.clear()  # bounded; refills with the chunks in use
                     merged = self._merge_bytes(piece)
                     hit = chunks[piece] = (tuple(merged[0]), tuple(merged[1]))

@@ -273,9 +273,8 @@ class Tokenizer:
                 spans = [(rel[t[2]], rel[t[3] - 1] + 1) for t in tokens]
             hit = ([t[0] for t in tokens], [t[1] for t in tokens], spans)
         hit = models.frozen(*hit)
-        if len(self._byte_cache) >= models.CACHE_LIMIT:
-            self._byte_cache.clear()  # bounded; refills with the words in use
-        self._byte_cache[word] = hit
+        if len(self._byte_cache) < models.CACHE_LIMIT:  # as tokenizers: full takes no more
+            self._byte_cache[word] = hit
         return hit
 
     def added_content(self, token_id: int, fallback: str) -> str:
