@@ -19,8 +19,8 @@ quote medians and re-run on a quiet machine. CPU line printed first.
 """
 from __future__ import annotations
 
+import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -225,10 +225,17 @@ def stream_section(rounds: int, name: str, model_bytes: bytes, feeds: dict, bloc
 
 
 def main() -> None:
-    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 30
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("rounds", nargs="?", type=int, default=30,
+                        help="interleaved timed blocks per figure (default 30)")
+    parser.add_argument("sections", nargs="?", choices=("stream",),
+                        help="'stream': skip the log-mel section")
+    args = parser.parse_args()
+    rounds = args.rounds
     print(cpu_description())
     print("note: timings on a shared machine are noisy; medians of interleaved blocks")
-    if "stream" not in sys.argv[2:]:
+    if args.sections != "stream":
         log_mel_section(rounds)
     state = np.zeros((2, 1, 128), np.float32)
     x = np.zeros((1, 576), np.float32)
