@@ -42,7 +42,7 @@ from .errors import MqttError, PayloadError
 from .models import ModelSource, RepositoryModels, SingleModel, check_models
 from .queues import MessageQueue
 from .streams import StreamCache
-from .results import encode, error_document, predict_payload, result_document
+from .results import encode, error_document, predict_raw, result_bytes
 
 log = logging.getLogger(__name__)
 #: How long start() waits for the broker to acknowledge the subscriptions.
@@ -147,6 +147,7 @@ class MqttBridge:
         qos1 = [s.queue_size for s in config.subscriptions if s.qos > 0]
         self._receive_maximum = max(1, min(qos1) // 2) if qos1 else 20
         self._client: Any = None
+        self._lean_publish: Callable[[str, bytes, Any], bool] | None = None
         self._result_properties: Callable[[bytes | None], Any] | None = None
         self._streams = StreamCache()
         self._connection: Connection | None = None
@@ -161,6 +162,7 @@ class MqttBridge:
         self._client = make_client(self.config.broker, self.config.status_topic, offline,
                                    self._receive_maximum)
         client = self._client
+        self._lean_publish = getattr(client, "publish_qos0", None)
         if self.config.broker.protocol == "5":
             self._result_properties = result_properties("application/json")
         client.on_connect = self._on_connect
@@ -440,21 +442,25 @@ class MqttBridge:
             with self.models.lease(lane.sub.model) as leased:
                 name, version = leased.model_name, leased.version
                 start = time.perf_counter()
-                result, extras = predict_payload(
+                result, extras = predict_raw(
                     leased.model, item.payload or b"", codec=lane.sub.codec,
                     content_type=item.content_type, base64_field=self.config.base64_field,
                     max_payload_bytes=self.config.max_payload_bytes,
                     streams=self._streams, stream_key=item.topic)
                 latency = time.perf_counter() - start
             meta["queued_ms"] = round((start - item.received) * 1000.0, 3)
-            doc = result_document(name, version, result, latency * 1000.0, {**extras, **meta})
+            # result_document's bytes in one C-encoder pass (no jsonable walk of the result)
+            body = result_bytes(name, version, result, latency * 1000.0,
+                                {**extras, **meta} if extras else meta)
             ok = True
         except EdgepackError as exc:
             doc = error_document(str(getattr(exc, "message", exc)), meta, name, version)
+            body = encode(doc)
         except Exception as exc:  # a model or decoder bug: report it, keep serving
             log.exception("unexpected failure on %s", item.topic)
             doc = error_document(f"internal error: {type(exc).__name__}: {exc}", meta,
                                  name, version)
+            body = encode(doc)
         if ok:
             topic = item.response_topic or lane.map.publish_topic(item.topic)
             qos = lane.sub.effective_result_qos
@@ -469,7 +475,7 @@ class MqttBridge:
             lane.errors += 1
             self.metrics.inc("edgepack_mqtt_message_errors_total", lane.labels)
             log.info("message on %s refused: %s", item.topic, doc["error"])
-        info = self._publish(topic, encode(doc), qos, correlation)
+        info = self._publish(topic, body, qos, correlation, untracked=item.qos == 0)
         if info is None:
             return
         if ok:
@@ -479,8 +485,11 @@ class MqttBridge:
             self._acks.add(item.mid, item.qos, item.generation, info)
 
     def _publish(self, topic: str, payload: bytes, qos: int, correlation: bytes | None,
-                 retain: bool = False) -> Any:
-        """Publish once connected (waits in short steps; None if the bridge is stopping)."""
+                 retain: bool = False, untracked: bool = False) -> Any:
+        """Publish once connected (waits in short steps; None if the bridge is stopping).
+        `untracked`: nothing waits for this message's delivery (no QoS 1 input to
+        acknowledge), so a QoS 0 one goes by `LeanClient.publish_qos0` where there is one
+        (True instead of a `MQTTMessageInfo`)."""
         while not self._connection.connected.is_set():
             if self._stop.is_set():
                 return None
@@ -490,6 +499,9 @@ class MqttBridge:
                 self._connection.connected.wait(0.25)
         make = self._result_properties
         properties = make(correlation) if make is not None else None
+        if untracked and qos == 0 and not retain and self._lean_publish is not None:
+            self._lean_publish(topic, payload, properties)
+            return True
         return self._client.publish(topic, payload, qos=qos, retain=retain,
                                     properties=properties)
 

@@ -23,7 +23,14 @@ against (`TESTED`; any other version gets paho's own `Client`, unchanged behavio
   and payload as paho decodes them, but the MQTT 5 properties are kept as bytes
   (`LazyProperties`): the bridge reads its three from the bytes (`read_properties`) and
   only for the messages it answers; anything else is unpacked by paho's own `Properties`;
-  the message goes straight to ``on_message`` unless per-topic callbacks were added.
+  the message goes straight to ``on_message`` unless per-topic callbacks were added;
+- `_send_publish` (every PUBLISH paho sends, also its resends after a reconnect) packs the
+  packet in one join (`pack_publish`, the same bytes as paho's field-by-field bytearray,
+  tests/mqtt/test_lean_publish.py) and hands it to paho's own `_packet_queue`, so queueing,
+  locking, the network thread's wake-up and the write path stay paho's;
+- `publish_qos0`: ``publish(qos=0)`` for a result nobody waits on (the bridge's QoS 0
+  results of QoS 0 inputs): paho's checks and message id, no `MQTTMessageInfo` (a
+  Condition per message), and a shared no-op in the info slot paho's write path marks.
 
 Not done, measured: a worker writing its own results and PUBACKs instead of waking the
 network thread through paho's socket pair (3 interleaved pairs, in-process, load 3.5-3.9:
@@ -42,8 +49,10 @@ from .errors import require_paho
 log = logging.getLogger(__name__)
 
 #: paho-mqtt versions (major.minor) whose private `_create_socket`, `_packet_read`,
-#: `_packet_handle`, `_handle_publish`, `_handle_on_message`, `_loop_rc_handle` and
-#: `_in_packet` the overrides here were checked against.
+#: `_packet_handle`, `_handle_publish`, `_handle_on_message`, `_loop_rc_handle`,
+#: `_in_packet`, `_send_publish`, `_packet_queue`, `_mid_generate`,
+#: `_raise_for_invalid_topic` and `_out_packet` (its ``info`` slot) the overrides here were
+#: checked against.
 TESTED = ("2.2",)
 #: Bytes asked of the socket per read: many small packets, or a slice of a large one.
 READ_SIZE = 65536
@@ -222,6 +231,50 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
     raise ValueError("malformed Variable Byte Integer")
 
 
+_pack_h = struct.Struct("!H").pack
+
+
+def pack_publish(v5: bool, topic: bytes, payload: bytes, qos: int, retain: bool, dup: bool,
+                 mid: int, properties: bytes | None) -> bytes:
+    """A PUBLISH packet, the bytes paho 2.2's `_send_publish` builds (fixed header,
+    topic, packet id at QoS > 0, MQTT 5 properties in their wire form or an empty set,
+    payload), in one join instead of a bytearray grown field by field."""
+    if v5:
+        props = properties if properties is not None else b"\x00"
+    else:
+        props = b""
+    remaining = 2 + len(topic) + (2 if qos else 0) + len(props) + len(payload)
+    command = 0x30 | ((dup & 1) << 3) | (qos << 1) | int(retain)
+    if remaining < 128:
+        head = bytes((command, remaining))
+    else:
+        head = bytes((command,)) + _varint_bytes(remaining)
+    return b"".join((head, _pack_h(len(topic)), topic, _pack_h(mid) if qos else b"", props,
+                     payload))
+
+
+def _varint_bytes(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+class _Sent:
+    """What paho's write path expects in a queued QoS 0 PUBLISH's ``info`` slot, for the
+    bridge's lean QoS 0 publish whose outcome nobody waits for (no Condition per message)."""
+
+    __slots__ = ()
+
+    def _set_as_published(self) -> None:
+        pass
+
+
+_SENT = _Sent()
+
+
 def _in_packet(command: int, packet: Any, length: int) -> dict[str, Any]:
     """paho's read state: `command` 0 is 'between packets'; else one whole packet."""
     return {"command": command, "have_remaining": 1 if command else 0,
@@ -247,6 +300,7 @@ def client_class() -> type:
     from paho.mqtt.exception import MalformedPacket
 
     v5 = MQTTProtocolVersion.MQTTv5
+    PUBLISH = 0x30
     unpack_h = struct.Struct("!H").unpack_from
 
     class LeanClient(mqtt.Client):
@@ -272,6 +326,60 @@ def client_class() -> type:
                     self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
                     if not self.suppress_exceptions:
                         raise
+
+        def _send_publish(self, mid: int, topic: bytes, payload: bytes | bytearray = b"",
+                          qos: int = 0, retain: bool = False, dup: bool = False,
+                          info: Any = None, properties: Any = None) -> MQTTErrorCode:
+            # paho's own checks, log line and queueing; the packet packed by pack_publish.
+            if not isinstance(topic, bytes):
+                raise TypeError("topic must be bytes, not str")
+            if payload and not isinstance(payload, (bytes, bytearray)):
+                raise TypeError("payload must be bytes if set")
+            if self._sock is None:
+                return MQTTErrorCode.MQTT_ERR_NO_CONN
+            is_v5 = self._protocol == v5
+            logger = self._logger
+            if self.on_log is not None or (logger is not None and logger.isEnabledFor(10)):
+                self._log_publish(is_v5, mid, topic, payload, qos, retain, dup, properties)
+            packet = pack_publish(is_v5, topic, bytes(payload), qos, retain, dup, mid,
+                                  properties.pack() if is_v5 and properties is not None
+                                  else None)
+            return self._packet_queue(PUBLISH, packet, mid, qos, info)
+
+        def _log_publish(self, is_v5: bool, mid: int, topic: bytes, payload: Any, qos: int,
+                         retain: bool, dup: bool, properties: Any) -> None:
+            """paho's own debug line for a sent PUBLISH."""
+            if not payload:
+                if is_v5:
+                    self._easy_log(mqtt.MQTT_LOG_DEBUG, "Sending PUBLISH (d%d, q%d, r%d, m%d), "
+                                   "'%s', properties=%s (NULL payload)",
+                                   dup, qos, retain, mid, topic, properties)
+                else:
+                    self._easy_log(mqtt.MQTT_LOG_DEBUG, "Sending PUBLISH (d%d, q%d, r%d, m%d), "
+                                   "'%s' (NULL payload)", dup, qos, retain, mid, topic)
+            elif is_v5:
+                self._easy_log(mqtt.MQTT_LOG_DEBUG, "Sending PUBLISH (d%d, q%d, r%d, m%d), "
+                               "'%s', properties=%s, ... (%d bytes)",
+                               dup, qos, retain, mid, topic, properties, len(payload))
+            else:
+                self._easy_log(mqtt.MQTT_LOG_DEBUG, "Sending PUBLISH (d%d, q%d, r%d, m%d), "
+                               "'%s', ... (%d bytes)", dup, qos, retain, mid, topic,
+                               len(payload))
+
+        def publish_qos0(self, topic: str, payload: bytes, properties: Any = None) -> bool:
+            """`publish(topic, payload, qos=0, properties=...)` for a result nobody waits
+            on: the same checks, message id and packet through paho's queue and write
+            path, without the `MQTTMessageInfo` (and its Condition). True when queued,
+            False when not connected (paho's MQTT_ERR_NO_CONN: a QoS 0 message is lost)."""
+            if self._protocol != v5 and not topic:
+                raise ValueError("Invalid topic.")
+            topic_bytes = topic.encode("utf-8")
+            self._raise_for_invalid_topic(topic_bytes)
+            if len(payload) > 268435455:
+                raise ValueError("Payload too large.")
+            mid = self._mid_generate()
+            return self._send_publish(mid, topic_bytes, payload, 0, False, False, _SENT,
+                                      properties) == MQTTErrorCode.MQTT_ERR_SUCCESS
 
         def _create_socket(self) -> Any:
             return BufferedSocket(super()._create_socket())
