@@ -56,7 +56,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgepack.runtime.mqtt.connection import mqtt_varint
+from edgepack.runtime.mqtt.lean import mqtt_varint
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from .config import BrokerConfig
 from .errors import MqttError, require_paho
-from .lean import client_class
+from .lean import client_class, mqtt_varint
 
 log = logging.getLogger(__name__)
 
@@ -89,16 +89,6 @@ def connect_properties(broker: BrokerConfig, receive_maximum: int) -> Any:
     props.SessionExpiryInterval = broker.session_expiry
     props.ReceiveMaximum = max(1, min(receive_maximum, 65535))
     return props
-
-
-def mqtt_varint(n: int) -> bytes:
-    """MQTT's Variable Byte Integer: 7 bits per byte, low first, high bit = more follow."""
-    out = bytearray()
-    while True:
-        n, digit = divmod(n, 128)
-        out.append(digit | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
 
 
 def result_properties(content_type: str = "application/json") -> Callable[[bytes | None], Any]:

@@ -248,12 +248,13 @@ def pack_publish(v5: bool, topic: bytes, payload: bytes, qos: int, retain: bool,
     if remaining < 128:
         head = bytes((command, remaining))
     else:
-        head = bytes((command,)) + _varint_bytes(remaining)
+        head = bytes((command,)) + mqtt_varint(remaining)
     return b"".join((head, _pack_h(len(topic)), topic, _pack_h(mid) if qos else b"", props,
                      payload))
 
 
-def _varint_bytes(n: int) -> bytes:
+def mqtt_varint(n: int) -> bytes:
+    """MQTT's Variable Byte Integer: 7 bits per byte, low first, high bit = more follow."""
     out = bytearray()
     while True:
         n, digit = divmod(n, 128)

@@ -17,7 +17,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edgepack.runtime.mqtt import lean
-from edgepack.runtime.mqtt.connection import mqtt_varint
+from edgepack.runtime.mqtt.lean import mqtt_varint
 
 needs_tested_paho = pytest.mark.skipif(
     not lean.paho_tested(paho.mqtt.__version__),
