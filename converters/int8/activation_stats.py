@@ -144,23 +144,14 @@ def collect_histograms(float_model: bytes, calibration: Mapping[str, np.ndarray]
                        batch: int = 8) -> dict[str, TensorHistogram]:
     """Histograms of the tensors in `ranges` (tensor -> its MinMax (low, high)) on the first
     `samples` calibration samples, from one run of the float model per batch."""
-    from .probe import probe_feeds, probe_session
+    from .probe import probe_batches
 
-    session = probe_session(float_model, ranges)
-    outputs = [o.name for o in session.get_outputs()]
-    feeds = probe_feeds(session, calibration, samples)
-    count = min(len(a) for a in feeds.values())
-    fixed = session.get_inputs()[0].shape[0]
-    step = fixed if isinstance(fixed, int) and fixed > 0 else min(batch, count)
-    wanted = [t for t in ranges if t in outputs or t in feeds]
+    wanted, batches = probe_batches(float_model, ranges, calibration, samples, batch)
     counts = {t: np.zeros(BINS) for t in wanted}
     weighted = {t: np.zeros(BINS) for t in wanted}
     zeros = dict.fromkeys(wanted, 0.0)
     skipped: set[str] = set()
-    for start in range(0, count - count % step or count, step):
-        chunk = {n: a[start:start + step] for n, a in feeds.items()}
-        values = dict(zip(outputs, session.run(outputs, chunk)))
-        values.update(chunk)
+    for values in batches:
         for t in wanted:
             x = np.asarray(values[t])
             if not np.issubdtype(x.dtype, np.floating) or x.ndim == 0:

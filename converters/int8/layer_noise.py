@@ -115,20 +115,11 @@ def channel_energies(float_model: bytes, calibration: Mapping[str, np.ndarray],
                      batch: int = 8) -> dict[str, np.ndarray]:
     """tensor -> mean square of each channel (axis 1; the whole tensor for fewer axes) on
     the first `samples` calibration samples, from one run of the float model per batch."""
-    from .probe import probe_feeds, probe_session
-    session = probe_session(float_model, tensors)
-    outputs = [o.name for o in session.get_outputs()]
-    feeds = probe_feeds(session, calibration, samples)
-    count = min(len(a) for a in feeds.values())
-    fixed = session.get_inputs()[0].shape[0]
-    step = fixed if isinstance(fixed, int) and fixed > 0 else min(batch, count)
-    wanted = [t for t in tensors if t in outputs or t in feeds]
+    from .probe import probe_batches
+    wanted, batches = probe_batches(float_model, tensors, calibration, samples, batch)
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
-    for start in range(0, count - count % step or count, step):
-        chunk = {n: a[start:start + step] for n, a in feeds.items()}
-        values = dict(zip(outputs, session.run(outputs, chunk)))
-        values.update(chunk)
+    for values in batches:
         for t in wanted:
             x = np.asarray(values[t])
             if not np.issubdtype(x.dtype, np.floating) or x.ndim == 0:

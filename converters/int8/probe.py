@@ -2,7 +2,7 @@
 rounding and the activation histograms read a layer's inputs on calibration data."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -36,3 +36,27 @@ def probe_feeds(session: Any, samples: Mapping[str, np.ndarray],
         a = np.asarray(samples[spec.name][:count])
         feeds[spec.name] = a if a.dtype.kind in "iub" else a.astype(np.float32, copy=False)
     return feeds
+
+
+def probe_batches(float_model: Any, tensors: Iterable[str], calibration: Mapping[str, np.ndarray],
+                  samples: int, batch: int = 8
+                  ) -> tuple[list[str], Iterator[dict[str, np.ndarray]]]:
+    """(the `tensors` the float model has, in order; an iterator of {tensor or input name:
+    array}, one run of the float model per batch of the first `samples` calibration
+    samples). A model with a fixed batch size runs in batches of that size."""
+    tensors = list(dict.fromkeys(tensors))
+    session = probe_session(float_model, tensors)
+    outputs = [o.name for o in session.get_outputs()]
+    feeds = probe_feeds(session, calibration, samples)
+    count = min(len(a) for a in feeds.values())
+    fixed = session.get_inputs()[0].shape[0]
+    step = fixed if isinstance(fixed, int) and fixed > 0 else min(batch, count)
+    available = [t for t in tensors if t in outputs or t in feeds]
+
+    def batches() -> Iterator[dict[str, np.ndarray]]:
+        for start in range(0, count - count % step or count, step):
+            chunk = {n: a[start:start + step] for n, a in feeds.items()}
+            values = dict(zip(outputs, session.run(outputs, chunk)))
+            values.update(chunk)
+            yield values
+    return available, batches()
