@@ -58,14 +58,16 @@ PROPERTIES = {
 }
 
 
+def _protocols_and_properties(names):
+    """(v5, properties) pairs that exist: MQTT 3.1.1 has no properties."""
+    return [(False, "none")] + [(True, name) for name in names]
+
+
 @needs_tested_paho
-@pytest.mark.parametrize("v5", [False, True])
+@pytest.mark.parametrize("v5, props", _protocols_and_properties(sorted(PROPERTIES)))
 @pytest.mark.parametrize("qos", [0, 1])
-@pytest.mark.parametrize("props", sorted(PROPERTIES))
 @pytest.mark.parametrize("size", [0, 20, 127, 300, 70_000])
 def test_lean_publish_packs_paho_s_bytes(v5, qos, props, size):
-    if not v5 and props != "none":
-        pytest.skip("MQTT 3.1.1 has no properties")
     payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
     packets = []
     for cls in (pm.Client, lean.client_class()):
@@ -81,11 +83,9 @@ def test_lean_publish_packs_paho_s_bytes(v5, qos, props, size):
 
 
 @needs_tested_paho
-@pytest.mark.parametrize("v5", [False, True])
-@pytest.mark.parametrize("props", ["none", "packed", "packed-correlation"])
+@pytest.mark.parametrize("v5, props",
+                         _protocols_and_properties(["none", "packed", "packed-correlation"]))
 def test_publish_qos0_queues_what_publish_does(v5, props):
-    if not v5 and props != "none":
-        pytest.skip("MQTT 3.1.1 has no properties")
     paho_client, lean_client = _queued(pm.Client, v5), _queued(lean.client_class(), v5)
     for payload in (b"", b'{"model":"m"}', b"x" * 200):
         paho_client.publish("cam/2/out", payload, qos=0, properties=PROPERTIES[props]())
