@@ -67,18 +67,18 @@ class MessageQueue:
                 self._not_empty.wait(timeout)
                 if not self._items:
                     return None
-            item = self._items.popleft()
-            self._not_full.notify()
-            return item
+            return self._pop()
 
     def get_nowait(self) -> Any:
         """The oldest item, or None when empty (never waits)."""
         with self._lock:
-            if not self._items:
-                return None
-            item = self._items.popleft()
-            self._not_full.notify()
-            return item
+            return self._pop() if self._items else None
+
+    def _pop(self) -> Any:
+        # holding the lock, with an item queued: take the oldest, wake a blocked put()
+        item = self._items.popleft()
+        self._not_full.notify()
+        return item
 
     def full(self) -> bool:
         with self._lock:
