@@ -102,20 +102,12 @@ class BufferedSocket:
             if not data:        # closed: paho's recv sees b"" again (EOF stays EOF)
                 return None
             self._data, self._pos, pos = data, 0, 0
-        end_of_data = len(data)
-        i = pos + 1
-        length = shift = 0
-        while True:
-            if i >= end_of_data or i > pos + 4:
-                return None
-            byte = data[i]
-            length |= (byte & 0x7F) << shift
-            i += 1
-            if not byte & 0x80:
-                break
-            shift += 7
+        try:
+            length, i = _varint(data, pos + 1)
+        except ValueError:      # length not all buffered yet, or malformed: paho's read
+            return None
         end = i + length
-        if end > end_of_data:
+        if end > len(data):
             return None
         self._pos = end
         return data[pos], data[i:end]
@@ -302,7 +294,6 @@ def client_class() -> type:
 
     v5 = MQTTProtocolVersion.MQTTv5
     PUBLISH = 0x30
-    unpack_h = struct.Struct("!H").unpack_from
 
     class LeanClient(mqtt.Client):
         """paho's Client with a buffered socket and lazily unpacked PUBLISH properties."""
@@ -447,14 +438,14 @@ def client_class() -> type:
                 return super()._handle_publish()    # QoS 2 keeps paho's own path
             packet = bytes(self._in_packet["packet"])
             try:
-                (length,) = unpack_h(packet, 0)
+                (length,) = _unpack_h(packet, 0)
                 pos = 2 + length
                 topic = packet[2:pos]
                 if len(topic) != length:
                     raise ValueError("topic runs past the packet")
                 mid = 0
                 if qos:
-                    (mid,) = unpack_h(packet, pos)
+                    (mid,) = _unpack_h(packet, pos)
                     pos += 2
                 properties = None
                 if self._protocol == v5:
