@@ -95,14 +95,20 @@ def result_document(name: str, version: str, result: Mapping[str, Any], latency_
                     meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The result message: model, version, latency, label (when there is one), result, and
     whatever identifies the input (`meta`: topic, message id, correlation data, id)."""
+    return _document(name, version, latency_ms, top_label(result), result,
+                     jsonable(dict(meta)) if meta else None)
+
+
+def _document(name: str, version: str, latency_ms: float, label: str | None,
+              result: Mapping[str, Any], meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The result message's fields in their order (the one layout of both encoders)."""
     doc: dict[str, Any] = {"model": name, "version": version,
                            "latency_ms": round(latency_ms, 3)}
-    label = top_label(result)
     if label is not None:
         doc["label"] = label
     doc["result"] = result
     if meta:
-        doc.update(jsonable(dict(meta)))
+        doc.update(meta)
     return doc
 
 
@@ -121,15 +127,9 @@ def result_bytes(name: str, version: str, result: Mapping[str, Any], latency_ms:
     path, so the output is always `result_document`'s."""
     label = _plain_top_label(result)
     if label is not False:
-        doc: dict[str, Any] = {"model": name, "version": version,
-                               "latency_ms": round(latency_ms, 3)}
-        if label is not None:
-            doc["label"] = label
-        doc["result"] = result
-        if meta:
-            doc.update(meta)
         try:
-            return _fast_json(doc).encode("utf-8")
+            return _fast_json(_document(name, version, latency_ms, label, result,
+                                        meta)).encode("utf-8")
         except (ValueError, TypeError):
             pass
     plain = {key: jsonable(value) for key, value in result.items()}
