@@ -57,12 +57,17 @@ class Geometry:
     def points_to_source(self, points: Any, clip: bool = True) -> np.ndarray:
         """(..., 2) x/y points in current-image pixels -> source pixels (clipped)."""
         p = np.asarray(points, dtype=np.float64)
-        out = np.empty_like(p)
-        out[..., 0] = (p[..., 0] - self.offset[1]) / self.scale[1]
-        out[..., 1] = (p[..., 1] - self.offset[0]) / self.scale[0]
+        (sy, sx), (oy, ox), (h, w) = self.scale, self.offset, self.source_size
+        k = np.array([[ox, oy], [sx, sy], [w, h]], np.float64)   # per x/y: offset, scale, size
+        # Four ufunc calls on the whole array: this runs per detection result, after the
+        # decoder's pass over the output has evicted the caches, where each numpy call
+        # counts (np.clip's Python wrappers cost more than its arithmetic). A zero on the
+        # image edge comes out +0.0 (never -0.0 in the JSON).
+        out = np.subtract(p, k[0])
+        out /= k[1]
         if clip:
-            np.clip(out[..., 0], 0.0, self.source_size[1], out=out[..., 0])
-            np.clip(out[..., 1], 0.0, self.source_size[0], out=out[..., 1])
+            np.maximum(out, 0.0, out=out)
+            np.minimum(out, k[2], out=out)
         return out
 
     def boxes_to_source(self, boxes: Any, clip: bool = True) -> np.ndarray:

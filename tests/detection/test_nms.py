@@ -161,25 +161,30 @@ def test_few_boxes_per_class_pair_within_classes_as_the_references(seed):
                                               0.0, 0.45)).ravel().tolist() == ref
 
 
-def test_the_nms_steps_source_map_equals_geometry_boxes_to_source():
-    # the nms step maps kept boxes with _SourceMap (3 numpy calls, constants kept per
-    # geometry) instead of Geometry.boxes_to_source: the same arithmetic, so the same values
+def test_geometry_boxes_to_source_equals_the_map_written_out():
+    # Geometry.boxes_to_source (the nms step's map back to the photo) in ufuncs on the
+    # whole array equals the map written per coordinate with np.clip: the same values
     # (out-of-image, nan and inf coordinates alike); only the sign of a zero on the image
     # edge may differ (np.maximum gives +0.0 where np.clip may keep -0.0: -0.0 == 0.0)
     from edgepack.runtime.ops.trace import Geometry
-    from edgepack.runtime.ops.vision.nms import _SourceMap
+
+    def written_out(g, boxes):
+        out = np.empty_like(boxes)
+        for axis, (scale, offset, size) in enumerate(zip(g.scale[::-1], g.offset[::-1],
+                                                         g.source_size[::-1])):
+            out[:, axis::2] = (boxes[:, axis::2] - offset) / scale
+            np.clip(out[:, axis::2], 0.0, size, out=out[:, axis::2])
+        return out
 
     rng = np.random.default_rng(5)
-    source_map = _SourceMap()
     geometries = [Geometry.of((480, 640)).resized(480, 640).padded(80, 0, 640, 640),
                   Geometry.of((375, 500)).resized(256, 341).cropped(16, 58, 224, 224),
                   Geometry.of((720, 1280)).padded(0, 0, 1280, 1280).resized(640, 640)]
-    for g in geometries * 2:                     # the second pass reads the kept constants
+    for g in geometries:
         boxes = rng.uniform(-50, 700, (300, 4))
         boxes[:3] = [[-0.0, 0.0, 1.0, 2.0], [np.nan, 1.0, np.inf, -np.inf], [0.0] * 4]
-        got, want = source_map.boxes(g, boxes), g.boxes_to_source(boxes)
+        got, want = g.boxes_to_source(boxes), written_out(g, boxes)
         assert np.array_equal(got, want, equal_nan=True) and got.dtype == want.dtype
         assert (got == want)[~np.isnan(want)].all() and np.isnan(got).sum() == 1
         assert not np.signbit(got[~np.isnan(got)]).any()       # never a -0.0 in the JSON
-        assert source_map.boxes(g, boxes[:0]).shape == (0, 4)
-    assert len(source_map._constants) == 3
+        assert g.boxes_to_source(boxes[:0]).shape == (0, 4)

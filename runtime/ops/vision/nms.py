@@ -25,7 +25,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import Context, Params, register_decode
-from ..trace import Geometry
 from .candidates import CANDIDATES, CandidateBatch, Candidates, label_of
 
 #: Above this many candidate pairs, fall back to a loop over kept boxes (bounded memory).
@@ -332,7 +331,6 @@ def _nms_step(p: Params, ctx: Context):
     max_candidates = p.integer("max_candidates", 30000, minimum=1)
     labels = list(ctx.labels) if ctx.labels else None
     allow, deny = _class_list(p, "classes", labels), _class_list(p, "exclude", labels)
-    affine = _SourceMap()
 
     filtered = threshold is not None or allow is not None or deny is not None
     names = [label_of(labels, i) for i in range(len(labels))] if labels else []
@@ -377,7 +375,7 @@ def _nms_step(p: Params, ctx: Context):
             c = select(c)
             index, boxes, points = suppress(c)
             if geometry is not None:
-                boxes = affine.boxes(geometry, boxes)
+                boxes = geometry.boxes_to_source(boxes)
                 points = None if points is None else geometry.points_to_source(points)
             else:
                 h, w = batch.size
@@ -392,35 +390,6 @@ def _nms_step(p: Params, ctx: Context):
 def _rows(array: np.ndarray | None, index: np.ndarray) -> np.ndarray | None:
     # take(): fancy-indexing rows of a (k, 4) or (k, K, 2) array is several times slower
     return None if array is None else array.take(index, 0)
-
-
-class _SourceMap:
-    """Geometry.boxes_to_source for (k, 4) boxes in four ufunc calls (subtract, divide,
-    maximum, minimum), with the per-geometry constants kept: the same float64 arithmetic
-    and clip, so the same values (tested), at a fraction of its per-call cost (~14 numpy
-    calls there; after the decoder's pass over the output evicted the caches, each counts).
-    A zero on the image edge is +0.0 here where np.clip may leave -0.0."""
-
-    LIMIT = 16      # geometries remembered (a stream has one; a batch of photos a few)
-
-    def __init__(self) -> None:
-        self._constants: dict[tuple, np.ndarray] = {}
-
-    def boxes(self, geometry: Geometry, boxes: np.ndarray) -> np.ndarray:
-        # keyed by the values (a tuple hashes in C; the dataclass's hash is Python code)
-        key = (geometry.scale, geometry.offset, geometry.source_size)
-        k = self._constants.get(key)
-        if k is None:
-            if len(self._constants) >= self.LIMIT:
-                self._constants.clear()
-            (sy, sx), (oy, ox), (h, w) = key
-            k = self._constants[key] = np.array(
-                [[ox, oy, ox, oy], [sx, sy, sx, sy], [w, h, w, h]], np.float64)
-        out = np.subtract(boxes, k[0])
-        out /= k[1]
-        # clipped by two ufuncs: np.clip's Python wrappers cost more than its arithmetic
-        np.maximum(out, 0.0, out=out)
-        return np.minimum(out, k[2], out=out)
 
 
 def _detections(boxes, scores, classes, points, names: list[str]) -> list[dict[str, Any]]:
