@@ -113,15 +113,16 @@ def compare_detections(source: Sequence[Sequence[Mapping[str, Any]]],
             "score_error_max": float(np.max(errors)) if errors else 0.0}
 
 
-def detections_per_sample(model, outputs: Mapping[str, np.ndarray],
+def detections_per_sample(postprocess, outputs: Mapping[str, np.ndarray],
                           feeds: Mapping[str, np.ndarray] | None = None) -> list[list[dict]]:
-    """Run the bundle's postprocess + decode on each sample's outputs (float, batch first)."""
+    """Run `postprocess(outputs, trace)` (a bundle's `Model.postprocess`: postprocess +
+    decode, or compiled decode steps) on each sample's outputs (float, batch first)."""
     from edgepack.runtime.ops.trace import Trace
     count = len(next(iter(outputs.values())))
     results = []
     for i in range(count):
         trace = Trace(feeds={k: v[i:i + 1] for k, v in (feeds or {}).items()})
-        result = model.postprocess({k: v[i:i + 1] for k, v in outputs.items()}, trace)
+        result = postprocess({k: v[i:i + 1] for k, v in outputs.items()}, trace)
         detections = result.get("detections") if isinstance(result, dict) else None
         if detections is None:
             raise ConversionError("the bundle's task is 'detect' but its decode steps return no "
@@ -154,8 +155,10 @@ def detection_validation(bundle_path: Path, output_names: Sequence[str],
         return None
     tolerances = DetectionTolerances.for_mode(mode)
     with load(bundle_path) as model:
-        src = detections_per_sample(model, dict(zip(output_names, reference)), feeds)
-        got = detections_per_sample(model, dict(zip(output_names, produced)), feeds)
+        src = detections_per_sample(model.postprocess, dict(zip(output_names, reference)),
+                                    feeds)
+        got = detections_per_sample(model.postprocess, dict(zip(output_names, produced)),
+                                    feeds)
     record = compare_detections(src, got)
     record["tolerances"] = tolerances.to_dict()
     failures = tolerance_failures(record, tolerances)
@@ -207,7 +210,6 @@ def detection_metric(decode: Sequence[Mapping[str, Any]], inputs: Sequence[Any],
     and the result is `detection_agreement` of the matched detections, what validation and
     `--accuracy-target` gate on."""
     from edgepack.runtime.ops import Context, compile_steps
-    from edgepack.runtime.ops.trace import Trace
     from edgepack.runtime.specs import TensorSpec
     compiled: list = []
 
@@ -221,17 +223,8 @@ def detection_metric(decode: Sequence[Mapping[str, Any]], inputs: Sequence[Any],
         return compiled[0]
 
     def detections(values: Mapping[str, np.ndarray]) -> list[list[dict]]:
-        count = len(next(iter(values.values())))
-        decode_one = decoder(values)
-        found = []
-        for i in range(count):
-            result = decode_one({k: np.asarray(v[i:i + 1], np.float32)
-                                 for k, v in values.items()}, Trace())
-            if not isinstance(result, dict) or "detections" not in result:
-                raise ConversionError("the decode steps return no 'detections'; end them "
-                                      "with {\"op\": \"nms\"}")
-            found.append(result["detections"])
-        return found
+        return detections_per_sample(decoder(values), {k: np.asarray(v, np.float32)
+                                                       for k, v in values.items()})
 
     def metric(reference: Mapping[str, np.ndarray],
                produced: Mapping[str, np.ndarray]) -> float:

@@ -149,8 +149,8 @@ def measure_detection(path: Path, dataset) -> Accuracy:
     labels = list(source.output_names or [f"output_{i}" for i in range(len(produced))])
     errors = tuple(output_error(n, r, p) for n, r, p in zip(labels, dataset.reference, produced))
     with load(path) as model:
-        src = detections_per_sample(model, dict(zip(names, dataset.reference)))
-        got = detections_per_sample(model, dict(zip(names, produced)))
+        src = detections_per_sample(model.postprocess, dict(zip(names, dataset.reference)))
+        got = detections_per_sample(model.postprocess, dict(zip(names, produced)))
     record = compare_detections(src, got)
     drop = (1.0 - record["agreement"]) * 100.0
     return Accuracy(len(dataset.reference[0]), None, None, None, drop, errors, detection=record)
