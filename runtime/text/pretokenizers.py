@@ -105,7 +105,6 @@ class FindAll(PreTokenizer):
     in `re`: see `unicode.BMP`)."""
 
     def __init__(self, pattern: re.Pattern, bmp: re.Pattern | None = None):
-        self.finditer = pattern.finditer
         # the chars between matches are whitespace (every pattern here matches any other
         # char), so one findall of (whitespace run, match) pairs and running sums of their
         # lengths give each word's start (no Match object per word)
@@ -166,7 +165,6 @@ class ByteLevel(PreTokenizer):
     def __init__(self, add_prefix_space=True, use_regex=True):
         self.add_prefix_space, self.use_regex = add_prefix_space, use_regex
         self._split = RegexSplit(_byte_level_pattern(), "Isolated") if use_regex else None
-        self._finditer = _byte_level_pattern().finditer
         self._findall_all = _byte_level_pattern().findall
         self._findall_bmp = _byte_level_pattern(uc.BMP).findall
 
