@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/mqtt.py [--duration 4] [--lines tiny,camera]
                                         [--protocol 5|3.1.1] [--offered 1.25]
-                                        [--latency-messages 300] [--one-thread]
+                                        [--latency-messages 300] [--one-thread] [--phases]
 
 Two model lines, each with its own anchor (fixed seeds):
 
@@ -94,25 +94,52 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def in_process(bundle: Path, payload: bytes, seconds: float) -> tuple[float, float, float]:
-    """(decode+predict msg/s, its CPU ms per message, predict-alone msg/s), one thread."""
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of a process, by native thread id, from /proc."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue        # ended meanwhile
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
+@dataclass
+class Anchor:
+    """The in-process figures: decode+predict msg/s and its process CPU ms per message;
+    predict alone msg/s; thread CPU us of a decode alone and of a predict alone."""
+
+    rate: float
+    cpu_ms: float
+    bare: float
+    decode_us: float
+    predict_us: float
+
+
+def in_process(bundle: Path, payload: bytes, seconds: float) -> Anchor:
+    """The anchor, one thread: what an app's own loop does per message."""
     from edgepack.runtime import load
     from edgepack.runtime.images import decode_image
     with load(bundle, threads=1) as model:
         decoded = decode_image(payload)
 
-        def rate(fn) -> tuple[float, float]:
+        def rate(fn, limit: float = seconds) -> tuple[float, float, float]:
             for _ in range(10):
                 fn()
             count, cpu0, start = 0, time.process_time(), time.perf_counter()
-            while time.perf_counter() - start < seconds:
+            thread0 = time.thread_time()
+            while time.perf_counter() - start < limit:
                 fn()
                 count += 1
             wall = time.perf_counter() - start
-            return count / wall, (time.process_time() - cpu0) * 1000 / count
-        full, cpu_ms = rate(lambda: model.predict(decode_image(payload)))
-        bare, _ = rate(lambda: model.predict(decoded))
-    return full, cpu_ms, bare
+            return (count / wall, (time.process_time() - cpu0) * 1000 / count,
+                    (time.thread_time() - thread0) * 1e6 / count)
+        full, cpu_ms, _ = rate(lambda: model.predict(decode_image(payload)))
+        bare, _, predict_us = rate(lambda: model.predict(decoded))
+        _, _, decode_us = rate(lambda: decode_image(payload), min(seconds, 1.0))
+    return Anchor(full, cpu_ms, bare, decode_us, predict_us)
 
 
 def _str16(text: str) -> bytes:
@@ -237,14 +264,16 @@ class Bridge:
     """`edgepack mqtt` in a subprocess with one subscription at `qos`."""
 
     def __init__(self, bundle: Path, url: str, work: Path, protocol: str, qos: int,
-                 network_thread: bool = True):
+                 network_thread: bool = True, phases: bool = False):
         config = work / f"bridge-q{qos}.toml"
         config.write_text(
             f'[broker]\nurl = "{url}"\nclient_id = "bench-bridge-q{qos}"\n'
             f'protocol = "{protocol}"\n'
             f'[[subscribe]]\ntopic = "bench/in/+"\npublish = "bench/out/{{1}}"\nqos = {qos}\n'
             f'queue_size = {8 if qos == 0 else 32}\n'
-            f'[bridge]\nnetwork_thread = {"true" if network_thread else "false"}\n')
+            f'[bridge]\nnetwork_thread = {"true" if network_thread else "false"}\n'
+            f'phases = {"true" if phases else "false"}\n')
+        self.stats: dict = {}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edgepack.cli.main", "mqtt", str(bundle), "--config",
              str(config), "--threads", "1", "--poll", "0", "--json"],
@@ -270,6 +299,7 @@ class Bridge:
             self.proc.kill()
             out, err = self.proc.communicate()
         stats = json.loads(out) if out.strip().startswith("{") else {}
+        self.stats = stats
         subs = stats.get("subscriptions") or [{}]
         return subs[0]
 
@@ -293,6 +323,29 @@ class Cpu:
                 f"{(later.here - self.here) * 1000 / n:.2f} ms")
 
 
+def phase_lines(label: str, stats: dict, before: dict[int, float], after: dict[int, float],
+                answered: int) -> list[str]:
+    """The bridge's per-thread CPU over the phase (/proc, per answered message) and its
+    own per-step timers (mean thread CPU / wall us per step, from `[bridge] phases`;
+    these also count the readiness probes and the settling after the phase)."""
+    n = max(1, answered)
+    phases = stats.get("phases") or {}
+    names = {entry.get("tid"): name for name, entry in phases.items()}
+    lines = [f"  {label} bridge threads, CPU per answered message over the phase "
+             "(steps: thread CPU / wall us each, count):"]
+    for tid, cpu in sorted(after.items()):
+        used = (cpu - before.get(tid, 0.0)) * 1e6 / n
+        if used < 1:
+            continue
+        name = names.get(tid, "other (main, reconnect supervisor, engine)")
+        lines.append(f"    {name}: {used:.0f} us")
+        steps = (phases.get(name) or {}).get("steps") or {}
+        for step, figures in steps.items():
+            lines.append(f"        {step:38s} {figures['cpu_us']:8.1f} / "
+                         f"{figures['wall_us']:8.1f}  x{figures['n']}")
+    return lines
+
+
 def latency_check(lat: np.ndarray, inside: np.ndarray, expected: int) -> str | None:
     """Why the latency figures cannot be right, or None."""
     if lat.size != expected:
@@ -311,7 +364,8 @@ def run_line(name: str, args: argparse.Namespace, work: Path) -> list[str]:
     width, height, size, channels = LINES[name]
     bundle, payload = build(work, width, height, size, channels)
     seconds = min(args.duration, 3.0)
-    full0, anchor_cpu, bare = in_process(bundle, payload, seconds)
+    anchor0 = in_process(bundle, payload, seconds)
+    full0 = anchor0.rate
     broker = Broker(work / f"broker-{name}", free_port())
     broker.directory.mkdir()
     broker.start()
@@ -321,11 +375,13 @@ def run_line(name: str, args: argparse.Namespace, work: Path) -> list[str]:
         raw = RawPublisher(broker.port, args.protocol)
         try:
             # --- QoS 0 at --offered x the anchor, paced in bursts of 8 ---------------
-            bridge = Bridge(bundle, broker.url, work, args.protocol, 0, not args.one_thread)
+            bridge = Bridge(bundle, broker.url, work, args.protocol, 0, not args.one_thread,
+                            args.phases)
             bridge.ready(side, lambda i: raw.send(raw.packet("bench/in/probe", payload,
                                                               b"p%d" % i)))
             rate = args.offered * full0
             cpu0 = Cpu.now(bridge.proc.pid, broker.process.pid)
+            threads0 = thread_cpu_seconds(bridge.proc.pid)
             sent, start = 0, time.perf_counter()
             while time.perf_counter() - start < args.duration:
                 raw.send(b"".join(raw.packet("bench/in/q0", payload, b"%d" % (sent + k))
@@ -339,21 +395,26 @@ def run_line(name: str, args: argparse.Namespace, work: Path) -> list[str]:
             side.wait("q0", sent, 2.0)
             got0 = side.results("q0")
             cpu1 = Cpu.now(bridge.proc.pid, broker.process.pid)
+            threads1 = thread_cpu_seconds(bridge.proc.pid)
             stats0 = bridge.stop()
             window = (got0[-1][0] - start) if got0 else args.duration
             q0 = len(got0) / window
 
             # --- QoS 1: as many as the in-flight windows allow, all answered ---------
-            bridge = Bridge(bundle, broker.url, work, args.protocol, 1, not args.one_thread)
+            bridge0_stats = bridge.stats
+            bridge = Bridge(bundle, broker.url, work, args.protocol, 1, not args.one_thread,
+                            args.phases)
             side.forget("probe")
             bridge.ready(side, lambda i: side.publish("probe", payload, -1 - i))
             n1 = max(200, int(full0 * args.duration))
             cpu2 = Cpu.now(bridge.proc.pid, broker.process.pid)
+            threads2 = thread_cpu_seconds(bridge.proc.pid)
             start = time.perf_counter()
             for i in range(n1):
                 side.publish("q1", payload, i)
             got1 = side.wait("q1", n1, 60 + args.duration * 4)
             cpu3 = Cpu.now(bridge.proc.pid, broker.process.pid)
+            threads3 = thread_cpu_seconds(bridge.proc.pid)
             last = side.results("q1")
             q1 = got1 / ((last[-1][0] - start) if got1 else 1.0)
 
@@ -371,7 +432,8 @@ def run_line(name: str, args: argparse.Namespace, work: Path) -> list[str]:
             side.close()
     finally:
         broker.stop()
-    full1, _, _ = in_process(bundle, payload, seconds)
+    anchor1 = in_process(bundle, payload, seconds)
+    full1 = anchor1.rate
     full = (full0 + full1) / 2
 
     results = side.results("lat")
@@ -390,7 +452,8 @@ def run_line(name: str, args: argparse.Namespace, work: Path) -> list[str]:
     out.append(f"{name}: conv classifier {size}x{size}, {channels} channels (JPEG "
                f"{width}x{height}, {len(payload)} bytes), 1 engine thread")
     out.append(f"  in-process decode+predict {full:8.0f} msg/s   ({full0:.0f} before, "
-               f"{full1:.0f} after; predict alone {bare:.0f}/s; CPU {anchor_cpu:.2f} ms/msg)")
+               f"{full1:.0f} after; predict alone {anchor0.bare:.0f}/s; CPU "
+               f"{anchor0.cpu_ms:.2f} ms/msg)")
     out.append(f"  bridge QoS 0              {q0:8.0f} msg/s   ratio {q0 / full:.2f} "
                f"(goal >= 0.8); offered {sent / offered_s:.0f}/s: sent {sent}, answered "
                f"{len(got0)}, dropped {stats0.get('dropped', '?')}")
@@ -408,6 +471,13 @@ def run_line(name: str, args: argparse.Namespace, work: Path) -> list[str]:
                    f"{np.percentile(inside, 50):.2f} ms)")
     out.append(f"  bridge counters: QoS 0 {json.dumps(stats0)}; QoS 1 received "
                f"{stats1.get('received', '?')}, answered {stats1.get('answered', '?')}")
+    if args.phases:
+        out.append(f"  anchor alone, thread CPU: decode {(anchor0.decode_us + anchor1.decode_us) / 2:.0f}"
+                   f" us, predict {(anchor0.predict_us + anchor1.predict_us) / 2:.0f} us "
+                   f"(before {anchor0.decode_us:.0f} + {anchor0.predict_us:.0f}, after "
+                   f"{anchor1.decode_us:.0f} + {anchor1.predict_us:.0f})")
+        out += phase_lines("QoS 0", bridge0_stats, threads0, threads1, len(got0))
+        out += phase_lines("QoS 1", bridge.stats, threads2, threads3, got1)
     return out if not problem else out + ["SANITY"]
 
 
@@ -422,6 +492,10 @@ def main() -> None:
     parser.add_argument("--one-thread", action="store_true",
                         help="the bridge drives paho's network loop from its one worker "
                              "thread ([bridge] network_thread = false)")
+    parser.add_argument("--phases", action="store_true",
+                        help="diagnostic: the bridge's per-thread CPU and per-step timers "
+                             "([bridge] phases = true) next to the anchor's decode and "
+                             "predict alone")
     parser.add_argument("--offered", type=float, default=1.25,
                         help="QoS 0 offered load as a multiple of the in-process rate")
     args = parser.parse_args()

@@ -40,6 +40,7 @@ from .connection import Connection, make_client, result_properties
 from .discovery import discovery_config, discovery_topic
 from .errors import MqttError, PayloadError
 from .models import ModelSource, RepositoryModels, SingleModel, check_models
+from .phases import PhaseBook
 from .queues import MessageQueue
 from .streams import StreamCache
 from .results import encode, error_document, predict_raw, result_bytes
@@ -153,6 +154,8 @@ class MqttBridge:
         self._connection: Connection | None = None
         self.started = False
         self._reconnects = 0
+        # Diagnostic mode: per-step timers in every thread (phases.py); None: no timing.
+        self._phases: PhaseBook | None = PhaseBook() if config.phases else None
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> "MqttBridge":
@@ -235,10 +238,13 @@ class MqttBridge:
         """Counters per subscription, plus reconnects, QoS 1 acknowledgements sent and
         pending, and whether connected now."""
         conn = self._connection
-        return {"connected": bool(conn and conn.connected.is_set()),
-                "reconnects": conn.reconnects if conn else self._reconnects,
-                "acknowledged": self._acks.sent, "ack_pending": len(self._acks),
-                "subscriptions": [lane.stats() for lane in self.lanes]}
+        stats = {"connected": bool(conn and conn.connected.is_set()),
+                 "reconnects": conn.reconnects if conn else self._reconnects,
+                 "acknowledged": self._acks.sent, "ack_pending": len(self._acks),
+                 "subscriptions": [lane.stats() for lane in self.lanes]}
+        if self._phases is not None:
+            stats["phases"] = self._phases.report()
+        return stats
 
     def wait_until(self, predicate: Callable[[dict[str, Any]], bool],
                    timeout: float) -> dict[str, Any]:
@@ -313,6 +319,17 @@ class MqttBridge:
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         # Runs for every message, dropped ones included: no decoding, no property parsing
         # beyond paho's, one deque append.
+        if self._phases is not None:
+            laps = self._phases.laps()
+            laps.mark("network (paho, outside on_message)")
+            try:
+                self._queue_message(msg)
+            finally:
+                laps.mark("on_message")
+            return
+        self._queue_message(msg)
+
+    def _queue_message(self, msg: Any) -> None:
         try:
             topic = msg.topic
         except UnicodeDecodeError:      # paho raises on a non-UTF-8 topic
@@ -368,19 +385,25 @@ class MqttBridge:
 
     # --- workers -------------------------------------------------------------------------
     def _work(self, lane: _Lane) -> None:
+        laps = self._phases.laps() if self._phases is not None else None
         while not self._stop.is_set():
             item = lane.queue.get(timeout=1.0)     # drain() at stop wakes it at once
+            if laps is not None:
+                laps.mark("queue wait" if item is not None else "idle")
             if item is not None:
                 self._handle(lane, item)
 
     def _work_inline(self, lane: _Lane) -> None:
         """The one thread of a one-subscription bridge: network, then the oldest message."""
         queue = lane.queue
+        laps = self._phases.laps() if self._phases is not None else None
         while not self._stop.is_set():
             # What arrived meanwhile first (newer frames, acks), with nothing held outside
             # the queue: a full `block` queue answers its oldest in the callback, in order.
             # With nothing queued, wait for traffic (0.25 s at most, to see _stop).
             self._pump(0.0 if len(queue) else 0.25)
+            if laps is not None:
+                laps.mark("network (pump)")
             item = queue.get_nowait()
             if item is not None:
                 self._handle(lane, item)
@@ -426,8 +449,13 @@ class MqttBridge:
         except Exception:  # a bug must not end the lane
             log.exception("answering a message on %s failed", item.topic)
         self._moved()
+        if self._phases is not None:
+            self._phases.laps().mark("ack + counters")
 
     def _answer(self, lane: _Lane, item: _Message) -> None:
+        mark = self._phases.laps().mark if self._phases is not None else None
+        if mark is not None:
+            mark("handle")
         meta: dict[str, Any] = {"topic": item.topic, "mid": item.mid}
         if item.dup:
             meta["dup"] = True
@@ -442,17 +470,21 @@ class MqttBridge:
             with self.models.lease(lane.sub.model) as leased:
                 name, version = leased.model_name, leased.version
                 start = time.perf_counter()
+                if mark is not None:
+                    mark("properties + lease")
                 result, extras = predict_raw(
                     leased.model, item.payload or b"", codec=lane.sub.codec,
                     content_type=item.content_type, base64_field=self.config.base64_field,
                     max_payload_bytes=self.config.max_payload_bytes,
-                    streams=self._streams, stream_key=item.topic)
+                    streams=self._streams, stream_key=item.topic, mark=mark)
                 latency = time.perf_counter() - start
             meta["queued_ms"] = round((start - item.received) * 1000.0, 3)
             # result_document's bytes in one C-encoder pass (no jsonable walk of the result)
             body = result_bytes(name, version, result, latency * 1000.0,
                                 {**extras, **meta} if extras else meta)
             ok = True
+            if mark is not None:
+                mark("result document")
         except EdgepackError as exc:
             doc = error_document(str(getattr(exc, "message", exc)), meta, name, version)
             body = encode(doc)
@@ -475,7 +507,11 @@ class MqttBridge:
             lane.errors += 1
             self.metrics.inc("edgepack_mqtt_message_errors_total", lane.labels)
             log.info("message on %s refused: %s", item.topic, doc["error"])
+        if mark is not None:
+            mark("metrics + topic")
         info = self._publish(topic, body, qos, correlation, untracked=item.qos == 0)
+        if mark is not None:
+            mark("publish")
         if info is None:
             return
         if ok:

@@ -163,6 +163,9 @@ class BridgeConfig:
     #: (see bridge.py); it never hands the GIL to another thread, but gets one thread's
     #: share of a busy host and cannot overlap network work with an inference.
     network_thread: bool = True
+    #: Diagnostic mode: per-step CPU and wall timers in every bridge thread (phases.py),
+    #: reported under "phases" in `MqttBridge.stats()`.
+    phases: bool = False
 
     def __post_init__(self) -> None:
         if not self.subscriptions:
@@ -210,7 +213,7 @@ def load_config(path: str | Path, **broker_overrides: Any) -> BridgeConfig:
         qos = 0                             # codec, policy, queue_size, model, result_qos
         [bridge]
         homeassistant = true                # status_topic, error_topic, max_payload_bytes,
-                                            # network_thread
+                                            # network_thread, phases
     """
     path = Path(path)
     try:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Hashable, Mapping
+from typing import Any, Callable, Hashable, Mapping
 
 import numpy as np
 
@@ -69,12 +69,15 @@ def predict_payload(model: Any, payload: bytes, *, codec: str = "auto",
 def predict_raw(model: Any, payload: bytes, *, codec: str = "auto",
                 content_type: str | None = None, base64_field: str = "data",
                 max_payload_bytes: int = DEFAULT_MAX_PAYLOAD,
-                streams: StreamCache | None = None, stream_key: Hashable = None
+                streams: StreamCache | None = None, stream_key: Hashable = None,
+                mark: Callable[[str], None] | None = None
                 ) -> tuple[dict[str, Any], Mapping[str, Any]]:
     """`predict_payload` without the JSON-safe walk: the result with str names and the
     batch axis of 1 dropped, values as the model gave them (numpy arrays and scalars);
     `result_bytes` encodes it. The bridge's path: the walk (``jsonable`` per element, an
-    ``isinstance`` chain each) was the largest Python cost of an answer after the model."""
+    ``isinstance`` chain each) was the largest Python cost of an answer after the model.
+    `mark` (the bridge's diagnostic phase timers) is called with "decode" once the payload
+    is decoded and "predict" once the model has answered."""
     if len(payload) > max_payload_bytes:
         raise PayloadError(f"payload of {len(payload)} bytes is over the limit of "
                            f"{max_payload_bytes} bytes (--max-payload)")
@@ -87,8 +90,13 @@ def predict_raw(model: Any, payload: bytes, *, codec: str = "auto",
                                      samples)), {}
     inputs, extras = decode_payload(payload, names, codec=codec,
                                     content_type=content_type, base64_field=base64_field)
-    return {str(name): unbatch(value) for name, value in model.predict(inputs).items()}, \
-        extras
+    if mark is None:
+        return {str(name): unbatch(value) for name, value in model.predict(inputs).items()}, \
+            extras
+    mark("decode")
+    outputs = model.predict(inputs)
+    mark("predict")
+    return {str(name): unbatch(value) for name, value in outputs.items()}, extras
 
 
 def result_document(name: str, version: str, result: Mapping[str, Any], latency_ms: float,
