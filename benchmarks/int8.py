@@ -602,6 +602,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=40, help="interleaved timed runs")
     parser.add_argument("--no-litert", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads for --only ops")
+    parser.add_argument("--fresh-seed", type=int, default=None,
+                        help="--only standin: seed of the fresh held-out set (default 3)")
     args = parser.parse_args(argv)
     from edgepack.runtime.benchmark import cpu_description
     print(f"CPU: {cpu_description()}", flush=True)
@@ -622,7 +624,8 @@ def main(argv=None) -> int:
     if args.only in (None, "ops"):
         ops_section(args.rounds, args.threads)
     if args.only in (None, "standin"):   # issue 18 accuracy: benchmarks/int8_standin.py
-        __import__("int8_standin").standin_section(args.rounds)
+        __import__("int8_standin").standin_section(args.rounds,
+                                                  fresh_seed=args.fresh_seed)
     if args.only in (None, "search"):    # issue 18: the accuracy-aware pass's time
         __import__("int8_standin").search_section()
     return 0
