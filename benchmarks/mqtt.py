@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/mqtt.py [--duration 4] [--lines tiny,camera]
                                         [--protocol 5|3.1.1] [--offered 1.25]
-                                        [--latency-messages 300] [--one-thread] [--phases]
+                                        [--latency-messages 300] [--one-thread] [--phases] [--pin]
 
 Two model lines, each with its own anchor (fixed seeds):
 
@@ -264,7 +264,8 @@ class Bridge:
     """`edgepack mqtt` in a subprocess with one subscription at `qos`."""
 
     def __init__(self, bundle: Path, url: str, work: Path, protocol: str, qos: int,
-                 network_thread: bool = True, phases: bool = False):
+                 network_thread: bool = True, phases: bool = False,
+                 cpus: set[int] | None = None):
         config = work / f"bridge-q{qos}.toml"
         config.write_text(
             f'[broker]\nurl = "{url}"\nclient_id = "bench-bridge-q{qos}"\n'
@@ -272,13 +273,14 @@ class Bridge:
             f'[[subscribe]]\ntopic = "bench/in/+"\npublish = "bench/out/{{1}}"\nqos = {qos}\n'
             f'queue_size = {8 if qos == 0 else 32}\n'
             f'[bridge]\nnetwork_thread = {"true" if network_thread else "false"}\n'
-            f'phases = {"true" if phases else "false"}\n')
+            + ('phases = true\n' if phases else ''))
         self.stats: dict = {}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edgepack.cli.main", "mqtt", str(bundle), "--config",
              str(config), "--threads", "1", "--poll", "0", "--json"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
 
     def ready(self, side: Side, publish) -> None:
         """Probe on the 'probe' topic until one answer comes back (bounded)."""
@@ -359,24 +361,61 @@ def latency_check(lat: np.ndarray, inside: np.ndarray, expected: int) -> str | N
     return None
 
 
-def run_line(name: str, args: argparse.Namespace, work: Path) -> list[str]:
+class Pinning:
+    """--pin: the bridge (all its threads) and the anchor on the last core, mosquitto and
+    this process's publisher and collector on the others, so that the model work of both
+    runs on a core of its own; other processes on the host still go anywhere."""
+
+    def __init__(self, enabled: bool):
+        cores = sorted(os.sched_getaffinity(0))
+        self.all = set(cores)
+        self.bridge = {cores[-1]} if enabled else None
+        self.rest = set(cores[:-1]) if enabled else None
+
+    def anchor(self, fn, *a):
+        if self.bridge is None:
+            return fn(*a)
+        os.sched_setaffinity(0, self.bridge)     # this thread only
+        try:
+            return fn(*a)
+        finally:
+            os.sched_setaffinity(0, self.all)
+
+    def load_side(self, broker_pid: int) -> None:
+        """mosquitto's threads and this thread (clients started later inherit it)."""
+        if self.rest is None:
+            return
+        for tid in os.listdir(f"/proc/{broker_pid}/task"):
+            os.sched_setaffinity(int(tid), self.rest)
+        os.sched_setaffinity(0, self.rest)
+
+    def release(self) -> None:
+        if self.rest is not None:
+            os.sched_setaffinity(0, self.all)
+
+
+def run_line(name: str, args: argparse.Namespace, work: Path, pin: bool = False
+             ) -> list[str]:
     from mqtt_broker import Broker, free_port
     width, height, size, channels = LINES[name]
+    work.mkdir(parents=True, exist_ok=True)
     bundle, payload = build(work, width, height, size, channels)
     seconds = min(args.duration, 3.0)
-    anchor0 = in_process(bundle, payload, seconds)
+    pinning = Pinning(pin)
+    anchor0 = pinning.anchor(in_process, bundle, payload, seconds)
     full0 = anchor0.rate
     broker = Broker(work / f"broker-{name}", free_port())
     broker.directory.mkdir()
     broker.start()
     out: list[str] = []
     try:
+        pinning.load_side(broker.process.pid)
         side = Side(broker.port, args.protocol)
         raw = RawPublisher(broker.port, args.protocol)
         try:
             # --- QoS 0 at --offered x the anchor, paced in bursts of 8 ---------------
             bridge = Bridge(bundle, broker.url, work, args.protocol, 0, not args.one_thread,
-                            args.phases)
+                            args.phases, pinning.bridge)
             bridge.ready(side, lambda i: raw.send(raw.packet("bench/in/probe", payload,
                                                               b"p%d" % i)))
             rate = args.offered * full0
@@ -403,7 +442,7 @@ def run_line(name: str, args: argparse.Namespace, work: Path) -> list[str]:
             # --- QoS 1: as many as the in-flight windows allow, all answered ---------
             bridge0_stats = bridge.stats
             bridge = Bridge(bundle, broker.url, work, args.protocol, 1, not args.one_thread,
-                            args.phases)
+                            args.phases, pinning.bridge)
             side.forget("probe")
             bridge.ready(side, lambda i: side.publish("probe", payload, -1 - i))
             n1 = max(200, int(full0 * args.duration))
@@ -432,7 +471,8 @@ def run_line(name: str, args: argparse.Namespace, work: Path) -> list[str]:
             side.close()
     finally:
         broker.stop()
-    anchor1 = in_process(bundle, payload, seconds)
+        pinning.release()
+    anchor1 = pinning.anchor(in_process, bundle, payload, seconds)
     full1 = anchor1.rate
     full = (full0 + full1) / 2
 
@@ -449,8 +489,10 @@ def run_line(name: str, args: argparse.Namespace, work: Path) -> list[str]:
     if len(results) != args.latency_messages:
         problem = problem or f"{len(results)} results for {args.latency_messages} requests"
 
+    where = (f"; pinned: bridge and anchor on core {min(pinning.bridge)}, mosquitto and "
+             f"the clients on {','.join(map(str, sorted(pinning.rest)))}" if pin else "")
     out.append(f"{name}: conv classifier {size}x{size}, {channels} channels (JPEG "
-               f"{width}x{height}, {len(payload)} bytes), 1 engine thread")
+               f"{width}x{height}, {len(payload)} bytes), 1 engine thread{where}")
     out.append(f"  in-process decode+predict {full:8.0f} msg/s   ({full0:.0f} before, "
                f"{full1:.0f} after; predict alone {anchor0.bare:.0f}/s; CPU "
                f"{anchor0.cpu_ms:.2f} ms/msg)")
@@ -496,6 +538,9 @@ def main() -> None:
                         help="diagnostic: the bridge's per-thread CPU and per-step timers "
                              "([bridge] phases = true) next to the anchor's decode and "
                              "predict alone")
+    parser.add_argument("--pin", action="store_true",
+                        help="run each line twice: as usual, then with the bridge and the "
+                             "anchor on one core and mosquitto + the load on the other(s)")
     parser.add_argument("--offered", type=float, default=1.25,
                         help="QoS 0 offered load as a multiple of the in-process rate")
     args = parser.parse_args()
@@ -512,9 +557,10 @@ def main() -> None:
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
         for name in lines:
-            out = run_line(name, args, Path(tmp))
-            failed |= out[-1] == "SANITY"
-            print("\n".join(line for line in out if line != "SANITY"), flush=True)
+            for pin in ((False, True) if args.pin else (False,)):
+                out = run_line(name, args, Path(tmp) / f"{name}-{int(pin)}", pin)
+                failed |= out[-1] == "SANITY"
+                print("\n".join(line for line in out if line != "SANITY"), flush=True)
     print(f"load average {os.getloadavg()[0]:.1f} at the end")
     if failed:
         raise SystemExit(1)

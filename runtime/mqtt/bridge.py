@@ -135,6 +135,7 @@ class MqttBridge:
         self._progress = threading.Condition()
         self._waiters = 0
         self._lane_of: dict[str, _Lane | None] = {}
+        self._raw_topics: dict[bytes, tuple[str | None, _Lane | None]] = {}
         self._status_lock = threading.Lock()
         self._announced: dict[str, str] = {}
         self._discovered: set[str] = set()
@@ -171,6 +172,8 @@ class MqttBridge:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        if hasattr(client, "raw_publish"):     # lean.LeanClient: no MQTTMessage per message
+            client.raw_publish = self._on_raw_publish
         client.on_subscribe = self._on_subscribe
         if any(lane.sub.qos > 0 for lane in self.lanes):
             # Only then: with on_publish set, paho builds a PUBACK Properties object for
@@ -319,29 +322,47 @@ class MqttBridge:
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         # Runs for every message, dropped ones included: no decoding, no property parsing
         # beyond paho's, one deque append.
-        if self._phases is not None:
-            laps = self._phases.laps()
-            laps.mark("network (paho, outside on_message)")
-            try:
-                self._queue_message(msg)
-            finally:
-                laps.mark("on_message")
-            return
-        self._queue_message(msg)
-
-    def _queue_message(self, msg: Any) -> None:
         try:
             topic = msg.topic
         except UnicodeDecodeError:      # paho raises on a non-UTF-8 topic
             return
-        lane = self._lane_for(topic)
+        self._take(self._lane_for(topic), topic, msg.payload, msg.qos, msg.mid, msg.dup,
+                   getattr(msg, "properties", None))
+
+    def _on_raw_publish(self, topic: bytes, payload: bytes, qos: int, mid: int, dup: bool,
+                        properties: Any) -> None:
+        """`LeanClient.raw_publish`: `_on_message` without paho's message object, the
+        topic's text and lane looked up by its bytes."""
+        try:
+            name, lane = self._raw_topics[topic]
+        except KeyError:
+            name, lane = self._raw_topic(topic)
+        if name is not None:        # else not UTF-8: ignored, as in _on_message
+            self._take(lane, name, payload, qos, mid, dup, properties)
+
+    def _raw_topic(self, topic: bytes) -> tuple[str | None, _Lane | None]:
+        try:
+            name = topic.decode("utf-8")
+        except UnicodeDecodeError:
+            return None, None
+        entry = (name, self._lane_for(name))
+        if len(self._raw_topics) < LANE_CACHE:
+            self._raw_topics[topic] = entry
+        return entry
+
+    def _take(self, lane: _Lane | None, topic: str, payload: bytes, qos: int, mid: int,
+              dup: bool, properties: Any) -> None:
+        """Queue one received message on its lane (network thread, never blocks except
+        on a full `block` queue)."""
+        laps = self._phases.laps() if self._phases is not None else None
+        if laps is not None:
+            laps.mark("network (paho, outside on_message)")
         if lane is None:
-            if msg.qos > 0:     # not ours (overlapping filters): handled, acked in order
-                self._acks.add(msg.mid, msg.qos, self._generation, None)
+            if qos > 0:     # not ours (overlapping filters): handled, acked in order
+                self._acks.add(mid, qos, self._generation, None)
             return
-        payload = msg.payload
-        item = _Message(topic, payload, msg.qos, msg.mid, msg.dup, self._generation,
-                        time.perf_counter(), getattr(msg, "properties", None))
+        item = _Message(topic, payload, qos, mid, dup, self._generation,
+                        time.perf_counter(), properties)
         if len(payload) > self.config.max_payload_bytes:
             item.reject = (f"payload of {len(payload)} bytes is over the limit of "
                            f"{self.config.max_payload_bytes} bytes (--max-payload)")
@@ -364,6 +385,8 @@ class MqttBridge:
             if dropped.qos > 0:      # drop-oldest chosen for QoS 1: dropped means handled
                 self._acks.add(dropped.mid, dropped.qos, dropped.generation, None)
             self._moved()
+        if laps is not None:
+            laps.mark("on_message")
 
     def _lane_for(self, topic: str) -> _Lane | None:
         try:

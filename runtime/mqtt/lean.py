@@ -211,6 +211,37 @@ class LazyProperties:
     __repr__ = __str__
 
 
+def split_publish(body: bytes, qos: int, v5: bool
+                  ) -> tuple[bytes, int, bytes | None, bytes]:
+    """(topic, packet id or 0, MQTT 5 properties with their length prefix or None,
+    payload) of a PUBLISH packet's body (what follows the fixed header), as paho 2.2
+    decodes them; ValueError for a packet that cannot be one."""
+    try:
+        (length,) = _unpack_h(body, 0)
+        pos = 2 + length
+        topic = body[2:pos]
+        if len(topic) != length:
+            raise ValueError("topic runs past the packet")
+        mid = 0
+        if qos:
+            (mid,) = _unpack_h(body, pos)
+            pos += 2
+        properties = None
+        if v5:
+            size, start = _varint(body, pos)
+            end = start + size
+            if end > len(body):
+                raise ValueError("properties run past the packet")
+            # With their length prefix: what paho's Properties.unpack reads.
+            properties = body[pos:end]
+            pos = end
+        elif not topic:
+            raise ValueError("topic can't be empty in MQTTv3")
+    except struct.error as exc:
+        raise ValueError(str(exc)) from None
+    return topic, mid, properties, body[pos:]
+
+
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
     """(value, next position) of the Variable Byte Integer at `pos` (ValueError if bad)."""
     value = shift = 0
@@ -299,6 +330,14 @@ def client_class() -> type:
         """paho's Client with a buffered socket and lazily unpacked PUBLISH properties."""
 
         _filtered = False
+        #: Set by an owner that takes messages without paho's `MQTTMessage` (the
+        #: bridge): called as ``raw_publish(topic, payload, qos, mid, dup, properties)``
+        #: (topic as bytes, properties a `LazyProperties` or None) for every QoS 0/1
+        #: PUBLISH, in place of ``on_message``: no message object, no read-state dicts,
+        #: no dispatch, nothing built per message beyond the slices of `split_publish`.
+        #: Under paho's callback lock, as ``on_message`` is. Not used once per-topic
+        #: callbacks are added.
+        raw_publish: Any = None
 
         def message_callback_add(self, sub: str, callback: Any) -> None:
             self._filtered = True       # paho's own dispatch from now on
@@ -420,6 +459,9 @@ def client_class() -> type:
 
         def _handle_frame(self, command: int, body: bytes) -> MQTTErrorCode:
             """What the end of paho's `_packet_read` does with a whole packet."""
+            raw = self.raw_publish
+            if raw is not None and command & 0xF4 == PUBLISH and not self._filtered:
+                return self._raw_frame(raw, command, body)
             self._in_packet = _in_packet(command, body, len(body))
             try:
                 rc = self._packet_handle()
@@ -431,41 +473,53 @@ def client_class() -> type:
                 self._last_bytes_received = mqtt.time_func()
             return rc
 
+        def _raw_frame(self, raw: Any, command: int, body: bytes) -> MQTTErrorCode:
+            """A whole QoS 0/1 PUBLISH to `raw_publish`, with paho's handling of a
+            malformed packet (the connection is dropped) and of an exception in the
+            callback; a PUBACK only without manual acks, as `_handle_publish`."""
+            qos = (command & 0x06) >> 1
+            try:
+                topic, mid, properties, payload = split_publish(body, qos,
+                                                                self._protocol == v5)
+            except ValueError as exc:
+                self._easy_log(mqtt.MQTT_LOG_DEBUG, "Received malformed packet: PUBLISH: %s",
+                               exc)
+                return MQTTErrorCode.MQTT_ERR_PROTOCOL
+            with self._in_callback_mutex:
+                try:
+                    raw(topic, payload, qos, mid, bool(command & 0x08),
+                        LazyProperties(properties) if properties is not None else None)
+                except Exception as err:
+                    self._easy_log(mqtt.MQTT_LOG_ERR, "Caught exception in on_message: %s", err)
+                    if not self.suppress_exceptions:
+                        raise
+            with self._msgtime_mutex:
+                self._last_bytes_received = mqtt.time_func()
+            if qos == 1 and not self._manual_ack:
+                return self._send_puback(mid)
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+
         def _handle_publish(self) -> MQTTErrorCode:
             header = self._in_packet["command"]
             qos = (header & 0x06) >> 1
             if qos > 1:
                 return super()._handle_publish()    # QoS 2 keeps paho's own path
             packet = bytes(self._in_packet["packet"])
+            raw = self.raw_publish
+            if raw is not None and not self._filtered:    # a packet paho read byte-wise
+                return self._raw_frame(raw, header, packet)
             try:
-                (length,) = _unpack_h(packet, 0)
-                pos = 2 + length
-                topic = packet[2:pos]
-                if len(topic) != length:
-                    raise ValueError("topic runs past the packet")
-                mid = 0
-                if qos:
-                    (mid,) = _unpack_h(packet, pos)
-                    pos += 2
-                properties = None
-                if self._protocol == v5:
-                    size, start = _varint(packet, pos)
-                    end = start + size
-                    if end > len(packet):
-                        raise ValueError("properties run past the packet")
-                    # With their length prefix: what paho's Properties.unpack reads.
-                    properties = LazyProperties(packet[pos:end])
-                    pos = end
-                elif not topic:
-                    raise ValueError("topic can't be empty in MQTTv3")
-            except (ValueError, struct.error) as exc:
+                topic, mid, properties, payload = split_publish(packet, qos,
+                                                                self._protocol == v5)
+            except ValueError as exc:
                 raise MalformedPacket(f"PUBLISH: {exc}") from None
             message = mqtt.MQTTMessage(mid=mid, topic=topic)
             message.dup = bool(header & 0x08)
             message.qos = qos
             message.retain = bool(header & 0x01)
-            message.properties = properties
-            message.payload = packet[pos:]
+            message.properties = (LazyProperties(properties) if properties is not None
+                                  else None)
+            message.payload = payload
             message.timestamp = mqtt.time_func()
             if self._filtered:
                 self._handle_on_message(message)

@@ -203,3 +203,62 @@ def test_lean_keeps_per_topic_callbacks():
             break
         client.loop_read()
     assert filtered == ["a/b"] and [m.topic for m in got] == ["c"]
+
+
+def _raw_client(v5: bool) -> tuple[pm.Client, socket.socket, list]:
+    client, peer, got = _client(lean.client_class(), v5)
+    raw: list = []
+    client.raw_publish = lambda *fields: raw.append(fields)
+    return client, peer, raw
+
+
+@needs_tested_paho
+@pytest.mark.parametrize("v5", [True, False], ids=["mqtt5", "mqtt311"])
+def test_raw_publish_gets_what_on_message_gets(v5):
+    """`raw_publish` (the bridge's receive path, no MQTTMessage) is handed, for every case,
+    the topic bytes, payload, QoS, message id, dup flag and properties that paho's own
+    Client gives `on_message`; whole packets and byte-wise reads alike, nothing reaches
+    on_message meanwhile."""
+    packets, want = [], []
+    for i, (topic, payload, flags) in enumerate(CASES):
+        props = _props(CorrelationData=b"corr-%d" % i, ContentType="image/jpeg") \
+            if v5 and i % 2 else None
+        packets.append(publish_packet(topic, payload, v5=v5, properties=props, **flags))
+    stream = b"".join(packets)
+    client, peer, got = _client(pm.Client, v5)
+    peer.sendall(stream)
+    for m in _read_all(client, got, len(CASES)):
+        props = m.properties
+        want.append((m._topic, bytes(m.payload), m.qos, m.mid, m.dup,
+                     getattr(props, "CorrelationData", None) if v5 else None,
+                     getattr(props, "ContentType", None) if v5 else None))
+    for chunks in ([stream], [stream[i:i + 1] for i in range(len(stream))]):
+        client, peer, raw = _raw_client(v5)
+        for chunk in chunks:
+            peer.sendall(chunk)
+            client.loop_read()
+        _read_all(client, raw, len(CASES))
+        seen = [(t, p, q, mid, dup,
+                 None if props is None else props.value("CorrelationData"),
+                 None if props is None else props.value("ContentType"))
+                for t, p, q, mid, dup, props in raw]
+        assert seen == want
+        assert all(type(t) is bytes and type(p) is bytes for t, p, *_ in raw)
+        assert (raw[0][5] is None) != v5
+
+
+@needs_tested_paho
+def test_raw_publish_refuses_a_malformed_publish_and_leaves_qos2_to_paho():
+    client, peer, raw = _raw_client(True)
+    body = struct.pack("!H", 500) + b"short"
+    peer.sendall(b"\x30" + mqtt_varint(len(body)) + body)
+    assert client._packet_read() == MQTTErrorCode.MQTT_ERR_PROTOCOL
+    assert raw == []
+    client, peer, raw = _raw_client(False)
+    peer.sendall(publish_packet(b"", b"x", v5=False))        # empty topic in MQTT 3.1.1
+    assert client._packet_read() == MQTTErrorCode.MQTT_ERR_PROTOCOL
+    assert raw == []
+    with pytest.raises(ValueError, match="properties run past"):
+        lean.split_publish(_str16(b"t") + b"\x10", 0, True)
+    with pytest.raises(ValueError):
+        lean.split_publish(b"\x00", 0, False)
