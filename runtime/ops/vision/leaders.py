@@ -51,7 +51,7 @@ def class_leaders(boxes: np.ndarray, order: np.ndarray, classes: np.ndarray,
     by_class = by_rank.argsort(kind="stable")              # ranks, grouped by class
     work = np.empty((7, n))
     boxes.T.take(order.take(by_class), 1, out=work[:4])
-    sides = work[2:4] - work[:2]
+    sides = np.subtract(work[2:4], work[:2], out=work[5:7])     # (rows 5, 6 reused below)
     np.multiply(sides[0], sides[1], out=work[_AREA])
     grouped = by_rank.take(by_class)
     start = grouped.searchsorted(grouped, "left")          # each box's class leader
@@ -72,7 +72,7 @@ def class_leaders(boxes: np.ndarray, order: np.ndarray, classes: np.ndarray,
         gone = np.greater(iou, threshold)
         gone[start] = True                              # the leaders: kept, not left
         kept[lead[_RANK].astype(np.intp)] = True
-        work = work.take(np.logical_not(gone, out=gone).nonzero()[0], 1)
+        work = work.compress(np.logical_not(gone, out=gone), 1)
         left = work.shape[1]
         if not left:
             return kept, None
