@@ -3,6 +3,7 @@ task, and what edgepack's post-training fixes give back with no layer kept in fl
 
     python benchmarks/int8.py --only standin          # or: python benchmarks/int8_standin.py
     python benchmarks/int8_standin.py --fresh-seed 11   # the fresh set from another seed
+    python benchmarks/int8_standin.py --diagnose        # where the all-int8 model loses
 
 The model is MobileNetV2 1.0 (inverted residuals, linear bottlenecks, ReLU6; 2.2 M
 parameters; built in code) at 32x32 input, trained from scratch (3 epochs, 1 thread: ~4 min
@@ -402,6 +403,166 @@ def standin_section(rounds: int = 40, config: StandinConfig = StandinConfig(),
     return figures
 
 
+def _session(model_bytes: bytes, optimized: bool = True):
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if not optimized:   # QDQ nodes run as written: float arithmetic on dequantized values
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+
+
+def _bias_inputs(qdq: bytes):
+    """The QDQ model with every Conv/Gemm bias fed as a float graph input and every such
+    node's output exposed, and [(node name, output, bias int32 initializer, bias scale,
+    current float bias)] in graph order."""
+    import onnx
+    from onnx import helper, numpy_helper
+    model = onnx.load_from_string(qdq)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    layers = []
+    for node in model.graph.node:
+        dq = producer.get(node.input[2]) if node.op_type in ("Conv", "Gemm") and \
+            len(node.input) > 2 else None
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue
+        scale = inits[dq.input[1]].astype(np.float64)
+        bias = inits[dq.input[0]].astype(np.float64) * scale
+        node.input[2] = f"{node.name}__bias"
+        model.graph.input.append(helper.make_tensor_value_info(
+            node.input[2], onnx.TensorProto.FLOAT, [len(bias)]))
+        model.graph.output.append(onnx.ValueInfoProto(name=node.output[0]))
+        layers.append((node.name, node.output[0], dq.input[0], scale, bias))
+    return model.SerializeToString(), layers
+
+
+def sequential_bias_correction(qdq: bytes, float_model: bytes, x: np.ndarray) -> bytes:
+    """Empirical bias correction in graph order against the *quantized* model's inputs:
+    layer by layer, the per-channel mean of (float output - int8 output) on `x`, with
+    every earlier layer already corrected, is added to the layer's int32 bias (the QDQ
+    graph is otherwise unchanged). This absorbs the mean shift of activation rounding and
+    clipping, not only of the weights' (bias_correction.py corrects (W_q - W) E[x] from
+    float inputs)."""
+    import onnx
+    from onnx import numpy_helper
+    probe_bytes, layers = _bias_inputs(qdq)
+    probe = _session(probe_bytes, optimized=False)
+    reference = onnx.load_from_string(float_model)
+    names = {n.name: n.output[0] for n in reference.graph.node}
+    for name, *_ in layers:
+        reference.graph.output.append(onnx.ValueInfoProto(name=names[name]))
+    wanted = [names[name] for name, *_ in layers]
+    targets = dict(zip(wanted, _session(reference.SerializeToString()).run(wanted, {"x": x})))
+
+    def channel_mean(a):
+        return a.astype(np.float64).mean(axis=(0,) + tuple(range(2, a.ndim)))
+    biases = {name: bias for name, _, _, _, bias in layers}
+    for name, output, _, scale, _ in layers:
+        feeds = {"x": x, **{f"{n}__bias": b.astype(np.float32) for n, b in biases.items()}}
+        got = probe.run([output], feeds)[0]
+        shift = channel_mean(targets[names[name]]) - channel_mean(got)
+        biases[name] = np.round((biases[name] + shift) / scale) * scale
+    model = onnx.load_from_string(qdq)
+    inits = {i.name: i for i in model.graph.initializer}
+    for name, _, int_name, scale, _ in layers:
+        inits[int_name].CopyFrom(numpy_helper.from_array(
+            np.round(biases[name] / scale).astype(np.int32), int_name))
+    return model.SerializeToString()
+
+
+def float_weights(qdq: bytes, float_model: bytes) -> bytes:
+    """The QDQ model with every Conv/Gemm reading the float model's weights and biases
+    (activations still quantized): what the weights' int8 rounding costs."""
+    import onnx
+    model = onnx.load_from_string(qdq)
+    source = onnx.load_from_string(float_model)
+    by_name = {n.name: n for n in source.graph.node}
+    weights = {i.name: i for i in source.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if node.op_type not in ("Conv", "Gemm") or node.name not in by_name:
+            continue
+        for k in (1, 2):
+            dq = producer.get(node.input[k]) if len(node.input) > k else None
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            copy = onnx.TensorProto()
+            copy.CopyFrom(weights[by_name[node.name].input[k]])
+            copy.name = f"{node.name}__float{k}"
+            model.graph.initializer.append(copy)
+            node.input[k] = copy.name
+    return model.SerializeToString()
+
+
+def diagnose_section(config: StandinConfig = StandinConfig(),
+                     fresh_seed: int | None = None) -> dict:
+    """Where the all-int8 stand-in loses agreement, on the held-out and fresh sets (nothing
+    is chosen here): the automatic PTQ's pipeline (float outputs + calibration choice) with
+    (a) its graph run as written (fake quantization) and as onnxruntime fuses it, (b) float
+    weights with int8 activations, (c) every activation range scaled by 0.9 and 1.1,
+    (d) sequential empirical bias correction against quantized inputs (64 and 128
+    calibration samples). Top-1 agreement and mean KL divergence from fp32."""
+    from dataclasses import replace
+
+    from edgepack.converters.int8 import Calibrated, CalibrationSettings, choose_recipe
+    from edgepack.converters.int8.calibration_choice import choose_calibration
+    from edgepack.converters.int8.graph_prep import prepare_graph
+    from edgepack.converters.int8.sensitivity import AgreementMeter, row_kl
+    model = train_standin(config)
+    calib, _ = patches(300, config.seed + 1, config)
+    held, _ = patches(1024, config.seed + 2, config)
+    fresh_seed = config.seed + 3 if fresh_seed is None else fresh_seed
+    fresh, _ = patches(1024, fresh_seed, config)
+    prepared = prepare_graph(export(model, calib[:2])).model_bytes
+    recipe = choose_recipe("onnxruntime")
+    cal = {"x": calib}
+    floated = CalibrationSettings(float_outputs=True)
+    meter = AgreementMeter("onnxruntime", prepared, {"x": calib[:256]})
+    with Calibrated(prepared, cal, floated) as plain_cal:
+        plain = plain_cal.quantize(recipe)
+        choice = choose_calibration(prepared, cal, recipe, meter, floated, reuse=plain_cal,
+                                    reuse_measured=(plain, meter(plain)))
+        base, ranges = choice.model_bytes, choice.calibrated.ranges()
+        if choice.calibrated is not plain_cal:
+            choice.calibrated.close()
+
+    def rescaled(factor: float) -> bytes:
+        scaled = {t: (lo * factor, hi * factor) for t, (lo, hi) in ranges.items()}
+        with Calibrated.with_ranges(prepared, cal, replace(floated, method="minmax"),
+                                    scaled) as c:
+            return c.quantize(recipe)
+
+    sets = {"held-out": held, f"fresh (seed {fresh_seed})": fresh}
+    refs = {n: _session(prepared).run(None, {"x": x})[0] for n, x in sets.items()}
+    variants = {
+        f"float outputs + calibration choice ({choice.chosen})": (base, True),
+        "  the same graph run as written (fake quantization)": (base, False),
+        "  float weights, int8 activations (as written)": (float_weights(base, prepared),
+                                                            False),
+        "  activation ranges x0.9": (rescaled(0.9), True),
+        "  activation ranges x1.1": (rescaled(1.1), True),
+    }
+    for count in (64, 128):
+        t = time.perf_counter()
+        corrected = sequential_bias_correction(base, prepared, calib[:count])
+        variants[f"  + sequential bias correction ({count} samples, "
+                 f"{time.perf_counter() - t:.0f} s)"] = (corrected, True)
+    print(f"\n== where the all-int8 stand-in loses agreement (agreement / mean KL from fp32;"
+          f" calibration set {meter.count})")
+    figures = {}
+    for name, (m, optimized) in variants.items():
+        row = [f"cal {meter(m).agreement:.4f}"] if optimized else ["cal    -  "]
+        for set_name, x in sets.items():
+            out = _session(m, optimized).run(None, {"x": x})[0]
+            a = float(np.mean(out.argmax(1) == refs[set_name].argmax(1)))
+            kl = float(np.mean(row_kl(refs[set_name], out)))
+            figures[f"{name.strip()} [{set_name}]"] = (a, kl)
+            row.append(f"{set_name} {a:.4f} / {kl:.5f}")
+        print(f"  {name:62s} {'   '.join(row)}")
+    return figures
+
+
 def search_section(target: float = 0.99, repeats: int = 2,
                    config: StandinConfig = StandinConfig()) -> list[float]:
     """Time the whole accuracy-aware pass (PTQ methods, one-pass ranking, block search,
@@ -437,10 +598,15 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--fresh-seed", type=int, default=None,
                         help="seed of the fresh held-out set (default 3, session 5's set)")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="only the diagnosis: where the all-int8 model loses agreement")
     args = parser.parse_args(argv)
     from edgepack.runtime.benchmark import cpu_description
     print(f"CPU: {cpu_description()}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.diagnose:
+        diagnose_section(fresh_seed=args.fresh_seed)
+        return 0
     standin_section(args.rounds, fresh_seed=args.fresh_seed)
     return 0
 
