@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/mqtt.py [--duration 4] [--lines tiny,camera]
                                         [--protocol 5|3.1.1] [--offered 1.25]
                                         [--latency-messages 300] [--one-thread] [--phases] [--pin]
+                                        [--switch-interval MS]
 
 Two model lines, each with its own anchor (fixed seeds):
 
@@ -265,7 +266,7 @@ class Bridge:
 
     def __init__(self, bundle: Path, url: str, work: Path, protocol: str, qos: int,
                  network_thread: bool = True, phases: bool = False,
-                 cpus: set[int] | None = None):
+                 cpus: set[int] | None = None, switch_ms: float | None = None):
         config = work / f"bridge-q{qos}.toml"
         config.write_text(
             f'[broker]\nurl = "{url}"\nclient_id = "bench-bridge-q{qos}"\n'
@@ -273,7 +274,8 @@ class Bridge:
             f'[[subscribe]]\ntopic = "bench/in/+"\npublish = "bench/out/{{1}}"\nqos = {qos}\n'
             f'queue_size = {8 if qos == 0 else 32}\n'
             f'[bridge]\nnetwork_thread = {"true" if network_thread else "false"}\n'
-            + ('phases = true\n' if phases else ''))
+            + ('phases = true\n' if phases else '')
+            + (f'switch_interval_ms = {switch_ms}\n' if switch_ms else ''))
         self.stats: dict = {}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edgepack.cli.main", "mqtt", str(bundle), "--config",
@@ -415,7 +417,7 @@ def run_line(name: str, args: argparse.Namespace, work: Path, pin: bool = False
         try:
             # --- QoS 0 at --offered x the anchor, paced in bursts of 8 ---------------
             bridge = Bridge(bundle, broker.url, work, args.protocol, 0, not args.one_thread,
-                            args.phases, pinning.bridge)
+                            args.phases, pinning.bridge, args.switch_interval)
             bridge.ready(side, lambda i: raw.send(raw.packet("bench/in/probe", payload,
                                                               b"p%d" % i)))
             rate = args.offered * full0
@@ -442,7 +444,7 @@ def run_line(name: str, args: argparse.Namespace, work: Path, pin: bool = False
             # --- QoS 1: as many as the in-flight windows allow, all answered ---------
             bridge0_stats = bridge.stats
             bridge = Bridge(bundle, broker.url, work, args.protocol, 1, not args.one_thread,
-                            args.phases, pinning.bridge)
+                            args.phases, pinning.bridge, args.switch_interval)
             side.forget("probe")
             bridge.ready(side, lambda i: side.publish("probe", payload, -1 - i))
             n1 = max(200, int(full0 * args.duration))
@@ -538,6 +540,9 @@ def main() -> None:
                         help="diagnostic: the bridge's per-thread CPU and per-step timers "
                              "([bridge] phases = true) next to the anchor's decode and "
                              "predict alone")
+    parser.add_argument("--switch-interval", type=float, metavar="MS",
+                        help="the bridge's [bridge] switch_interval_ms (Python's GIL "
+                             "switch interval while it runs) [left as it is]")
     parser.add_argument("--pin", action="store_true",
                         help="run each line twice: as usual, then with the bridge and the "
                              "anchor on one core and mosquitto + the load on the other(s)")
@@ -550,7 +555,9 @@ def main() -> None:
         parser.error(f"unknown line(s) {unknown}; known: {', '.join(LINES)}")
     from edgepack.runtime.benchmark import cpu_description
     load = os.getloadavg()
-    print(f"MQTT {args.protocol} bridge{' in one thread' if args.one_thread else ''} "
+    switch = (f", GIL switch interval {args.switch_interval:g} ms" if args.switch_interval
+              else "")
+    print(f"MQTT {args.protocol} bridge{' in one thread' if args.one_thread else ''}{switch} "
           f"vs in-process ({cpu_description()}; load average "
           f"{load[0]:.1f} at start; other processes share the machine: quote ranges)",
           flush=True)

@@ -29,6 +29,7 @@ import base64
 import json
 import logging
 import select
+import sys
 import threading
 import time
 from typing import Any, Callable
@@ -157,11 +158,15 @@ class MqttBridge:
         self._reconnects = 0
         # Diagnostic mode: per-step timers in every thread (phases.py); None: no timing.
         self._phases: PhaseBook | None = PhaseBook() if config.phases else None
+        self._switch_interval: float | None = None     # Python's, to put back at stop()
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> "MqttBridge":
         """Connect (raises `MqttError` with the broker's reason), subscribe, start workers."""
         check_models(self.models, [s.model for s in self.config.subscriptions])
+        if self.config.switch_interval_ms is not None and self._switch_interval is None:
+            self._switch_interval = sys.getswitchinterval()
+            sys.setswitchinterval(self.config.switch_interval_ms / 1000.0)
         offline = encode({"state": "offline", "client_id": self.config.client_id})
         self._client = make_client(self.config.broker, self.config.status_topic, offline,
                                    self._receive_maximum)
@@ -196,6 +201,7 @@ class MqttBridge:
                     f"not acknowledge the subscriptions within {SUBSCRIBE_TIMEOUT_S:g} s")
         except MqttError:
             self._halt_threads()
+            self._restore_switch_interval()
             raise
         self.started = True
         return self
@@ -223,6 +229,12 @@ class MqttBridge:
         self._reconnects = self._connection.reconnects
         self._connection = None
         self.started = False
+        self._restore_switch_interval()
+
+    def _restore_switch_interval(self) -> None:
+        if self._switch_interval is not None:
+            sys.setswitchinterval(self._switch_interval)
+            self._switch_interval = None
 
     def _halt_threads(self) -> None:
         self._stop.set()

@@ -166,6 +166,12 @@ class BridgeConfig:
     #: Diagnostic mode: per-step CPU and wall timers in every bridge thread (phases.py),
     #: reported under "phases" in `MqttBridge.stats()`.
     phases: bool = False
+    #: Python's GIL switch interval while the bridge runs (ms; None: leave it as it is,
+    #: 5 ms by default). A worker that released the GIL (JPEG decode, inference, a socket
+    #: write) waits for it until the network thread, busy framing and dropping a burst
+    #: of frames, gives it up at its next system call, or is made to after this interval.
+    #: Process-wide: set at start(), put back at stop().
+    switch_interval_ms: float | None = None
 
     def __post_init__(self) -> None:
         if not self.subscriptions:
@@ -175,6 +181,9 @@ class BridgeConfig:
             raise MqttError("the same topic filter is subscribed twice")
         if self.max_payload_bytes < 1:
             raise MqttError("the payload limit must be at least 1 byte")
+        if self.switch_interval_ms is not None and not 0 < self.switch_interval_ms <= 1000:
+            raise MqttError(f"switch_interval_ms {self.switch_interval_ms} is out of range: "
+                            "give 0 < ms <= 1000 (Python's default is 5)")
         if self.broker.client_id is None:
             object.__setattr__(self, "broker", replace(self.broker,
                                                        client_id=default_client_id(filters)))
@@ -213,7 +222,8 @@ def load_config(path: str | Path, **broker_overrides: Any) -> BridgeConfig:
         qos = 0                             # codec, policy, queue_size, model, result_qos
         [bridge]
         homeassistant = true                # status_topic, error_topic, max_payload_bytes,
-                                            # network_thread, phases
+                                            # network_thread, phases,
+                                            # switch_interval_ms
     """
     path = Path(path)
     try:

@@ -53,3 +53,23 @@ def test_phases_are_off_by_default(broker, image_model, topic):
     config = bridge_config(broker, [Subscription(f"{topic}/in", f"{topic}/out")])
     with MqttBridge(config, image_model) as bridge:
         assert "phases" not in bridge.stats()
+
+
+def test_switch_interval_is_set_while_the_bridge_runs(broker, image_model, topic):
+    """`switch_interval_ms` sets Python's GIL switch interval from start() to stop() and
+    puts the previous one back; out-of-range values are refused with the range."""
+    import sys
+
+    import pytest
+
+    from edgepack.runtime.mqtt import MqttError
+    before = sys.getswitchinterval()
+    config = bridge_config(broker, [Subscription(f"{topic}/in", f"{topic}/out")],
+                           switch_interval_ms=0.5)
+    with MqttBridge(config, image_model):
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+    assert sys.getswitchinterval() == before
+    with pytest.raises(MqttError, match=r"switch_interval_ms 0 is out of range: give 0 < "
+                                        r"ms <= 1000"):
+        bridge_config(broker, [Subscription(f"{topic}/in", f"{topic}/out")],
+                      switch_interval_ms=0)
