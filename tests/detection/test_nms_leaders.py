@@ -13,8 +13,9 @@ from edgepack.runtime.ops.vision.nms import nms
 from .test_nms import random_boxes, reference_nms
 
 # (PYTHON_LIMIT, MAX_ROUNDS, SHRINK): the default; numpy rounds only, to the end; one
-# round then the all-pairs path for the rest; Python after any round
-BRANCHES = [(32, 3, 0.5), (0, 10**6, 1.0), (0, 1, 1.0), (10**6, 3, 0.5)]
+# round then the all-pairs path for the rest; Python after the first round (thr >= 0),
+# else the all-pairs path
+BRANCHES = [(32, 256, 1 / 64), (0, 10**6, 0.0), (0, 1, 0.0), (10**6, 3, 1.0)]
 
 
 def yolo_candidates(seed, objects=20, per_object=10, classes=80):
@@ -55,6 +56,21 @@ def test_yolo_candidates_equal_the_references_in_every_branch(seed, branch, monk
         xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1)
         assert np.asarray(cv2.dnn.NMSBoxesBatched(xywh.tolist(), sl, cl, 0.0, thr)
                           ).ravel().tolist() == ref
+
+
+def test_a_crowd_takes_numpy_rounds_and_clutter_the_all_pairs_path(monkeypatch):
+    handed_back = []
+    real = module._kept_by_pairs
+    monkeypatch.setattr(module, "_kept_by_pairs",
+                        lambda b, o, c, t, m: handed_back.append(len(o)) or real(b, o, c, t, m))
+    crowd = yolo_candidates(2, objects=50, classes=1)     # 50 people: a round per person
+    assert nms(*crowd[:2], 0.45, crowd[2]).tolist() == reference_nms(
+        crowd[0].tolist(), crowd[1].tolist(), 0.45, crowd[2].tolist())
+    assert handed_back == []
+    boxes, scores, classes = random_boxes(600, 9)          # uniform clutter: most boxes kept
+    assert nms(boxes, scores, 0.45, classes).tolist() == reference_nms(
+        boxes.tolist(), scores.tolist(), 0.45, classes.tolist())
+    assert len(handed_back) == 1 and handed_back[0] > 500
 
 
 def test_yolo_candidates_take_one_numpy_round_and_the_python_remainder(monkeypatch):

@@ -16,8 +16,10 @@ the Python loop is the same IEEE arithmetic; it only runs with a threshold >= 0 
 that does not intersect then never suppresses). A nan coordinate makes the area, so the
 IoU, nan on both paths: such a box neither suppresses nor is suppressed.
 
-Crowded classes (many kept boxes per class) need a round per kept box: `class_leaders`
-then stops and hands the rest back to the caller's all-pairs path.
+Crowded classes need a round per kept box, each removing that box's cluster: cheaper
+than all pairs while the rounds remove a fair share of what is left (a crowd of people);
+when they stop doing so (uniform clutter: many boxes kept per class), `class_leaders`
+hands the rest back to the caller's all-pairs path.
 """
 from __future__ import annotations
 
@@ -28,9 +30,11 @@ import numpy as np
 #: A remainder of at most this many boxes is finished in Python (worst case: every pair).
 PYTHON_LIMIT = 32
 #: Rounds of numpy before the remainder goes back to the all-pairs path.
-MAX_ROUNDS = 3
-#: A round must leave at most this fraction of its boxes, else the rest is crowded.
-SHRINK = 0.5
+MAX_ROUNDS = 256
+#: A round must remove at least this fraction of its boxes (about 1 / SHRINK rounds to go
+#: at that pace, each ~20 numpy calls), else the rest goes to the all-pairs path: many
+#: kept boxes per class (uniform clutter), where rounds would take one box per class each.
+SHRINK = 1 / 64
 
 # Rows of the working array: corners, area, group (position of the class's first box in
 # the (class, rank) order; small and exact in float64 whatever the class ids), rank.
@@ -79,7 +83,7 @@ def class_leaders(boxes: np.ndarray, order: np.ndarray, classes: np.ndarray,
         if left <= PYTHON_LIMIT and threshold >= 0:
             kept[_greedy_rows(work.T.tolist(), threshold)] = True
             return kept, None
-        if left > count * SHRINK:
+        if count - left < count * SHRINK:
             break
         column = work[_GROUP]
         start = column.searchsorted(column, "left")
