@@ -83,6 +83,42 @@ def _assemble(parts) -> Encoding:
     return Encoding(ids, type_ids, tokens, offsets, special, attention)
 
 
+def _wrapper(plan) -> tuple | None:
+    """A single-sequence plan of `_assemble` parts that is special parts around one $A,
+    as (head, tail, $A's type id), head and tail each the six lists of their parts
+    joined; None for any other plan."""
+    seq = [k for k, p in enumerate(plan) if len(p) != 6]
+    if len(seq) != 1 or plan[seq[0]][0] != "A":
+        return None
+    k = seq[0]
+
+    def joined(parts):
+        out: tuple[list, ...] = ([], [], [], [], [], [])
+        for ids, tokens, offsets, special, attention, type_id in parts:
+            for acc, values in zip(out, (ids, tokens, offsets, special, attention,
+                                         [type_id] * len(ids))):
+                acc += values
+        return out
+    return joined(plan[:k]), joined(plan[k + 1:]), plan[k][1]
+
+
+def _wrap(enc: Encoding, wrapper: tuple) -> Encoding:
+    """`_assemble` of a single sequence between special tokens: one concatenation per
+    field (the parts loop cost a fifth of a cached byte-level sentence)."""
+    (h_ids, h_tokens, h_offsets, h_special, h_attention, h_types), \
+        (t_ids, t_tokens, t_offsets, t_special, t_attention, t_types), type_id = wrapper
+    return Encoding(h_ids + enc.ids + t_ids, h_types + [type_id] * len(enc.ids) + t_types,
+                    h_tokens + enc.tokens + t_tokens, h_offsets + enc.offsets + t_offsets,
+                    h_special + enc.special_tokens_mask + t_special,
+                    h_attention + enc.attention_mask + t_attention)
+
+
+def _cls_sep_wrapper(cls: tuple, sep: tuple) -> tuple:
+    """`_wrapper` of "<cls> $A <sep>", all type id 0 (`cls`, `sep`: (id, token))."""
+    return _wrapper([_special_part([cls[0]], [cls[1]], 0), ("A", 0),
+                     _special_part([sep[0]], [sep[1]], 0)])
+
+
 class PostProcessor:
     """Base: `process(a, b, add_special_tokens)`; `added(is_pair)` counts its special tokens."""
 
@@ -109,6 +145,7 @@ class Template(PostProcessor):
                 raise PipelineError(f"template uses special token "
                                     f"{piece['SpecialToken']['id']!r} with no ids")
         self._single_plan, self._pair_plan = self._plan(single), self._plan(pair)
+        self._single_wrap = _wrapper(self._single_plan)
 
     def added(self, is_pair):
         return sum(len(self.special[p["SpecialToken"]["id"]][0])
@@ -129,6 +166,8 @@ class Template(PostProcessor):
     def process(self, a, b, add_special_tokens):
         if not add_special_tokens:
             return default_process(a, b)
+        if b is None and self._single_wrap is not None:
+            return _wrap(a, self._single_wrap)
         plan = self._single_plan if b is None else self._pair_plan
         return _assemble([p if len(p) == 6 else _sequence_part(a if p[0] == "A" else b, p[1])
                           for p in plan])
@@ -137,6 +176,7 @@ class Template(PostProcessor):
 class Bert(PostProcessor):
     def __init__(self, sep, cls):
         self.sep, self.cls = (sep[1], sep[0]), (cls[1], cls[0])
+        self._single_wrap = _cls_sep_wrapper(self.cls, self.sep)
 
     def added(self, is_pair):
         return 3 if is_pair else 2
@@ -144,6 +184,8 @@ class Bert(PostProcessor):
     def process(self, a, b, add_special_tokens):
         if not add_special_tokens:
             return default_process(a, b)
+        if b is None:
+            return _wrap(a, self._single_wrap)
         (sep_id, sep), (cls_id, cls) = self.sep, self.cls
         parts = [_special_part([cls_id], [cls], 0), _sequence_part(a, 0),
                  _special_part([sep_id], [sep], 0)]
@@ -199,6 +241,7 @@ def trim_offsets(enc: Encoding, add_prefix_space: bool) -> None:
 class Roberta(PostProcessor):
     def __init__(self, sep, cls, trim=True, add_prefix_space=True):
         self.sep, self.cls = (sep[1], sep[0]), (cls[1], cls[0])
+        self._single_wrap = _cls_sep_wrapper(self.cls, self.sep)
         self.trim, self.add_prefix_space = trim, add_prefix_space
 
     def added(self, is_pair):
@@ -211,6 +254,8 @@ class Roberta(PostProcessor):
                     trim_offsets(e, self.add_prefix_space)
         if not add_special_tokens:
             return default_process(a, b)
+        if b is None:
+            return _wrap(a, self._single_wrap)
         (sep_id, sep), (cls_id, cls) = self.sep, self.cls
         sep_part = _special_part([sep_id], [sep], 0)
         parts = [_special_part([cls_id], [cls], 0), _sequence_part(a, 0), sep_part]
