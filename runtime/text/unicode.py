@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import re
 import unicodedata
 
 #: The White_Space property (what Rust's char::is_whitespace tests).
@@ -67,9 +68,14 @@ def _class(*keys: str, limit: int = ALL) -> str:
     return _ranges_to_class([(a, min(b, limit - 1)) for a, b in sorted(parts) if a < limit])
 
 
+_ASTRAL = re.compile("[\U00010000-\U0010FFFF]").search
+
+
 def narrow(text: str) -> bool:
-    """True when `text` has no char above U+FFFF (the BMP-cut classes then match alike)."""
-    return text.isascii() or max(text, default="") < "\U00010000"
+    """True when `text` has no char above U+FFFF (the BMP-cut classes then match alike).
+    One regex search in C (`max(text)` made a str per char: 3.3 us for a Russian
+    sentence, against 0.6 us)."""
+    return text.isascii() or _ASTRAL(text) is None
 
 
 @functools.lru_cache(maxsize=None)

@@ -31,3 +31,11 @@ def test_bmp_cut_matches_like_the_full_pattern(build):
 def test_narrow_sees_astral_chars():
     assert uc.narrow("") and uc.narrow("plain ascii") and uc.narrow("中文 ß \uffff")
     assert not uc.narrow("emoji \U0001F600") and not uc.narrow("\U00020000")
+
+
+def test_narrow_is_false_exactly_when_a_char_is_above_the_bmp():
+    for c in ("\U00010000", "\U0001F600", "\U0010FFFF", "\U00020000"):
+        for text in (c, "ab" + c, c + "\u0436", "\u4e2d\u6587" + c + "x"):
+            assert uc.narrow(text) is False
+    for text in ("", "abc", "\u00e9", "\u0436\u043e", "\uffff", "\ud7ff\ue000", "\u4e2d" * 50):
+        assert uc.narrow(text) is True
