@@ -36,9 +36,9 @@ MAX_ROUNDS = 256
 #: kept boxes per class (uniform clutter), where rounds would take one box per class each.
 SHRINK = 1 / 64
 
-# Rows of the working array: corners, area, group (position of the class's first box in
+# Rows of the working array: corners (0-3), area, group (position of the class's first box in
 # the (class, rank) order; small and exact in float64 whatever the class ids), rank.
-_X0, _AREA, _GROUP, _RANK = 0, 4, 5, 6
+_AREA, _GROUP, _RANK = 4, 5, 6
 
 
 def class_leaders(boxes: np.ndarray, order: np.ndarray, classes: np.ndarray,
@@ -47,8 +47,8 @@ def class_leaders(boxes: np.ndarray, order: np.ndarray, classes: np.ndarray,
 
     Returns (kept, rest): `kept` is a bool mask over ranks of the boxes known kept;
     `rest` is None when that is the whole answer, else the ascending ranks still
-    undecided (crowded classes), to be resolved among themselves by the caller and
-    added to `kept`. n must be >= 1.
+    undecided (clutter: rounds stopped paying), to be resolved among themselves by the
+    caller and added to `kept`. n must be >= 1.
     """
     n = len(order)
     by_rank = classes.take(order)
