@@ -141,6 +141,7 @@ class Tokenizer:
         self._split_words = raw_words or pre_tokenizer
         self._word_ids = self._byte_level_word if raw_words else model.tokenize_cached
         self._byte_cache: dict[str, tuple[tuple, tuple, tuple]] = {}  # see models.frozen
+        self._model_byte_level = getattr(model, "byte_level", None)
         # the cache `_word_ids` fills, looked up in `_sequence` itself (no call per hit)
         self._word_cache = self._byte_cache if raw_words else model._cache
 
@@ -257,22 +258,23 @@ class Tokenizer:
         # only those the post-processor adds are
         return Encoding(ids, [type_id] * n, tokens, offsets, [0] * n, [1] * n)
 
-    def _byte_level_word(self, word: str) -> tuple[list, list, list]:
-        """(ids, tokens, char spans in `word`) of one pre-byte-mapping word, cached."""
-        hit = self._byte_cache.get(word)
-        if hit is not None:
-            return hit
-        byte_level = getattr(self.model, "byte_level", None)
+    def _byte_level_word(self, word: str) -> tuple[tuple, tuple, tuple]:
+        """(ids, tokens, char spans in `word`) of one pre-byte-mapping word `_sequence`
+        did not find in the cache; cached here (where there is room)."""
+        byte_level = self._model_byte_level
         hit = byte_level(word) if byte_level is not None else None
-        if hit is None:  # not a byte-level BPE model: tokenize the mapped chars
-            mapped, rel = pretokenizers.byte_word(word)
-            tokens = self.model.tokenize(mapped)
-            if rel is None:
-                spans = [(t[2], t[3]) for t in tokens]
-            else:
-                spans = [(rel[t[2]], rel[t[3] - 1] + 1) for t in tokens]
-            hit = ([t[0] for t in tokens], [t[1] for t in tokens], spans)
-        hit = models.frozen(*hit)
+        if hit is not None:  # a byte-level BPE: tuples already (see `models.frozen`)
+            if len(self._byte_cache) < models.CACHE_LIMIT:
+                self._byte_cache[word] = hit
+            return hit
+        # not a byte-level BPE model: tokenize the mapped chars
+        mapped, rel = pretokenizers.byte_word(word)
+        tokens = self.model.tokenize(mapped)
+        if rel is None:
+            spans = [(t[2], t[3]) for t in tokens]
+        else:
+            spans = [(rel[t[2]], rel[t[3] - 1] + 1) for t in tokens]
+        hit = models.frozen([t[0] for t in tokens], [t[1] for t in tokens], spans)
         if len(self._byte_cache) < models.CACHE_LIMIT:  # as tokenizers: full takes no more
             self._byte_cache[word] = hit
         return hit
