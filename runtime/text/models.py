@@ -22,6 +22,7 @@ _NEG_INF = float("-inf")
 # than the heap up to 40-64 bytes), longer ones the heap; the rank of a pair with no merge
 SCAN_LIMIT = 48
 _NO_RANK = 1 << 62
+CHAR_LIMIT = 0x10000  # `BPE._char_ids` memo: chars, not words (tokenizers has none)
 # UTF-8 byte -> 1 if it starts a char, 0 for a continuation byte (0x80-0xBF)
 _LEAD_BYTES = bytes(0 if 0x80 <= b < 0xC0 else 1 for b in range(256))
 
@@ -200,6 +201,20 @@ class BPE(Model):
                 if self._rows[a] is empty:
                     self._rows[a] = {}
                 self._rows[a][b] = rank
+        # `_char_ids`: a non-ASCII char's bytes merged ahead where that is exact; needs
+        # every merge to rank after the merges that made its two parts (a trained table)
+        made = {m: rank for rank, m in enumerate(self._merged_id)}
+        self._premerge = self._scan_ok and all(
+            made.get(a, -1) < rank and made.get(b, -1) < rank
+            for (a, b), (rank, _) in self.merges.items())
+        self._lowest_as_left: dict[int, int] = {}
+        self._lowest_as_right: dict[int, int] = {}
+        for (a, b), (rank, _) in self.merges.items():
+            if rank < self._lowest_as_left.get(a, _NO_RANK):
+                self._lowest_as_left[a] = rank
+            if rank < self._lowest_as_right.get(b, _NO_RANK):
+                self._lowest_as_right[b] = rank
+        self._char_memo: dict[str, tuple] = {}  # bounded by CHAR_LIMIT: see `_char_ids`
 
     def _symbols(self, word: str) -> list[list]:
         """[id, char_len] per initial symbol (unknown chars -> byte fallback or unk)."""
@@ -289,8 +304,14 @@ class BPE(Model):
             bigrams = self._bigrams
             cuts = [k for k in range(1, n) if data[k - 1] << 8 | data[k] not in bigrams]
         if not cuts:
-            ids = [table[b] for b in data]
-            if n > 1:
+            if n == len(word) or not self._premerge:
+                ids = [table[b] for b in data]
+            else:  # each char's bytes as merged ahead (`_char_ids`): fewer merges left
+                ids = []
+                memo = self._char_memo
+                for c in word:
+                    ids += memo.get(c) or self._char_ids(c)
+            if len(ids) > 1:
                 ids = self._merge_ids(ids)
         else:
             ids = []
@@ -323,6 +344,40 @@ class BPE(Model):
         count = list(accumulate(data.translate(_LEAD_BYTES)))
         return tuple(ids), tokens, tuple([(count[s] - 1, count[e - 1])
                                           for s, e in zip(starts, islice(starts, 1, None))])
+
+    def _char_ids(self, c: str) -> tuple:
+        """The byte ids of one char with the merges inside it applied ahead, when that
+        gives what merging the whole word does; memoized per char (a function of the
+        merge table: at most the alphabet, CHAR_LIMIT).
+
+        The char's bytes are merged alone (lowest rank first); R is the highest rank
+        used, and the symbols seen at its two edges along the way are noted. If no merge
+        could join any of those edge symbols to a neighbour with rank R or lower, then
+        in the whole word no neighbour's merge can come between (merges pop in rank
+        order in a table where each merge ranks after the merges that made its parts),
+        so the char reaches the same symbols there, and merging the word from them is
+        exact. Else the raw bytes."""
+        table = self._byte_ids
+        raw = [table[b] for b in c.encode("utf-8")]
+        ids, highest = list(raw), -1
+        lefts, rights = {ids[0]}, {ids[-1]}
+        rows, merged = self._rows, self._merged_id
+        while len(ids) > 1:
+            ranks = [rows[a].get(b, _NO_RANK) for a, b in zip(ids, ids[1:])]
+            r = min(ranks)
+            if r == _NO_RANK:
+                break
+            i = ranks.index(r)
+            ids[i:i + 2] = [merged[r]]
+            highest = r
+            lefts.add(ids[0])
+            rights.add(ids[-1])
+        left_ok = all(self._lowest_as_right.get(t, _NO_RANK) > highest for t in lefts)
+        right_ok = all(self._lowest_as_left.get(t, _NO_RANK) > highest for t in rights)
+        out = tuple(ids) if left_ok and right_ok else tuple(raw)
+        if len(self._char_memo) < CHAR_LIMIT:
+            self._char_memo[c] = out
+        return out
 
     def _merge_ids(self, ids: list[int]) -> list[int]:
         """The merged symbols' ids (a new list or `ids` itself, changed). Short words: a

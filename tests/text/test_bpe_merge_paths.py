@@ -73,3 +73,19 @@ def test_a_table_where_two_merges_make_one_token_takes_the_heap_and_matches():
     ours = Tokenizer.from_json(hf.to_str())
     assert ours.model._byte_ids is not None and ours.model._scan_ok is False
     assert [fields(ours.encode(t)) for t in texts] == [fields(hf.encode(t)) for t in texts]
+
+
+def test_chars_merged_ahead_give_the_same_tokens_as_raw_bytes(trained_json):
+    js = trained_json("bpe")
+    ahead, raw = Tokenizer.from_json(js).model, Tokenizer.from_json(js).model
+    assert ahead._premerge  # a trained table: each merge ranks after its parts' merges
+    raw._premerge = False
+    rng = random.Random(8)
+    words = _words(rng)
+    alphabet = sorted({c for w in words for c in w if not c.isascii()})
+    words += [" " + "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 20)))
+              for _ in range(500)]
+    assert [ahead.byte_level(w) for w in words] == [raw.byte_level(w) for w in words]
+    # some chars really are merged ahead, and some are not (edge merges rank lower)
+    kept = [c for c, ids in ahead._char_memo.items() if len(ids) < len(c.encode("utf-8"))]
+    assert 10 < len(kept) < len(ahead._char_memo)
