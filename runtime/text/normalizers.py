@@ -50,6 +50,7 @@ class Lowercase(Normalizer):
 _MEMO: dict[str, dict[str, str]] = {}
 _TABLES: dict[str, dict[int, str]] = {}  # the same per form, keyed by code point (translate)
 _ODD: dict[str, set[str]] = {}  # per form, the chars that do not map to exactly one
+_PLAIN: dict[str, dict[int, None]] = {}  # per form, code point -> None: chars that do
 
 
 def unicode_normalize(form: str, text: str, offs) -> Piece:
@@ -64,13 +65,20 @@ def unicode_normalize(form: str, text: str, offs) -> Piece:
     # valid whenever it equals normalizing the whole text (no composition across chars).
     memo = _MEMO.setdefault(form, {})
     table, odd = _TABLES.setdefault(form, {}), _ODD.setdefault(form, set())
-    for c in set(text).difference(memo):
-        n = memo[c] = table[ord(c)] = unicodedata.normalize(form, c)
-        if len(n) != 1:
-            odd.add(c)
+    # the chars not yet known to map to exactly one char, by one C-level translate that
+    # drops the known ones (a set of the text's chars made a str object per char)
+    plain = _PLAIN.setdefault(form, {})
+    rest = text.translate(plain)
+    if rest:
+        for c in set(rest).difference(memo):
+            n = memo[c] = table[ord(c)] = unicodedata.normalize(form, c)
+            if len(n) != 1:
+                odd.add(c)
+            else:
+                plain[ord(c)] = None
     out = text.translate(table)  # C-level, as joining memo[c] per char
     if out == unicodedata.normalize(form, text):
-        if odd.isdisjoint(text):  # every char maps to one: offsets unchanged
+        if not rest or odd.isdisjoint(rest):  # every char maps to one: offsets unchanged
             return out, offs
         parts = [memo[c] for c in text]
         new = []
