@@ -207,13 +207,20 @@ class BPE(Model):
         self._premerge = self._scan_ok and all(
             made.get(a, -1) < rank and made.get(b, -1) < rank
             for (a, b), (rank, _) in self.merges.items())
-        self._lowest_as_left: dict[int, int] = {}
-        self._lowest_as_right: dict[int, int] = {}
-        for (a, b), (rank, _) in self.merges.items():
-            if rank < self._lowest_as_left.get(a, _NO_RANK):
-                self._lowest_as_left[a] = rank
-            if rank < self._lowest_as_right.get(b, _NO_RANK):
-                self._lowest_as_right[b] = rank
+        # the lowest rank of a merge (x, t) by t and the last byte of x, and of a merge
+        # (t, y) by t and the first byte of y: what a char's neighbours can merge with
+        self._lowest_after: dict[tuple[int, int], int] = {}
+        self._lowest_before: dict[tuple[int, int], int] = {}
+        if self._premerge:
+            byte_of = {c: b for b, c in BYTE_CHARS.items()}
+            names = self.id_to_token
+            for (a, b), (rank, _) in self.merges.items():
+                key = (b, byte_of[names[a][-1]])
+                if rank < self._lowest_after.get(key, _NO_RANK):
+                    self._lowest_after[key] = rank
+                key = (a, byte_of[names[b][0]])
+                if rank < self._lowest_before.get(key, _NO_RANK):
+                    self._lowest_before[key] = rank
         self._char_memo: dict[str, tuple] = {}  # bounded by CHAR_LIMIT: see `_char_ids`
 
     def _symbols(self, word: str) -> list[list]:
@@ -307,10 +314,20 @@ class BPE(Model):
             if n == len(word) or not self._premerge:
                 ids = [table[b] for b in data]
             else:  # each char's bytes as merged ahead (`_char_ids`): fewer merges left
-                ids = []
                 memo = self._char_memo
-                for c in word:
-                    ids += memo.get(c) or self._char_ids(c)
+                chars = [memo.get(c) or self._char_ids(c) for c in word]
+                ids = []
+                before = -1  # the byte before this char (-1: none)
+                after = [c[2] for c in chars]
+                after.append(-1)
+                k = 1
+                for merged, raw, first, last, bad_before, bad_after in chars:
+                    if merged is raw or before in bad_before or after[k] in bad_after:
+                        ids += raw
+                    else:
+                        ids += merged
+                    before = last
+                    k += 1
             if len(ids) > 1:
                 ids = self._merge_ids(ids)
         else:
@@ -346,19 +363,21 @@ class BPE(Model):
                                           for s, e in zip(starts, islice(starts, 1, None))])
 
     def _char_ids(self, c: str) -> tuple:
-        """The byte ids of one char with the merges inside it applied ahead, when that
-        gives what merging the whole word does; memoized per char (a function of the
-        merge table: at most the alphabet, CHAR_LIMIT).
+        """One char's (merged ids, raw byte ids, first byte, last byte, bytes before
+        it, bytes after it that forbid the merged ids), memoized per char (a function
+        of the merge table: at most the alphabet, CHAR_LIMIT).
 
         The char's bytes are merged alone (lowest rank first); R is the highest rank
-        used, and the symbols seen at its two edges along the way are noted. If no merge
-        could join any of those edge symbols to a neighbour with rank R or lower, then
-        in the whole word no neighbour's merge can come between (merges pop in rank
-        order in a table where each merge ranks after the merges that made its parts),
-        so the char reaches the same symbols there, and merging the word from them is
-        exact. Else the raw bytes."""
+        used, and the symbols seen at its two edges along the way are noted. A symbol
+        left of the char always ends with the byte before it, so if no merge (x, e),
+        x ending with that byte and e a left-edge symbol, ranks at or below R (and
+        likewise on the right with the byte after it), no neighbour's merge can come
+        between the char's own: merges pop in rank order in a table where each merge
+        ranks after the merges of its parts. The char then reaches the same symbols in
+        the word, and merging the word from them is exact; else the raw bytes."""
         table = self._byte_ids
-        raw = [table[b] for b in c.encode("utf-8")]
+        data = c.encode("utf-8")
+        raw = tuple([table[b] for b in data])
         ids, highest = list(raw), -1
         lefts, rights = {ids[0]}, {ids[-1]}
         rows, merged = self._rows, self._merged_id
@@ -372,9 +391,15 @@ class BPE(Model):
             highest = r
             lefts.add(ids[0])
             rights.add(ids[-1])
-        left_ok = all(self._lowest_as_right.get(t, _NO_RANK) > highest for t in lefts)
-        right_ok = all(self._lowest_as_left.get(t, _NO_RANK) > highest for t in rights)
-        out = tuple(ids) if left_ok and right_ok else tuple(raw)
+        if highest < 0:
+            out = (raw, raw, data[0], data[-1], frozenset(), frozenset())
+        else:
+            after, before = self._lowest_after, self._lowest_before
+            bad_before = frozenset(x for x in range(256) if any(
+                after.get((t, x), _NO_RANK) <= highest for t in lefts))
+            bad_after = frozenset(y for y in range(256) if any(
+                before.get((t, y), _NO_RANK) <= highest for t in rights))
+            out = (tuple(ids), raw, data[0], data[-1], bad_before, bad_after)
         if len(self._char_memo) < CHAR_LIMIT:
             self._char_memo[c] = out
         return out
