@@ -311,7 +311,9 @@ class BPE(Model):
             bigrams = self._bigrams
             cuts = [k for k in range(1, n) if data[k - 1] << 8 | data[k] not in bigrams]
         if not cuts:
-            if n == len(word) or not self._premerge:
+            # merging chars ahead pays where most chars are multi-byte (Cyrillic, Greek),
+            # not for a German word with one umlaut (its per-char loop costs more)
+            if 2 * n < 3 * len(word) or not self._premerge:
                 ids = [table[b] for b in data]
             else:  # each char's bytes as merged ahead (`_char_ids`): fewer merges left
                 memo = self._char_memo
