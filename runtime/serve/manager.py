@@ -98,6 +98,9 @@ class ModelManager:
         self._closing = False
         self._sync_lock = threading.Lock()
         self._state: dict[str, dict[str, LoadedVersion]] = {}
+        # The newest loaded version of each model, found once per swap rather than by a
+        # version_key sort per request (a regex split per version: ~10 us a request).
+        self._newest: dict[str, str] = {}
         self._failed: dict[tuple[str, str], tuple[Fingerprint, str]] = {}
         self._seen: dict[tuple[str, str], Fingerprint] = {}
         self._pending: set[tuple[str, str]] = set()
@@ -200,6 +203,8 @@ class ModelManager:
         to_close = []
         with self._lock:
             old, self._state = self._state, new_state
+            self._newest = {model: max(versions, key=version_key)
+                            for model, versions in new_state.items() if versions}
             for versions in old.values():
                 for lv in versions.values():
                     if id(lv) in kept:
@@ -246,7 +251,7 @@ class ModelManager:
                 raise RequestError(503, f"model {model!r} has no loaded version (every "
                                         "candidate was refused; see the server log)")
             if version is None:
-                version = max(versions, key=version_key)
+                version = self._newest[model]
             lv = versions.get(version)
             if lv is None:
                 raise RequestError(404, f"model {model!r} has no loaded version {version!r}; "

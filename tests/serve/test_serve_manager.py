@@ -89,6 +89,17 @@ def test_policies_keep_the_versions_they_name(tmp_path, policy, loaded):
     assert offset_of(mgr, version=loaded[0]) == float(loaded[0])
 
 
+def test_default_route_is_the_numerically_newest_loaded_version_after_each_swap(tmp_path):
+    for v in ("9", "10"):
+        write(tmp_path, "m", v, offset=int(v))
+    mgr = manager(tmp_path, default_policy=VersionPolicy.parse("all"))
+    mgr.sync(settle=False)
+    assert offset_of(mgr) == 10.0                 # "10" after "9", not as text
+    write(tmp_path, "m", "11", offset=11)
+    mgr.sync(settle=False)
+    assert offset_of(mgr) == 11.0                 # the swap moved the default route
+
+
 def test_bad_new_versions_are_refused_and_the_current_one_keeps_serving(tmp_path):
     write(tmp_path, "m", "1", offset=1)
     mgr = manager(tmp_path)
