@@ -209,18 +209,21 @@ class BPE(Model):
             for (a, b), (rank, _) in self.merges.items())
         # the lowest rank of a merge (x, t) by t and the last byte of x, and of a merge
         # (t, y) by t and the first byte of y: what a char's neighbours can merge with
-        self._lowest_after: dict[tuple[int, int], int] = {}
-        self._lowest_before: dict[tuple[int, int], int] = {}
+        # (per token: {byte: lowest rank}, so a char's check walks only real merges)
+        self._lowest_after: dict[int, dict[int, int]] = {}
+        self._lowest_before: dict[int, dict[int, int]] = {}
         if self._premerge:
             byte_of = {c: b for b, c in BYTE_CHARS.items()}
             names = self.id_to_token
             for (a, b), (rank, _) in self.merges.items():
-                key = (b, byte_of[names[a][-1]])
-                if rank < self._lowest_after.get(key, _NO_RANK):
-                    self._lowest_after[key] = rank
-                key = (a, byte_of[names[b][0]])
-                if rank < self._lowest_before.get(key, _NO_RANK):
-                    self._lowest_before[key] = rank
+                row = self._lowest_after.setdefault(b, {})
+                x = byte_of[names[a][-1]]
+                if rank < row.get(x, _NO_RANK):
+                    row[x] = rank
+                row = self._lowest_before.setdefault(a, {})
+                y = byte_of[names[b][0]]
+                if rank < row.get(y, _NO_RANK):
+                    row[y] = rank
         self._char_memo: dict[str, tuple] = {}  # bounded by CHAR_LIMIT: see `_char_ids`
 
     def _symbols(self, word: str) -> list[list]:
@@ -396,11 +399,11 @@ class BPE(Model):
         if highest < 0:
             out = (raw, raw, data[0], data[-1], frozenset(), frozenset())
         else:
-            after, before = self._lowest_after, self._lowest_before
-            bad_before = frozenset(x for x in range(256) if any(
-                after.get((t, x), _NO_RANK) <= highest for t in lefts))
-            bad_after = frozenset(y for y in range(256) if any(
-                before.get((t, y), _NO_RANK) <= highest for t in rights))
+            after, before, none = self._lowest_after, self._lowest_before, {}
+            bad_before = frozenset(x for t in lefts for x, r in after.get(t, none).items()
+                                   if r <= highest)
+            bad_after = frozenset(y for t in rights for y, r in before.get(t, none).items()
+                                  if r <= highest)
             out = (tuple(ids), raw, data[0], data[-1], bad_before, bad_after)
         if len(self._char_memo) < CHAR_LIMIT:
             self._char_memo[c] = out

@@ -97,7 +97,7 @@ def test_the_neighbour_check_is_what_makes_merging_ahead_exact(trained_json):
     js = trained_json("bpe")
     careless, raw = Tokenizer.from_json(js).model, Tokenizer.from_json(js).model
     raw._premerge = False
-    careless._lowest_after, careless._lowest_before = {}, {}  # no neighbour ever objects
+    careless._lowest_after, careless._lowest_before = {}, {}  # no neighbour objects
     words = [" " + w for lang in ("de", "ru", "zh")
              for t in corpus.sample(lang, 200, seed=13) for w in t.split()]
     assert sum(careless.byte_level(w) != raw.byte_level(w) for w in words) > 50
