@@ -322,12 +322,12 @@ class BPE(Model):
                 memo = self._char_memo
                 chars = [memo.get(c) or self._char_ids(c) for c in word]
                 ids = []
-                before = -1  # the byte before this char (-1: none)
+                before = 0  # the bit of the byte before this char (1 << byte + 1; 0: none)
                 after = [c[2] for c in chars]
-                after.append(-1)
+                after.append(0)
                 k = 1
                 for merged, raw, first, last, bad_before, bad_after in chars:
-                    if merged is raw or before in bad_before or after[k] in bad_after:
+                    if merged is raw or before & bad_before or after[k] & bad_after:
                         ids += raw
                     else:
                         ids += merged
@@ -369,7 +369,8 @@ class BPE(Model):
 
     def _char_ids(self, c: str) -> tuple:
         """One char's (merged ids, raw byte ids, first byte, last byte, bytes before
-        it, bytes after it that forbid the merged ids), memoized per char (a function
+        it, bytes after it that forbid the merged ids; bytes as bits, sets of them as
+        int masks), memoized per char (a function
         of the merge table: at most the alphabet, CHAR_LIMIT).
 
         The char's bytes are merged alone (lowest rank first); R is the highest rank
@@ -396,15 +397,23 @@ class BPE(Model):
             highest = r
             lefts.add(ids[0])
             rights.add(ids[-1])
+        # bytes as bits 1 << (byte + 1) and sets of them as int masks: a memo of ints and
+        # tuples only, which the cyclic GC stops tracking (see `frozen`)
+        first, last = 2 << data[0], 2 << data[-1]
         if highest < 0:
-            out = (raw, raw, data[0], data[-1], frozenset(), frozenset())
+            out = (raw, raw, first, last, 0, 0)
         else:
             after, before, none = self._lowest_after, self._lowest_before, {}
-            bad_before = frozenset(x for t in lefts for x, r in after.get(t, none).items()
-                                   if r <= highest)
-            bad_after = frozenset(y for t in rights for y, r in before.get(t, none).items()
-                                  if r <= highest)
-            out = (tuple(ids), raw, data[0], data[-1], bad_before, bad_after)
+            bad_before = bad_after = 0
+            for t in lefts:
+                for x, r in after.get(t, none).items():
+                    if r <= highest:
+                        bad_before |= 2 << x
+            for t in rights:
+                for y, r in before.get(t, none).items():
+                    if r <= highest:
+                        bad_after |= 2 << y
+            out = (tuple(ids), raw, first, last, bad_before, bad_after)
         if len(self._char_memo) < CHAR_LIMIT:
             self._char_memo[c] = out
         return out
