@@ -139,9 +139,11 @@ class Tokenizer:
         # in its chars, so a cached word costs one dict lookup (no per-byte offsets)
         raw_words = getattr(pre_tokenizer, "raw_words", None)
         self._split_words = raw_words or pre_tokenizer
-        self._word_ids = self._byte_level_word if raw_words else model.tokenize_cached
+        # (a closure, not a bound method of self: that made a reference cycle, so every
+        # dropped Tokenizer and its 10,000-word cache waited for a full GC collection)
         self._byte_cache: dict[str, tuple[tuple, tuple, tuple]] = {}  # see models.frozen
-        self._model_byte_level = getattr(model, "byte_level", None)
+        self._word_ids = _byte_level_words(model, self._byte_cache) if raw_words else \
+            model.tokenize_cached
         # the cache `_word_ids` fills, looked up in `_sequence` itself (no call per hit)
         self._word_cache = self._byte_cache if raw_words else model._cache
 
@@ -258,27 +260,6 @@ class Tokenizer:
         # only those the post-processor adds are
         return Encoding(ids, [type_id] * n, tokens, offsets, [0] * n, [1] * n)
 
-    def _byte_level_word(self, word: str) -> tuple[tuple, tuple, tuple]:
-        """(ids, tokens, char spans in `word`) of one pre-byte-mapping word `_sequence`
-        did not find in the cache; cached here (where there is room)."""
-        byte_level = self._model_byte_level
-        hit = byte_level(word) if byte_level is not None else None
-        if hit is not None:  # a byte-level BPE: tuples already (see `models.frozen`)
-            if len(self._byte_cache) < models.CACHE_LIMIT:
-                self._byte_cache[word] = hit
-            return hit
-        # not a byte-level BPE model: tokenize the mapped chars
-        mapped, rel = pretokenizers.byte_word(word)
-        tokens = self.model.tokenize(mapped)
-        if rel is None:
-            spans = [(t[2], t[3]) for t in tokens]
-        else:
-            spans = [(rel[t[2]], rel[t[3] - 1] + 1) for t in tokens]
-        hit = models.frozen([t[0] for t in tokens], [t[1] for t in tokens], spans)
-        if len(self._byte_cache) < models.CACHE_LIMIT:  # as tokenizers: full takes no more
-            self._byte_cache[word] = hit
-        return hit
-
     def added_content(self, token_id: int, fallback: str) -> str:
         for t in self.added_tokens:
             if t.id == token_id:
@@ -364,6 +345,29 @@ class Tokenizer:
             raise InputError(f"cannot truncate to {t.max_length} tokens with strategy "
                              f"{t.strategy!r}: that sequence is too short")
         target.truncate(len(target) - remove, t.direction)
+
+
+def _byte_level_words(model: models.Model, cache: dict):
+    """`word -> (ids, tokens, char spans in word)` for one pre-byte-mapping word that
+    `_sequence` did not find in `cache`; cached there (where there is room, as
+    tokenizers: a full cache takes no more)."""
+    byte_level = getattr(model, "byte_level", None)
+
+    def word_ids(word: str) -> tuple[tuple, tuple, tuple]:
+        hit = byte_level(word) if byte_level is not None else None
+        if hit is None:  # not a byte-level BPE model: tokenize the mapped chars
+            mapped, rel = pretokenizers.byte_word(word)
+            tokens = model.tokenize(mapped)
+            if rel is None:
+                spans = [(t[2], t[3]) for t in tokens]
+            else:
+                spans = [(rel[t[2]], rel[t[3] - 1] + 1) for t in tokens]
+            hit = models.frozen([t[0] for t in tokens], [t[1] for t in tokens], spans)
+        # (a byte-level BPE returns tuples already: see `models.frozen`)
+        if len(cache) < models.CACHE_LIMIT:
+            cache[word] = hit
+        return hit
+    return word_ids
 
 
 def _span(offs, i, j):
