@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 
 from ..errors import PipelineError
 from . import unicode as uc
-from .aligned import Piece, first_offset, materialize, prepend, slice_piece
+from .aligned import Piece, first_offset, prepend, slice_piece
 
 BEHAVIOURS = ("Removed", "Isolated", "MergedWithPrevious", "MergedWithNext", "Contiguous")
 

@@ -1,14 +1,13 @@
 """Byte-level BPE's two merge loops give the same tokens: the scan (words up to
-`models.SCAN_LIMIT` symbols) and the heap (longer words, or merge tables where two merges
+`bpe.SCAN_LIMIT` symbols) and the heap (longer words, or merge tables where two merges
 make one token), and both equal HF `tokenizers`."""
 from __future__ import annotations
 
-import json
 import random
 
 import pytest
 
-from edgepack.runtime.text import Tokenizer, models
+from edgepack.runtime.text import Tokenizer, bpe
 from tests.text import corpus
 from tests.text.trained import fields
 
@@ -38,9 +37,9 @@ def test_scan_and_heap_merge_alike_and_match_tokenizers(trained_json, monkeypatc
     scanned, heaped = [], []
     for word in words:
         data = word.encode("utf-8")
-        monkeypatch.setattr(models, "SCAN_LIMIT", 10 ** 6)
+        monkeypatch.setattr(bpe, "SCAN_LIMIT", 10 ** 6)
         scanned.append(model._merge_ids([table[b] for b in data]))
-        monkeypatch.setattr(models, "SCAN_LIMIT", 0)
+        monkeypatch.setattr(bpe, "SCAN_LIMIT", 0)
         heaped.append(model._merge_ids([table[b] for b in data]))
     assert scanned == heaped
     assert sum(len(w.encode("utf-8")) - len(ids) for w, ids in zip(words, scanned)) > 1000
