@@ -85,32 +85,26 @@ def _assemble(parts) -> Encoding:
 
 def _wrapper(plan) -> tuple | None:
     """A single-sequence plan of `_assemble` parts that is special parts around one $A,
-    as (head, tail, $A's type id), head and tail each the six lists of their parts
-    joined; None for any other plan."""
+    as (head, tail, $A's type id), head and tail each the `_assemble` of their parts;
+    None for any other plan."""
     seq = [k for k, p in enumerate(plan) if len(p) != 6]
     if len(seq) != 1 or plan[seq[0]][0] != "A":
         return None
     k = seq[0]
-
-    def joined(parts):
-        out: tuple[list, ...] = ([], [], [], [], [], [])
-        for ids, tokens, offsets, special, attention, type_id in parts:
-            for acc, values in zip(out, (ids, tokens, offsets, special, attention,
-                                         [type_id] * len(ids))):
-                acc += values
-        return out
-    return joined(plan[:k]), joined(plan[k + 1:]), plan[k][1]
+    return _assemble(plan[:k]), _assemble(plan[k + 1:]), plan[k][1]
 
 
 def _wrap(enc: Encoding, wrapper: tuple) -> Encoding:
     """`_assemble` of a single sequence between special tokens: one concatenation per
     field (the parts loop cost a fifth of a cached byte-level sentence)."""
-    (h_ids, h_tokens, h_offsets, h_special, h_attention, h_types), \
-        (t_ids, t_tokens, t_offsets, t_special, t_attention, t_types), type_id = wrapper
-    return Encoding(h_ids + enc.ids + t_ids, h_types + [type_id] * len(enc.ids) + t_types,
-                    h_tokens + enc.tokens + t_tokens, h_offsets + enc.offsets + t_offsets,
-                    h_special + enc.special_tokens_mask + t_special,
-                    h_attention + enc.attention_mask + t_attention)
+    head, tail, type_id = wrapper
+    return Encoding(head.ids + enc.ids + tail.ids,
+                    head.type_ids + [type_id] * len(enc.ids) + tail.type_ids,
+                    head.tokens + enc.tokens + tail.tokens,
+                    head.offsets + enc.offsets + tail.offsets,
+                    head.special_tokens_mask + enc.special_tokens_mask
+                    + tail.special_tokens_mask,
+                    head.attention_mask + enc.attention_mask + tail.attention_mask)
 
 
 def _cls_sep_wrapper(cls: tuple, sep: tuple) -> tuple:
