@@ -90,12 +90,11 @@ def predict_raw(model: Any, payload: bytes, *, codec: str = "auto",
                                      samples)), {}
     inputs, extras = decode_payload(payload, names, codec=codec,
                                     content_type=content_type, base64_field=base64_field)
-    if mark is None:
-        return {str(name): unbatch(value) for name, value in model.predict(inputs).items()}, \
-            extras
-    mark("decode")
+    if mark is not None:
+        mark("decode")
     outputs = model.predict(inputs)
-    mark("predict")
+    if mark is not None:
+        mark("predict")
     return {str(name): unbatch(value) for name, value in outputs.items()}, extras
 
 
