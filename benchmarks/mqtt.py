@@ -107,6 +107,22 @@ def thread_cpu_seconds(pid: int) -> dict[int, float]:
     return out
 
 
+def thread_sched(pid: int) -> dict[int, tuple[int, int, int]]:
+    """Per thread of a process, by native id: (voluntary switches, involuntary switches,
+    ns spent runnable but waiting for a CPU), from /proc/PID/task/TID/{status,schedstat}."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
+            wait_ns = int(Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue        # ended meanwhile
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        out[int(tid)] = (int(fields["voluntary_ctxt_switches"]),
+                         int(fields["nonvoluntary_ctxt_switches"]), wait_ns)
+    return out
+
+
 @dataclass
 class Anchor:
     """The in-process figures: decode+predict msg/s and its process CPU ms per message;
@@ -328,10 +344,13 @@ class Cpu:
 
 
 def phase_lines(label: str, stats: dict, before: dict[int, float], after: dict[int, float],
-                answered: int) -> list[str]:
+                answered: int, sched0: dict[int, tuple[int, int, int]] | None = None,
+                sched1: dict[int, tuple[int, int, int]] | None = None) -> list[str]:
     """The bridge's per-thread CPU over the phase (/proc, per answered message) and its
     own per-step timers (mean thread CPU / wall us per step, from `[bridge] phases`;
-    these also count the readiness probes and the settling after the phase)."""
+    these also count the readiness probes and the settling after the phase); with
+    `sched0`/`sched1` (`thread_sched` before and after), each thread's voluntary and
+    involuntary context switches and its time runnable but off the CPU, per answer."""
     n = max(1, answered)
     phases = stats.get("phases") or {}
     names = {entry.get("tid"): name for name, entry in phases.items()}
@@ -342,7 +361,14 @@ def phase_lines(label: str, stats: dict, before: dict[int, float], after: dict[i
         if used < 1:
             continue
         name = names.get(tid, "other (main, reconnect supervisor, engine)")
-        lines.append(f"    {name}: {used:.0f} us")
+        sched = ""
+        if sched0 is not None and sched1 is not None and tid in sched1:
+            v0, i0, w0 = sched0.get(tid, (0, 0, 0))
+            v1, i1, w1 = sched1[tid]
+            sched = (f" (switches per answer: {(v1 - v0) / n:.2f} voluntary, "
+                     f"{(i1 - i0) / n:.2f} involuntary; runnable off-CPU "
+                     f"{(w1 - w0) / 1000 / n:.0f} us)")
+        lines.append(f"    {name}: {used:.0f} us{sched}")
         steps = (phases.get(name) or {}).get("steps") or {}
         for step, figures in steps.items():
             lines.append(f"        {step:38s} {figures['cpu_us']:8.1f} / "
@@ -423,6 +449,7 @@ def run_line(name: str, args: argparse.Namespace, work: Path, pin: bool = False
             rate = args.offered * full0
             cpu0 = Cpu.now(bridge.proc.pid, broker.process.pid)
             threads0 = thread_cpu_seconds(bridge.proc.pid)
+            sched0 = thread_sched(bridge.proc.pid)
             sent, start = 0, time.perf_counter()
             while time.perf_counter() - start < args.duration:
                 raw.send(b"".join(raw.packet("bench/in/q0", payload, b"%d" % (sent + k))
@@ -437,6 +464,7 @@ def run_line(name: str, args: argparse.Namespace, work: Path, pin: bool = False
             got0 = side.results("q0")
             cpu1 = Cpu.now(bridge.proc.pid, broker.process.pid)
             threads1 = thread_cpu_seconds(bridge.proc.pid)
+            sched1 = thread_sched(bridge.proc.pid)
             stats0 = bridge.stop()
             window = (got0[-1][0] - start) if got0 else args.duration
             q0 = len(got0) / window
@@ -450,12 +478,14 @@ def run_line(name: str, args: argparse.Namespace, work: Path, pin: bool = False
             n1 = max(200, int(full0 * args.duration))
             cpu2 = Cpu.now(bridge.proc.pid, broker.process.pid)
             threads2 = thread_cpu_seconds(bridge.proc.pid)
+            sched2 = thread_sched(bridge.proc.pid)
             start = time.perf_counter()
             for i in range(n1):
                 side.publish("q1", payload, i)
             got1 = side.wait("q1", n1, 60 + args.duration * 4)
             cpu3 = Cpu.now(bridge.proc.pid, broker.process.pid)
             threads3 = thread_cpu_seconds(bridge.proc.pid)
+            sched3 = thread_sched(bridge.proc.pid)
             last = side.results("q1")
             q1 = got1 / ((last[-1][0] - start) if got1 else 1.0)
 
@@ -520,8 +550,10 @@ def run_line(name: str, args: argparse.Namespace, work: Path, pin: bool = False
                    f" us, predict {(anchor0.predict_us + anchor1.predict_us) / 2:.0f} us "
                    f"(before {anchor0.decode_us:.0f} + {anchor0.predict_us:.0f}, after "
                    f"{anchor1.decode_us:.0f} + {anchor1.predict_us:.0f})")
-        out += phase_lines("QoS 0", bridge0_stats, threads0, threads1, len(got0))
-        out += phase_lines("QoS 1", bridge.stats, threads2, threads3, got1)
+        out += phase_lines("QoS 0", bridge0_stats, threads0, threads1, len(got0),
+                           sched0, sched1)
+        out += phase_lines("QoS 1", bridge.stats, threads2, threads3, got1, sched2,
+                           sched3)
     return out if not problem else out + ["SANITY"]
 
 
