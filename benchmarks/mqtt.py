@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/mqtt.py [--duration 4] [--lines tiny,camera]
                                         [--protocol 5|3.1.1] [--offered 1.25]
                                         [--latency-messages 300] [--one-thread] [--phases] [--pin]
-                                        [--switch-interval MS]
+                                        [--switch-interval MS] [--interleave 6]
 
 Two model lines, each with its own anchor (fixed seeds):
 
@@ -24,6 +24,9 @@ counted in another.
   The load comes from a raw-socket publisher (pre-encoded PUBLISH packets: a few us per
   message), not paho, so the load generator does not take the CPU the bridge needs on a
   2-core host. Results/s counted at the collector, drops reported by the bridge;
+- QoS 0 interleaved (--interleave rounds, a diagnostic printed next to the headline):
+  0.5 s of the anchor (the bridge idle) then 1 s of the same load, in alternation, so
+  each bridge window has an anchor window a second away (ratio and CPU ratio per round);
 - QoS 1: --duration s worth of messages from paho as fast as the in-flight windows allow;
   results/s from the first publish to the last result;
 - latency: --latency-messages QoS 1 messages paced at half the QoS 1 rate; each result is
@@ -157,6 +160,69 @@ def in_process(bundle: Path, payload: bytes, seconds: float) -> Anchor:
         bare, _, predict_us = rate(lambda: model.predict(decoded))
         _, _, decode_us = rate(lambda: decode_image(payload), min(seconds, 1.0))
     return Anchor(full, cpu_ms, bare, decode_us, predict_us)
+
+
+@dataclass
+class Round:
+    """One round of `interleaved`: the anchor alone, then the bridge under the QoS 0 load,
+    each measured over its own window."""
+
+    anchor_rate: float
+    anchor_cpu_ms: float       # this process's CPU per decode+predict
+    bridge_rate: float         # answers received per second of the load window
+    bridge_cpu_ms: float       # the bridge process's CPU per answer
+
+
+def interleaved(rounds: int, bundle: Path, payload: bytes, side: "Side",
+                raw: "RawPublisher", bridge_pid: int, rate: float, anchor_s: float = 0.5,
+                load_s: float = 1.0) -> list[Round]:
+    """Anchor and bridge measured in alternation, `rounds` times: `anchor_s` of in-process
+    decode+predict (one thread, the bridge idle), then `load_s` of the QoS 0 load at `rate`
+    msg/s on its own topic per round. The before/after anchor is minutes away from the
+    bridge's phases, and on a shared host the speed of the same code drifts by 1.5x within
+    a minute; here each bridge window has an anchor window a second away."""
+    from edgepack.runtime import load
+    from edgepack.runtime.images import decode_image
+    out = []
+    with load(bundle, threads=1) as model:
+        for _ in range(10):
+            model.predict(decode_image(payload))
+        for k in range(rounds):
+            count, cpu0, start = 0, time.process_time(), time.perf_counter()
+            while time.perf_counter() - start < anchor_s:
+                model.predict(decode_image(payload))
+                count += 1
+            a_wall = time.perf_counter() - start
+            a_cpu = (time.process_time() - cpu0) * 1000 / count
+            topic = f"il{k}"
+            b_cpu0 = cpu_seconds(bridge_pid)
+            sent, start = 0, time.perf_counter()
+            while time.perf_counter() - start < load_s:
+                raw.send(b"".join(raw.packet(f"bench/in/{topic}", payload, b"%d" % (sent + j))
+                                  for j in range(8)))
+                sent += 8
+                delay = start + sent / rate - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            window = time.perf_counter() - start
+            side.wait(topic, sent, 0.3)     # the queue's last few (at most 8) arrive
+            got = len(side.results(topic))
+            b_cpu = (cpu_seconds(bridge_pid) - b_cpu0) * 1000 / max(1, got)
+            side.forget(topic)
+            out.append(Round(count / a_wall, a_cpu, got / window, b_cpu))
+    return out
+
+
+def interleaved_line(rounds: list[Round]) -> str:
+    ratio = sorted(r.bridge_rate / r.anchor_rate for r in rounds)
+    cpu = sorted(r.bridge_cpu_ms / r.anchor_cpu_ms for r in rounds)
+    anchors = sorted(r.anchor_rate for r in rounds)
+    bridges = sorted(r.bridge_rate for r in rounds)
+    return (f"  QoS 0 interleaved with the anchor ({len(rounds)} rounds of 0.5 s anchor, 1 s "
+            f"load): ratio median {float(np.median(ratio)):.2f} (range {ratio[0]:.2f}-"
+            f"{ratio[-1]:.2f}); anchor {anchors[0]:.0f}-{anchors[-1]:.0f} msg/s, bridge "
+            f"{bridges[0]:.0f}-{bridges[-1]:.0f}; bridge CPU per answer / anchor CPU per "
+            f"message median {float(np.median(cpu)):.2f} (range {cpu[0]:.2f}-{cpu[-1]:.2f})")
 
 
 def _str16(text: str) -> bytes:
@@ -465,6 +531,8 @@ def run_line(name: str, args: argparse.Namespace, work: Path, pin: bool = False
             cpu1 = Cpu.now(bridge.proc.pid, broker.process.pid)
             threads1 = thread_cpu_seconds(bridge.proc.pid)
             sched1 = thread_sched(bridge.proc.pid)
+            rounds = (interleaved(args.interleave, bundle, payload, side, raw,
+                                  bridge.proc.pid, rate) if args.interleave else [])
             stats0 = bridge.stop()
             window = (got0[-1][0] - start) if got0 else args.duration
             q0 = len(got0) / window
@@ -533,6 +601,8 @@ def run_line(name: str, args: argparse.Namespace, work: Path, pin: bool = False
                f"{len(got0)}, dropped {stats0.get('dropped', '?')}")
     out.append(f"      CPU per answered message: {cpu0.per(cpu1, len(got0))}; per received: "
                f"bridge {(cpu1.bridge - cpu0.bridge) * 1000 / max(1, sent):.3f} ms")
+    if rounds:
+        out.append(interleaved_line(rounds))
     out.append(f"  bridge QoS 1              {q1:8.0f} msg/s   ratio {q1 / full:.2f}; "
                f"{n1} sent, {got1} answered")
     out.append(f"      CPU per message: {cpu2.per(cpu3, got1)}")
@@ -578,6 +648,9 @@ def main() -> None:
     parser.add_argument("--pin", action="store_true",
                         help="run each line twice: as usual, then with the bridge and the "
                              "anchor on one core and mosquitto + the load on the other(s)")
+    parser.add_argument("--interleave", type=int, default=6, metavar="ROUNDS",
+                        help="after the QoS 0 phase, ROUNDS of anchor and bridge measured "
+                             "in alternation (0: off)")
     parser.add_argument("--offered", type=float, default=1.25,
                         help="QoS 0 offered load as a multiple of the in-process rate")
     args = parser.parse_args()
