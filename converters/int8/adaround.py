@@ -315,33 +315,35 @@ def _patches(node, x: np.ndarray, w_shape, rows: int) -> np.ndarray | None:
 WORST_LAYERS = 4
 
 
-def try_learned_rounding(float_model: bytes, samples: Mapping[str, np.ndarray], ranking,
-                         measure, current: tuple, in_use: list,
-                         settings: AdaRoundSettings = AdaRoundSettings(),
-                         layers: int = WORST_LAYERS) -> tuple[tuple, tuple[dict, ...]]:
+def try_learned_rounding(float_model: bytes, split, ranking, measure, current: tuple,
+                         in_use: list, settings: AdaRoundSettings = AdaRoundSettings(),
+                         layers: int = WORST_LAYERS, *, decide
+                         ) -> tuple[tuple, tuple[dict, ...]]:
     """Learned rounding for the `layers` worst Conv/Gemm of `ranking` (most harmful first),
-    on the grid of `current` = (all-int8 model, Score); kept (appended to `in_use`, which
-    `measure` applies to the int8 layers of every later mix) only when the all-int8 score
-    is better with it (selection.ptq_better: significantly higher agreement, or within its
-    noise a lower divergence). Returns the new (model, Score) and the method's record."""
-    from .selection import comparison_fields
-    from .selection import ptq_better as _better
+    on the grid of `current` = (all-int8 model, Score), fitted on `split.fit`
+    (selection.FittedSplit); kept (appended to `in_use`, which `measure` applies to the
+    int8 layers of every later mix) only when the all-int8 model is better with it on the
+    held-back `split.decide`, scored by `decide` (selection.fitted_better: significantly
+    higher agreement, or within its noise a lower divergence). Returns the new
+    (model, Score) and the method's record."""
+    from .selection import fitted_better, fitted_fields
     worst = [s.node for s in ranking if s.op_type in ("Conv", "Gemm")][:layers]
     if not worst:
         return current, ()
-    learned = learn_rounding(float_model, current[0], samples, worst, settings)
+    learned = learn_rounding(float_model, current[0], split.fit, worst, settings)
     if not learned.layers:
         return current, ()
     in_use.append(learned)
     after = measure([])
-    kept = _better(after[1], current[1])
+    before_decide, after_decide = decide(current[0]), decide(after[0])
+    kept = fitted_better(after_decide, before_decide)
     before = current[1]
     record = {"method": "adaround", **learned.to_record(),
               "agreement_before": round(before.agreement, 6),
               "agreement_after": round(after[1].agreement, 6),
               "error_before": float(f"{before.error:.4g}"),
               "error_after": float(f"{after[1].error:.4g}"), "kept": kept,
-              **comparison_fields(after[1], before)}
+              **fitted_fields(after_decide, before_decide, split)}
     log.info("accuracy-aware: learned rounding of %d layers: agreement %.4f -> %.4f, error "
              "%.3g -> %.3g (%s)", len(learned.layers), before.agreement, after[1].agreement,
              before.error, after[1].error, "kept" if kept else "undone")

@@ -72,12 +72,18 @@ class AccuracyTarget:
     method: "one_pass" (default: layer_noise.py, one float run, and the search tries whole
         blocks first) | "isolated" | "leave_one_out" (one quantization per layer; see the
         module docstring).
+    reconstruction: None (default) or reconstruction.ReconstructionSettings: also try
+        block reconstruction with activation quantization in the loop (BRECQ/QDrop-style;
+        minutes on a MobileNetV2 on one core, so opt-in: the pass's 60 s goal holds
+        without it). Like every fitted method, fitted on part of the calibration samples
+        and kept only when better on the rest (selection.FittedSplit).
     """
 
     min_agreement: float = 0.99
     max_float_layers: int = 8
     samples: int = 256
     method: str = "one_pass"
+    reconstruction: Any = None
 
     def __post_init__(self) -> None:
         if self.method not in SENSITIVITY_METHODS:
@@ -520,8 +526,31 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
     if base.agreement >= target.min_agreement:
         return MixedPrecision(full, target, plain, base, (), (), n_used,
                               methods=tuple(methods_before))
-    (full, base), methods = _try_bias_correction(original, samples, measure, (full, base),
-                                                 correction)
+    # Fitted methods fit the first part of the calibration samples and are judged on the
+    # rest (selection.FittedSplit): a rewrite that only fits its samples is never kept.
+    from .selection import fitted_split
+    split = fitted_split(samples)
+    decide = _remembering(AgreementMeter("onnxruntime", calibrated.reference_bytes,
+                                         split.decide, threads, metric=metric)) \
+        if split is not None else None
+    if split is None:
+        log.info("accuracy-aware: too few calibration samples to hold some back: the "
+                 "fitted methods (bias correction, learned rounding, reconstruction) are "
+                 "not tried")
+        methods: tuple = ()
+    else:
+        (full, base), methods = _try_bias_correction(original, split, measure, (full, base),
+                                                     correction, decide)
+    if split is not None and target.reconstruction is not None:
+        (full, base), rebuilt = _try_reconstruction(calibrated, recipe, fixed, split, meter,
+                                                    decide, (full, base), correction,
+                                                    target.reconstruction)
+        if rebuilt and rebuilt[0]["kept"]:
+            # the reconstructed float model (weights on their grid) is the model from now
+            # on; a kept bias correction is part of it
+            original = calibrated.model_bytes
+            correction.clear()
+        methods = (*methods, *rebuilt)
     methods = (*methods_before, *methods)
     # The sensitivity ranking quantizes one layer at a time on the plain float model (its
     # mixes are not built through `measure`, which applies the correction itself).
@@ -536,8 +565,9 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
     ranking = rank_layers(calibrated, recipe, meter, base, nodes, target.method, fixed,
                           samples=samples)
     from .adaround import try_learned_rounding
-    (full, base), learned = try_learned_rounding(original, samples, ranking, measure,
-                                                 (full, base), rounding)
+    (full, base), learned = try_learned_rounding(original, split, ranking, measure,
+                                                 (full, base), rounding, decide=decide) \
+        if split is not None else ((full, base), ())
     methods = (*methods, *learned)
     if base.agreement >= target.min_agreement:
         return MixedPrecision(full, target, plain, base, (), tuple(ranking), n_used,
@@ -559,34 +589,86 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
                           tuple(ranking), n_used, pruned.trials, methods=methods)
 
 
-def _try_bias_correction(float_model: bytes, samples: Mapping[str, np.ndarray],
-                         measure: Callable[[Sequence[str]], tuple[bytes, Score]],
-                         plain: tuple[bytes, Score], in_use: list
+def _remembering(meter: "AgreementMeter") -> Callable[[bytes], Score]:
+    """`meter`, scoring each distinct model once (the status quo of one fitted method is
+    often the status quo of the next)."""
+    import hashlib
+    known: dict[str, Score] = {}
+
+    def scored(model: bytes) -> Score:
+        key = hashlib.blake2b(model, digest_size=16).hexdigest()
+        if key not in known:
+            known[key] = meter(model)
+        return known[key]
+    return scored
+
+
+def _try_bias_correction(float_model: bytes, split, measure: Callable[[Sequence[str]],
+                                                                    tuple[bytes, Score]],
+                         plain: tuple[bytes, Score], in_use: list, decide: "AgreementMeter"
                          ) -> tuple[tuple[bytes, Score], tuple[dict[str, Any], ...]]:
-    """Correct the float biases for the int8 weights' expected error (bias_correction.py)
-    and keep the correction (appended to `in_use`, which `measure` applies to every later
-    mix, to the int8 layers only) when the all-int8 result is better with it
-    (selection.ptq_better)."""
+    """Correct the float biases for the int8 weights' expected error (bias_correction.py),
+    estimated on `split.fit`, and keep the correction (appended to `in_use`, which
+    `measure` applies to every later mix, to the int8 layers only) when the all-int8
+    result is better with it on the held-back `split.decide` (selection.fitted_better)."""
     from .bias_correction import correct_biases
-    from .selection import comparison_fields, ptq_better
-    corrected = correct_biases(float_model, plain[0], samples)
+    from .selection import fitted_better, fitted_fields
+    corrected = correct_biases(float_model, plain[0], split.fit)
     if not corrected.layers:
         return plain, ()
     in_use.append(corrected)
     after = measure([])
-    kept = ptq_better(after[1], plain[1])
+    before_decide, after_decide = decide(plain[0]), decide(after[0])
+    kept = fitted_better(after_decide, before_decide)
     record = {"method": "bias_correction", **corrected.to_record(),
               "agreement_before": round(plain[1].agreement, 6),
               "agreement_after": round(after[1].agreement, 6),
               "error_before": float(f"{plain[1].error:.4g}"),
               "error_after": float(f"{after[1].error:.4g}"), "kept": kept,
-              **comparison_fields(after[1], plain[1])}
+              **fitted_fields(after_decide, before_decide, split)}
     log.info("accuracy-aware: bias correction of %d layers: agreement %.4f -> %.4f, error "
              "%.3g -> %.3g (%s)", len(corrected.layers), plain[1].agreement,
              after[1].agreement, plain[1].error, after[1].error, "kept" if kept else "undone")
     if not kept:
         in_use.clear()
         return plain, (record,)
+    return after, (record,)
+
+
+def _try_reconstruction(calibrated: Calibrated, recipe: Recipe, fixed: Sequence[str], split,
+                        meter: "AgreementMeter", decide: "AgreementMeter",
+                        current: tuple[bytes, Score], correction: list, settings
+                        ) -> tuple[tuple[bytes, Score], tuple[dict[str, Any], ...]]:
+    """Block reconstruction (reconstruction.py) of the current all-int8 model, fitted on
+    `split.fit`, quantized through the same quantizer with the same ranges, and kept when
+    better on the held-back `split.decide` (selection.fitted_better). When kept,
+    `calibrated` quantizes the reconstructed float model from now on."""
+    from .reconstruction import reconstruct
+    from .selection import fitted_better, fitted_fields
+    before_float = correction[0].apply(list(fixed)) if correction else calibrated.model_bytes
+    try:
+        rebuilt = reconstruct(before_float, current[0], split.fit, settings)
+    except ConversionError as e:
+        log.info("accuracy-aware: block reconstruction not tried: %s", e)
+        return current, ({"method": "block_reconstruction", "kept": False,
+                          "skipped": str(e)},)
+    calibrated.replace_model(rebuilt.model_bytes)
+    model = calibrated.quantize(recipe, list(fixed))
+    after = (model, meter(model))
+    before_decide, after_decide = decide(current[0]), decide(model)
+    kept = fitted_better(after_decide, before_decide)
+    record = {"method": "block_reconstruction", **rebuilt.to_record(),
+              "agreement_before": round(current[1].agreement, 6),
+              "agreement_after": round(after[1].agreement, 6),
+              "error_before": float(f"{current[1].error:.4g}"),
+              "error_after": float(f"{after[1].error:.4g}"), "kept": kept,
+              **fitted_fields(after_decide, before_decide, split)}
+    log.info("accuracy-aware: block reconstruction (%.0f s): held-back agreement %.4f -> "
+             "%.4f (%s: %s)", rebuilt.seconds, before_decide.agreement,
+             after_decide.agreement, "kept" if kept else "undone", record["decided_by"])
+    if not kept:
+        calibrated.replace_model(before_float)
+        return current, (record,)
     return after, (record,)
 
 

@@ -85,13 +85,15 @@ def test_calibrated_ranges_round_trip(calib):
 @pytest.mark.slow
 def test_automatic_pass_scores_each_model_once(calib, monkeypatch):
     """Plain int8 used to be converted and measured twice (prepare_calibrated, then
-    accuracy_aware); no candidate model may be scored twice."""
+    accuracy_aware); no candidate model may be scored twice on the same samples (a fitted
+    method's candidate and status quo are also scored on the held-back samples)."""
     from edgepack.converters.int8 import sensitivity
-    scored: list[str] = []
+    from edgepack.converters.int8.quantize import samples_digest
+    scored: list[tuple[str, str]] = []
     original = sensitivity.AgreementMeter.__call__
 
     def counting(self, model_bytes):
-        scored.append(hashlib.sha256(model_bytes).hexdigest())
+        scored.append((hashlib.sha256(model_bytes).hexdigest(), samples_digest(self.samples)))
         return original(self, model_bytes)
 
     monkeypatch.setattr(sensitivity.AgreementMeter, "__call__", counting)

@@ -116,10 +116,13 @@ def test_accuracy_aware_tries_learned_rounding_on_the_worst_layers(calib):
     learned = methods[1]
     assert learned["layers"] and all(r["error_learned"] < r["error_nearest"]
                                      for r in learned["layers"])
-    # kept only when the mix is better by the noise-aware rule (selection.ptq_better): a
+    # fitted on part of the calibration samples, judged on the rest (selection.FittedSplit)
+    assert learned["decided_on"] == "67 held-back calibration samples (fitted on 133)"
+    # kept only when the mix is better there by the noise-aware rule (ptq_better): a
     # significant agreement gain, or within its noise a significantly lower divergence
     if "agreement differs" in learned["decided_by"]:
-        assert learned["kept"] is (learned["agreement_after"] > learned["agreement_before"])
+        assert learned["kept"] is (learned["decide_agreement_after"] >
+                                   learned["decide_agreement_before"])
     else:
         assert learned["kept"] is (": significant)" in learned["decided_by"] and
                                    learned["divergence_after"] < learned["divergence_before"])
