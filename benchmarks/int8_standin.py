@@ -4,6 +4,7 @@ task, and what edgepack's post-training fixes give back with no layer kept in fl
     python benchmarks/int8.py --only standin          # or: python benchmarks/int8_standin.py
     python benchmarks/int8_standin.py --fresh-seed 11   # the fresh set from another seed
     python benchmarks/int8_standin.py --diagnose        # where the all-int8 model loses
+    python benchmarks/int8_standin.py --reconstruct 4242,9001   # + block reconstruction
 
 The model is MobileNetV2 1.0 (inverted residuals, linear bottlenecks, ReLU6; 2.2 M
 parameters; built in code) at 32x32 input, trained from scratch (3 epochs, 1 thread: ~4 min
@@ -563,6 +564,90 @@ def diagnose_section(config: StandinConfig = StandinConfig(),
     return figures
 
 
+#: Seeds that draw the calibration, held-out, design-time and earlier fresh sets: a fresh
+#: set for a final check must come from another seed.
+USED_SEEDS = (1, 2, 3, 50, 100, 777)
+
+
+def reconstruction_section(fresh_seeds: tuple[int, ...] = (4242, 9001), rounds: int = 40,
+                           config: StandinConfig = StandinConfig(), settings=None,
+                           target: float = 0.95) -> dict:
+    """The automatic PTQ (max_float_layers=0) without and with block reconstruction
+    (AccuracyTarget(reconstruction=...): BRECQ/QDrop-style, fitted on 200 of the 300
+    calibration patches, kept only if better on the other 100), scored on the held-out set
+    and on fresh sets from `fresh_seeds` (never used before: nothing is chosen on them),
+    with the binomial SE of each figure and of the pooled fresh figure, the fitted
+    method's record, the conversion times, and int8/fp32 latency at 1 thread beside plain
+    int8 in the same run."""
+    import torch
+
+    from edgepack.converters.int8 import (AccuracyTarget, Calibrated, Int8Options,
+                                          choose_recipe, quantize_int8)
+    from edgepack.converters.int8.graph_prep import prepare_graph
+    from edgepack.converters.int8.reconstruction import ReconstructionSettings
+    from int8 import bundle, load_average, run_onnx, time_bundles
+    bad = [s for s in fresh_seeds if s in USED_SEEDS]
+    if bad:
+        raise SystemExit(f"fresh seeds {bad} draw sets already used; pick others")
+    settings = settings or ReconstructionSettings()
+    torch.set_num_threads(1)
+    model = train_standin(config)
+    calib, _ = patches(300, config.seed + 1, config)
+    sets = {"held-out (seed 2)": patches(1024, config.seed + 2, config)[0]}
+    for seed in fresh_seeds:
+        sets[f"fresh (seed {seed})"] = patches(1024, seed, config)[0]
+    fp32 = export(model, calib[:2])
+    recipe = choose_recipe("onnxruntime")
+    cal = {"x": calib}
+    print(f"\n== block reconstruction on the stand-in (torch threads 1, load average "
+          f"{load_average()}); {settings}")
+    models, seconds, records = {}, {}, {}
+    with Calibrated(prepare_graph(fp32).model_bytes, cal) as plain_cal:
+        models["plain int8"] = plain_cal.quantize(recipe)
+    for name, rebuild in (("automatic PTQ", None), ("automatic PTQ + reconstruction", settings)):
+        t = time.perf_counter()
+        result = quantize_int8(fp32, cal, Int8Options(recipe=recipe, accuracy=AccuracyTarget(
+            target, max_float_layers=0, reconstruction=rebuild)))
+        seconds[name] = time.perf_counter() - t
+        models[name] = result.model_bytes
+        records[name] = result.record["accuracy_aware"]
+        assert not result.record["accuracy_aware"]["kept_float"]
+    rec = next(m for m in records["automatic PTQ + reconstruction"]["methods"]
+               if m["method"] == "block_reconstruction")
+    print(f"  reconstruction record: {rec}")
+    # Whatever the held-back samples decided, the reconstructed model itself is scored too
+    # (what it would have given had it been kept), for the record.
+    figures: dict = {"seconds": seconds, "record": rec}
+    refs = {n: run_onnx(fp32, x) for n, x in sets.items()}
+    print(f"  agreement with fp32 (SE), 1024 patches per set; times of the conversion:")
+    for name, m in models.items():
+        row, pooled = [], []
+        for set_name, x in sets.items():
+            hits = run_onnx(m, x).argmax(1) == refs[set_name].argmax(1)
+            a = float(hits.mean())
+            figures[f"{name} [{set_name}]"] = a
+            row.append(f"{set_name} {a:.4f} ({np.sqrt(a * (1 - a) / len(hits)):.4f})")
+            if set_name.startswith("fresh"):
+                pooled.append(hits)
+        pool = np.concatenate(pooled)
+        p = float(pool.mean())
+        figures[f"{name} [fresh pooled]"] = p
+        took = f"  [{seconds[name]:.1f} s]" if name in seconds else ""
+        print(f"    {name:32s} {'  '.join(row)}  fresh pooled {p:.4f} "
+              f"({np.sqrt(p * (1 - p) / len(pool)):.4f}){took}")
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = {"fp32": bundle(Path(tmp), "fp32", fp32)}
+        for i, (name, m) in enumerate(models.items()):
+            paths[name] = bundle(Path(tmp), f"m{i}", m)
+        for repeat in range(2):
+            ms = time_bundles(paths, 1, rounds)
+            print(f"  latency, 1 thread, repeat {repeat + 1}, load average {load_average()}: "
+                  + ", ".join(f"{n} {v:.3f} ms (x{v / ms['fp32']:.3f})" for n, v in ms.items()))
+            for n, v in ms.items():
+                figures[f"ratio 1t r{repeat} {n}"] = v / ms["fp32"]
+    return figures
+
+
 def search_section(target: float = 0.99, repeats: int = 2,
                    config: StandinConfig = StandinConfig()) -> list[float]:
     """Time the whole accuracy-aware pass (PTQ methods, one-pass ranking, block search,
@@ -600,12 +685,20 @@ def main(argv=None) -> int:
                         help="seed of the fresh held-out set (default 3, session 5's set)")
     parser.add_argument("--diagnose", action="store_true",
                         help="only the diagnosis: where the all-int8 model loses agreement")
+    parser.add_argument("--reconstruct", metavar="SEEDS", default=None,
+                        help="only the automatic PTQ without and with block reconstruction, "
+                             "on the held-out set and fresh sets of these comma-separated "
+                             "seeds (e.g. 4242,9001)")
     args = parser.parse_args(argv)
     from edgepack.runtime.benchmark import cpu_description
     print(f"CPU: {cpu_description()}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if args.diagnose:
         diagnose_section(fresh_seed=args.fresh_seed)
+        return 0
+    if args.reconstruct:
+        reconstruction_section(tuple(int(s) for s in args.reconstruct.split(",")),
+                               args.rounds)
         return 0
     standin_section(args.rounds, fresh_seed=args.fresh_seed)
     return 0

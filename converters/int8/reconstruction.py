@@ -57,17 +57,25 @@ class ReconstructionSettings:
     one block; seconds: wall-clock budget (blocks left when it runs out keep
     round-to-nearest); threads: torch threads."""
 
-    iterations: int = 400
-    batch: int = 32
+    iterations: int = 150
+    batch: int = 16
     learning_rate: float = 3e-2
     drop: float = 0.5
     regularization: float = 0.01
-    bias: bool = True
+    bias: bool = False
     bias_learning_rate: float = 5e-4
     block_layers: int = 3
     seconds: float = 600.0
     threads: int = 1
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rounding not in ("adaround", "grid"):
+            raise ConversionError(f"unknown reconstruction rounding {self.rounding!r}; use "
+                                  "adaround or grid")
+        if not 0.0 <= self.drop < 1.0:
+            raise ConversionError(f"reconstruction drop must be in [0, 1), got {self.drop}")
+
     #: Extra fit inputs per calibration sample: convex mixes of two calibration samples
     #: (weight uniform in [0, 1]), which the float model labels itself (the targets are
     #: its outputs, not labels). A late block sees only one row per sample (1x1 spatial)
@@ -76,6 +84,11 @@ class ReconstructionSettings:
     mixes: int = 7
     #: Mirror images (last axis flipped) as further fit inputs, for 4-D image inputs.
     flips: bool = False
+    #: "adaround": each weight rounds up or down (soft rounding annealed to 0/1);
+    #: "grid": each weight is a free value on its fixed per-channel grid (straight-through
+    #: rounding, `grid_learning_rate` in grid steps per step), so it may move several steps.
+    rounding: str = "adaround"
+    grid_learning_rate: float = 1e-2
 
 
 @dataclass(frozen=True)
@@ -266,7 +279,9 @@ class _Simulator:
             v = torch.tensor(np.log(frac / (1 - frac)), dtype=torch.float32, requires_grad=True)
             bias = w["b"] if w["b"] is not None else np.zeros(shape[0])
             self.params[name] = {
-                "v": v, "base": torch.tensor(base, dtype=torch.float32),
+                "v": v, "u": torch.tensor(units, dtype=torch.float32, requires_grad=True),
+                "low": torch.tensor(w["qmin"] - w["zero"][:, None], dtype=torch.float32),
+                "high": torch.tensor(w["qmax"] - w["zero"][:, None], dtype=torch.float32), "base": torch.tensor(base, dtype=torch.float32),
                 "fixed": torch.tensor(fixed), "nearest_h": torch.tensor(nearest - base,
                                                                         dtype=torch.float32),
                 "scale": torch.tensor(scale, dtype=torch.float32), "shape": shape,
@@ -278,6 +293,11 @@ class _Simulator:
         torch = self.torch
         if p["mode"] == "nearest":
             return p["nearest_h"]
+        if p["mode"] in ("grid", "grid_hard"):
+            u = p["u"]
+            q = torch.round(u) if p["mode"] == "grid_hard" else u + (torch.round(u) - u).detach()
+            q = torch.minimum(torch.maximum(q, p["low"]), p["high"])
+            return torch.where(p["fixed"], p["nearest_h"], q - p["base"])
         if p["mode"] == "hard":
             soft = (p["v"] >= 0).float()
         else:
@@ -380,10 +400,12 @@ def reconstruct(float_model: bytes, qdq_model: bytes, samples: Mapping[str, np.n
                 with torch.no_grad():
                     current = output(current)
                 continue
+            grid = settings.rounding == "grid"
             for name in layers:
-                sim.params[name]["mode"] = "soft"
-            opt_v = torch.optim.Adam([sim.params[n]["v"] for n in layers],
-                                     lr=settings.learning_rate)
+                sim.params[name]["mode"] = "grid" if grid else "soft"
+            opt_v = torch.optim.Adam([sim.params[n]["u" if grid else "v"] for n in layers],
+                                     lr=settings.grid_learning_rate if grid
+                                     else settings.learning_rate)
             opt_b = torch.optim.Adam([sim.params[n]["bias"] for n in layers],
                                      lr=settings.bias_learning_rate) if settings.bias else None
             count = len(current)
@@ -393,7 +415,7 @@ def reconstruct(float_model: bytes, qdq_model: bytes, samples: Mapping[str, np.n
                 got = output(current[pick], drop=settings.drop)
                 rec = torch.mean((got - target[pick]) ** 2) / norm
                 loss = rec
-                if step >= warmup:
+                if step >= warmup and not grid:
                     frac = (step - warmup) / max(1, settings.iterations - warmup)
                     beta = 20.0 + (2.0 - 20.0) * frac
                     reg = sum(torch.sum(1 - torch.abs(2 * sim.h(n) - 1) ** beta)
@@ -407,7 +429,7 @@ def reconstruct(float_model: bytes, qdq_model: bytes, samples: Mapping[str, np.n
                 if opt_b:
                     opt_b.step()
             for name in layers:
-                sim.params[name]["mode"] = "hard"
+                sim.params[name]["mode"] = "grid_hard" if grid else "hard"
             with torch.no_grad():
                 after = float(torch.mean((output(current) - target) ** 2)) / norm
                 if after >= before:     # no better than nearest on the fit samples: undone
