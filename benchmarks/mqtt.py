@@ -25,6 +25,7 @@ counted in another.
   message), not paho, so the load generator does not take the CPU the bridge needs on a
   2-core host. Results/s counted at the collector, drops reported by the bridge;
 - QoS 0 interleaved (--interleave rounds, a diagnostic printed next to the headline):
+  with a bridge started for it (the QoS 0 counters and timers stay the phase's own),
   0.5 s of the anchor (the bridge idle) then 1 s of the same load, in alternation, so
   each bridge window has an anchor window a second away (ratio and CPU ratio per round);
 - QoS 1: --duration s worth of messages from paho as fast as the in-flight windows allow;
@@ -547,14 +548,26 @@ def run_line(name: str, args: argparse.Namespace, work: Path, pin: bool = False
             cpu1 = Cpu.now(bridge.proc.pid, broker.process.pid)
             threads1 = thread_cpu_seconds(bridge.proc.pid)
             sched1 = thread_sched(bridge.proc.pid)
-            rounds = (interleaved(args.interleave, bundle, payload, side, raw,
-                                  bridge.proc.pid, rate) if args.interleave else [])
             stats0 = bridge.stop()
             window = (got0[-1][0] - start) if got0 else args.duration
             q0 = len(got0) / window
+            bridge0_stats = bridge.stats
+
+            # --- QoS 0 interleaved with the anchor: a bridge of its own, so the
+            # counters and phase timers above are the QoS 0 phase's alone ------------
+            rounds: list[Round] = []
+            if args.interleave:
+                bridge = Bridge(bundle, broker.url, work, args.protocol, 0,
+                                not args.one_thread, False, pinning.bridge,
+                                args.switch_interval)
+                side.forget("probe")
+                bridge.ready(side, lambda i: raw.send(raw.packet("bench/in/probe", payload,
+                                                                  b"p%d" % i)))
+                rounds = interleaved(args.interleave, bundle, payload, side, raw,
+                                     bridge.proc.pid, rate)
+                bridge.stop()
 
             # --- QoS 1: as many as the in-flight windows allow, all answered ---------
-            bridge0_stats = bridge.stats
             bridge = Bridge(bundle, broker.url, work, args.protocol, 1, not args.one_thread,
                             args.phases, pinning.bridge, args.switch_interval)
             side.forget("probe")
