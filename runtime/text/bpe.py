@@ -9,6 +9,7 @@ from itertools import accumulate, islice
 from typing import Mapping
 
 from ..errors import PipelineError
+from .bpe_pairs import PairEncoder
 from .model_base import Model
 from .pretokenizers import BYTE_CHARS
 
@@ -17,7 +18,6 @@ CHUNK_LIMIT = 20000  # byte-level BPE's cached CJK chunks (emptied when full)
 # than the heap up to 40-64 bytes), longer ones the heap; the rank of a pair with no merge
 SCAN_LIMIT = 48
 _NO_RANK = 1 << 62
-CHAR_LIMIT = 0x10000  # `BPE._char_ids` memo: chars, not words (tokenizers has none)
 # UTF-8 byte -> 1 if it starts a char, 0 for a continuation byte (0x80-0xBF)
 _LEAD_BYTES = bytes(0 if 0x80 <= b < 0xC0 else 1 for b in range(256))
 
@@ -83,30 +83,17 @@ class BPE(Model):
                 if self._rows[a] is empty:
                     self._rows[a] = {}
                 self._rows[a][b] = rank
-        # `_char_ids`: a non-ASCII char's bytes merged ahead where that is exact; needs
-        # every merge to rank after the merges that made its two parts (a trained table)
-        made = {m: rank for rank, m in enumerate(self._merged_id)}
-        self._premerge = self._scan_ok and all(
-            made.get(a, -1) < rank and made.get(b, -1) < rank
-            for (a, b), (rank, _) in self.merges.items())
-        # the lowest rank of a merge (x, t) by t and the last byte of x, and of a merge
-        # (t, y) by t and the first byte of y: what a char's neighbours can merge with
-        # (per token: {byte: lowest rank}, so a char's check walks only real merges)
-        self._lowest_after: dict[int, dict[int, int]] = {}
-        self._lowest_before: dict[int, dict[int, int]] = {}
-        if self._premerge:
-            byte_of = {c: b for b, c in BYTE_CHARS.items()}
-            names = self.id_to_token
-            for (a, b), (rank, _) in self.merges.items():
-                row = self._lowest_after.setdefault(b, {})
-                x = byte_of[names[a][-1]]
-                if rank < row.get(x, _NO_RANK):
-                    row[x] = rank
-                row = self._lowest_before.setdefault(a, {})
-                y = byte_of[names[b][0]]
-                if rank < row.get(y, _NO_RANK):
-                    row[y] = rank
-        self._char_memo: dict[str, tuple] = {}  # bounded by CHAR_LIMIT: see `_char_ids`
+        # byte-level results: token text and byte length by id (lists where ids fit one)
+        if self._scan_ok:
+            self._names = [self.id_to_token.get(i, "") for i in range(top + 1)]
+            self._lengths = [len(t) for t in self._names]
+        else:
+            self._names = self.id_to_token
+            self._lengths = {i: len(t) for i, t in self.id_to_token.items()}
+        # byte-level words encoded by token-pair compatibility (`bpe_pairs`), no merge
+        # loop; None where its preconditions fail
+        self._pairs = PairEncoder.build(self._byte_ids, self.merges, top + 1,
+                                        self.id_to_token) if self._scan_ok else None
 
     def _symbols(self, word: str) -> list[list]:
         """[id, char_len] per initial symbol (unknown chars -> byte fallback or unk)."""
@@ -171,19 +158,19 @@ class BPE(Model):
         return out
 
     def byte_level(self, word: str) -> tuple[tuple, tuple, tuple] | None:
-        """(ids, tokens, char spans in `word`) of one word before its byte mapping, merged
-        from the byte tokens' ids (no mapped string); None when this is not a byte-level
-        BPE (a byte char missing from the vocabulary, a prefix/suffix, ignore_merges).
+        """(ids, tokens, char spans in `word`) of one word before its byte mapping, from
+        its UTF-8 bytes (no mapped string): the pair walk of `bpe_pairs` where the table
+        allows it, else the merge loop; None when this is not a byte-level BPE (a byte
+        char missing from the vocabulary, a prefix/suffix, ignore_merges).
 
         The word is cut where no merge can ever join across: between bytes x, y when no
         vocabulary token holds the bigram xy (every merged symbol is a token equal to the
         bytes it covers, so no pair across such a cut is ever in the merge table and the
         two sides merge independently: exactly the same result). The chunks (for Chinese
-        mostly one char, shared by many words) are merged once and cached.
+        mostly one char, shared by many words) are encoded once and cached.
 
-        Each merged token is the byte chars it covers, one char per byte, so the tokens'
-        byte starts are the running sum of their lengths (no position tracked in the
-        merge loop)."""
+        Each token is the byte chars it covers, one char per byte, so the tokens' byte
+        starts are the running sum of their lengths."""
         table = self._byte_ids
         if table is None:
             return None
@@ -195,28 +182,13 @@ class BPE(Model):
         if n > 2 * len(word):
             bigrams = self._bigrams
             cuts = [k for k in range(1, n) if data[k - 1] << 8 | data[k] not in bigrams]
+        pairs = self._pairs
         if not cuts:
-            # merging chars ahead pays where most chars are multi-byte (Cyrillic, Greek),
-            # not for a German word with one umlaut (its per-char loop costs more)
-            if 2 * n < 3 * len(word) or not self._premerge:
+            ids = pairs.encode(data) if pairs is not None else None
+            if ids is None:
                 ids = [table[b] for b in data]
-            else:  # each char's bytes as merged ahead (`_char_ids`): fewer merges left
-                memo = self._char_memo
-                chars = [memo.get(c) or self._char_ids(c) for c in word]
-                ids = []
-                before = 0  # the bit of the byte before this char (1 << byte + 1; 0: none)
-                after = [c[2] for c in chars]
-                after.append(0)
-                k = 1
-                for merged, raw, first, last, bad_before, bad_after in chars:
-                    if merged is raw or before & bad_before or after[k] & bad_after:
-                        ids += raw
-                    else:
-                        ids += merged
-                    before = last
-                    k += 1
-            if len(ids) > 1:
-                ids = self._merge_ids(ids)
+                if n > 1:
+                    ids = self._merge_ids(ids)
         else:
             ids = []
             chunks = self._chunks
@@ -228,77 +200,37 @@ class BPE(Model):
                 if hit is None:
                     if len(chunks) >= CHUNK_LIMIT:
                         chunks.clear()  # bounded; refills with the chunks in use
-                    hit = chunks[piece] = tuple(self._merge_ids([table[b] for b in piece]))
+                    hit = pairs.encode(piece) if pairs is not None else None
+                    if hit is None:
+                        hit = self._merge_ids([table[b] for b in piece])
+                    hit = chunks[piece] = tuple(hit)
                 ids += hit
                 lo = hi
-        names = self.id_to_token
-        tokens = tuple([names[t] for t in ids])
+        names = self._names
         if len(ids) == 1:
-            return (ids[0],), tokens, ((0, len(word)),)
-        starts = [0]
+            return (ids[0],), (names[ids[0]],), ((0, len(word)),)
+        # one plain loop (fewer instructions here than a comprehension and a zip)
+        lengths = self._lengths
+        tokens = []
+        spans = []
         pos = 0
-        for token in tokens:
-            pos += len(token)
-            starts.append(pos)
         if n == len(word):  # ASCII: bytes are chars
-            return tuple(ids), tokens, tuple(zip(starts, islice(starts, 1, None)))
+            for t in ids:
+                tokens.append(names[t])
+                end = pos + lengths[t]
+                spans.append((pos, end))
+                pos = end
+            return tuple(ids), tuple(tokens), tuple(spans)
         # bytes -> chars: a token spans from the char holding its first byte to the one
         # holding its last (tokens may cut a char's bytes); chars start at non-continuation
         # bytes, so the running count of those (C-level) is the char index + 1 per byte
         count = list(accumulate(data.translate(_LEAD_BYTES)))
-        return tuple(ids), tokens, tuple([(count[s] - 1, count[e - 1])
-                                          for s, e in zip(starts, islice(starts, 1, None))])
-
-    def _char_ids(self, c: str) -> tuple:
-        """One char's (merged ids, raw byte ids, first byte, last byte, bytes before
-        it, bytes after it that forbid the merged ids; bytes as bits, sets of them as
-        int masks), memoized per char (a function
-        of the merge table: at most the alphabet, CHAR_LIMIT).
-
-        The char's bytes are merged alone (lowest rank first); R is the highest rank
-        used, and the symbols seen at its two edges along the way are noted. A symbol
-        left of the char always ends with the byte before it, so if no merge (x, e),
-        x ending with that byte and e a left-edge symbol, ranks at or below R (and
-        likewise on the right with the byte after it), no neighbour's merge can come
-        between the char's own: merges pop in rank order in a table where each merge
-        ranks after the merges of its parts. The char then reaches the same symbols in
-        the word, and merging the word from them is exact; else the raw bytes."""
-        table = self._byte_ids
-        data = c.encode("utf-8")
-        raw = tuple([table[b] for b in data])
-        ids, highest = list(raw), -1
-        lefts, rights = {ids[0]}, {ids[-1]}
-        rows, merged = self._rows, self._merged_id
-        while len(ids) > 1:
-            ranks = [rows[a].get(b, _NO_RANK) for a, b in zip(ids, ids[1:])]
-            r = min(ranks)
-            if r == _NO_RANK:
-                break
-            i = ranks.index(r)
-            ids[i:i + 2] = [merged[r]]
-            highest = r
-            lefts.add(ids[0])
-            rights.add(ids[-1])
-        # bytes as bits 1 << (byte + 1) and sets of them as int masks: a memo of ints and
-        # tuples only, which the cyclic GC stops tracking (see `frozen`)
-        first, last = 2 << data[0], 2 << data[-1]
-        if highest < 0:
-            out = (raw, raw, first, last, 0, 0)
-        else:
-            after, before, none = self._lowest_after, self._lowest_before, {}
-            bad_before = bad_after = 0
-            for t in lefts:
-                for x, r in after.get(t, none).items():
-                    if r <= highest:
-                        bad_before |= 2 << x
-            for t in rights:
-                for y, r in before.get(t, none).items():
-                    if r <= highest:
-                        bad_after |= 2 << y
-            out = (tuple(ids), raw, first, last, bad_before, bad_after)
-        if len(self._char_memo) < CHAR_LIMIT:
-            self._char_memo[c] = out
-        return out
+        for t in ids:
+            tokens.append(names[t])
+            end = pos + lengths[t]
+            spans.append((count[pos] - 1, count[end - 1]))
+            pos = end
+        return tuple(ids), tuple(tokens), tuple(spans)
 
     def _merge_ids(self, ids: list[int]) -> list[int]:
         """The merged symbols' ids (a new list or `ids` itself, changed). Short words: a

@@ -45,39 +45,41 @@ class Unigram(Model):
         unk = self.unk_id
         # each char as one str object: indexing a non-Latin-1 str makes a new one (and
         # hashes it again) on every trie step, and a char is stepped on up to the longest
-        # piece's length times
+        # piece's length times; a None at the end stops every walk (no trie node has a
+        # None child), so the inner loop needs no bound test
         chars = list(text)
+        chars.append(None)
         for i in range(n):
             base = score[i]
             if base == _NEG_INF:
                 continue  # no path reaches i
             k = trie_get(chars[i])
-            single = False
             if k is not None:
-                pid = node_ids[k]
-                if pid >= 0:
-                    single = True
+                first = node_ids[k]
+                if first >= 0:
                     cand = base + node_scores[k]
                     if cand > score[i + 1]:
-                        score[i + 1], start_of[i + 1], piece_id[i + 1] = cand, i, pid
+                        score[i + 1], start_of[i + 1], piece_id[i + 1] = cand, i, first
                 j = i + 1
-                while j < n:
-                    k = nodes[k].get(chars[j])
-                    if k is None:
-                        break
+                k = nodes[k].get(chars[j])
+                while k is not None:
                     j += 1
                     pid = node_ids[k]
                     if pid >= 0:
                         cand = base + node_scores[k]
                         if cand > score[j]:
                             score[j], start_of[j], piece_id[j] = cand, i, pid
-            if not single:
-                if unk is None:
-                    raise PipelineError("Unigram model without unk_id met text it cannot "
-                                        f"tokenize: {chars[i]!r}")
-                cand = base + unk_score
-                if cand > score[i + 1]:
-                    score[i + 1], start_of[i + 1], piece_id[i + 1] = cand, i, unk
+                    k = nodes[k].get(chars[j])
+                if first >= 0:
+                    continue
+            # no one-char piece here: an unknown piece (it reaches only i + 1, so its
+            # place after the longer pieces from i changes nothing)
+            if unk is None:
+                raise PipelineError("Unigram model without unk_id met text it cannot "
+                                    f"tokenize: {chars[i]!r}")
+            cand = base + unk_score
+            if cand > score[i + 1]:
+                score[i + 1], start_of[i + 1], piece_id[i + 1] = cand, i, unk
         return start_of, piece_id
 
     def _encode(self, text: str, links: tuple | None = None) -> list[tuple[int, int, int]]:

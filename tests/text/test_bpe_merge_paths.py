@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from edgepack.runtime.text import Tokenizer, bpe
+from edgepack.runtime.text import Tokenizer, bpe, bpe_pairs
 from tests.text import corpus
 from tests.text.trained import fields
 
@@ -71,32 +71,80 @@ def test_a_table_where_two_merges_make_one_token_takes_the_heap_and_matches():
     hf, texts = _duplicate_merges_tokenizer()
     ours = Tokenizer.from_json(hf.to_str())
     assert ours.model._byte_ids is not None and ours.model._scan_ok is False
+    assert ours.model._pairs is None  # two splits of one token: the merge loops
     assert [fields(ours.encode(t)) for t in texts] == [fields(hf.encode(t)) for t in texts]
 
 
-def test_chars_merged_ahead_give_the_same_tokens_as_raw_bytes(trained_json):
-    js = trained_json("bpe")
-    ahead, raw = Tokenizer.from_json(js).model, Tokenizer.from_json(js).model
-    assert ahead._premerge  # a trained table: each merge ranks after its parts' merges
-    raw._premerge = False
+def _adversarial(rng: random.Random) -> list[bytes]:
+    """Byte strings the pair walk could get wrong: runs of one byte or char (ties of
+    equal rank), alternations, words past the scan limit, and random bytes that are
+    not UTF-8 at all (any byte is a token of a byte-level BPE)."""
+    out = []
+    for unit in (b"a", b" ", b".", b"=", b"ta", b"ab", b"\xd0\xb0", b"\xe4\xb8\x80", b"\xff"):
+        out += [unit * n for n in range(1, 130)]
+    pieces = [b"a", b"aa", b"e", b"t", b"ta", b"h", b" ", b".", b"\xd0", b"\xb0", b"\xe4",
+              b"\xb8", b"\x80", b"s", b"n", b"ing"]
+    out += [b"".join(rng.choice(pieces) for _ in range(rng.randint(1, 80)))
+            for _ in range(3000)]
+    out += [bytes(rng.randrange(256) for _ in range(rng.randint(1, 40))) for _ in range(500)]
+    return out
+
+
+def test_pair_walk_equals_the_merge_loop(trained_json):
+    """Token-pair compatibility + backtracking (`bpe_pairs`) gives the merge loop's
+    tokens, on real words of every language and on adversarial bytes."""
+    model = Tokenizer.from_json(trained_json("bpe")).model
+    pairs = model._pairs
+    assert pairs is not None and pairs.excluded == 0  # trained: every token its own BPE
     rng = random.Random(8)
-    words = _words(rng)
-    alphabet = sorted({c for w in words for c in w if not c.isascii()})
-    words += [" " + "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 20)))
-              for _ in range(500)]
-    assert [ahead.byte_level(w) for w in words] == [raw.byte_level(w) for w in words]
-    # some chars have a merged form, and some of those are kept raw next to some bytes
-    memo = ahead._char_memo
-    merged = [c for c, entry in memo.items() if entry[0] is not entry[1]]
-    assert 10 < len(merged) < len(memo)
-    assert any(entry[4] or entry[5] for entry in memo.values())
+    words = [w.encode("utf-8") for w in _words(rng)] + _adversarial(rng)
+    table = model._byte_ids
+    merged = [model._merge_ids([table[b] for b in data]) for data in words]
+    assert [pairs.encode(data) for data in words] == merged
+    # a second time: every pair from the memo
+    assert [pairs.encode(data) for data in words] == merged
+    assert 1000 < len(pairs._memo) <= bpe_pairs.PAIR_LIMIT
 
 
-def test_the_neighbour_check_is_what_makes_merging_ahead_exact(trained_json):
-    js = trained_json("bpe")
-    careless, raw = Tokenizer.from_json(js).model, Tokenizer.from_json(js).model
-    raw._premerge = False
-    careless._lowest_after, careless._lowest_before = {}, {}  # no neighbour objects
-    words = [" " + w for lang in ("de", "ru", "zh")
-             for t in corpus.sample(lang, 200, seed=13) for w in t.split()]
-    assert sum(careless.byte_level(w) != raw.byte_level(w) for w in words) > 50
+def test_ties_decide_pairs(trained_json, monkeypatch):
+    """Equal ranks (one pair twice, as in 'aaa'): the leftmost merges first, so a pair
+    left of a merge of the same rank wins. Without that rule the walk goes wrong."""
+    model = Tokenizer.from_json(trained_json("bpe")).model
+    pairs = model._pairs
+    rows, rank, left, right = pairs._rows, pairs._rank, pairs._left, pairs._right
+
+    def careless(a, b, limit=1 << 62):  # ties never win: '<' on both sides
+        while True:
+            r = rows[a].get(b)
+            if r is not None and r < limit:
+                return False
+            if rank[a] > rank[b]:
+                limit, a = rank[a], right[a]
+            elif rank[b] >= 0:
+                limit, b = rank[b], left[b]
+            else:
+                return True
+    monkeypatch.setattr(pairs, "_compatible", careless)
+    words = [b" " * n for n in range(2, 80)] + [b"." * n for n in range(2, 40)]
+    table = model._byte_ids
+    wrong = [d for d in words if pairs.encode(d) != model._merge_ids([table[b] for b in d])]
+    assert len(wrong) > 10
+
+
+def test_a_token_that_is_not_its_own_bpe_is_left_out():
+    """'abc' is in the vocabulary, made by ('ab', 'c'), but BPE of 'abc' merges 'bc'
+    first and stops at ['a', 'bc']: it can never be a result, so the walk skips it."""
+    tokenizers = pytest.importorskip("tokenizers")
+    from edgepack.runtime.text.pretokenizers import BYTE_CHARS
+    vocab = {c: i for i, c in enumerate(BYTE_CHARS[b] for b in range(256))}
+    for token in ("bc", "ab", "abc", "ca", "cab"):
+        vocab[token] = len(vocab)
+    merges = [("b", "c"), ("a", "b"), ("ab", "c"), ("c", "a"), ("c", "ab")]
+    hf = tokenizers.Tokenizer(tokenizers.models.BPE(vocab, merges))
+    hf.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    ours = Tokenizer.from_json(hf.to_str())
+    assert ours.model._pairs is not None and ours.model._pairs.excluded == 1
+    rng = random.Random(6)
+    texts = [" ".join("".join(rng.choice("abc") for _ in range(rng.randint(1, 14)))
+                      for _ in range(6)) for _ in range(300)]
+    assert [fields(ours.encode(t)) for t in texts] == [fields(hf.encode(t)) for t in texts]
