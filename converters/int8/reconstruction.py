@@ -251,8 +251,9 @@ class _Graph:
         """The float model's tensor a cut tensor stands for (a fake-quant output stands
         for the tensor it quantizes)."""
         for n in self.nodes:
-            if n.op == "FQ" and n.outputs[0] == tensor:
+            if n.op == "FQ" and n.outputs[0] == tensor and n.inputs[0] in self.float_tensors:
                 return n.inputs[0]
+        # a requantized graph output keeps its float name on the Dequantize side
         return tensor
 
 

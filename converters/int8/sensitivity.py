@@ -542,9 +542,9 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
         (full, base), methods = _try_bias_correction(original, split, measure, (full, base),
                                                      correction, decide)
     if split is not None and target.reconstruction is not None:
-        (full, base), rebuilt = _try_reconstruction(calibrated, recipe, fixed, split, meter,
-                                                    decide, (full, base), correction,
-                                                    target.reconstruction)
+        (full, base), rebuilt = _try_reconstruction(calibrated, original, recipe, fixed,
+                                                    split, meter, decide, (full, base),
+                                                    correction, target.reconstruction)
         if rebuilt and rebuilt[0]["kept"]:
             # the reconstructed float model (weights on their grid) is the model from now
             # on; a kept bias correction is part of it
@@ -635,17 +635,21 @@ def _try_bias_correction(float_model: bytes, split, measure: Callable[[Sequence[
     return after, (record,)
 
 
-def _try_reconstruction(calibrated: Calibrated, recipe: Recipe, fixed: Sequence[str], split,
-                        meter: "AgreementMeter", decide: "AgreementMeter",
-                        current: tuple[bytes, Score], correction: list, settings
+def _try_reconstruction(calibrated: Calibrated, original: bytes, recipe: Recipe,
+                        fixed: Sequence[str], split, meter: "AgreementMeter",
+                        decide: "AgreementMeter", current: tuple[bytes, Score],
+                        correction: list, settings
                         ) -> tuple[tuple[bytes, Score], tuple[dict[str, Any], ...]]:
-    """Block reconstruction (reconstruction.py) of the current all-int8 model, fitted on
-    `split.fit`, quantized through the same quantizer with the same ranges, and kept when
-    better on the held-back `split.decide` (selection.fitted_better). When kept,
-    `calibrated` quantizes the reconstructed float model from now on."""
+    """Block reconstruction (reconstruction.py) of the current all-int8 model `current`
+    (of `original`, the float model before the fitted methods, with the bias correction
+    in `correction` if one was kept), fitted on `split.fit`, quantized through the same
+    quantizer with the same ranges, and kept when better on the held-back `split.decide`
+    (selection.fitted_better). When kept, `calibrated` quantizes the reconstructed float
+    model from now on."""
     from .reconstruction import reconstruct
     from .selection import fitted_better, fitted_fields
-    before_float = correction[0].apply(list(fixed)) if correction else calibrated.model_bytes
+    # Not calibrated.model_bytes: an undone method's trial model may still be in there.
+    before_float = correction[0].apply(list(fixed)) if correction else original
     try:
         rebuilt = reconstruct(before_float, current[0], split.fit, settings)
     except ConversionError as e:

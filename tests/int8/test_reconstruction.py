@@ -91,3 +91,39 @@ def test_fit_inputs_add_mixes_of_calibration_samples():
     np.testing.assert_array_equal(out[:10], x)
     np.testing.assert_array_equal(out[10:20], x[..., ::-1])
     assert out[20:].min() >= x.min() and out[20:].max() <= x.max()
+
+
+def test_the_pass_reconstructs_the_float_model_it_was_given_and_judges_on_held_back(
+        calib, monkeypatch):
+    from edgepack.converters.int8 import AccuracyTarget, accuracy_aware
+    from edgepack.converters.int8 import reconstruction
+    seen = []
+    real = reconstruction.reconstruct
+
+    def recording(float_model, qdq_model, samples, settings):
+        seen.append((float_model, len(samples["x"])))
+        return real(float_model, qdq_model, samples, settings)
+
+    monkeypatch.setattr(reconstruction, "reconstruct", recording)
+    # bias correction is undone (its trial model stays in the Calibrated until the next
+    # measurement): the reconstruction must start from the model given, not from that
+    from edgepack.converters.int8 import selection
+    judged = []
+    real_better = selection.fitted_better
+
+    def undo_first(after, before, *args):
+        judged.append(after)
+        return False if len(judged) == 1 else real_better(after, before, *args)
+
+    monkeypatch.setattr(selection, "fitted_better", undo_first)
+    float_model = conv_net(seed=0, outlier=30.0)
+    with Calibrated(float_model, {"x": calib}) as calibrated:
+        mixed = accuracy_aware(calibrated, RECIPE, {"x": calib}, AccuracyTarget(
+            0.9999, max_float_layers=0,
+            reconstruction=ReconstructionSettings(iterations=30, mixes=1)))
+    methods = {m["method"]: m for m in mixed.to_record()["methods"]}
+    assert not methods["bias_correction"]["kept"] and len(judged) == 3   # + adaround
+    assert seen == [(float_model, 133)]
+    rebuilt = methods["block_reconstruction"]
+    assert rebuilt["decided_on"] == "67 held-back calibration samples (fitted on 133)"
+    assert rebuilt["blocks"] >= 1 and rebuilt["samples_fitted"] == 2 * 133
