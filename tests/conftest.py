@@ -10,6 +10,17 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/models.py
 
 import models  # noqa: E402
 
+TESTS = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config, items):
+    """With xdist (`-n`, `--dist loadgroup`), all tests of one directory run in one worker:
+    each directory's session fixtures (trained models, brokers, emulated userlands) are
+    built once, not once per worker."""
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(TESTS).parts
+        item.add_marker(pytest.mark.xdist_group(parts[0] if len(parts) > 1 else "top"))
+
 
 @pytest.fixture(scope="session")
 def conv_onnx() -> bytes:
