@@ -110,13 +110,13 @@ class Reconstruction:
     samples: int
 
     def to_record(self) -> dict[str, Any]:
+        def mean(values: list[float]) -> float | None:
+            return float(f"{np.mean(values):.4g}") if values else None
         return {"blocks": len(self.blocks), "samples_fitted": self.samples,
                 "seconds": round(self.seconds, 1),
                 "flipped": int(sum(b.flipped for b in self.blocks)),
-                "block_error_before": float(f"{np.mean([b.error_before for b in self.blocks]):.4g}")
-                if self.blocks else None,
-                "block_error_after": float(f"{np.mean([b.error_after for b in self.blocks]):.4g}")
-                if self.blocks else None}
+                "block_error_before": mean([b.error_before for b in self.blocks]),
+                "block_error_after": mean([b.error_after for b in self.blocks])}
 
 
 # --- the QDQ graph as torch computes it -------------------------------------------------
@@ -140,17 +140,21 @@ class _Graph:
         model = onnx.load_from_string(qdq_model)
         graph = model.graph
         self.consts = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-        self.input = [i.name for i in graph.input if i.name not in self.consts][0]
+        inputs = [i.name for i in graph.input if i.name not in self.consts]
+        if len(inputs) != 1:
+            raise ConversionError(f"block reconstruction takes models with one input, this "
+                                  f"one has {len(inputs)}")
+        self.input = inputs[0]
         self.outputs = [o.name for o in graph.output]
         float_graph = onnx.load_from_string(float_model).graph
         float_nodes = {n.name: n for n in float_graph.node}
         self.float_tensors = {o for n in float_graph.node for o in n.output} | \
             {i.name for i in float_graph.input}
         producer = {o: n for n in graph.node for o in n.output}
-        uses: dict[str, int] = {}
+        readers: dict[str, list] = {}
         for n in graph.node:
             for i in n.input:
-                uses[i] = uses.get(i, 0) + 1
+                readers.setdefault(i, []).append(n)
         self.weights: dict[str, dict[str, Any]] = {}   # node -> grid, float weight, bias
         self.nodes: list[_Node] = []
         skip: set[str] = set()
@@ -164,11 +168,11 @@ class _Graph:
             if n.op_type == "DequantizeLinear" and n.input[0] in self.consts:
                 continue                      # weight / bias: handled by its reader
             if n.op_type == "QuantizeLinear":
-                readers = [m for m in graph.node if n.output[0] in m.input]
-                if len(readers) != 1 or readers[0].op_type != "DequantizeLinear":
+                after = readers.get(n.output[0], [])
+                if len(after) != 1 or after[0].op_type != "DequantizeLinear":
                     raise ConversionError("block reconstruction needs each QuantizeLinear "
                                           "followed by one DequantizeLinear")
-                dq = readers[0]
+                dq = after[0]
                 skip.add(dq.name)
                 scale = float(self.consts[n.input[1]].reshape(-1)[0])
                 zero = self.consts[n.input[2]] if len(n.input) > 2 and n.input[2] else None
@@ -282,7 +286,8 @@ class _Simulator:
             self.params[name] = {
                 "v": v, "u": torch.tensor(units, dtype=torch.float32, requires_grad=True),
                 "low": torch.tensor(w["qmin"] - w["zero"][:, None], dtype=torch.float32),
-                "high": torch.tensor(w["qmax"] - w["zero"][:, None], dtype=torch.float32), "base": torch.tensor(base, dtype=torch.float32),
+                "high": torch.tensor(w["qmax"] - w["zero"][:, None], dtype=torch.float32),
+                "base": torch.tensor(base, dtype=torch.float32),
                 "fixed": torch.tensor(fixed), "nearest_h": torch.tensor(nearest - base,
                                                                         dtype=torch.float32),
                 "scale": torch.tensor(scale, dtype=torch.float32), "shape": shape,
@@ -508,8 +513,3 @@ def _rewritten(float_model: bytes, graph: _Graph, sim: _Simulator) -> bytes:
             nodes[name].input.append(bias_name)
     return model.SerializeToString()
 
-
-def quantized_layers(model: bytes) -> Sequence[str]:
-    """Names of the Conv/Gemm nodes with int8 weights in a QDQ model."""
-    from .qdq_weights import quantized_weights
-    return sorted(quantized_weights(model))
