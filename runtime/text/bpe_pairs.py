@@ -27,6 +27,8 @@ result and are left out of the trie (decided by the same pair test on their spli
 """
 from __future__ import annotations
 
+from .model_base import char_trie
+
 
 PAIR_LIMIT = 0x10000  # memoized pair decisions (a function of the merge table)
 _NEVER = 1 << 62
@@ -66,22 +68,9 @@ class PairEncoder:
         self.excluded = sum(1 for t in range(size) if rank[t] >= 0 and not own[t])
         # the byte trie: nodes[k] = {byte: child}; best[k] = the longest token ending at
         # node k or above it (-1: none), so a walk needs no test per byte
-        self._length = length = [0] * size
-        nodes: list[dict[int, int]] = [{}]
-        token_at = [-1]
-        for t in range(size):
-            if not own[t]:
-                continue
-            k = 0
-            length[t] = len(text[t])
-            for x in text[t]:
-                child = nodes[k].get(x)
-                if child is None:
-                    child = nodes[k][x] = len(nodes)
-                    nodes.append({})
-                    token_at.append(-1)
-                k = child
-            token_at[k] = t
+        self._length = [len(text[t]) if own[t] else 0 for t in range(size)]
+        # `char_trie` over bytes: iterating bytes gives ints, so nodes map byte -> child
+        nodes, token_at = char_trie((text[t], t) for t in range(size) if own[t])
         best = [-1] * len(nodes)
         # the next-shorter candidate after t at the same position: the longest token that
         # is a proper prefix of t
