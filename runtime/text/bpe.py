@@ -92,7 +92,7 @@ class BPE(Model):
             self._lengths = {i: len(t) for i, t in self.id_to_token.items()}
         # byte-level words encoded by token-pair compatibility (`bpe_pairs`), no merge
         # loop; None where its preconditions fail
-        self._pairs = PairEncoder.build(self._byte_ids, self.merges, top + 1,
+        self._pairs = PairEncoder.build(self._byte_ids, self.merges, self._rows,
                                         self.id_to_token) if self._scan_ok else None
 
     def _symbols(self, word: str) -> list[list]:

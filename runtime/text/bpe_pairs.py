@@ -37,18 +37,16 @@ _NEVER = 1 << 62
 class PairEncoder:
     """`encode(data: bytes) -> token ids`, exactly BPE's merges of those bytes."""
 
-    def __init__(self, byte_ids: list[int], merges: dict, size: int, names: dict):
+    def __init__(self, byte_ids: list[int], merges: dict, rows: list[dict[int, int]],
+                 names: dict):
+        size = len(rows)
         # rank[t]: the merge that makes t (-1: a byte token, -2: no merge makes it)
         self._rank = rank = [-2] * size
         self._left, self._right = left, right = [0] * size, [0] * size
-        # per left id, {right id: rank}: the same rows as BPE's scan loop
-        empty: dict[int, int] = {}
-        self._rows = rows = [empty] * size
         for (a, b), (r, t) in merges.items():
             rank[t], left[t], right[t] = r, a, b
-            if rows[a] is empty:
-                rows[a] = {}
-            rows[a][b] = r
+        # per left id, {right id: rank}: BPE's own scan-loop rows, read only
+        self._rows = rows
         for t in byte_ids:
             rank[t] = -1
         self._shift = max(size.bit_length(), 1)
@@ -87,12 +85,14 @@ class PairEncoder:
         self._nodes, self._best = nodes, best
 
     @classmethod
-    def build(cls, byte_ids: list[int] | None, merges: dict, size: int, names: dict
-              ) -> "PairEncoder | None":
-        """The encoder for a merge table {(a, b): (rank, merged id)} over ids < size, or
-        None when a precondition does not hold (see the module docstring)."""
+    def build(cls, byte_ids: list[int] | None, merges: dict, rows: list[dict[int, int]],
+              names: dict) -> "PairEncoder | None":
+        """The encoder for a merge table {(a, b): (rank, merged id)} over ids <
+        len(rows), with `rows[a]` = {b: rank} of its merges (BPE's scan rows), or None
+        when a precondition does not hold (see the module docstring)."""
         if byte_ids is None or len(set(byte_ids)) != 256:
             return None
+        size = len(rows)
         made: dict[int, int] = {}
         for (a, b), (r, t) in merges.items():
             if t in made or not (0 <= t < size and 0 <= a < size and 0 <= b < size):
@@ -104,7 +104,7 @@ class PairEncoder:
                 return None
             if (a not in made and a not in byte_set) or (b not in made and b not in byte_set):
                 return None  # a part that is neither a byte nor made by a merge
-        return cls(byte_ids, merges, size, names)
+        return cls(byte_ids, merges, rows, names)
 
     def _compatible(self, a: int, b: int, limit: int = _NEVER) -> bool:
         """Whether BPE keeps tokens a | b apart (BPE of their bytes is [a, b]; with
