@@ -136,48 +136,42 @@ class PairEncoder:
         out: list[int] = []
         pos = 0
         dead = 0  # bit p: no encoding continues from position p
-        k = 0
-        i = 0
-        while i < n:  # the longest token at 0: the deepest trie node on the path
-            child = nodes[k].get(data[i])
-            if child is None:
-                break
-            k = child
-            i += 1
-        t = best[k]
         while True:
-            while t >= 0:  # candidates at pos, longest first
-                end = pos + length[t]
-                if not (dead and dead >> end & 1):
-                    if not out:
-                        break
-                    key = out[-1] << shift | t
-                    ok = memo_get(key)
-                    if ok is None:
-                        ok = self._compatible(out[-1], t)
-                        if len(memo) < PAIR_LIMIT:
-                            memo[key] = ok
-                    if ok:
-                        break
-                t = shorter[t]
-            if t >= 0:
-                out.append(t)
-                pos = end
-                if pos == n:
-                    return out
-                k = 0
-                i = pos
-                while i < n:
-                    child = nodes[k].get(data[i])
-                    if child is None:
-                        break
-                    k = child
-                    i += 1
-                t = best[k]
-            else:  # nothing fits here: this position is dead; retry the previous token
+            k = 0
+            i = pos
+            while i < n:  # the longest token at pos: the deepest trie node on the path
+                child = nodes[k].get(data[i])
+                if child is None:
+                    break
+                k = child
+                i += 1
+            t = best[k]
+            while True:
+                while t >= 0:  # candidates at pos, longest first
+                    end = pos + length[t]
+                    if not (dead and dead >> end & 1):
+                        if not out:
+                            break
+                        key = out[-1] << shift | t
+                        ok = memo_get(key)
+                        if ok is None:
+                            ok = self._compatible(out[-1], t)
+                            if len(memo) < PAIR_LIMIT:
+                                memo[key] = ok
+                        if ok:
+                            break
+                    t = shorter[t]
+                if t >= 0:
+                    break
+                # nothing fits here: this position is dead; retry the previous token
+                # with its next-shorter candidates (no new trie walk)
                 if not out:
                     return None
                 dead |= 1 << pos
                 t = out.pop()
                 pos -= length[t]
                 t = shorter[t]
+            out.append(t)
+            pos = end
+            if pos == n:
+                return out
