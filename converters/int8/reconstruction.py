@@ -39,9 +39,11 @@ import numpy as np
 
 from edgepack.runtime.errors import ConversionError
 
+# AdaRound's rectified-sigmoid stretch, and the grids the quantizer wrote, as adaround has them
+from .adaround import GAMMA, ZETA, weight_grids
+
 log = logging.getLogger(__name__)
 
-ZETA, GAMMA = 1.1, -0.1
 #: Ops the torch simulation of a QDQ graph runs; a model with others is not reconstructed.
 SIMULATED_OPS = ("Conv", "Gemm", "Add", "Relu", "Clip", "GlobalAveragePool", "Flatten",
                  "QuantizeLinear", "DequantizeLinear", "Reshape", "MaxPool", "AveragePool")
@@ -150,7 +152,9 @@ class _Graph:
         float_nodes = {n.name: n for n in float_graph.node}
         self.float_tensors = {o for n in float_graph.node for o in n.output} | \
             {i.name for i in float_graph.input}
-        producer = {o: n for n in graph.node for o in n.output}
+        float_weights = {i.name: numpy_helper.to_array(i) for i in float_graph.initializer}
+        # the per-channel grid of each int8 weight, as the quantizer wrote it
+        grids = weight_grids(qdq_model)
         readers: dict[str, list] = {}
         for n in graph.node:
             for i in n.input:
@@ -183,28 +187,20 @@ class _Graph:
                                          "qmax": info.max}, n.name))
                 continue
             if n.op_type in ("Conv", "Gemm"):
-                dq_w = producer.get(n.input[1])
-                if dq_w is None or dq_w.op_type != "DequantizeLinear" or \
-                        dq_w.input[0] not in self.consts or n.name not in float_nodes:
+                grid = grids.get(n.name)
+                if grid is None or n.name not in float_nodes:
                     raise ConversionError(f"block reconstruction: {n.name} has no int8 "
                                           "weight (a layer kept float)")
                 fnode = float_nodes[n.name]
-                scale = self.consts[dq_w.input[1]].astype(np.float64).reshape(-1)
-                zero = self.consts[dq_w.input[2]].astype(np.float64).reshape(-1) \
-                    if len(dq_w.input) > 2 and dq_w.input[2] else np.zeros_like(scale)
-                info = np.iinfo(self.consts[dq_w.input[0]].dtype)
-                w = numpy_helper.to_array(next(i for i in float_graph.initializer
-                                               if i.name == fnode.input[1]))
+                w = float_weights[fnode.input[1]]
                 bias_name = fnode.input[2] if len(fnode.input) > 2 and fnode.input[2] else None
-                b = numpy_helper.to_array(next(i for i in float_graph.initializer
-                                               if i.name == bias_name)) if bias_name else None
+                b = float_weights[bias_name] if bias_name else None
                 if n.op_type == "Gemm" and (attrs.get("transA", 0) or not attrs.get("transB", 0)):
                     raise ConversionError(f"block reconstruction: Gemm {n.name} layout")
-                out = w.shape[0]
+                scale, zero, qmin, qmax = grid
                 self.weights[n.name] = {
-                    "scale": np.broadcast_to(scale, (out,)).copy(),
-                    "zero": np.broadcast_to(zero, (out,)).copy(),
-                    "qmin": int(info.min), "qmax": int(info.max), "w": w.astype(np.float64),
+                    "scale": scale, "zero": zero, "qmin": qmin, "qmax": qmax,
+                    "w": w.astype(np.float64),
                     "b": None if b is None else b.astype(np.float64),
                     "weight_name": fnode.input[1], "bias_name": bias_name}
                 self.nodes.append(_Node(n.op_type, [n.input[0]], list(n.output), attrs,
