@@ -213,15 +213,7 @@ def interleaved(rounds: int, bundle: Path, payload: bytes, side: "Side",
             a_cpu = (time.process_time() - cpu0) * 1000 / count
             topic = f"il{k}"
             b_cpu0 = cpu_seconds(bridge_pid)
-            sent, start = 0, time.perf_counter()
-            while time.perf_counter() - start < load_s:
-                raw.send(b"".join(raw.packet(f"bench/in/{topic}", payload, b"%d" % (sent + j))
-                                  for j in range(8)))
-                sent += 8
-                delay = start + sent / rate - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-            window = time.perf_counter() - start
+            sent, window = raw.paced(f"bench/in/{topic}", payload, rate, load_s)
             side.wait(topic, sent, 0.3)     # the queue's last few (at most 8) arrive
             got = len(side.results(topic))
             b_cpu = (cpu_seconds(bridge_pid) - b_cpu0) * 1000 / max(1, got)
@@ -271,6 +263,20 @@ class RawPublisher:
             props = mqtt_varint(len(p)) + p
         body = _str16(topic) + props + payload
         return b"\x30" + mqtt_varint(len(body)) + body
+
+    def paced(self, topic: str, payload: bytes, rate: float, seconds: float
+              ) -> tuple[int, float]:
+        """`payload` on `topic` at `rate` msg/s for `seconds`, in bursts of 8 with the
+        message number as correlation data: (messages sent, seconds taken)."""
+        sent, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            self.send(b"".join(self.packet(topic, payload, b"%d" % (sent + k))
+                               for k in range(8)))
+            sent += 8
+            delay = start + sent / rate - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        return sent, time.perf_counter() - start
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -533,15 +539,8 @@ def run_line(name: str, args: argparse.Namespace, work: Path, pin: bool = False
             cpu0 = Cpu.now(bridge.proc.pid, broker.process.pid)
             threads0 = thread_cpu_seconds(bridge.proc.pid)
             sched0 = thread_sched(bridge.proc.pid)
-            sent, start = 0, time.perf_counter()
-            while time.perf_counter() - start < args.duration:
-                raw.send(b"".join(raw.packet("bench/in/q0", payload, b"%d" % (sent + k))
-                                  for k in range(8)))
-                sent += 8
-                delay = start + sent / rate - time.perf_counter()
-                if delay > 0:
-                    time.sleep(delay)
-            offered_s = time.perf_counter() - start
+            start = time.perf_counter()     # results are timed from the first publish
+            sent, offered_s = raw.paced("bench/in/q0", payload, rate, args.duration)
             # Settled: what is still queued in the bridge (at most its queue of 8) arrives.
             side.wait("q0", sent, 2.0)
             got0 = side.results("q0")
