@@ -326,7 +326,7 @@ def try_learned_rounding(float_model: bytes, split, ranking, measure, current: t
     held-back `split.decide`, scored by `decide` (selection.fitted_better: significantly
     higher agreement, or within its noise a lower divergence). Returns the new
     (model, Score) and the method's record."""
-    from .selection import fitted_better, fitted_fields
+    from .selection import fitted_better, fitted_fields, fitted_record
     worst = [s.node for s in ranking if s.op_type in ("Conv", "Gemm")][:layers]
     if not worst:
         return current, ()
@@ -338,12 +338,8 @@ def try_learned_rounding(float_model: bytes, split, ranking, measure, current: t
     before_decide, after_decide = decide(current[0]), decide(after[0])
     kept = fitted_better(after_decide, before_decide)
     before = current[1]
-    record = {"method": "adaround", **learned.to_record(),
-              "agreement_before": round(before.agreement, 6),
-              "agreement_after": round(after[1].agreement, 6),
-              "error_before": float(f"{before.error:.4g}"),
-              "error_after": float(f"{after[1].error:.4g}"), "kept": kept,
-              **fitted_fields(after_decide, before_decide, split)}
+    record = fitted_record("adaround", learned.to_record(), before, after[1], kept,
+                           fitted_fields(after_decide, before_decide, split))
     log.info("accuracy-aware: learned rounding of %d layers: agreement %.4f -> %.4f, error "
              "%.3g -> %.3g (%s)", len(learned.layers), before.agreement, after[1].agreement,
              before.error, after[1].error, "kept" if kept else "undone")

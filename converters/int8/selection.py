@@ -192,3 +192,15 @@ def fitted_fields(after_decide: Any, before_decide: Any, split: FittedSplit,
             fields.update(fit_divergence_before=float(f"{before_fit.divergence:.4g}"),
                           fit_divergence_after=float(f"{after_fit.divergence:.4g}"))
     return fields
+
+
+def fitted_record(method: str, details: Mapping[str, Any], before: Any, after: Any,
+                  kept: bool, decision: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest record of a fitted method: what it did (`details`), the agreement and
+    error on all calibration samples before and after (`before`/`after`: Scores), whether
+    it was kept, and the held-back comparison that decided (`decision`: `fitted_fields`)."""
+    return {"method": method, **details,
+            "agreement_before": round(before.agreement, 6),
+            "agreement_after": round(after.agreement, 6),
+            "error_before": float(f"{before.error:.4g}"),
+            "error_after": float(f"{after.error:.4g}"), "kept": kept, **decision}

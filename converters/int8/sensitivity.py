@@ -612,7 +612,7 @@ def _try_bias_correction(float_model: bytes, split, measure: Callable[[Sequence[
     `measure` applies to every later mix, to the int8 layers only) when the all-int8
     result is better with it on the held-back `split.decide` (selection.fitted_better)."""
     from .bias_correction import correct_biases
-    from .selection import fitted_better, fitted_fields
+    from .selection import fitted_better, fitted_fields, fitted_record
     corrected = correct_biases(float_model, plain[0], split.fit)
     if not corrected.layers:
         return plain, ()
@@ -620,8 +620,8 @@ def _try_bias_correction(float_model: bytes, split, measure: Callable[[Sequence[
     after = measure([])
     before_decide, after_decide = decide(plain[0]), decide(after[0])
     kept = fitted_better(after_decide, before_decide)
-    record = _fitted_record("bias_correction", corrected.to_record(), plain[1], after[1],
-                            kept, fitted_fields(after_decide, before_decide, split))
+    record = fitted_record("bias_correction", corrected.to_record(), plain[1], after[1],
+                           kept, fitted_fields(after_decide, before_decide, split))
     log.info("accuracy-aware: bias correction of %d layers: agreement %.4f -> %.4f, error "
              "%.3g -> %.3g (%s)", len(corrected.layers), plain[1].agreement,
              after[1].agreement, plain[1].error, after[1].error, "kept" if kept else "undone")
@@ -630,16 +630,6 @@ def _try_bias_correction(float_model: bytes, split, measure: Callable[[Sequence[
         return plain, (record,)
     return after, (record,)
 
-
-def _fitted_record(method: str, details: dict[str, Any], before: Score, after: Score,
-                   kept: bool, decision: dict[str, Any]) -> dict[str, Any]:
-    """The manifest record of a fitted method: what it did, the calibration-set agreement
-    and error before and after, and the held-back comparison that decided (`decision`)."""
-    return {"method": method, **details,
-            "agreement_before": round(before.agreement, 6),
-            "agreement_after": round(after.agreement, 6),
-            "error_before": float(f"{before.error:.4g}"),
-            "error_after": float(f"{after.error:.4g}"), "kept": kept, **decision}
 
 def _try_reconstruction(calibrated: Calibrated, original: bytes, recipe: Recipe,
                         fixed: Sequence[str], split, meter: "AgreementMeter",
@@ -653,7 +643,7 @@ def _try_reconstruction(calibrated: Calibrated, original: bytes, recipe: Recipe,
     (selection.fitted_better). When kept, `calibrated` quantizes the reconstructed float
     model from now on."""
     from .reconstruction import reconstruct
-    from .selection import fitted_better, fitted_fields
+    from .selection import fitted_better, fitted_fields, fitted_record
     # Not calibrated.model_bytes: an undone method's trial model may still be in there.
     before_float = correction[0].apply(list(fixed)) if correction else original
     try:
@@ -667,8 +657,8 @@ def _try_reconstruction(calibrated: Calibrated, original: bytes, recipe: Recipe,
     after = (model, meter(model))
     before_decide, after_decide = decide(current[0]), decide(model)
     kept = fitted_better(after_decide, before_decide)
-    record = _fitted_record("block_reconstruction", rebuilt.to_record(), current[1],
-                            after[1], kept, fitted_fields(after_decide, before_decide, split))
+    record = fitted_record("block_reconstruction", rebuilt.to_record(), current[1],
+                           after[1], kept, fitted_fields(after_decide, before_decide, split))
     log.info("accuracy-aware: block reconstruction (%.0f s): held-back agreement %.4f -> "
              "%.4f (%s: %s)", rebuilt.seconds, before_decide.agreement,
              after_decide.agreement, "kept" if kept else "undone", record["decided_by"])
