@@ -85,12 +85,15 @@ def test_trusted_key_refuses_unsigned_versions(tmp_path):
 def test_idle_connections_make_room_when_the_slots_are_full(tmp_path):
     make_adder(tmp_path / "repo" / "adder" / "1.edgepack", 1.0, version="1")
     with ModelServer(tmp_path / "repo", ServeConfig(max_connections=2, **FAST)) as server:
-        held = [socket.create_connection(("127.0.0.1", server.port), timeout=10)
-                for _ in range(2)]
+        held = []
         try:
             # both accepted, idle, each holding a handler thread (a fixed sleep raced a
-            # loaded machine: a late accept left a free slot and nothing was dropped)
-            _until(lambda: len(server._httpd.connections) == 2)
+            # loaded machine: a late accept left a free slot and nothing was dropped);
+            # one at a time, so held[0] is the older as the server sees it (its handler
+            # thread's clock: two handler threads started together may run in any order)
+            for count in (1, 2):
+                held.append(socket.create_connection(("127.0.0.1", server.port), timeout=10))
+                _until(lambda: len(server._httpd.connections) == count)
             assert call("GET", server.url + "/v2/health/live")[0] == 200
             # the oldest idle connection was closed to make room
             assert held[0].recv(4096) == b""
