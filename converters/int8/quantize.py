@@ -130,12 +130,21 @@ class Calibrated:
         from onnxruntime.quantization.calibrate import (CalibrationMethod, TensorData,
                                                         TensorsData, save_tensors_data)
         calibrated = cls(model_bytes, calibration, settings)
+        calibrated.replace_ranges(ranges)
+        return calibrated
+
+    def replace_ranges(self, ranges: Mapping[str, tuple[float, float]]) -> None:
+        """Quantize with these activation ranges (tensor -> (low, high)) from now on, in
+        place of the calibrated ones (block reconstruction's learned steps). Every tensor
+        the quantizer quantizes needs a range."""
+        from onnxruntime.quantization.calibrate import (CalibrationMethod, TensorData,
+                                                        TensorsData, save_tensors_data)
         method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-                  "percentile": CalibrationMethod.Percentile}[settings.method]
+                  "percentile": CalibrationMethod.Percentile}[self.settings.method]
         data = {t: TensorData(lowest=np.array(lo, np.float32), highest=np.array(hi, np.float32))
                 for t, (lo, hi) in ranges.items()}
-        save_tensors_data(TensorsData(method, data), calibrated._cache)
-        return calibrated
+        save_tensors_data(TensorsData(method, data), self._cache)
+        self._measured = None
 
     @property
     def calibrated(self) -> bool:

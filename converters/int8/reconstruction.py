@@ -17,7 +17,10 @@ to tolerate that noise without training the model:
   the float model's output of the block;
 - during the fit each activation element is fake-quantized only with probability
   1 - `drop` and otherwise only clipped to its range (QDrop): the result is flat with
-  respect to the activation noise instead of fitted to one draw of it.
+  respect to the activation noise instead of fitted to one draw of it;
+- optionally (`learn_ranges`) each activation's quantization step inside the block is
+  learned too (LSQ, as QDrop does) and exported as the activation range the quantizer
+  recomputes that very step from (`exported_range`).
 
 The weights come out on the grid the quantizer computes anyway (each channel's largest
 |w| keeps its nearest rounding, so the per-channel scales are recomputed unchanged): the
@@ -43,6 +46,9 @@ from edgepack.runtime.errors import ConversionError
 from .adaround import GAMMA, ZETA, weight_grids
 
 log = logging.getLogger(__name__)
+
+#: Ops whose int8 output onnxruntime quantizes with its input's scale.
+SHARED_SCALE_OPS = ("Flatten", "Reshape", "MaxPool")
 
 #: Ops the torch simulation of a QDQ graph runs; a model with others is not reconstructed.
 SIMULATED_OPS = ("Conv", "Gemm", "Add", "Relu", "Clip", "GlobalAveragePool", "Flatten",
@@ -91,6 +97,13 @@ class ReconstructionSettings:
     #: rounding, `grid_learning_rate` in grid steps per step), so it may move several steps.
     rounding: str = "adaround"
     grid_learning_rate: float = 1e-2
+    #: LSQ-style (Esser et al. 2020, as QDrop does): each activation's quantization step
+    #: inside the block is learned jointly with the rounding (log space, Adam at
+    #: `range_learning_rate`; the zero point stays). The learned steps are exported as the
+    #: activation ranges the quantizer then uses (`Reconstruction.ranges`), chosen so that
+    #: it recomputes exactly the step and zero point the fit used.
+    learn_ranges: bool = True
+    range_learning_rate: float = 1e-2
 
 
 @dataclass(frozen=True)
@@ -110,6 +123,13 @@ class Reconstruction:
     blocks: tuple[ReconstructedBlock, ...]
     seconds: float
     samples: int
+    #: tensor -> (low, high): the activation ranges whose steps were learned
+    #: (`learn_ranges`); quantize with these in place of the calibrated ones.
+    ranges: Mapping[str, tuple[float, float]] = None
+
+    def __post_init__(self) -> None:
+        if self.ranges is None:
+            object.__setattr__(self, "ranges", {})
 
     def to_record(self) -> dict[str, Any]:
         def mean(values: list[float]) -> float | None:
@@ -118,7 +138,8 @@ class Reconstruction:
                 "seconds": round(self.seconds, 1),
                 "flipped": int(sum(b.flipped for b in self.blocks)),
                 "block_error_before": mean([b.error_before for b in self.blocks]),
-                "block_error_after": mean([b.error_after for b in self.blocks])}
+                "block_error_after": mean([b.error_after for b in self.blocks]),
+                **({"ranges_learned": len(self.ranges)} if self.ranges else {})}
 
 
 # --- the QDQ graph as torch computes it -------------------------------------------------
@@ -265,6 +286,23 @@ class _Simulator:
         self.g = graph
         self.torch = torch
         self.params: dict[str, dict[str, Any]] = {}
+        # each fake-quantized tensor's step: "s" the one in use (a float), "log_s" the
+        # learnable one while its block is fitted ("learn")
+        self.steps: dict[str, dict[str, Any]] = {}
+        for n in graph.nodes:
+            if n.op == "FQ":
+                a = n.attrs
+                self.steps[n.inputs[0]] = {
+                    "s": a["scale"], "s0": a["scale"], "zero": a["zero"], "qmin": a["qmin"],
+                    "qmax": a["qmax"], "learn": False,
+                    "log_s": torch.tensor(float(np.log(a["scale"])), requires_grad=True)}
+        # onnxruntime gives the output of a max-pool/flatten/reshape its input's scale: the
+        # range of neither tensor is its own, so neither step is learned
+        quantizes = {n.outputs[0]: n.inputs[0] for n in graph.nodes if n.op == "FQ"}
+        self.shared_steps = set()
+        for n in graph.nodes:
+            if n.op in SHARED_SCALE_OPS:
+                self.shared_steps |= {quantizes.get(n.inputs[0]), n.outputs[0]}
         for name, w in graph.weights.items():
             shape = w["w"].shape
             flat = w["w"].reshape(shape[0], -1)
@@ -319,12 +357,25 @@ class _Simulator:
                  for i in n.inputs]
             a = n.attrs
             if n.op == "FQ":
-                s, z = a["scale"], a["zero"]
+                step = self.steps[n.inputs[0]]
+                z = a["zero"]
+                s = torch.exp(step["log_s"]) if step["learn"] else step["s"]
                 lo, hi = (a["qmin"] - z) * s, (a["qmax"] - z) * s
-                clipped = torch.clamp(x[0], lo, hi)
-                if quantize:
+                if step["learn"]:
+                    # LSQ: the step gets its gradient through the clip ends and through
+                    # the rounding residual (straight-through round)
+                    clipped = torch.minimum(torch.maximum(x[0], lo), hi)
+                else:
+                    clipped = torch.clamp(x[0], lo, hi)
+                if quantize and step["learn"]:
+                    v = x[0] / s
+                    q = torch.clamp(v + (torch.round(v) - v).detach() + z, a["qmin"],
+                                    a["qmax"])
+                    rounded = (q - z) * s
+                if quantize and not step["learn"]:
                     q = torch.clamp(torch.round(x[0] / s) + z, a["qmin"], a["qmax"])
                     rounded = clipped + ((q - z) * s - clipped).detach()   # straight-through
+                if quantize:
                     if drop > 0:
                         keep = torch.rand(x[0].shape, generator=generator) >= drop
                         out = torch.where(keep, rounded, clipped)
@@ -410,6 +461,16 @@ def reconstruct(float_model: bytes, qdq_model: bytes, samples: Mapping[str, np.n
                                      else settings.learning_rate)
             opt_b = torch.optim.Adam([sim.params[n]["bias"] for n in layers],
                                      lr=settings.bias_learning_rate) if settings.bias else None
+            quantized = [n.inputs[0] for n in graph.nodes[start:end]
+                         if n.op == "FQ" and n.inputs[0] not in sim.shared_steps] \
+                if settings.learn_ranges else []
+            for tensor in quantized:
+                step = sim.steps[tensor]
+                step["learn"] = True
+                with torch.no_grad():
+                    step["log_s"].fill_(float(np.log(step["s"])))
+            opt_s = torch.optim.Adam([sim.steps[t]["log_s"] for t in quantized],
+                                     lr=settings.range_learning_rate) if quantized else None
             count = len(current)
             warmup = settings.iterations // 5
             for step in range(settings.iterations):
@@ -423,15 +484,20 @@ def reconstruct(float_model: bytes, qdq_model: bytes, samples: Mapping[str, np.n
                     reg = sum(torch.sum(1 - torch.abs(2 * sim.h(n) - 1) ** beta)
                               for n in layers) / sum(sim.params[n]["v"].numel() for n in layers)
                     loss = rec + settings.regularization * reg
-                opt_v.zero_grad()
-                if opt_b:
-                    opt_b.zero_grad()
+                for opt in (opt_v, opt_b, opt_s):
+                    if opt:
+                        opt.zero_grad()
                 loss.backward()
-                opt_v.step()
-                if opt_b:
-                    opt_b.step()
+                for opt in (opt_v, opt_b, opt_s):
+                    if opt:
+                        opt.step()
             for name in layers:
                 sim.params[name]["mode"] = "grid_hard" if grid else "hard"
+            for tensor in quantized:
+                step = sim.steps[tensor]
+                step["learn"] = False
+                # the step the quantizer will recompute from the exported range
+                step["s"] = exported_range(float(torch.exp(step["log_s"].detach())), step)[2]
             with torch.no_grad():
                 after = float(torch.mean((output(current) - target) ** 2)) / norm
                 if after >= before:     # no better than nearest on the fit samples: undone
@@ -439,6 +505,8 @@ def reconstruct(float_model: bytes, qdq_model: bytes, samples: Mapping[str, np.n
                         p = sim.params[name]
                         p["mode"] = "nearest"
                         p["bias"].copy_(torch.tensor(p["bias0"], dtype=torch.float32))
+                    for tensor in quantized:
+                        sim.steps[tensor]["s"] = sim.steps[tensor]["s0"]
                     after = before
                 flipped = sum(int(torch.sum(sim.h(n) != sim.params[n]["nearest_h"]))
                               for n in layers)
@@ -448,9 +516,27 @@ def reconstruct(float_model: bytes, qdq_model: bytes, samples: Mapping[str, np.n
                      "flipped [%.0f s]", index + 1, len(blocks), ", ".join(layers), before,
                      after, flipped, time.monotonic() - started)
         model = _rewritten(float_model, graph, sim)
+        ranges = {t: exported_range(st["s"], st)[:2] for t, st in sim.steps.items()
+                  if st["s"] != st["s0"]}
     finally:
         torch.set_num_threads(previous_threads)
-    return Reconstruction(model, tuple(done), time.monotonic() - started, len(x))
+    return Reconstruction(model, tuple(done), time.monotonic() - started, len(x), ranges)
+
+
+def exported_range(step: float, grid: Mapping[str, Any]) -> tuple[float, float, float]:
+    """(low, high) to give the quantizer for an activation of quantization step `step`
+    on `grid` (its zero point and integer bounds), and the step the quantizer will compute
+    from that range. onnxruntime's compute_scale_zp takes the range's float32 ends, their
+    difference in float64 over (qmax - qmin), stored as float32, and the zero point
+    round(qmin - low / step): the zero point comes back unchanged and the step differs
+    from `step` by at most a float32 rounding, so the fit continues with exactly that one."""
+    z, qmin, qmax = grid["zero"], grid["qmin"], grid["qmax"]
+    low, high = np.float32((qmin - z) * step), np.float32((qmax - z) * step)
+    recomputed = float(np.float32((np.float64(high) - np.float64(low)) / (qmax - qmin)))
+    if round(qmin - float(low) / recomputed) != z:
+        raise ConversionError(f"reconstruction: a learned step {step:g} does not keep its "
+                              f"zero point {z:g}")
+    return float(low), float(high), recomputed
 
 
 def fit_inputs(x: np.ndarray, settings: ReconstructionSettings) -> np.ndarray:

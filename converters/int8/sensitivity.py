@@ -653,6 +653,9 @@ def _try_reconstruction(calibrated: Calibrated, original: bytes, recipe: Recipe,
         return current, ({"method": "block_reconstruction", "kept": False,
                           "skipped": str(e)},)
     calibrated.replace_model(rebuilt.model_bytes)
+    calibrated_ranges = calibrated.ranges() if rebuilt.ranges else None
+    if rebuilt.ranges:      # learned activation steps, as ranges the quantizer recomputes
+        calibrated.replace_ranges({**calibrated_ranges, **rebuilt.ranges})
     model = calibrated.quantize(recipe, list(fixed))
     after = (model, meter(model))
     before_decide, after_decide = decide(current[0]), decide(model)
@@ -664,6 +667,8 @@ def _try_reconstruction(calibrated: Calibrated, original: bytes, recipe: Recipe,
              after_decide.agreement, "kept" if kept else "undone", record["decided_by"])
     if not kept:
         calibrated.replace_model(before_float)
+        if calibrated_ranges is not None:
+            calibrated.replace_ranges(calibrated_ranges)
         return current, (record,)
     return after, (record,)
 
