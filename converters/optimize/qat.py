@@ -47,7 +47,7 @@ from .data import as_data, iter_batches
 from .errors import OptimizeError
 from .fake_quant import (ActivationQuant, Clamp, QuantizedLayer, fake_quant_weight,
                          fold_batchnorm, weight_scale)
-from .train import EpochStats, History, fine_tune
+from .train import EpochStats, History, fine_tune, run_training
 
 log = logging.getLogger(__name__)
 
@@ -308,13 +308,18 @@ def quantization_aware(model: nn.Module, data, config: QATConfig = QATConfig(), 
     source = as_data(data)
     calib = _calibration_inputs(source, config.calibration_samples)
     qat = prepare_qat(model, recipe, config.learn_ranges)
+    step = _distillation_step(model, qat.graph_module, source, config) \
+        if config.distill_alpha > 0 else None
     stats: list[EpochStats] = []
     for epoch in range(1, config.epochs + 1):
         calibrate(qat, calib)
         qat.set_mode("train")
-        one = dataclasses.replace(config, epochs=1, seed=config.seed + epoch - 1)
-        history = fine_tune(qat.graph_module, source, _train_config(one),
-                            eval_data=eval_data).history
+        one = _train_config(dataclasses.replace(config, epochs=1,
+                                                seed=config.seed + epoch - 1))
+        if step is None:
+            history = fine_tune(qat.graph_module, source, one, eval_data=eval_data).history
+        else:
+            history = run_training(qat.graph_module, source, one, step, eval_data=eval_data)
         stats.append(dataclasses.replace(history.epochs[0], epoch=epoch))
     calibrate(qat, calib)          # final ranges: what the bundle's calibration will measure
     qat.set_mode("eval")
@@ -329,12 +334,46 @@ def quantization_aware(model: nn.Module, data, config: QATConfig = QATConfig(), 
                          "recipe": recipe.name},
               "layers": len(qat.layers), "activation_points": len(qat.activations),
               "calibration_samples": int(len(calib))}
+    if config.distill_alpha > 0:
+        record["distillation"] = {"teacher": "the float model QAT started from",
+                                  "alpha": config.distill_alpha,
+                                  "temperature": config.temperature}
     if qat.float_layers:
         record["kept_float"] = list(qat.float_layers)
     log.info("QAT: %d layers, %d activation points, %d epochs", len(qat.layers),
              len(qat.activations), config.epochs)
     return QATResult(qat.graph_module, float_model, calib.numpy(), History(tuple(stats)),
                      recipe, config, len(qat.activations), qat.float_layers, record)
+
+
+def _distillation_step(teacher: nn.Module, student: nn.Module, source, config: QATConfig):
+    """A training step (train.run_training's) of `student` against the frozen float
+    `teacher`: distill.distillation_loss at the config's alpha and temperature. With array
+    data the teacher's logits are computed once (it is frozen and in eval mode)."""
+    from .data import ArrayData
+    from .distill import distillation_loss
+    teacher = copy.deepcopy(teacher).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    cached = None
+    if isinstance(source, ArrayData):
+        with torch.no_grad():
+            cached = torch.cat([teacher(source.x[i:i + 256]) for i in range(0, len(source), 256)])
+
+    def step(x, y, index):
+        if cached is not None and index is not None:
+            target = cached[index]
+        else:
+            with torch.no_grad():
+                target = teacher(x)
+        logits = student(x)
+        if logits.shape != target.shape:
+            raise OptimizeError(f"the fake-quant model's logits {tuple(logits.shape)} and "
+                                f"the float model's {tuple(target.shape)} differ in shape")
+        total, soft, hard = distillation_loss(logits, target, y, config.temperature,
+                                              config.distill_alpha)
+        return total, logits, {"soft": soft, "hard": hard}
+    return step
 
 
 def _train_config(config: QATConfig):

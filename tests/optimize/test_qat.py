@@ -175,6 +175,31 @@ def test_qat_recovers_accuracy_where_ptq_int8_collapses(qat_bundle, outlier_net,
     assert ptq_acc + 0.3 < fixed_acc < qat_acc
 
 
+def _agreement(a, b, x) -> float:
+    with torch.no_grad():
+        return float((a(torch.as_tensor(x)).argmax(1) == b(torch.as_tensor(x)).argmax(1))
+                     .float().mean())
+
+
+def test_distillation_from_the_float_model_replaces_the_labels(outlier_net, digits8):
+    """distill_alpha=1 trains the fake-quant model towards the float model's own outputs:
+    labels that are all wrong (each digit relabelled as the next) then change nothing,
+    while cross-entropy on them (alpha 0) teaches the wrong classes."""
+    x_train, y_train, x_test, _ = digits8
+    wrong = (y_train + 1) % 10
+    config = dataclasses.replace(QAT, epochs=2)
+    taught = optimize.quantization_aware(outlier_net, (x_train, wrong), config)
+    distilled = optimize.quantization_aware(
+        outlier_net, (x_train, wrong), dataclasses.replace(config, distill_alpha=1.0))
+    assert _agreement(taught.model, outlier_net, x_test) < 0.3
+    assert _agreement(distilled.model, outlier_net, x_test) >= 0.95
+    assert distilled.record["distillation"] == {
+        "teacher": "the float model QAT started from", "alpha": 1.0, "temperature": 2.0}
+    assert distilled.history.final.soft_loss is not None
+    with pytest.raises(OptimizeError, match="distill_alpha must be in"):
+        optimize.QATConfig(distill_alpha=1.5)
+
+
 def test_batchnorm_folded_and_exported_weights_on_their_int8_grid(outlier_net):
     from edgepack.converters.int8 import recipe_for
     recipe = recipe_for("onnxruntime", "x86-vnni")
