@@ -151,6 +151,9 @@ class QATConfig(TrainConfig):
         KL(teacher || fake-quant model) + (1 - alpha) * CE(labels). 0 (default) is plain
         cross-entropy on the labels; 1 ignores the labels and trains the int8 model to
         behave like the float one (what top-1 agreement with the source measures).
+    float_outputs: the last layer writes the model's output in float instead of 8 bits, in
+        training and in the bundle (as post-training int8's float outputs): 8-bit logits
+        tie or flip every class pair closer than one step.
     """
 
     epochs: int = 3
@@ -160,6 +163,7 @@ class QATConfig(TrainConfig):
     calibration_samples: int = 256
     distill_alpha: float = 0.0
     temperature: float = 2.0
+    float_outputs: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()

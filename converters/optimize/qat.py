@@ -104,9 +104,12 @@ class QATModel:
             layer.mode = mode
 
 
-def prepare_qat(model: nn.Module, recipe, learn_ranges: bool = True) -> QATModel:
+def prepare_qat(model: nn.Module, recipe, learn_ranges: bool = True,
+                float_outputs: bool = False) -> QATModel:
     """A copy of `model` traced by torch.fx, BN folded, fake quantization inserted.
 
+    float_outputs: a layer whose output is the model's output keeps it in float (no
+    fake-quant point there), as the int8 bundle will (`CalibrationSettings.float_outputs`).
     Raises OptimizeError when the model cannot be traced or has nothing to quantize.
     """
     import torch.fx as fx
@@ -187,10 +190,30 @@ def prepare_qat(model: nn.Module, recipe, learn_ranges: bool = True) -> QATModel
             add_quant(node)
     if not layers:
         raise OptimizeError("the model has no Conv1d/Conv2d/Linear layer to quantize")
+    if float_outputs:
+        _unquantize_outputs(graph, modules, layers, acts, quant_of)
     graph.lint()
     gm.delete_all_unused_submodules()     # the folded BatchNorms
     gm.recompile()
     return QATModel(gm, layers, acts, tuple(kept_float))
+
+
+def _unquantize_outputs(graph, modules: dict, layers: dict, acts: dict, quant_of: dict
+                        ) -> None:
+    """Remove the fake-quant point on each graph output that a quantized layer (no ReLU
+    folded in) writes and nothing else reads: the export drops the matching Q/DQ pair."""
+    output = next(n for n in graph.nodes if n.op == "output")
+    values = output.args[0] if isinstance(output.args[0], (tuple, list)) else (output.args[0],)
+    for value in values:
+        name = quant_of.get(value)
+        if name is None or acts[name].relu is not None or len(value.users) != 1:
+            continue
+        source = value.args[0]
+        if source.op != "call_module" or source.target not in layers:
+            continue
+        value.replace_all_uses_with(source)
+        graph.erase_node(value)
+        del acts[name]
 
 
 def _fold_batchnorms(gm, modules: dict) -> None:
@@ -307,7 +330,7 @@ def quantization_aware(model: nn.Module, data, config: QATConfig = QATConfig(), 
     recipe = choose_recipe("onnxruntime", config.device)
     source = as_data(data)
     calib = _calibration_inputs(source, config.calibration_samples)
-    qat = prepare_qat(model, recipe, config.learn_ranges)
+    qat = prepare_qat(model, recipe, config.learn_ranges, config.float_outputs)
     step = _distillation_step(model, qat.graph_module, source, config) \
         if config.distill_alpha > 0 else None
     stats: list[EpochStats] = []
@@ -330,6 +353,7 @@ def quantization_aware(model: nn.Module, data, config: QATConfig = QATConfig(), 
                          "activations": f"{recipe.types[:2]} asymmetric, min/max of the "
                                         "float model on the calibration samples",
                          "learned_ranges": config.learn_ranges,
+                         "float_outputs": config.float_outputs,
                          "batchnorm": "folded before fake quantization",
                          "recipe": recipe.name},
               "layers": len(qat.layers), "activation_points": len(qat.activations),
@@ -408,7 +432,12 @@ def export_bundle(result: QATResult, out: str | Path, **convert_kwargs) -> Any:
     accept = bool(convert_kwargs.pop("accept", False))
     converted = _convert_int8(result.float_model, out, convert_kwargs)
     bundle = read_bundle(converted.path)
-    match = fake_quant_agreement(result, bundle.model_bytes())
+    members = {name: bundle.read(name) for name in bundle.members}
+    if result.config.float_outputs:
+        from ..int8.quantize import float_graph_outputs
+        path = bundle.manifest.model.path
+        members[path] = float_graph_outputs(members[path])
+    match = fake_quant_agreement(result, members[bundle.manifest.model.path])
     if match["max_steps"] is not None and match["max_steps"] > 1.0 + 1e-3 and not accept:
         raise OptimizeError(
             f"the int8 bundle differs from the fake-quant model by {match['max_steps']:.2f} "
@@ -416,7 +445,6 @@ def export_bundle(result: QATResult, out: str | Path, **convert_kwargs) -> Any:
             "quantized the way it was trained; pass accept=True / --accept to keep it")
     quantization = dict(bundle.manifest.quantization or {})
     quantization.update(qat=dict(result.record, fake_quant_match=match), method="qat")
-    members = {name: bundle.read(name) for name in bundle.members}
     manifest = dataclasses.replace(bundle.manifest, quantization=quantization)
     write_bundle(converted.path, manifest, members,
                  directory=Path(converted.path).is_dir())
@@ -484,9 +512,14 @@ def fake_quant_agreement(result: QATResult, model_bytes: bytes) -> dict:
         want = result.model(torch.as_tensor(x)).numpy()
     diff = float(np.abs(got - want).max())
     step = output_step(result)
-    record = {"samples": int(len(x)), "max_abs": diff,
-              "max_steps": None if step is None else diff / step,
-              "top1_agreement": float((got.argmax(-1) == want.argmax(-1)).mean())}
+    record = {"samples": int(len(x)), "max_abs": diff}
+    if step is None and result.config.float_outputs:
+        # a float output has no step of its own: the one an 8-bit output of the same range
+        # would have, so that "within one step" means what it means without float outputs
+        step = float(want.max() - want.min()) / 255.0 or None
+        record["step"] = "1/255 of the output range (float outputs)"
+    record["max_steps"] = None if step is None else diff / step
+    record["top1_agreement"] = float((got.argmax(-1) == want.argmax(-1)).mean())
     log.info("QAT bundle vs fake-quant model: %s", record)
     return record
 

@@ -255,18 +255,30 @@ def distill_cmd(teacher_spec, teacher_weights, student_spec, student_weights, da
               show_default=True, help="Training inputs that set the activation ranges.")
 @click.option("--fixed-ranges", is_flag=True,
               help="Do not learn ReLU clipping bounds (ranges stay the measured min/max).")
+@click.option("--distill", "distill_alpha", type=click.FloatRange(0.0, 1.0), default=0.0,
+              show_default=True,
+              help="Weight of the float model's soft outputs in the loss (1: ignore the "
+                   "labels and train the int8 model to behave like the float one).")
+@click.option("--temperature", type=click.FloatRange(min=0.0, min_open=True), default=2.0,
+              show_default=True, help="Softmax temperature of --distill.")
+@click.option("--float-outputs", is_flag=True,
+              help="The last layer writes the output in float, not 8 bits (in training "
+                   "and in the bundle).")
 @click.option("--accept", is_flag=True,
               help="Keep a bundle that does not reproduce the fake-quant model.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def qat_cmd(model_spec, weights, data, out, device, epochs, lr, optimizer, batch_size, seed,
-            calibration_samples, fixed_ranges, accept, as_json):
+            calibration_samples, fixed_ranges, distill_alpha, temperature, float_outputs,
+            accept, as_json):
     """Quantization-aware training of MODEL_SPEC, exported to an int8 bundle at --out."""
     from edgepack import optimize
 
     config = optimize.QATConfig(epochs=epochs, lr=lr, optimizer=optimizer,
                                 batch_size=batch_size, seed=seed, device=device,
                                 learn_ranges=not fixed_ranges,
-                                calibration_samples=calibration_samples)
+                                calibration_samples=calibration_samples,
+                                distill_alpha=distill_alpha, temperature=temperature,
+                                float_outputs=float_outputs)
     arrays = _load_npz(data)
     test = _split(arrays, "test")
     if test is None:

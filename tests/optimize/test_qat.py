@@ -239,6 +239,39 @@ def test_residual_model_export_matches_fake_quant(digits8, tmp_path):
     assert match["top1_agreement"] >= 0.99
 
 
+def test_float_outputs_leave_the_logits_unquantized_in_training_and_bundle(digits8,
+                                                                         tmp_path):
+    """float_outputs: no fake-quant point on the logits, and the bundle's head writes them
+    in float (no QuantizeLinear/DequantizeLinear in front of the graph output), matching
+    the fake-quant model within one step of an 8-bit output of the same range."""
+    import onnx
+
+    from edgepack.runtime import read_bundle
+    x_train, y_train, x_test, y_test = digits8
+    torch.manual_seed(0)
+    model = ResidualNet().eval()
+    data = (x_train[:512], y_train[:512])
+    plain = optimize.quantization_aware(model, data, optimize.QATConfig(epochs=1, lr=2e-3))
+    floated = optimize.quantization_aware(
+        model, data, optimize.QATConfig(epochs=1, lr=2e-3, float_outputs=True))
+    assert floated.activation_points == plain.activation_points - 1
+    assert floated.record["scheme"]["float_outputs"] is True
+    converted = floated.export(tmp_path / "res.epk", validation_data=x_test[:100],
+                               validation_labels=y_test[:100], accept=True)
+    bundle = read_bundle(converted.path)
+    graph = onnx.load_from_string(bundle.model_bytes()).graph
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    assert producer[graph.output[0].name] != "DequantizeLinear"
+    match = bundle.manifest.quantization["qat"]["fake_quant_match"]
+    assert match["step"] == "1/255 of the output range (float outputs)"
+    assert match["max_steps"] <= 1.0001
+    assert match["top1_agreement"] >= 0.99
+    with torch.no_grad():
+        logits = floated.model(torch.as_tensor(x_test[:64])).numpy()
+    # not on an 8-bit grid: far more distinct values than 256 levels would allow
+    assert len(np.unique(logits)) > 256
+
+
 class InvertedResidual(nn.Module):
     """MobileNetV2's block: pointwise expand, depthwise 3x3, ReLU6, linear projection, add."""
 
@@ -386,6 +419,18 @@ def test_cli_qat_writes_a_validated_int8_bundle(digits8, tmp_path, monkeypatch):
         assert summary["fake_quant_match"]["max_steps"] <= 1.0001
         assert summary["bundle_accuracy"] == pytest.approx(summary["qat_accuracy"], abs=0.02)
         assert read_bundle(tmp_path / "b.epk").manifest.quantization["qat"]["epochs"] == 2
+        run = CliRunner().invoke(cli, ["optimize", "qat", "qat_cli_models:net", "--data",
+                                       "d.npz", "--out", "kd.epk", "--epochs", "1",
+                                       "--distill", "1", "--temperature", "3",
+                                       "--float-outputs", "--json"])
+        assert run.exit_code == 0, run.output
+        qat = read_bundle(tmp_path / "kd.epk").manifest.quantization["qat"]
+        assert qat["distillation"]["alpha"] == 1.0
+        assert qat["distillation"]["temperature"] == 3.0
+        assert qat["scheme"]["float_outputs"] is True
+        bad = CliRunner().invoke(cli, ["optimize", "qat", "qat_cli_models:net", "--data",
+                                       "d.npz", "--out", "x.epk", "--distill", "2"])
+        assert bad.exit_code == 2 and "--distill" in bad.output
         np.savez(tmp_path / "train_only.npz", x_train=x_train[:64], y_train=y_train[:64])
         bad = CliRunner().invoke(cli, ["optimize", "qat", "qat_cli_models:net", "--data",
                                        "train_only.npz", "--out", "c.epk"])
