@@ -146,6 +146,9 @@ class Tokenizer:
             model.tokenize_cached
         # the cache `_word_ids` fills, looked up in `_sequence` itself (no call per hit)
         self._word_cache = self._byte_cache if raw_words else model._cache
+        # byte-level pieces with identity offsets: words and starts in two lists
+        self._identity_words = getattr(pre_tokenizer, "identity_words", None) \
+            if raw_words else None
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -215,13 +218,21 @@ class Tokenizer:
         return hit if hit is not None else self.model.token_to_id(token)
 
     # -- encoding ------------------------------------------------------------------------
-    def _sequence(self, text: str, type_id: int) -> Encoding:
+    def _sequence(self, text: str, type_id: int, keep: int | None = None) -> Encoding:
+        """`keep`: only the first `keep` tokens will be kept (right truncation of a single
+        text): once there are that many, the words after them are not tokenized. A word's
+        tokens do not depend on the words after it (the whole text is still normalized and
+        split into words), so the first `keep` tokens are those of the whole text: a long
+        document cut to 128 tokens costs its first 128 tokens, not all of them."""
         ids: list[int] = []
         tokens: list[str] = []
         offsets: list[tuple[int, int]] = []
         normalizer, pre, tokenize = self.normalizer, self._split_words, self._word_ids
         cached = self._word_cache.get
+        identity = self._identity_words
         for start, end, added in self._raw_added.split(text):
+            if keep is not None and len(ids) >= keep:
+                break
             if added is not None:
                 ids.append(added.id)
                 tokens.append(added.content)
@@ -237,7 +248,14 @@ class Tokenizer:
                     tokens.append(self.added_content(added2.id, ntext))
                     offsets.append(_span(noffs, 0, len(ntext)))
                     continue
+                split = identity(*norm_piece) if identity is not None and \
+                    type(norm_piece[1]) is int else None
+                if split is not None:
+                    _add_identity_words(split, cached, tokenize, ids, tokens, offsets)
+                    continue
                 words = pre([norm_piece]) if pre is not None else [norm_piece]
+                if keep is not None and len(words) > keep - len(ids):
+                    words = _until_full(words, ids, keep)
                 for word, offs in words:
                     if not word:
                         continue
@@ -284,7 +302,7 @@ class Tokenizer:
             raise InputError(f"text to tokenize must be str, got {type(text).__name__}")
         trunc = self.truncation if truncation is True else (truncation or None)
         pad = self.padding if padding is True else (padding or None)
-        a = self._sequence(text, 0)
+        a = self._sequence(text, 0, self._kept(trunc, pair, add_special_tokens))
         b = self._sequence(pair, 1) if pair is not None else None
         if trunc is not None:
             self._truncate(a, b, trunc, add_special_tokens)
@@ -310,6 +328,16 @@ class Tokenizer:
         if pad is not None:
             pad_batch(out, pad)
         return out
+
+    def _kept(self, t: Truncation | None, pair: str | None, add_special: bool) -> int | None:
+        """How many tokens of a single text `_truncate` will keep from its start (None:
+        not known before tokenizing: no truncation, a pair, left truncation, or a limit
+        `_truncate` refuses)."""
+        if t is None or pair is not None or t.direction != "right" or \
+                t.strategy == "only_second":
+            return None
+        limit = t.max_length - (self.post_processor.added(False) if add_special else 0)
+        return limit if limit >= 1 else None
 
     def _truncate(self, a: Encoding, b: Encoding | None, t: Truncation, add_special: bool):
         added = self.post_processor.added(b is not None) if add_special else 0
@@ -345,6 +373,43 @@ class Tokenizer:
             raise InputError(f"cannot truncate to {t.max_length} tokens with strategy "
                              f"{t.strategy!r}: that sequence is too short")
         target.truncate(len(target) - remove, t.direction)
+
+
+def _until_full(words: list, ids: list, keep: int):
+    """`words` while `ids` (filled by the caller as it goes) holds fewer than `keep` tokens:
+    checked per word, so a word that gives no token (a char-level BPE without an unknown
+    token drops unknown chars) does not end the text early."""
+    for item in words:
+        if len(ids) >= keep:
+            return
+        yield item
+
+
+def _add_identity_words(split: tuple[list[str], list[int], bool], cached, tokenize,
+                        ids: list, tokens: list, offsets: list) -> None:
+    """`_sequence`'s word loop for a byte-level piece with identity offsets
+    (`ByteLevel.identity_words`): the words' ids, tokens and char offsets appended."""
+    words, starts, prepended = split
+    if prepended:
+        # the prepended space takes the first char's range: word char 0 -> (base, base +
+        # 1), char i >= 1 -> (base + i - 1, base + i), as the offsets `raw_words` lists
+        word, base = words[0], starts[0] + 1
+        w_ids, w_tokens, w_spans = cached(word) or tokenize(word)
+        ids += w_ids
+        tokens += w_tokens
+        for s, e in w_spans:
+            offsets.append((base + s - 1 if s else base, base + e - 1 if e > 1 else base + 1))
+        words, starts = words[1:], starts[1:]
+    for word, base in zip(words, starts):
+        w_ids, w_tokens, w_spans = cached(word) or tokenize(word)
+        ids += w_ids
+        tokens += w_tokens
+        if len(w_spans) == 1:  # most words: one token
+            s, e = w_spans[0]
+            offsets.append((base + s, base + e))
+        else:  # (a plain loop: a comprehension is a call, dearer for 2-3 tokens)
+            for s, e in w_spans:
+                offsets.append((base + s, base + e))
 
 
 def _byte_level_words(model: models.Model, cache: dict):

@@ -93,6 +93,40 @@ def test_pairs_truncation_and_padding(kind, strategy, direction, trained_json):
         assert [fields(e) for e in ours.encode_batch(a, truncation=trunc, padding=pad)] == single
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_long_documents_cut_on_the_right_equal_tokenizers_and_skip_the_rest(kind,
+                                                                          trained_json):
+    """A single text cut on the right is tokenized only up to its kept tokens (the words
+    after them never reach the model), with the same fields as tokenizers' whole-text
+    tokenization and cut: documents of many sentences, special tokens written inside,
+    each language, cut to 16 and 128, with and without added special tokens."""
+    from tokenizers import Tokenizer as HF
+    js = trained_json(kind)
+    hf = HF.from_str(js)
+    special = {"wordpiece": "[SEP]", "bpe": "</s>", "unigram": "</s>"}[kind]
+    docs = []
+    for lang in corpus.PACKAGES:
+        sentences = corpus.sample(lang, 400, seed=11)
+        docs += [" ".join(sentences[i:i + 40]) for i in range(0, 400, 40)]
+        docs.append(f" {special} ".join(sentences[:30]))
+    for length in (16, 128):
+        for add in (True, False):
+            hf.enable_truncation(length)
+            ours = Tokenizer.from_json(js)
+            for doc in docs:
+                expected = fields(hf.encode(doc, add_special_tokens=add))
+                assert fields(ours.encode(doc, add_special_tokens=add,
+                                          truncation=Truncation(length))) == expected, doc[:80]
+    # the words past the cut were not tokenized: a document of words seen nowhere else
+    # leaves its first ~16 words in the word cache, not all 2,000
+    ours = Tokenizer.from_json(js)
+    unseen = " ".join(f"zq{i}x" for i in range(2000))
+    ours.encode(unseen, truncation=Truncation(16))
+    assert len(ours._word_cache) < 100
+    ours.encode(unseen, truncation=None)
+    assert len(ours._word_cache) >= 2000
+
+
 def test_truncation_errors_are_input_errors(trained_json):
     _, ours = _pair("wordpiece", trained_json)
     with pytest.raises(InputError, match="shorter than the 2 special tokens"):
