@@ -45,11 +45,32 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return alpha * soft + (1.0 - alpha) * hard, soft, hard
 
 
-def _teacher_logits(teacher: nn.Module, source: ArrayData, batch_size: int = 256
+def teacher_logits(teacher: nn.Module, source: ArrayData, batch_size: int = 256
                     ) -> torch.Tensor:
     with torch.no_grad():
         return torch.cat([teacher(source.x[i:i + batch_size])
                           for i in range(0, len(source), batch_size)])
+
+
+def distillation_step(teacher: nn.Module, student: nn.Module, cached: torch.Tensor | None,
+                      temperature: float, alpha: float):
+    """A `train.run_training` step: `student` against the frozen `teacher` by
+    `distillation_loss`; `cached` holds the teacher's logits of every array-data sample
+    (looked up by the batch's index), else the teacher runs on each batch."""
+    def step(x, y, index):
+        if cached is not None and index is not None:
+            target = cached[index]
+        else:
+            with torch.no_grad():
+                target = teacher(x)
+        logits = student(x)
+        if logits.shape != target.shape:
+            raise OptimizeError(
+                f"teacher logits {tuple(target.shape)} and student logits "
+                f"{tuple(logits.shape)} differ in shape")
+        total, soft, hard = distillation_loss(logits, target, y, temperature, alpha)
+        return total, logits, {"soft": soft, "hard": hard}
+    return step
 
 
 def distill(teacher: nn.Module, student: nn.Module, data: Data,
@@ -72,7 +93,7 @@ def distill(teacher: nn.Module, student: nn.Module, data: Data,
     for p in teacher.parameters():
         p.requires_grad_(False)
     try:
-        cached = _teacher_logits(teacher, source) if isinstance(source, ArrayData) else None
+        cached = teacher_logits(teacher, source) if isinstance(source, ArrayData) else None
         if cached is not None:
             with torch.no_grad():
                 probe = student.eval()(source.x[:2])
@@ -82,21 +103,7 @@ def distill(teacher: nn.Module, student: nn.Module, data: Data,
                     f"outputs {tuple(probe.shape[1:])}; both must produce the same class "
                     "logits")
 
-        def step(x, y, index):
-            if cached is not None:
-                teacher_logits = cached[index]
-            else:
-                with torch.no_grad():
-                    teacher_logits = teacher(x)
-            logits = student(x)
-            if logits.shape != teacher_logits.shape:
-                raise OptimizeError(
-                    f"teacher logits {tuple(teacher_logits.shape)} and student logits "
-                    f"{tuple(logits.shape)} differ in shape")
-            total, soft, hard = distillation_loss(logits, teacher_logits, y,
-                                                  config.temperature, config.alpha)
-            return total, logits, {"soft": soft, "hard": hard}
-
+        step = distillation_step(teacher, student, cached, config.temperature, config.alpha)
         history = run_training(student, source, config, step, eval_data=eval_data)
     finally:
         teacher.train(was_training)

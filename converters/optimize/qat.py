@@ -371,33 +371,17 @@ def quantization_aware(model: nn.Module, data, config: QATConfig = QATConfig(), 
 
 
 def _distillation_step(teacher: nn.Module, student: nn.Module, source, config: QATConfig):
-    """A training step (train.run_training's) of `student` against the frozen float
-    `teacher`: distill.distillation_loss at the config's alpha and temperature. With array
-    data the teacher's logits are computed once (it is frozen and in eval mode)."""
+    """The training step of `student` (the fake-quant model) against a frozen copy of the
+    float `teacher` it started from, at the config's alpha and temperature (teacher logits
+    computed once for array data)."""
     from .data import ArrayData
-    from .distill import distillation_loss
+    from .distill import teacher_logits, distillation_step
     teacher = copy.deepcopy(teacher).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    cached = None
-    if isinstance(source, ArrayData):
-        with torch.no_grad():
-            cached = torch.cat([teacher(source.x[i:i + 256]) for i in range(0, len(source), 256)])
-
-    def step(x, y, index):
-        if cached is not None and index is not None:
-            target = cached[index]
-        else:
-            with torch.no_grad():
-                target = teacher(x)
-        logits = student(x)
-        if logits.shape != target.shape:
-            raise OptimizeError(f"the fake-quant model's logits {tuple(logits.shape)} and "
-                                f"the float model's {tuple(target.shape)} differ in shape")
-        total, soft, hard = distillation_loss(logits, target, y, config.temperature,
-                                              config.distill_alpha)
-        return total, logits, {"soft": soft, "hard": hard}
-    return step
+    cached = teacher_logits(teacher, source) if isinstance(source, ArrayData) else None
+    return distillation_step(teacher, student, cached, config.temperature,
+                             config.distill_alpha)
 
 
 def _train_config(config: QATConfig):
