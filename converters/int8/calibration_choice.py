@@ -193,7 +193,7 @@ def prepare_calibrated(float_model: bytes, calibration: Mapping[str, np.ndarray]
     task's agreement (AgreementMeter), for detectors the detection agreement.
     """
     from .selection import ptq_better as _better
-    from .sensitivity import AgreementMeter
+    from .scoring import AgreementMeter
 
     meter = AgreementMeter("onnxruntime", float_model,
                            {n: a[:target.samples] for n, a in calibration.items()},

@@ -87,16 +87,16 @@ def test_automatic_pass_scores_each_model_once(calib, monkeypatch):
     """Plain int8 used to be converted and measured twice (prepare_calibrated, then
     accuracy_aware); no candidate model may be scored twice on the same samples (a fitted
     method's candidate and status quo are also scored on the held-back samples)."""
-    from edgepack.converters.int8 import sensitivity
+    from edgepack.converters.int8 import scoring
     from edgepack.converters.int8.quantize import samples_digest
     scored: list[tuple[str, str]] = []
-    original = sensitivity.AgreementMeter.__call__
+    original = scoring.AgreementMeter.__call__
 
     def counting(self, model_bytes):
         scored.append((hashlib.sha256(model_bytes).hexdigest(), samples_digest(self.samples)))
         return original(self, model_bytes)
 
-    monkeypatch.setattr(sensitivity.AgreementMeter, "__call__", counting)
+    monkeypatch.setattr(scoring.AgreementMeter, "__call__", counting)
     result = quantize_int8(conv_net(seed=0, outlier=30.0), {"x": calib}, Int8Options(
         recipe=RECIPE, accuracy=AccuracyTarget(0.999, max_float_layers=1)))
     methods = [m["method"] for m in result.record["accuracy_aware"]["methods"]]

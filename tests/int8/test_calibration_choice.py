@@ -12,7 +12,7 @@ from edgepack.converters.int8.calibration_choice import (choose_calibration, fak
                                                          prepare_calibrated)
 from edgepack.converters.int8.quantize import CalibrationSettings
 from edgepack.converters.int8.selection import best_of
-from edgepack.converters.int8.sensitivity import AgreementMeter
+from edgepack.converters.int8.scoring import AgreementMeter
 
 RECIPE = choose_recipe("onnxruntime", "x86_64-workstation", float_thin_convs=0)
 # One batch of all samples: the histogram calibrators then see the whole set at once.

@@ -8,7 +8,7 @@ import numpy as np
 from edgepack.converters.int8.selection import (MIN_DECIDE, fitted_better, fitted_fields,
                                                 fitted_split, ptq_better)
 from edgepack.converters.int8.recipes import choose_recipe
-from edgepack.converters.int8.sensitivity import score
+from edgepack.converters.int8.scoring import score
 
 RECIPE = choose_recipe("onnxruntime", "x86_64-workstation", float_thin_convs=0)
 

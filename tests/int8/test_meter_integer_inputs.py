@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import TensorProto, helper, numpy_helper
 
-from edgepack.converters.int8.sensitivity import AgreementMeter
+from edgepack.converters.int8.scoring import AgreementMeter
 
 
 def _embedding_classifier() -> bytes:

@@ -12,7 +12,7 @@ import pytest
 from edgepack.converters.int8.selection import (AGREEMENT_SE, best_of,
                                                 divergence_difference, paired_difference,
                                                 ptq_better)
-from edgepack.converters.int8.sensitivity import Score, mean_kl, score
+from edgepack.converters.int8.scoring import Score, mean_kl, score
 
 
 def _score(hits: np.ndarray, divergence: float, error: float = 0.1, spread: float = 0.5,

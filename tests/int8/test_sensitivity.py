@@ -7,7 +7,7 @@ from int8_models import conv_net, run
 
 from edgepack.converters.int8 import (AccuracyTarget, Calibrated, Int8Options, accuracy_aware,
                                       choose_recipe, quantize_int8)
-from edgepack.converters.int8.sensitivity import score
+from edgepack.converters.int8.scoring import score
 from edgepack.runtime.errors import ConversionError
 
 

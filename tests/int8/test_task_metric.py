@@ -9,7 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgepack.converters.detection import detection_metric
 from edgepack.converters.int8 import AccuracyTarget, Int8Options, choose_recipe, quantize_int8
-from edgepack.converters.int8.sensitivity import AgreementMeter
+from edgepack.converters.int8.scoring import AgreementMeter
 from edgepack.runtime.specs import TensorSpec
 
 RECIPE = choose_recipe("onnxruntime", "x86_64-workstation", float_thin_convs=0)
