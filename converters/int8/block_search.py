@@ -13,9 +13,11 @@ import logging
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from .layer_search import (LayerSensitivity, MixedPrecision, keep_float_greedily,
+                           prune_float_layers)
 from .quantize import Calibrated
-from .sensitivity import (AccuracyTarget, LayerSensitivity, MixedPrecision, Score,
-                          keep_float_greedily, prune_float_layers)
+from .scoring import Score
+from .sensitivity import AccuracyTarget
 
 log = logging.getLogger(__name__)
 

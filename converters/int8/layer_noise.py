@@ -1,6 +1,6 @@
 """Per-layer sensitivity in one float pass, and the blocks the search tries first.
 
-The "isolated" ranking (sensitivity.py) quantizes the model once per layer with only that
+The "isolated" ranking (layer_search.py) quantizes the model once per layer with only that
 layer int8 and runs it on the calibration set: ~60 quantizations and runs for a
 MobileNetV2 (243 s measured). What it measures is, to first order, the relative noise
 the layer's int8 form adds: the rounding (and clipping) of each activation tensor it

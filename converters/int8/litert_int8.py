@@ -14,11 +14,11 @@ Accuracy-aware mode uses TensorFlow's own selective quantization
 2. quantize everything; if top-1 agreement with the float TFLite model meets the target, stop;
 3. rank layers by their own int8 error, from the debugger's layer-wise verification: each
    quantized op runs beside a float twin fed the same (dequantized) input, so a layer is
-   measured alone, the TFLite counterpart of sensitivity.py's "isolated" ranking;
+   measured alone, the TFLite counterpart of layer_search.py's "isolated" ranking;
 4. keep layers float, worst first, re-quantizing and re-measuring after each, until the
    target is met or `max_float_layers` is reached (then the best mix, marked unmet);
 5. once met, return the kept layers the target does not need to int8, least sensitive
-   first: sensitivity.py's `prune_float_layers`, on the same calibrated model and samples.
+   first: layer_search.py's `prune_float_layers`, on the same calibrated model and samples.
 
 Kept-float layers are TFLite builtin float kernels between QUANTIZE/DEQUANTIZE ops. The
 selective quantizer does not check `supported_ops`, so TFLITE_BUILTINS_INT8 needs no
@@ -40,10 +40,11 @@ import numpy as np
 
 from edgepack.runtime.errors import ConversionError
 
+from .layer_search import MixedPrecision, keep_float_greedily, prune_float_layers
 from .onnx_int8 import Int8Result
 from .recipes import Recipe, choose_recipe
-from .sensitivity import (AccuracyTarget, AgreementMeter, MixedPrecision, Score,
-                          keep_float_greedily, prune_float_layers)
+from .scoring import AgreementMeter, Score
+from .sensitivity import AccuracyTarget
 from .speed import SpeedSettings, measure_speed
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,7 @@ in step 2, and without per-sample hits (an aggregate task metric such as detecti
 agreement) higher agreement, or as high with lower error.
 
 The held-out split is never looked at: this uses only the calibration measurements.
-The accuracy-aware layer search (sensitivity.py) keeps its strict rule (a kept-float
+The accuracy-aware layer search (layer_search.py) keeps its strict rule (a kept-float
 layer must raise agreement, or keep it and lower the error): there a float layer costs
 speed, and a layer that only moves noise is not worth it.
 """

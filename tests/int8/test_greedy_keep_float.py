@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgepack.converters.int8.sensitivity import AccuracyTarget, Score, keep_float_greedily
+from edgepack.converters.int8.layer_search import keep_float_greedily
+from edgepack.converters.int8.scoring import Score
+from edgepack.converters.int8.sensitivity import AccuracyTarget
 
 
 @dataclass(frozen=True)

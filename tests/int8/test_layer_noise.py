@@ -9,7 +9,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgepack.converters.int8 import Calibrated, choose_recipe
 from edgepack.converters.int8.layer_noise import blocks, layer_noise, weight_rounding_error
-from edgepack.converters.int8.sensitivity import Score, rank_layers
+from edgepack.converters.int8.layer_search import rank_layers
+from edgepack.converters.int8.scoring import Score
 
 RECIPE = choose_recipe("onnxruntime", "x86_64-workstation", float_thin_convs=0)
 NODES = [("conv_a", "Conv"), ("conv_b", "Conv"), ("head", "Gemm")]

@@ -10,8 +10,8 @@ import pytest
 from int8_models import conv_net, run
 
 from edgepack.converters.int8 import AccuracyTarget, Int8Options, choose_recipe, quantize_int8
-from edgepack.converters.int8.sensitivity import (MAX_ERROR_GIVEN_BACK, Score,
-                                                  prune_float_layers)
+from edgepack.converters.int8.layer_search import MAX_ERROR_GIVEN_BACK, prune_float_layers
+from edgepack.converters.int8.scoring import Score
 
 
 @dataclass(frozen=True)
