@@ -28,21 +28,23 @@ The pass works on the calibration set (the held-out split stays for validation):
 Calibration runs once (`Calibrated` reuses the ranges), so each step costs one graph
 rewrite and one pass over the calibration set. The ranking, the greedy search and the
 pruning are in layer_search.py (shared with the TFLite path, litert_int8.py: they only see
-a `measure(float nodes) -> (model, Score)` callable), the scores in scoring.py.
+a `measure(float nodes) -> (model, Score)` callable), the fitted methods' trials in
+fitted_trials.py, the scores in scoring.py.
 """
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from edgepack.runtime.errors import ConversionError
 
-from .quantize import QUANTIZABLE_OPS, Calibrated, recipe_float_nodes, weighted_nodes
+from .fitted_trials import remembering, try_bias_correction, try_reconstruction
 from .layer_search import (MixedPrecision, keep_float_greedily, prune_float_layers,
                            rank_layers)
+from .quantize import QUANTIZABLE_OPS, Calibrated, recipe_float_nodes, weighted_nodes
 from .recipes import Recipe
 from .scoring import AgreementMeter, Score, TaskMetric, row_kl
 
@@ -146,8 +148,8 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
     # rest (selection.FittedSplit): a rewrite that only fits its samples is never kept.
     from .selection import fitted_split
     split = fitted_split(samples)
-    decide = _remembering(AgreementMeter("onnxruntime", calibrated.reference_bytes,
-                                         split.decide, threads, metric=metric)) \
+    decide = remembering(AgreementMeter("onnxruntime", calibrated.reference_bytes,
+                                        split.decide, threads, metric=metric)) \
         if split is not None else None
     if split is None:
         log.info("accuracy-aware: too few calibration samples to hold some back: the "
@@ -155,12 +157,12 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
                  "not tried")
         methods: tuple = ()
     else:
-        (full, base), methods = _try_bias_correction(original, split, measure, (full, base),
-                                                     correction, decide)
+        (full, base), methods = try_bias_correction(original, split, measure, (full, base),
+                                                    correction, decide)
     if split is not None and target.reconstruction is not None:
-        (full, base), rebuilt = _try_reconstruction(calibrated, original, recipe, fixed,
-                                                    split, meter, decide, (full, base),
-                                                    correction, target.reconstruction)
+        (full, base), rebuilt = try_reconstruction(calibrated, original, recipe, fixed,
+                                                   split, meter, decide, (full, base),
+                                                   correction, target.reconstruction)
         if rebuilt and rebuilt[0]["kept"]:
             # the reconstructed float model (weights on their grid) is the model from now
             # on; a kept bias correction is part of it
@@ -203,87 +205,3 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
                                 target.min_agreement, all_int8=base)
     return MixedPrecision(pruned.model_bytes, target, plain, pruned.score, pruned.kept,
                           tuple(ranking), n_used, pruned.trials, methods=methods)
-
-
-def _remembering(meter: "AgreementMeter") -> Callable[[bytes], Score]:
-    """`meter`, scoring each distinct model once (the status quo of one fitted method is
-    often the status quo of the next)."""
-    import hashlib
-    known: dict[str, Score] = {}
-
-    def scored(model: bytes) -> Score:
-        key = hashlib.blake2b(model, digest_size=16).hexdigest()
-        if key not in known:
-            known[key] = meter(model)
-        return known[key]
-    return scored
-
-
-def _try_bias_correction(float_model: bytes, split, measure: Callable[[Sequence[str]],
-                                                                    tuple[bytes, Score]],
-                         plain: tuple[bytes, Score], in_use: list, decide: "AgreementMeter"
-                         ) -> tuple[tuple[bytes, Score], tuple[dict[str, Any], ...]]:
-    """Correct the float biases for the int8 weights' expected error (bias_correction.py),
-    estimated on `split.fit`, and keep the correction (appended to `in_use`, which
-    `measure` applies to every later mix, to the int8 layers only) when the all-int8
-    result is better with it on the held-back `split.decide` (selection.fitted_better)."""
-    from .bias_correction import correct_biases
-    from .selection import fitted_better, fitted_fields, fitted_record
-    corrected = correct_biases(float_model, plain[0], split.fit)
-    if not corrected.layers:
-        return plain, ()
-    in_use.append(corrected)
-    after = measure([])
-    before_decide, after_decide = decide(plain[0]), decide(after[0])
-    kept = fitted_better(after_decide, before_decide)
-    record = fitted_record("bias_correction", corrected.to_record(), plain[1], after[1],
-                           kept, fitted_fields(after_decide, before_decide, split))
-    log.info("accuracy-aware: bias correction of %d layers: agreement %.4f -> %.4f, error "
-             "%.3g -> %.3g (%s)", len(corrected.layers), plain[1].agreement,
-             after[1].agreement, plain[1].error, after[1].error, "kept" if kept else "undone")
-    if not kept:
-        in_use.clear()
-        return plain, (record,)
-    return after, (record,)
-
-
-def _try_reconstruction(calibrated: Calibrated, original: bytes, recipe: Recipe,
-                        fixed: Sequence[str], split, meter: "AgreementMeter",
-                        decide: "AgreementMeter", current: tuple[bytes, Score],
-                        correction: list, settings
-                        ) -> tuple[tuple[bytes, Score], tuple[dict[str, Any], ...]]:
-    """Block reconstruction (reconstruction.py) of the current all-int8 model `current`
-    (of `original`, the float model before the fitted methods, with the bias correction
-    in `correction` if one was kept), fitted on `split.fit`, quantized through the same
-    quantizer with the same ranges, and kept when better on the held-back `split.decide`
-    (selection.fitted_better). When kept, `calibrated` quantizes the reconstructed float
-    model from now on."""
-    from .reconstruction import reconstruct
-    from .selection import fitted_better, fitted_fields, fitted_record
-    # Not calibrated.model_bytes: an undone method's trial model may still be in there.
-    before_float = correction[0].apply(list(fixed)) if correction else original
-    try:
-        rebuilt = reconstruct(before_float, current[0], split.fit, settings)
-    except ConversionError as e:
-        log.info("accuracy-aware: block reconstruction not tried: %s", e)
-        return current, ({"method": "block_reconstruction", "kept": False,
-                          "skipped": str(e)},)
-    calibrated.replace_model(rebuilt.model_bytes)
-    calibrated_ranges = calibrated.ranges() if rebuilt.ranges else None
-    if rebuilt.ranges:      # learned activation steps, as ranges the quantizer recomputes
-        calibrated.replace_ranges({**calibrated_ranges, **rebuilt.ranges})
-    model = calibrated.quantize(recipe, list(fixed))
-    after = (model, meter(model))
-    before_decide, after_decide = decide(current[0]), decide(model)
-    kept = fitted_better(after_decide, before_decide)
-    record = fitted_record("block_reconstruction", rebuilt.to_record(), current[1],
-                           after[1], kept, fitted_fields(after_decide, before_decide, split))
-    log.info("accuracy-aware: block reconstruction (%.0f s): held-back agreement %.4f -> "
-             "%.4f (%s: %s)", rebuilt.seconds, before_decide.agreement,
-             after_decide.agreement, "kept" if kept else "undone", record["decided_by"])
-    if not kept:
-        calibrated.replace_model(before_float)
-        if calibrated_ranges is not None:
-            calibrated.replace_ranges(calibrated_ranges)
-        return current, (record,)
-    return after, (record,)
