@@ -15,9 +15,9 @@ from edgepack.converters.int8.recipes import choose_recipe
 
 torch = pytest.importorskip("torch")
 
+from edgepack.converters.int8.qdq_simulation import QdqGraph, QdqSimulator  # noqa: E402
 from edgepack.converters.int8.reconstruction import (ReconstructionSettings,  # noqa: E402
-                                                     _Graph, _Simulator, fit_inputs,
-                                                     reconstruct)
+                                                     fit_inputs, reconstruct)
 from int8_models import conv_net, run  # noqa: E402
 
 RECIPE = choose_recipe("onnxruntime", "x86_64-workstation", float_thin_convs=0)
@@ -46,8 +46,8 @@ def rebuilt(calib):
 
 def test_the_simulation_equals_onnxruntimes_qdq_model(calib, rebuilt):
     float_model, plain, _, _ = rebuilt
-    graph = _Graph(plain, float_model)
-    sim = _Simulator(graph)                 # round-to-nearest, as the quantizer wrote it
+    graph = QdqGraph(plain, float_model)
+    sim = QdqSimulator(graph)                 # round-to-nearest, as the quantizer wrote it
     with torch.no_grad():
         got = sim.run(0, len(graph.nodes), {"x": torch.tensor(calib[:64])})["logits"]
     want = run(plain, calib[:64])
@@ -152,7 +152,7 @@ def learned_steps(calib):
 
 def _steps(model: bytes, float_model: bytes) -> dict[str, tuple[float, float]]:
     return {n.inputs[0]: (n.attrs["scale"], n.attrs["zero"])
-            for n in _Graph(model, float_model).nodes if n.op == "FQ"}
+            for n in QdqGraph(model, float_model).nodes if n.op == "FQ"}
 
 
 def test_learned_activation_steps_are_what_the_quantizer_recomputes(learned_steps):
@@ -188,9 +188,9 @@ def test_the_exported_model_computes_what_the_fit_simulated(calib, learned_steps
     # the simulation of the exported QDQ model (its steps and, rounding the rewritten
     # float weights to nearest, its integers, as written) is the fitted simulation; it
     # equals onnxruntime's run of that model as for plain int8
-    graph = _Graph(model, result.model_bytes)
+    graph = QdqGraph(model, result.model_bytes)
     with torch.no_grad():
-        got = _Simulator(graph).run(0, len(graph.nodes), {"x": torch.tensor(calib[:64])})
+        got = QdqSimulator(graph).run(0, len(graph.nodes), {"x": torch.tensor(calib[:64])})
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.log_severity_level = 3
