@@ -184,21 +184,30 @@ class ByteLevel(PreTokenizer):
             out.extend(self._split.split(text, offs) if self._split else [(text, offs)])
         return out
 
-    def _words(self, text: str, base: int) -> list[Piece]:
-        """The hot path: identity offsets. The GPT-2 regex matches every char (its last
-        branches take any whitespace, letter, number or other run), so the Isolated split
-        is just its matches; a prepended space takes the first char's range."""
-        # the matches are contiguous, so one C-level findall and running sums of their
-        # lengths give the words and their starts (no Match object per word)
+    def identity_words(self, text: str, base: int) -> tuple[list[str], list[int], bool] | None:
+        """The hot path, a piece with identity offsets from `base`: its words before the
+        byte mapping, their starts, and whether a space was prepended (the first word's
+        start is then `base - 1`, and that space takes the first char's range); None when
+        the regex is off or the piece empty (`raw_words` then). The GPT-2 regex matches
+        every char (its last branches take any whitespace, letter, number or other run),
+        so the Isolated split is just its matches, contiguous: one C-level findall and
+        running sums of their lengths give the words and starts (no Match object, no
+        tuple per word)."""
+        if not self.use_regex or not text:
+            return None
         findall = self._findall_bmp if uc.narrow(text) else self._findall_all
         if not self.add_prefix_space or text.startswith(" "):
             words = findall(text)
-            return list(zip(words, accumulate(map(len, words), initial=base)))
+            return words, list(accumulate(map(len, words), initial=base)), False
         words = findall(" " + text)
-        out = list(zip(words, accumulate(map(len, words), initial=base - 1)))
-        n = len(words[0])
-        out[0] = (words[0], [(base, base + 1)] + [(base + i, base + i + 1)
-                                                 for i in range(n - 1)])
+        return words, list(accumulate(map(len, words), initial=base - 1)), True
+
+    def _words(self, text: str, base: int) -> list[Piece]:
+        words, starts, prepended = self.identity_words(text, base)
+        out = list(zip(words, starts))
+        if prepended:
+            out[0] = (words[0], [(base, base + 1)] + [(base + i, base + i + 1)
+                                                     for i in range(len(words[0]) - 1)])
         return out
 
     def split(self, text, offs):

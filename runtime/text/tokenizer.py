@@ -248,8 +248,8 @@ class Tokenizer:
                     tokens.append(self.added_content(added2.id, ntext))
                     offsets.append(_span(noffs, 0, len(ntext)))
                     continue
-                split = identity(*norm_piece) if identity is not None and \
-                    type(norm_piece[1]) is int else None
+                split = identity(*norm_piece) if identity is not None and keep is None \
+                    and type(norm_piece[1]) is int else None
                 if split is not None:
                     _add_identity_words(split, cached, tokenize, ids, tokens, offsets)
                     continue

@@ -148,3 +148,23 @@ def test_a_token_that_is_not_its_own_bpe_is_left_out():
     texts = [" ".join("".join(rng.choice("abc") for _ in range(rng.randint(1, 14)))
                       for _ in range(6)) for _ in range(300)]
     assert [fields(ours.encode(t)) for t in texts] == [fields(hf.encode(t)) for t in texts]
+
+
+def test_identity_word_loop_equals_the_piece_loop_and_tokenizers(trained_json):
+    """`_sequence` takes byte-level words with identity offsets as two lists (words,
+    starts; `ByteLevel.identity_words`), the prepended space's range computed instead of
+    listed per char: the same fields as the general loop over (word, offsets) pieces and
+    as HF, on texts whose first word is the prepended space alone, a whitespace run, an
+    astral char, and with special tokens inside."""
+    from tokenizers import Tokenizer as HF
+    js = trained_json("bpe")
+    hf, fast, general = HF.from_str(js), Tokenizer.from_json(js), Tokenizer.from_json(js)
+    general._identity_words = None
+    texts = ["a", " a", "  a", "a  ", " ", "   ", "\n\nx", "\u4e2d\u6587", "\U0001F600 ok",
+             "x \U0001F600", "</s> a <s>b", "\u00e9t\u00e9 ?", "  \u043c\u0438\u0440  \n"]
+    texts += corpus.sample("en", 40, seed=4) + corpus.sample("zh", 40, seed=4)
+    assert fast._identity_words is not None
+    assert [fields(fast.encode(t)) for t in texts] == [fields(general.encode(t)) for t in texts]
+    assert [fields(fast.encode(t)) for t in texts] == [fields(hf.encode(t)) for t in texts]
+    assert [fields(fast.encode(t, p)) for t, p in zip(texts, texts[5:])] == \
+        [fields(hf.encode(t, p)) for t, p in zip(texts, texts[5:])]
