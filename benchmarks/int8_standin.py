@@ -55,6 +55,7 @@ class StandinConfig:
     lr: float = 3e-3
     width: float = 1.0      # MobileNetV2 width multiplier (tests use a smaller net)
     seed: int = 0
+    instance: int = 0       # which trained instance: another init and batch order, same data
 
 
 def photos() -> list[np.ndarray]:
@@ -98,7 +99,7 @@ def patches(count: int, seed: int, config: StandinConfig) -> tuple[np.ndarray, n
     return x, y
 
 
-def standin_model(num_classes: int, width: float = 1.0):
+def standin_model(num_classes: int, width: float = 1.0, init_seed: int = 0):
     """MobileNetV2 (inverted residuals, linear bottlenecks, ReLU6), `width` multiplier."""
     import torch
     from torch import nn
@@ -126,7 +127,7 @@ def standin_model(num_classes: int, width: float = 1.0):
 
     settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
                 (6, 160, 3, 2), (6, 320, 1, 1)]
-    torch.manual_seed(0)
+    torch.manual_seed(init_seed)
     layers, cin = conv_bn(3, ch(32), 3, 2), ch(32)
     for expand, cout, repeats, stride in settings:
         for i in range(repeats):
@@ -149,7 +150,10 @@ TRAINING_VERSION = 1
 
 def _key(config: StandinConfig) -> str:
     code = "".join(inspect.getsource(f) for f in (_zoomed, patches, standin_model))
-    return hashlib.sha256(f"{asdict(config)}{TRAINING_VERSION}{code}".encode()).hexdigest()[:16]
+    fields = asdict(config)
+    if not fields["instance"]:      # instance 0 keeps the key (and cache) it had before
+        del fields["instance"]
+    return hashlib.sha256(f"{fields}{TRAINING_VERSION}{code}".encode()).hexdigest()[:16]
 
 
 def train_standin(config: StandinConfig, log=print):
@@ -158,14 +162,14 @@ def train_standin(config: StandinConfig, log=print):
     import torch
     torch.set_num_threads(1)   # measured: on 2 shared cores, 1 thread trains 2-7x faster
     classes = 2 * config.grid ** 2
-    model = standin_model(classes, config.width)
+    model = standin_model(classes, config.width, config.instance)
     path = _cache_dir() / f"int8-standin-{_key(config)}.pt"
     if path.exists():
         model.load_state_dict(torch.load(path, weights_only=True))
         return model.eval()
     x, y = patches(config.train, config.seed + 100, config)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed + 7919 * config.instance)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=1e-4)
     steps = config.epochs * -(-len(xt) // config.batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=steps)
@@ -569,8 +573,9 @@ def diagnose_section(config: StandinConfig = StandinConfig(),
 #: Seeds that draw the calibration, held-out, design-time and earlier fresh sets: a fresh
 #: set for a final check must come from another seed.
 #: 4242 and 9001: session 7's fresh sets; 31337 and 27182: session 8's (int8 pass); 1234 and
-#: 5678: session 8's benchmarks/qat_standin.py.
-USED_SEEDS = (1, 2, 3, 50, 100, 777, 4242, 9001, 31337, 27182, 1234, 5678)
+#: 5678: session 8's benchmarks/qat_standin.py; 4711 and 8128: session 8's second instance
+#: (--instance 1).
+USED_SEEDS = (1, 2, 3, 50, 100, 777, 4242, 9001, 31337, 27182, 1234, 5678, 4711, 8128)
 
 
 def reconstruction_section(fresh_seeds: tuple[int, ...] = (4242, 9001), rounds: int = 40,
@@ -739,6 +744,9 @@ def main(argv=None) -> int:
                              "activation steps (session 7's reconstruction)")
     parser.add_argument("--mixes", type=int, default=None,
                         help="with --reconstruct: convex mixes per fit sample (default 7)")
+    parser.add_argument("--instance", type=int, default=0,
+                        help="with --reconstruct: another trained instance of the stand-in "
+                             "(initialization and batch order; the same data)")
     parser.add_argument("--rerun", action="store_true",
                         help="with --reconstruct: allow fresh seeds already used (to "
                              "repeat a recorded run)")
@@ -758,7 +766,8 @@ def main(argv=None) -> int:
         reconstruction_section(tuple(int(s) for s in args.reconstruct.split(",")),
                                args.rounds, settings=settings, target=args.target,
                                calibration=args.calibration, samples=args.samples,
-                               rerun=args.rerun)
+                               rerun=args.rerun,
+                               config=replace(StandinConfig(), instance=args.instance))
         return 0
     standin_section(args.rounds, fresh_seed=args.fresh_seed)
     return 0
