@@ -20,7 +20,7 @@ to tolerate that noise without training the model:
   respect to the activation noise instead of fitted to one draw of it;
 - optionally (`learn_ranges`) each activation's quantization step inside the block is
   learned too (LSQ, as QDrop does) and exported as the activation range the quantizer
-  recomputes that very step from (`exported_range`).
+  recomputes that very step from (`reconstruction_export.exported_range`).
 
 The weights come out on the grid the quantizer computes anyway (each channel's largest
 |w| keeps its nearest rounding, so the per-channel scales are recomputed unchanged): the
@@ -44,6 +44,7 @@ import numpy as np
 from edgepack.runtime.errors import ConversionError
 
 from .qdq_simulation import QdqGraph, QdqSimulator
+from .reconstruction_export import exported_range, rewritten_float_model
 
 log = logging.getLogger(__name__)
 
@@ -234,28 +235,12 @@ def reconstruct(float_model: bytes, qdq_model: bytes, samples: Mapping[str, np.n
             log.info("reconstruction: block %d/%d (%s): output error %.3g -> %.3g, %d weights "
                      "flipped [%.0f s]", index + 1, len(blocks), ", ".join(layers), before,
                      after, flipped, time.monotonic() - started)
-        model = _rewritten(float_model, graph, sim)
+        model = rewritten_float_model(float_model, graph, sim)
         ranges = {t: exported_range(st["s"], st)[:2] for t, st in sim.steps.items()
                   if st["s"] != st["s0"]}
     finally:
         torch.set_num_threads(previous_threads)
     return Reconstruction(model, tuple(done), time.monotonic() - started, len(x), ranges)
-
-
-def exported_range(step: float, grid: Mapping[str, Any]) -> tuple[float, float, float]:
-    """(low, high) to give the quantizer for an activation of quantization step `step`
-    on `grid` (its zero point and integer bounds), and the step the quantizer will compute
-    from that range. onnxruntime's compute_scale_zp takes the range's float32 ends, their
-    difference in float64 over (qmax - qmin), stored as float32, and the zero point
-    round(qmin - low / step): the zero point comes back unchanged and the step differs
-    from `step` by at most a float32 rounding, so the fit continues with exactly that one."""
-    z, qmin, qmax = grid["zero"], grid["qmin"], grid["qmax"]
-    low, high = np.float32((qmin - z) * step), np.float32((qmax - z) * step)
-    recomputed = float(np.float32((np.float64(high) - np.float64(low)) / (qmax - qmin)))
-    if round(qmin - float(low) / recomputed) != z:
-        raise ConversionError(f"reconstruction: a learned step {step:g} does not keep its "
-                              f"zero point {z:g}")
-    return float(low), float(high), recomputed
 
 
 def fit_inputs(x: np.ndarray, settings: ReconstructionSettings) -> np.ndarray:
@@ -289,28 +274,3 @@ def _float_values(float_model: bytes, tensors: Sequence[str], input_name: str,
     chunks = [session.run(names, {input_name: x[i:i + step]}) for i in range(0, len(x), step)]
     return {n: torch.tensor(np.concatenate([c[k] for c in chunks]))
             for k, n in enumerate(names)}
-
-
-def _rewritten(float_model: bytes, graph: QdqGraph, sim: QdqSimulator) -> bytes:
-    """`float_model` with each simulated layer's weight (on its grid) and bias."""
-    import onnx
-    from onnx import numpy_helper
-    model = onnx.load_from_string(float_model)
-    inits = {i.name: i for i in model.graph.initializer}
-    nodes = {n.name: n for n in model.graph.node}
-    for name, w in graph.weights.items():
-        p = sim.params[name]
-        if p["mode"] == "nearest":
-            continue
-        with sim.torch.no_grad():
-            weight = sim.weight(name).numpy().astype(np.float32)
-            bias = p["bias"].detach().numpy().astype(np.float32)
-        inits[w["weight_name"]].CopyFrom(numpy_helper.from_array(weight, w["weight_name"]))
-        if w["bias_name"] is not None:
-            inits[w["bias_name"]].CopyFrom(numpy_helper.from_array(bias, w["bias_name"]))
-        elif np.any(bias != 0):
-            bias_name = f"{name}__reconstructed_bias"
-            model.graph.initializer.append(numpy_helper.from_array(bias, bias_name))
-            nodes[name].input.append(bias_name)
-    return model.SerializeToString()
-

@@ -177,7 +177,7 @@ def test_learned_activation_steps_are_what_the_quantizer_recomputes(learned_step
 
 
 def exported_range_step(low: float, high: float) -> float:
-    from edgepack.converters.int8.reconstruction import exported_range
+    from edgepack.converters.int8.reconstruction_export import exported_range
     step = (high - low) / 255.0
     zero = round(-low / step)
     return exported_range(step, {"zero": zero, "qmin": 0, "qmax": 255})[2]
