@@ -262,7 +262,7 @@ def standin_section(rounds: int = 40, config: StandinConfig = StandinConfig(),
     from edgepack.converters.int8.cle import equalize
     from edgepack.converters.int8.graph_prep import prepare_graph
     from edgepack.converters.int8.quantize import float_graph_outputs, weighted_nodes
-    from edgepack.converters.int8.sensitivity import AgreementMeter
+    from edgepack.converters.int8.scoring import AgreementMeter
     from int8 import bundle, load_average, run_onnx, time_bundles
 
     print(f"\n== stand-in: MobileNetV2 (ReLU6, width {config.width}) at {config.size}x"
@@ -515,7 +515,7 @@ def diagnose_section(config: StandinConfig = StandinConfig(),
     from edgepack.converters.int8 import Calibrated, CalibrationSettings, choose_recipe
     from edgepack.converters.int8.calibration_choice import choose_calibration
     from edgepack.converters.int8.graph_prep import prepare_graph
-    from edgepack.converters.int8.sensitivity import AgreementMeter, row_kl
+    from edgepack.converters.int8.scoring import AgreementMeter, row_kl
     model = train_standin(config)
     calib, _ = patches(300, config.seed + 1, config)
     held, _ = patches(1024, config.seed + 2, config)
@@ -600,7 +600,7 @@ def reconstruction_section(fresh_seeds: tuple[int, ...] = (4242, 9001), rounds: 
                                           choose_recipe, quantize_int8)
     from edgepack.converters.int8.graph_prep import prepare_graph
     from edgepack.converters.int8.reconstruction import ReconstructionSettings
-    from edgepack.converters.int8.sensitivity import row_kl
+    from edgepack.converters.int8.scoring import row_kl
     from int8 import bundle, load_average, run_onnx, time_bundles
     bad = [s for s in fresh_seeds if s in USED_SEEDS]
     if bad and not rerun:
@@ -622,7 +622,7 @@ def reconstruction_section(fresh_seeds: tuple[int, ...] = (4242, 9001), rounds: 
         models["plain int8"] = plain_cal.quantize(recipe)
     # Whatever the held-back samples decide, the reconstructed model itself is scored
     # too (what it gives had it been kept): the pass's first quantization after the
-    # reconstruction is that model (sensitivity._try_reconstruction).
+    # reconstruction is that model (fitted_trials.try_reconstruction).
     itself: list[bytes] = []
     fitted: list = []
     real_reconstruct, real_quantize = reconstruction.reconstruct, Calibrated.quantize
@@ -660,7 +660,7 @@ def reconstruction_section(fresh_seeds: tuple[int, ...] = (4242, 9001), rounds: 
         models["the reconstructed model itself"] = itself[0]
     figures: dict = {"seconds": seconds, "record": rec}
     refs = {n: run_onnx(fp32, x) for n, x in sets.items()}
-    print(f"  agreement with fp32 (SE), 1024 patches per set; times of the conversion:")
+    print("  agreement with fp32 (SE), 1024 patches per set; times of the conversion:")
     for name, m in models.items():
         row, pooled = [], []
         for set_name, x in sets.items():

@@ -127,8 +127,6 @@ class Calibrated:
         """A Calibrated whose activation ranges (tensor -> (low, high)) are given instead
         of measured: quantizing it runs no calibration. `settings.method` is recorded as
         the calibration method. Every tensor the quantizer quantizes needs a range."""
-        from onnxruntime.quantization.calibrate import (CalibrationMethod, TensorData,
-                                                        TensorsData, save_tensors_data)
         calibrated = cls(model_bytes, calibration, settings)
         calibrated.replace_ranges(ranges)
         return calibrated

@@ -46,14 +46,11 @@ from .layer_search import (MixedPrecision, keep_float_greedily, prune_float_laye
                            rank_layers)
 from .quantize import QUANTIZABLE_OPS, Calibrated, recipe_float_nodes, weighted_nodes
 from .recipes import Recipe
-from .scoring import AgreementMeter, Score, TaskMetric, row_kl
+from .scoring import AgreementMeter, Score, TaskMetric
 
 log = logging.getLogger(__name__)
 
-#: The pass, and the names benchmarks/int8_standin.py still imports from here (their home
-#: is scoring.py).
-__all__ = ["AccuracyTarget", "SENSITIVITY_METHODS", "accuracy_aware", "AgreementMeter",
-           "Score", "row_kl"]
+__all__ = ["AccuracyTarget", "SENSITIVITY_METHODS", "accuracy_aware"]
 
 SENSITIVITY_METHODS = ("one_pass", "isolated", "leave_one_out")
 
