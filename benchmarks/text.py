@@ -186,6 +186,27 @@ def model_bench(per_sentence: dict | None) -> None:
               f"{st / f:.2f}")
         for e in engines:
             e.close()
+    # the engine leaves out onnxruntime's SkipLayerNormFusion (runtime/engines/
+    # onnxruntime_engine.py: its CPU kernel is slower than the ops it fuses); the same
+    # models in sessions with the fusion, interleaved with the engine's, 1 thread
+    import onnxruntime as ort
+
+    def fused(model):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = 1, 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        return lambda: session.run(None, feeds)
+    engines = [open_engine("onnxruntime", m, threads=1) for m in (fp32, dyn)]
+    times = time_interleaved([lambda e=e: e.run(feeds) for e in engines] +
+                             [fused(fp32), fused(dyn)], rounds=15, block=3, warmup=3)
+    f, d, ff, fd = (statistics.median(x) * 1e3 for x in times)
+    print(f"1 thread, onnxruntime's SkipLayerNormFusion on (the engine leaves it out): fp32 "
+          f"{ff:.1f} ms (engine {f:.1f}), dynamic int8 {fd:.1f} ms (engine {d:.1f}), ratio "
+          f"{fd / ff:.2f} (engine {d / f:.2f})")
+    for e in engines:
+        e.close()
     js = trained.trained("wordpiece")
     held, warmup = _splits("en", 1000)
     tok = Tokenizer.from_json(js)
