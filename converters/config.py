@@ -27,11 +27,15 @@ class CalibrationConfig:
     method: "minmax" | "entropy" | "percentile" (the last two: ONNX target only).
     samples: at most this many calibration samples are used.
     percentile: the percentile kept by the "percentile" method.
+    float_outputs: the model's outputs are not requantized to 8 bits (the last layer's
+        int32 result is dequantized straight to float; int8.CalibrationSettings); ONNX
+        target only.
     """
 
     method: str = "minmax"
     samples: int = 200
     percentile: float = 99.999
+    float_outputs: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in CALIBRATION_METHODS:
@@ -118,6 +122,9 @@ class QuantizationConfig:
         speed = SpeedSettings(examples=self.examples) if self.speed_check else None
         overrides: list[tuple[str, Any]] = [("per_channel", self.per_channel)]
         if engine == "litert":
+            if self.calibration.float_outputs:
+                raise ConversionError("float outputs (calibration float_outputs) are for "
+                                      "the ONNX target only")
             return LiteRtInt8Options(device=self.device, recipe_overrides=tuple(overrides),
                                      int8_io=self.int8_io, accuracy=accuracy, speed=speed)
         if self.reduce_range is not None:
@@ -128,7 +135,8 @@ class QuantizationConfig:
         return Int8Options(
             device=self.device, recipe_overrides=tuple(overrides),
             calibration=CalibrationSettings(self.calibration.method,
-                                            self.calibration.percentile),
+                                            self.calibration.percentile,
+                                            float_outputs=self.calibration.float_outputs),
             accuracy=accuracy, speed=speed, exclude_nodes=tuple(exclude_nodes),
             task_metric=self.task_metric)
 
@@ -148,6 +156,8 @@ class QuantizationConfig:
                                      "samples": calibration_samples}
             if self.calibration.method == "percentile":
                 record["calibration"]["percentile"] = self.calibration.percentile
+            if self.calibration.float_outputs:
+                record["calibration"]["float_outputs"] = True
         if self.mode == "fp16":
             record["io"] = "float32"
         return record

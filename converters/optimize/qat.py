@@ -398,6 +398,7 @@ def export_bundle(result: QATResult, out: str | Path, **convert_kwargs) -> Any:
     fixed = {"quantize": "int8", "calibration_data": result.calibration,
              "calibration_method": "minmax",
              "calibration_samples": len(result.calibration),
+             "float_outputs": result.config.float_outputs,
              "device": result.config.device}
     clash = sorted(k for k in fixed if k in convert_kwargs and convert_kwargs[k] != fixed[k])
     if clash:
@@ -416,12 +417,7 @@ def export_bundle(result: QATResult, out: str | Path, **convert_kwargs) -> Any:
     accept = bool(convert_kwargs.pop("accept", False))
     converted = _convert_int8(result.float_model, out, convert_kwargs)
     bundle = read_bundle(converted.path)
-    members = {name: bundle.read(name) for name in bundle.members}
-    if result.config.float_outputs:
-        from ..int8.quantize import float_graph_outputs
-        path = bundle.manifest.model.path
-        members[path] = float_graph_outputs(members[path])
-    match = fake_quant_agreement(result, members[bundle.manifest.model.path])
+    match = fake_quant_agreement(result, bundle.model_bytes())
     if match["max_steps"] is not None and match["max_steps"] > 1.0 + 1e-3 and not accept:
         raise OptimizeError(
             f"the int8 bundle differs from the fake-quant model by {match['max_steps']:.2f} "
@@ -429,6 +425,7 @@ def export_bundle(result: QATResult, out: str | Path, **convert_kwargs) -> Any:
             "quantized the way it was trained; pass accept=True / --accept to keep it")
     quantization = dict(bundle.manifest.quantization or {})
     quantization.update(qat=dict(result.record, fake_quant_match=match), method="qat")
+    members = {name: bundle.read(name) for name in bundle.members}
     manifest = dataclasses.replace(bundle.manifest, quantization=quantization)
     write_bundle(converted.path, manifest, members,
                  directory=Path(converted.path).is_dir())
@@ -448,7 +445,7 @@ def _convert_int8(float_model: nn.Module, out: str | Path, options: dict) -> Any
     from ..pipeline import convert_model
     options = dict(options)
     fixed = {k: options.pop(k) for k in ("quantize", "calibration_data", "calibration_method",
-                                         "calibration_samples", "device")}
+                                         "calibration_samples", "float_outputs", "device")}
     unknown = sorted(set(options) - set(_EXPORT_OPTIONS))
     if unknown:
         raise OptimizeError(f"export() does not take {', '.join(unknown)}; it takes "
@@ -456,7 +453,8 @@ def _convert_int8(float_model: nn.Module, out: str | Path, options: dict) -> Any
     quantization = QuantizationConfig(
         mode=fixed["quantize"], speed_check=options.pop("speed_check", True),
         calibration=CalibrationConfig(method=fixed["calibration_method"],
-                                      samples=fixed["calibration_samples"]))
+                                      samples=fixed["calibration_samples"],
+                                      float_outputs=fixed["float_outputs"]))
     labels = options.pop("labels", None)
     config = ConversionConfig(
         target=options.pop("target", "onnx"), quantization=quantization, accept=True,

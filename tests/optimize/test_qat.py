@@ -262,6 +262,8 @@ def test_float_outputs_leave_the_logits_unquantized_in_training_and_bundle(digit
     graph = onnx.load_from_string(bundle.model_bytes()).graph
     producer = {o: n.op_type for n in graph.node for o in n.output}
     assert producer[graph.output[0].name] != "DequantizeLinear"
+    # the converter quantized it with float outputs, so its validation is of this graph
+    assert bundle.manifest.quantization["calibration"]["float_outputs"] is True
     match = bundle.manifest.quantization["qat"]["fake_quant_match"]
     assert match["step"] == "1/255 of the output range (float outputs)"
     assert match["max_steps"] <= 1.0001
