@@ -187,7 +187,8 @@ def run_onnx(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-    return np.concatenate([session.run(None, {"x": x[i:i + 256]})[0]
+    name = session.get_inputs()[0].name     # "x" for the exports here; a QAT bundle's own
+    return np.concatenate([session.run(None, {name: x[i:i + 256]})[0]
                            for i in range(0, len(x), 256)])
 
 

@@ -51,18 +51,6 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
-def run(model_bytes: bytes, x: np.ndarray) -> np.ndarray:
-    """Logits of an ONNX model for NCHW float inputs, 256 at a time, 1 thread."""
-    import onnxruntime as ort
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: x[i:i + 256]})[0]
-                           for i in range(0, len(x), 256)])
-
-
 def op_counts(model_bytes: bytes) -> str:
     import onnx
     counts = collections.Counter(n.op_type for n in onnx.load_from_string(model_bytes).graph.node)
@@ -93,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from edgepack.optimize import QATConfig, quantization_aware
     from edgepack.runtime.benchmark import cpu_description
     from edgepack.runtime.bundle import read_bundle
-    from int8 import bundle, load_average, time_bundles
+    from int8 import bundle, load_average, run_onnx as run, time_bundles
     from int8_standin import USED_SEEDS, StandinConfig, export, patches, train_standin
 
     torch.set_num_threads(1)
