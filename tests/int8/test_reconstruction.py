@@ -31,17 +31,25 @@ def _error(model: bytes, reference: np.ndarray, x: np.ndarray) -> float:
     return float(np.sum((got - reference) ** 2) / np.sum(reference ** 2))
 
 
-@pytest.fixture(scope="module")
-def rebuilt(calib):
+def _reconstructed(calib, settings: ReconstructionSettings):
+    """(float model, plain int8, the reconstruction, its int8 model): a conv net's plain
+    int8 (float outputs), reconstructed on 133 samples and quantized again with the plain
+    ranges, the learned ones in their place (none unless `learn_ranges`)."""
     float_model = conv_net(seed=3, channels=8)
-    settings = CalibrationSettings(float_outputs=True)
-    with Calibrated(float_model, {"x": calib}, settings) as plain_cal:
+    calibration = CalibrationSettings(float_outputs=True)
+    with Calibrated(float_model, {"x": calib}, calibration) as plain_cal:
         plain = plain_cal.quantize(RECIPE)
         ranges = plain_cal.ranges()
-    result = reconstruct(float_model, plain, {"x": calib[:133]}, SETTINGS)
-    with Calibrated.with_ranges(result.model_bytes, {"x": calib}, settings, ranges) as c:
+    result = reconstruct(float_model, plain, {"x": calib[:133]}, settings)
+    with Calibrated.with_ranges(result.model_bytes, {"x": calib}, calibration,
+                                {**ranges, **result.ranges}) as c:
         model = c.quantize(RECIPE)
     return float_model, plain, result, model
+
+
+@pytest.fixture(scope="module")
+def rebuilt(calib):
+    return _reconstructed(calib, SETTINGS)
 
 
 def test_the_simulation_equals_onnxruntimes_qdq_model(calib, rebuilt):
@@ -136,18 +144,9 @@ def test_the_pass_reconstructs_the_float_model_it_was_given_and_judges_on_held_b
 
 @pytest.fixture(scope="module")
 def learned_steps(calib):
-    float_model = conv_net(seed=3, channels=8)
-    settings = CalibrationSettings(float_outputs=True)
-    with Calibrated(float_model, {"x": calib}, settings) as plain_cal:
-        plain = plain_cal.quantize(RECIPE)
-        ranges = plain_cal.ranges()
-    result = reconstruct(float_model, plain, {"x": calib[:133]},
-                         ReconstructionSettings(iterations=120, batch=32, mixes=3, seed=0,
-                                                learn_ranges=True, range_learning_rate=1e-2))
-    with Calibrated.with_ranges(result.model_bytes, {"x": calib}, settings,
-                                {**ranges, **result.ranges}) as c:
-        model = c.quantize(RECIPE)
-    return float_model, plain, result, model
+    return _reconstructed(calib, ReconstructionSettings(
+        iterations=120, batch=32, mixes=3, seed=0, learn_ranges=True,
+        range_learning_rate=1e-2))
 
 
 def _steps(model: bytes, float_model: bytes) -> dict[str, tuple[float, float]]:
