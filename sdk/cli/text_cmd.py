@@ -88,11 +88,14 @@ def run_texts(bundle: Path, texts: tuple[str, ...], threads: int | None, as_json
               help="Held-out texts, one per line (default: a small built-in set).")
 @click.option("--calibration-texts", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Texts for static int8 calibration, one per line.")
+@click.option("--accuracy-target", type=click.FloatRange(0, 1, min_open=True),
+              help="Static int8: top-1 agreement with the float model on the calibration "
+                   "texts that edgepack's accuracy-aware int8 pass aims for.")
 @click.option("--accept", is_flag=True, help="Write the bundle even if validation fails.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def convert_transformer_cmd(source, output, name, version_, quantize, tokenizer, max_length,
-                            pooling, no_normalize, validation_texts, calibration_texts, accept,
-                            as_json):
+                            pooling, no_normalize, validation_texts, calibration_texts,
+                            accuracy_target, accept, as_json):
     """Convert a Hugging Face transformer (a save_pretrained directory) into a text bundle."""
     from edgepack.converters.hf_onnx import TextConversionConfig, convert_transformer
 
@@ -100,9 +103,11 @@ def convert_transformer_cmd(source, output, name, version_, quantize, tokenizer,
         if path is None:
             return None
         return [t for t in path.read_text(encoding="utf-8").splitlines() if t.strip()]
+    _check_accuracy_target(accuracy_target, quantize)
     config = TextConversionConfig(name=name or output.stem, version=version_,
                                   quantization=quantize, max_length=max_length,
-                                  pooling=pooling, normalize=not no_normalize, accept=accept)
+                                  pooling=pooling, normalize=not no_normalize, accept=accept,
+                                  accuracy_target=accuracy_target)
     result = convert_transformer(source, output, config, tokenizer=tokenizer,
                                  validation_texts=lines(validation_texts),
                                  calibration_texts=lines(calibration_texts))
@@ -116,6 +121,12 @@ def convert_transformer_cmd(source, output, name, version_, quantize, tokenizer,
                f"{_metric(v)}")
 
 
+def _check_accuracy_target(target: float | None, mode: str) -> None:
+    if target is not None and mode != "int8":
+        raise InputError(f"--accuracy-target is for static int8 (--quantize int8 with "
+                         f"calibration texts), not {mode!r}")
+
+
 def _lines(path) -> list[str] | None:
     if path is None:
         return None
@@ -127,7 +138,6 @@ def _lines(path) -> list[str] | None:
 _NOT_FOR_TEXT = {"weights": "--weights", "input_shapes": "--input-shape",
                  "preprocess": "--preprocess", "postprocess": "--postprocess",
                  "labels": "--labels", "int8_io": "--int8-io",
-                 "accuracy_target": "--accuracy-target",
                  "validation_samples": "--validation-samples", "max_drop": "--max-drop",
                  "device": "--device"}
 
@@ -155,9 +165,11 @@ def convert_hf_directory(source: str, out: str, *, target: str | None, quantize:
             raise InputError(f"{what} for a transformer is a text file, one text a line; "
                              f"{path} is not a file")
     mode = quantize or "dynamic"
+    _check_accuracy_target(others.get("accuracy_target"), mode)
     config = TextConversionConfig(name=name or Path(out).stem, version=bundle_version,
                                   quantization=mode, accept=accept, opset=opset,
-                                  per_channel=not per_tensor)
+                                  per_channel=not per_tensor,
+                                  accuracy_target=others.get("accuracy_target"))
     if not as_json:
         click.echo(f"converting {source} -> onnx ({mode}) as a Hugging Face transformer "
                    f"(save_pretrained directory) ...", err=True)

@@ -74,3 +74,11 @@ def test_convert_directory_takes_the_text_path(encoder_dir, tmp_path):
         assert [s["op"] for s in model.manifest.encode] == ["tokenize"]
         vec = model.predict("a sentence to embed")["embedding"][0]
     assert len(vec) == 32 and abs(sum(v * v for v in vec) - 1.0) < 1e-4
+
+
+def test_accuracy_target_is_for_static_int8_only(encoder_dir, tmp_path):
+    for args in (("convert", encoder_dir), ("convert-transformer", encoder_dir)):
+        done = _cli(*args, "-o", tmp_path / "x.edgepack", "--accuracy-target", "0.99")
+        assert done.exit_code == 2, done.output
+        assert "--accuracy-target is for static int8" in done.output
+        assert not (tmp_path / "x.edgepack").exists()
