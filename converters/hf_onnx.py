@@ -221,7 +221,7 @@ def convert_transformer(source: Any, out: str | Path, config: TextConversionConf
             exclude = non_matmul_nodes(fp32)
         quantized = quantize_onnx(fp32, QuantizationConfig(
             mode=config.quantization, per_channel=config.per_channel, speed_check=False,
-            accuracy_target=config.accuracy_target if calibration is not None else None,
+            accuracy_target=config.accuracy_target,  # None unless int8 (__post_init__)
             # Static int8 keeps the model's outputs float (the last MatMul's int32 result
             # dequantized straight to float): requantizing logits to 8 bits over the
             # calibration set's range erased the small margins of weakly trained

@@ -112,7 +112,7 @@ def test_language_classifier_fp32_and_dynamic_int8(classifier, language_data, tm
             assert r.validation["top1_agreement"] >= 0.9
             assert model_ops(r.path) >= {"QuantizeLinear", "DequantizeLinear", "MatMul"}
             # the logits leave the last MatMul as float, not requantized to 8 bits
-            quantization = _manifest(r.path)["quantization"]
+            quantization = _quantization(r.path)
             assert quantization["calibration"]["float_outputs"] is True, quantization
             assert not _outputs_requantized(r.path)
         # static int8 is converted with accept: below convert's 0.98 bar it is kept as
@@ -157,12 +157,13 @@ def test_static_int8_with_an_accuracy_target(classifier, language_data, tmp_path
     r = convert_transformer(model, tmp_path / "lang-target.edgepack", cfg, tokenizer=hf,
                             validation_texts=[t for t, _ in test[::10]],
                             calibration_texts=[t for t, _ in train[::5]])
-    aware = _manifest(r.path)["quantization"]["accuracy_aware"]
+    aware = _quantization(r.path)["accuracy_aware"]
     assert aware["target_agreement"] == 0.995
     assert aware["measured_on"].startswith("calibration set")
     assert aware["met"] == (aware["agreement"] >= 0.995), aware
     assert aware["agreement"] >= aware["agreement_all_int8"], aware
     assert r.validation["top1_agreement"] >= 0.9
+
 
 def _model(bundle_path):
     import zipfile
@@ -175,10 +176,12 @@ def model_ops(bundle_path) -> set:
     return {n.op_type for n in _model(bundle_path).graph.node}
 
 
-def _manifest(bundle_path) -> dict:
-    import json
+def _quantization(bundle_path) -> dict:
+    """The manifest's quantization record, read by the runtime's manifest parser."""
     import zipfile
-    return json.loads(zipfile.ZipFile(bundle_path).read("manifest.json"))
+
+    from edgepack.runtime.manifest import parse_manifest
+    return dict(parse_manifest(zipfile.ZipFile(bundle_path).read("manifest.json")).quantization)
 
 
 def _outputs_requantized(bundle_path) -> bool:
