@@ -2,6 +2,7 @@
 give the same tokens, unknown chars (fused or not) included, and match tokenizers."""
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -38,3 +39,31 @@ def test_unknown_chars_in_sentences_match_tokenizers(trained_json):
     texts = [t + " " + "".join(rng.choice("\u2603\u2604\U0001F600\u4e2d") for _ in range(4))
              + "x" + t[:5] for t in corpus.sample("zh", 150, seed=12)]
     assert [fields(ours.encode(t)) for t in texts] == [fields(hf.encode(t)) for t in texts]
+
+
+def _hand_made_unigram(pieces):
+    return json.dumps({
+        "version": "1.0", "truncation": None, "padding": None, "added_tokens": [],
+        "normalizer": None, "post_processor": None, "decoder": None,
+        "pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581",
+                          "prepend_scheme": "always", "split": True},
+        "model": {"type": "Unigram", "unk_id": 0, "byte_fallback": False,
+                  "vocab": [["<unk>", 0.0]] + [list(p) for p in pieces]}})
+
+
+def test_scores_add_up_in_the_order_tokenizers_adds_them():
+    """Planted: 'cd' scores exactly 'c' + 'd', so whether it wins is decided by rounding:
+    after the piece '\u2581x' the path sum (B + c) + d rounds above B + (c + d) and
+    tokenizers takes 'c', 'd'. A lattice that summed in any other order (a word solved in
+    parts, each from 0.0, as a cache of word pieces would) keeps 'cd' on this tie."""
+    from tokenizers import Tokenizer as HF
+    # short decimals, so the JSON round trip keeps them exact (`serde_f64`)
+    c, d, prefix, both = -8.579775, -14.148088, -6.336859, -22.727863
+    assert c + d == both and (prefix + c) + d > prefix + both  # the planted rounding
+    js = _hand_made_unigram([("\u2581x", prefix), ("c", c), ("d", d), ("cd", both),
+                             ("\u2581", -20.0), ("x", -20.0)])
+    ours = Tokenizer.from_json(js)
+    assert ours.model._lists("cd")[1] == ["cd"]  # the tie from 0.0 keeps the first piece
+    want = HF.from_str(js).encode("xcd")
+    assert want.tokens == ["\u2581x", "c", "d"]
+    assert fields(ours.encode("xcd")) == fields(want)
