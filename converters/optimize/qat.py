@@ -16,8 +16,10 @@ of onnxruntime's QDQ int8 path under edgepack's recipe, not an approximation of 
 - Biases: int32 with scale = input scale x weight scale, as the quantizer stores them.
 - Activations: the recipe's type (U8 asymmetric on x86, S8 on ARM), at the tensors the
   quantizer puts Q/DQ pairs on: each Conv/Linear input unless it comes unchanged through
-  max-pool/flatten/reshape from another quantized tensor (those share the scale), and each
-  Conv/Linear output, after its ReLU (which the quantizer folds into the output range).
+  max-pool/flatten/reshape from another quantized tensor (those share the scale), each
+  Conv/Linear output, after its ReLU (which the quantizer folds into the output range),
+  and both inputs and the output of each two-tensor Add (a residual sum is stored in 8
+  bits, and every reader of it, the skip path included, reads that copy).
   Ranges are the min/max of the *float* model's activations on the calibration samples,
   re-measured before every epoch and after the last one: exactly what onnxruntime's MinMax
   calibrator measures on the exported model with the same samples.
@@ -33,6 +35,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
+import operator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,6 +60,9 @@ _QUANTIZED_MODULES = (nn.Conv1d, nn.Conv2d, nn.Linear)
 _SHARING_MODULES = (nn.MaxPool1d, nn.MaxPool2d, nn.Flatten, nn.Dropout, nn.Identity)
 _SHARING_FUNCTIONS = (F.max_pool2d, F.max_pool1d, torch.flatten, F.dropout)
 _SHARING_METHODS = ("view", "reshape", "flatten", "contiguous")
+#: Elementwise adds of two tensors: onnxruntime's quantizer puts Q/DQ on both inputs and on
+#: the output of each Add (residual connections), so every reader sees the 8-bit sum.
+_ADD_FUNCTIONS = (operator.add, operator.iadd, torch.add)
 
 
 
@@ -78,6 +84,17 @@ def _is_relu(node, modules) -> float | None:
     if node.op == "call_method" and node.target in ("relu", "relu_"):
         return float("inf")
     return None
+
+
+def _is_tensor_add(node) -> bool:
+    """A two-tensor add (`a + b`, `torch.add(a, b)`, `a.add(b)`), not one with a constant."""
+    if node.op == "call_function" and node.target in _ADD_FUNCTIONS:
+        pass
+    elif not (node.op == "call_method" and node.target in ("add", "add_")):
+        return False
+    import torch.fx as fx
+    return (len(node.args) == 2 and not node.kwargs
+            and all(isinstance(a, fx.Node) for a in node.args))
 
 
 def _shares_grid(node, modules) -> bool:
@@ -160,7 +177,31 @@ def prepare_qat(model: nn.Module, recipe, learn_ranges: bool = True,
             node = node.args[0]
         return None
 
+    def quantized_input(node, source) -> str:
+        """The point `node` reads `source` through, inserted when `source` has none."""
+        name = grid_source(source)
+        if name is not None:
+            return name
+        name = new_quant()
+        with graph.inserting_before(node):
+            qnode = graph.call_module(name, (source,))
+        quant_of[qnode] = name
+        # every quantized consumer of this tensor reads the same quantized copy
+        for user in list(source.users):
+            if user is not qnode and _reads_quantized(user, modules):
+                user.replace_input_with(source, qnode)
+        return name
+
     for node in list(graph.nodes):
+        if _is_tensor_add(node):
+            for source in dict.fromkeys(node.args):
+                quantized_input(node, source)
+            users = list(node.users)
+            if len(users) == 1 and _is_relu(users[0], modules) is not None:
+                add_quant(node, relu=_is_relu(users[0], modules), replace_node=users[0])
+            else:
+                add_quant(node)
+            continue
         if node.op != "call_module" or not isinstance(modules[node.target], _QUANTIZED_MODULES):
             continue
         layer = modules[node.target]
@@ -170,19 +211,7 @@ def prepare_qat(model: nn.Module, recipe, learn_ranges: bool = True,
         wrapped = QuantizedLayer(layer, weight_qmax)
         _set_module(gm, node.target, wrapped)
         layers[node.target] = wrapped
-        source = node.args[0]
-        name = grid_source(source)
-        if name is None:
-            qname = new_quant()
-            with graph.inserting_before(node):
-                qnode = graph.call_module(qname, (source,))
-            quant_of[qnode] = qname
-            # every consumer of this tensor reads the same quantized copy
-            for user in list(source.users):
-                if user is not qnode and _reads_quantized(user, modules):
-                    user.replace_input_with(source, qnode)
-            name = qname
-        wrapped.input_quant = acts[name]
+        wrapped.input_quant = acts[quantized_input(node, node.args[0])]
         users = list(node.users)
         if len(users) == 1 and _is_relu(users[0], modules) is not None:
             add_quant(node, relu=_is_relu(users[0], modules), replace_node=users[0])
@@ -235,7 +264,8 @@ def _fold_batchnorms(gm, modules: dict) -> None:
 
 
 def _reads_quantized(node, modules) -> bool:
-    return node.op == "call_module" and isinstance(modules.get(node.target), _QUANTIZED_MODULES)
+    return _is_tensor_add(node) or (node.op == "call_module" and isinstance(
+        modules.get(node.target), _QUANTIZED_MODULES))
 
 
 def _thin(layer: nn.Module, recipe) -> bool:
