@@ -69,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--int8-outputs", action="store_true",
                         help="requantize the logits to 8 bits (QATConfig.float_outputs off)")
+    parser.add_argument("--fixed-ranges", action="store_true",
+                        help="no learned clipping bounds (QATConfig.learn_ranges off): "
+                             "every range is the float model's min/max")
     parser.add_argument("--fresh-seeds", default="1234,5678",
                         help="seeds of the fresh held-out sets (1024 patches each)")
     parser.add_argument("--rounds", type=int, default=30, help="interleaved timed rounds")
@@ -129,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     result = quantization_aware(model, (x_train, y), QATConfig(
         epochs=args.epochs, lr=args.lr, calibration_samples=300, distill_alpha=args.distill,
-        temperature=args.temperature, float_outputs=not args.int8_outputs))
+        temperature=args.temperature, float_outputs=not args.int8_outputs,
+        learn_ranges=not args.fixed_ranges))
     seconds["QAT"] = time.perf_counter() - t
     for e in result.history.epochs:
         print(f"  epoch {e.epoch}: loss {e.loss:.4f}, train accuracy {e.train_accuracy:.4f}")

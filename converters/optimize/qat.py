@@ -50,7 +50,7 @@ from .data import as_data, iter_batches
 from .errors import OptimizeError
 from .fake_quant import (ActivationQuant, Clamp, QuantizedLayer, fake_quant_weight,
                          fold_batchnorm, weight_scale)
-from .train import EpochStats, History, fine_tune, run_training
+from .train import History, run_training
 
 log = logging.getLogger(__name__)
 
@@ -361,19 +361,20 @@ def quantization_aware(model: nn.Module, data, config: QATConfig = QATConfig(), 
     source = as_data(data)
     calib = _calibration_inputs(source, config.calibration_samples)
     qat = prepare_qat(model, recipe, config.learn_ranges, config.float_outputs)
-    step = _distillation_step(model, qat.graph_module, source, config) \
-        if config.distill_alpha > 0 else None
-    stats: list[EpochStats] = []
-    for epoch in range(1, config.epochs + 1):
+    if config.distill_alpha > 0:
+        step = _distillation_step(model, qat.graph_module, source, config)
+    else:
+        def step(x, y, _index):
+            logits = qat.graph_module(x)
+            return F.cross_entropy(logits, y), logits, {}
+
+    def recalibrate(_epoch: int) -> None:
+        # the ranges the float model's activations have now, as the bundle will measure them
         calibrate(qat, calib)
         qat.set_mode("train")
-        one = _train_config(dataclasses.replace(config, epochs=1,
-                                                seed=config.seed + epoch - 1))
-        if step is None:
-            history = fine_tune(qat.graph_module, source, one, eval_data=eval_data).history
-        else:
-            history = run_training(qat.graph_module, source, one, step, eval_data=eval_data)
-        stats.append(dataclasses.replace(history.epochs[0], epoch=epoch))
+
+    history = run_training(qat.graph_module, source, _train_config(config), step,
+                           eval_data=eval_data, before_epoch=recalibrate)
     calibrate(qat, calib)          # final ranges: what the bundle's calibration will measure
     qat.set_mode("eval")
     float_model = export_float(qat)
@@ -396,7 +397,7 @@ def quantization_aware(model: nn.Module, data, config: QATConfig = QATConfig(), 
         record["kept_float"] = list(qat.float_layers)
     log.info("QAT: %d layers, %d activation points, %d epochs", len(qat.layers),
              len(qat.activations), config.epochs)
-    return QATResult(qat.graph_module, float_model, calib.numpy(), History(tuple(stats)),
+    return QATResult(qat.graph_module, float_model, calib.numpy(), history,
                      recipe, config, len(qat.activations), qat.float_layers, record)
 
 

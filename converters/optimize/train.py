@@ -90,8 +90,12 @@ StepFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"],
 
 def run_training(model: nn.Module, source, config: TrainConfig, step: StepFn,
                  eval_data: Data | None = None,
-                 masks: dict[str, torch.Tensor] | None = None) -> History:
-    """Train `model` for `config.epochs`; `step` defines the loss. Shared by fine-tune/distill.
+                 masks: dict[str, torch.Tensor] | None = None,
+                 before_epoch: Callable[[int], None] | None = None) -> History:
+    """Train `model` for `config.epochs`; `step` defines the loss. Shared by fine-tune,
+    distill and QAT. `before_epoch(epoch)` runs before each epoch (QAT re-measures its
+    activation ranges there); one optimizer runs through all epochs, so its state (Adam's
+    moment estimates) is not reset between them.
 
     The global RNG is forked and seeded with `config.seed` so dropout and batch order are
     reproducible without changing the caller's random state.
@@ -103,6 +107,8 @@ def run_training(model: nn.Module, source, config: TrainConfig, step: StepFn,
         torch.manual_seed(config.seed)
         generator = torch.Generator().manual_seed(config.seed)
         for epoch in range(1, config.epochs + 1):
+            if before_epoch is not None:
+                before_epoch(epoch)
             model.train()
             sums: dict[str, float] = {}
             correct = count = 0
