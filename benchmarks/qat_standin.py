@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--int8-outputs", action="store_true",
                         help="requantize the logits to 8 bits (QATConfig.float_outputs off)")
+    parser.add_argument("--train-patches", type=int, default=None, metavar="N",
+                        help="QAT training patches (default: the stand-in's own 6144)")
     parser.add_argument("--fixed-ranges", action="store_true",
                         help="no learned clipping bounds (QATConfig.learn_ranges off): "
                              "every range is the float model's min/max")
@@ -126,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         recipe=recipe, accuracy=AccuracyTarget(0.95, max_float_layers=0))).model_bytes
     seconds["automatic PTQ"] = time.perf_counter() - t
 
-    x_train, y_task = patches(config.train, config.seed + 100, config)
+    # the stand-in's training patches, or more of them drawn the same way (the first
+    # config.train are the same patches; nothing held out is drawn from this seed)
+    x_train, y_task = patches(args.train_patches or config.train, config.seed + 100, config)
     y = run(fp32, x_train).argmax(1) if args.labels == "teacher" else y_task
     print(f"QAT: {len(x_train)} training patches, {args.labels} labels "
           f"(teacher = task label on {np.mean(run(fp32, x_train).argmax(1) == y_task):.3f} "
