@@ -449,11 +449,14 @@ def export_bundle(result: QATResult, out: str | Path, **convert_kwargs) -> Any:
     converted = _convert_int8(result.float_model, out, convert_kwargs)
     bundle = read_bundle(converted.path)
     match = fake_quant_agreement(result, bundle.model_bytes())
-    if match["max_steps"] is not None and match["max_steps"] > 1.0 + 1e-3 and not accept:
+    if not faithful(match) and not accept:
         raise OptimizeError(
-            f"the int8 bundle differs from the fake-quant model by {match['max_steps']:.2f} "
-            "output quantization steps (at most 1 expected): the exported graph is not "
-            "quantized the way it was trained; pass accept=True / --accept to keep it")
+            f"the int8 bundle differs from the fake-quant model by up to "
+            f"{match['max_steps']:.2f} output quantization steps (mean "
+            f"{match['mean_steps']:.3f}, top-1 agreement {match['top1_agreement']:.3f}); "
+            "expected at most 1 step, or on a deep net a mean under "
+            f"{_FAITHFUL_MEAN_STEPS} with top-1 >= {_FAITHFUL_TOP1}: the exported graph is "
+            "not quantized the way it was trained; pass accept=True / --accept to keep it")
     quantization = dict(bundle.manifest.quantization or {})
     quantization.update(qat=dict(result.record, fake_quant_match=match), method="qat")
     members = {name: bundle.read(name) for name in bundle.members}
@@ -512,9 +515,30 @@ def output_step(result: QATResult) -> float | None:
     return None
 
 
+#: A bundle whose largest difference exceeds one output step still computes what was trained
+#: when the differences are rare and tiny: through 50+ int8 layers a requantization tie that
+#: onnxruntime rounds the other way moves a few outputs by 1-2 steps. Measured on the
+#: calibration samples of the issue-18 MobileNetV2 stand-in: max 0.90 steps untrained and
+#: 1.04-1.97 after QAT, mean 0.026 untrained, top-1 0.997-1.000; a graph quantized unlike
+#: its training shifts every output (the skip paths left float, fixed in session 12: mean
+#: 0.185 steps, top-1 0.970).
+_FAITHFUL_MEAN_STEPS = 0.05
+_FAITHFUL_TOP1 = 0.99
+
+
+def faithful(match: dict) -> bool:
+    """Whether a `fake_quant_agreement` record says the bundle computes what was trained:
+    within one output step everywhere, or (deep nets) a mean difference under
+    `_FAITHFUL_MEAN_STEPS` steps with top-1 agreement >= `_FAITHFUL_TOP1`."""
+    if match["max_steps"] is None or match["max_steps"] <= 1.0 + 1e-3:
+        return True
+    return (match["mean_steps"] <= _FAITHFUL_MEAN_STEPS
+            and match["top1_agreement"] >= _FAITHFUL_TOP1)
+
+
 def fake_quant_agreement(result: QATResult, model_bytes: bytes) -> dict:
     """How closely the int8 ONNX model reproduces the fake-quant model on the calibration
-    samples: max |difference| in output quantization steps, and top-1 agreement."""
+    samples: max and mean |difference| in output quantization steps, and top-1 agreement."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -523,7 +547,8 @@ def fake_quant_agreement(result: QATResult, model_bytes: bytes) -> dict:
     got = session.run(None, {session.get_inputs()[0].name: x})[0]
     with torch.no_grad():
         want = result.model(torch.as_tensor(x)).numpy()
-    diff = float(np.abs(got - want).max())
+    gap = np.abs(got - want)
+    diff = float(gap.max())
     step = output_step(result)
     record = {"samples": int(len(x)), "max_abs": diff}
     if step is None and result.config.float_outputs:
@@ -532,12 +557,13 @@ def fake_quant_agreement(result: QATResult, model_bytes: bytes) -> dict:
         step = float(want.max() - want.min()) / 255.0 or None
         record["step"] = "1/255 of the output range (float outputs)"
     record["max_steps"] = None if step is None else diff / step
+    record["mean_steps"] = None if step is None else float(gap.mean()) / step
     record["top1_agreement"] = float((got.argmax(-1) == want.argmax(-1)).mean())
     log.info("QAT bundle vs fake-quant model: %s", record)
     return record
 
 
 __all__ = ["QATConfig", "QATResult", "ActivationQuant", "QuantizedLayer", "prepare_qat",
-           "calibrate", "export_float", "export_bundle", "fake_quant_agreement",
+           "calibrate", "export_float", "export_bundle", "fake_quant_agreement", "faithful",
            "fake_quant_weight", "output_step",
            "quantization_aware", "weight_scale"]

@@ -395,6 +395,37 @@ def test_refusals(outlier_net, digits8, tmp_path):
                       calibration_method="entropy")
 
 
+def test_export_refuses_a_bundle_that_does_not_compute_what_was_trained(digits8, tmp_path):
+    """The exported float model's first conv is scaled after training, so the int8 bundle
+    built from it no longer computes the fake-quant model: refused (with the measured
+    difference), kept and recorded with accept=True."""
+    x_train, y_train, x_test, y_test = digits8
+    torch.manual_seed(0)
+    result = optimize.quantization_aware(ResidualNet().eval(), (x_train[:256], y_train[:256]),
+                                         optimize.QATConfig(epochs=1, lr=2e-3))
+    first = next(m for m in result.float_model.modules() if isinstance(m, nn.Conv2d))
+    with torch.no_grad():
+        first.weight.mul_(1.3)
+    with pytest.raises(OptimizeError, match=r"differs from the fake-quant model by up to "
+                                            r"[\d.]+ output quantization steps \(mean"):
+        result.export(tmp_path / "off.epk", validation_data=x_test[:64])
+    kept = result.export(tmp_path / "kept.epk", validation_data=x_test[:64], accept=True)
+    match = kept.quantization["qat"]["fake_quant_match"]
+    assert match["max_steps"] > 1.0 and match["mean_steps"] > 0.05
+
+
+def test_faithful_tolerates_rare_ties_of_deep_nets_not_a_shifted_graph():
+    """The rule on the figures it was set from (issue-18 MobileNetV2 stand-in, calibration
+    samples): after QAT max 1.97 steps, mean 0.026, top-1 1.000 is the trained graph; the
+    skip paths left float (the session-12 fix) gave mean 0.185, top-1 0.970."""
+    from edgepack.converters.optimize.qat import faithful
+    assert faithful({"max_steps": 0.9, "mean_steps": 0.02, "top1_agreement": 1.0})
+    assert faithful({"max_steps": None, "mean_steps": None, "top1_agreement": 1.0})
+    assert faithful({"max_steps": 1.97, "mean_steps": 0.026, "top1_agreement": 1.0})
+    assert not faithful({"max_steps": 1.61, "mean_steps": 0.185, "top1_agreement": 0.970})
+    assert not faithful({"max_steps": 1.5, "mean_steps": 0.02, "top1_agreement": 0.98})
+
+
 README_SNIPPET = '''
 from edgepack import optimize
 result = optimize.quantization_aware(model, (x_train, y_train), optimize.QATConfig(epochs=3))
