@@ -148,11 +148,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  epoch {e.epoch}: loss {e.loss:.4f}, train accuracy {e.train_accuracy:.4f}")
     with tempfile.TemporaryDirectory() as tmp:
         held_x = sets["held-out (seed 2)"][0]
-        # accept: the one-step check is for what QAT simulates exactly; through this
-        # net's 52 int8 layers a requantization tie rounded the other way upstream can
-        # move the logits by more, so the match is printed, not enforced
+        # not accepted: the export's own check (one step, or for a deep net's rare
+        # requantization ties a mean under 0.05 steps with top-1 >= 0.99) must pass here
         converted = result.export(Path(tmp) / "qat.edgepack", validation_data=held_x[:256],
-                                  speed_check=False, accept=True)
+                                  speed_check=False)
         models["QAT"] = read_bundle(converted.path).model_bytes()
         match = converted.quantization["qat"]["fake_quant_match"]
         step = match["max_abs"] / match["max_steps"] if match["max_steps"] else None
@@ -161,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         got = run(models["QAT"], held_x)
         mean_steps = float(np.abs(got - fake).mean() / step) if step else float("nan")
         print(f"  QAT bundle vs its fake-quant model: {match['samples']} calibration samples "
-              f"max {match['max_steps']:.4g} output steps, top-1 {match['top1_agreement']:.4f}; "
+              f"max {match['max_steps']:.4g} output steps, mean {match['mean_steps']:.3g}, "
+              f"top-1 {match['top1_agreement']:.4f}; "
               f"held-out (seed 2) mean {mean_steps:.3g} steps, top-1 "
               f"{np.mean(got.argmax(1) == fake.argmax(1)):.4f}; QAT training "
               f"{seconds['QAT']:.0f} s")

@@ -519,9 +519,9 @@ def output_step(result: QATResult) -> float | None:
 #: when the differences are rare and tiny: through 50+ int8 layers a requantization tie that
 #: onnxruntime rounds the other way moves a few outputs by 1-2 steps. Measured on the
 #: calibration samples of the issue-18 MobileNetV2 stand-in: max 0.90 steps untrained and
-#: 1.04-1.97 after QAT, mean 0.026 untrained, top-1 0.997-1.000; a graph quantized unlike
-#: its training shifts every output (the skip paths left float, fixed in session 12: mean
-#: 0.185 steps, top-1 0.970).
+#: 0.78-1.97 after QAT, mean 0.026 untrained and 0.012-0.027 after, top-1 0.997-1.000. A
+#: graph quantized unlike its training shifts every output (the skip paths left float,
+#: fixed in session 12: mean 0.185 steps, top-1 0.970).
 _FAITHFUL_MEAN_STEPS = 0.05
 _FAITHFUL_TOP1 = 0.99
 
