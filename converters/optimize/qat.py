@@ -50,7 +50,7 @@ from .data import as_data, iter_batches
 from .errors import OptimizeError
 from .fake_quant import (ActivationQuant, Clamp, QuantizedLayer, fake_quant_weight,
                          fold_batchnorm, weight_scale)
-from .train import History, run_training
+from .train import History, cross_entropy_step, run_training
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +88,10 @@ def _is_relu(node, modules) -> float | None:
 
 def _is_tensor_add(node) -> bool:
     """A two-tensor add (`a + b`, `torch.add(a, b)`, `a.add(b)`), not one with a constant."""
-    if node.op == "call_function" and node.target in _ADD_FUNCTIONS:
-        pass
-    elif not (node.op == "call_method" and node.target in ("add", "add_")):
-        return False
     import torch.fx as fx
-    return (len(node.args) == 2 and not node.kwargs
+    adds = ((node.op == "call_function" and node.target in _ADD_FUNCTIONS)
+            or (node.op == "call_method" and node.target in ("add", "add_")))
+    return (adds and len(node.args) == 2 and not node.kwargs
             and all(isinstance(a, fx.Node) for a in node.args))
 
 
@@ -177,6 +175,13 @@ def prepare_qat(model: nn.Module, recipe, learn_ranges: bool = True,
             node = node.args[0]
         return None
 
+    def quantize_output(node) -> None:
+        """A point on `node`'s output, after its ReLU when a ReLU is its only reader (the
+        quantizer folds it into the output range)."""
+        users = list(node.users)
+        relu = _is_relu(users[0], modules) if len(users) == 1 else None
+        add_quant(node, relu=relu, replace_node=users[0] if relu is not None else None)
+
     def quantized_input(node, source) -> str:
         """The point `node` reads `source` through, inserted when `source` has none."""
         name = grid_source(source)
@@ -196,11 +201,7 @@ def prepare_qat(model: nn.Module, recipe, learn_ranges: bool = True,
         if _is_tensor_add(node):
             for source in dict.fromkeys(node.args):
                 quantized_input(node, source)
-            users = list(node.users)
-            if len(users) == 1 and _is_relu(users[0], modules) is not None:
-                add_quant(node, relu=_is_relu(users[0], modules), replace_node=users[0])
-            else:
-                add_quant(node)
+            quantize_output(node)
             continue
         if node.op != "call_module" or not isinstance(modules[node.target], _QUANTIZED_MODULES):
             continue
@@ -212,11 +213,7 @@ def prepare_qat(model: nn.Module, recipe, learn_ranges: bool = True,
         _set_module(gm, node.target, wrapped)
         layers[node.target] = wrapped
         wrapped.input_quant = acts[quantized_input(node, node.args[0])]
-        users = list(node.users)
-        if len(users) == 1 and _is_relu(users[0], modules) is not None:
-            add_quant(node, relu=_is_relu(users[0], modules), replace_node=users[0])
-        else:
-            add_quant(node)
+        quantize_output(node)
     if not layers:
         raise OptimizeError("the model has no Conv1d/Conv2d/Linear layer to quantize")
     if float_outputs:
@@ -361,19 +358,15 @@ def quantization_aware(model: nn.Module, data, config: QATConfig = QATConfig(), 
     source = as_data(data)
     calib = _calibration_inputs(source, config.calibration_samples)
     qat = prepare_qat(model, recipe, config.learn_ranges, config.float_outputs)
-    if config.distill_alpha > 0:
-        step = _distillation_step(model, qat.graph_module, source, config)
-    else:
-        def step(x, y, _index):
-            logits = qat.graph_module(x)
-            return F.cross_entropy(logits, y), logits, {}
+    step = (_distillation_step(model, qat.graph_module, source, config)
+            if config.distill_alpha > 0 else cross_entropy_step(qat.graph_module))
 
     def recalibrate(_epoch: int) -> None:
         # the ranges the float model's activations have now, as the bundle will measure them
         calibrate(qat, calib)
         qat.set_mode("train")
 
-    history = run_training(qat.graph_module, source, _train_config(config), step,
+    history = run_training(qat.graph_module, source, config, step,
                            eval_data=eval_data, before_epoch=recalibrate)
     calibrate(qat, calib)          # final ranges: what the bundle's calibration will measure
     qat.set_mode("eval")
@@ -414,12 +407,6 @@ def _distillation_step(teacher: nn.Module, student: nn.Module, source, config: Q
     return distillation_step(teacher, student, cached, config.temperature,
                              config.distill_alpha)
 
-
-def _train_config(config: QATConfig):
-    from .config import TrainConfig
-    return TrainConfig(epochs=config.epochs, lr=config.lr, optimizer=config.optimizer,
-                       batch_size=config.batch_size, weight_decay=config.weight_decay,
-                       momentum=config.momentum, seed=config.seed)
 
 
 def export_bundle(result: QATResult, out: str | Path, **convert_kwargs) -> Any:

@@ -88,6 +88,14 @@ StepFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"],
                   "tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]"]
 
 
+def cross_entropy_step(model: nn.Module) -> StepFn:
+    """The step of plain supervised training: cross-entropy of `model`'s logits."""
+    def step(x, y, _index):
+        logits = model(x)
+        return F.cross_entropy(logits, y), logits, {}
+    return step
+
+
 def run_training(model: nn.Module, source, config: TrainConfig, step: StepFn,
                  eval_data: Data | None = None,
                  masks: dict[str, torch.Tensor] | None = None,
@@ -149,12 +157,8 @@ def fine_tune(model: nn.Module, data: Data, config: TrainConfig = TrainConfig(),
     Returns the model (in eval mode) and the per-epoch history.
     """
     source = as_data(data)
-
-    def step(x, y, _index):
-        logits = model(x)
-        return F.cross_entropy(logits, y), logits, {}
-
-    history = run_training(model, source, config, step, eval_data=eval_data, masks=masks)
+    history = run_training(model, source, config, cross_entropy_step(model),
+                           eval_data=eval_data, masks=masks)
     return FineTuneResult(model=model, history=history)
 
 
