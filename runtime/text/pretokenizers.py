@@ -263,19 +263,31 @@ class Metaspace(PreTokenizer):
         self._findall = re.compile(f"{r}[^{r}]*|[^{r}]+").findall \
             if split and len(replacement) == 1 else None
 
-    def _identity_split(self, text: str, base: int) -> list[Piece]:
+    def identity_words(self, text: str, base: int) -> tuple[list[str], list[int], bool] | None:
+        """A piece with identity offsets from `base`: its words, their starts, and whether
+        the replacement was prepended (the first word's start is then `base - 1`, and the
+        prepended char takes the first char's range), as `ByteLevel.identity_words`, so
+        `Tokenizer._sequence` maps token spans to offsets by arithmetic (no per-char list
+        for the first word: for Chinese that word is most of the sentence). None when not
+        splitting on a one-char replacement, or for an empty piece."""
+        if self._findall is None or not text:
+            return None
         r = self.replacement
         text = text.replace(" ", r)
-        prepended = not text.startswith(r) and (
-            self.prepend_scheme == "always" or (self.prepend_scheme == "first" and base == 0))
-        if not prepended:
+        if text.startswith(r) or not (
+                self.prepend_scheme == "always" or (self.prepend_scheme == "first" and base == 0)):
             words = self._findall(text)
-            return list(zip(words, accumulate(map(len, words), initial=base)))
+            return words, list(accumulate(map(len, words), initial=base)), False
         words = self._findall(r + text)
-        out = list(zip(words, accumulate(map(len, words), initial=base - 1)))
-        # the prepended char takes the first char's range (NormalizedString::prepend)
-        out[0] = (words[0], [(base, base + 1)] + [(base + i, base + i + 1)
-                                                  for i in range(len(words[0]) - 1)])
+        return words, list(accumulate(map(len, words), initial=base - 1)), True
+
+    def _identity_split(self, text: str, base: int) -> list[Piece]:
+        words, starts, prepended = self.identity_words(text, base)
+        out = list(zip(words, starts))
+        if prepended:
+            # the prepended char takes the first char's range (NormalizedString::prepend)
+            out[0] = (words[0], [(base, base + 1)] + [(base + i, base + i + 1)
+                                                      for i in range(len(words[0]) - 1)])
         return out
 
     def split(self, text, offs):

@@ -146,9 +146,9 @@ class Tokenizer:
             model.tokenize_cached
         # the cache `_word_ids` fills, looked up in `_sequence` itself (no call per hit)
         self._word_cache = self._byte_cache if raw_words else model._cache
-        # byte-level pieces with identity offsets: words and starts in two lists
-        self._identity_words = getattr(pre_tokenizer, "identity_words", None) \
-            if raw_words else None
+        # pieces with identity offsets (byte-level, Metaspace): words and starts in two
+        # lists, the prepended char's offsets by arithmetic
+        self._identity_words = getattr(pre_tokenizer, "identity_words", None)
 
     # -- construction --------------------------------------------------------------------
     @classmethod
@@ -387,11 +387,11 @@ def _until_full(words: list, ids: list, keep: int):
 
 def _add_identity_words(split: tuple[list[str], list[int], bool], cached, tokenize,
                         ids: list, tokens: list, offsets: list) -> None:
-    """`_sequence`'s word loop for a byte-level piece with identity offsets
-    (`ByteLevel.identity_words`): the words' ids, tokens and char offsets appended."""
+    """`_sequence`'s word loop for a piece with identity offsets (`identity_words` of
+    ByteLevel or Metaspace): the words' ids, tokens and char offsets appended."""
     words, starts, prepended = split
     if prepended:
-        # the prepended space takes the first char's range: word char 0 -> (base, base +
+        # the prepended char takes the first char's range: word char 0 -> (base, base +
         # 1), char i >= 1 -> (base + i - 1, base + i), as the offsets `raw_words` lists
         word, base = words[0], starts[0] + 1
         w_ids, w_tokens, w_spans = cached(word) or tokenize(word)

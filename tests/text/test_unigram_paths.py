@@ -67,3 +67,24 @@ def test_scores_add_up_in_the_order_tokenizers_adds_them():
     want = HF.from_str(js).encode("xcd")
     assert want.tokens == ["\u2581x", "c", "d"]
     assert fields(ours.encode("xcd")) == fields(want)
+
+
+@pytest.mark.parametrize("scheme", ["always", "first", "never"])
+@pytest.mark.parametrize("split", [True, False])
+def test_metaspace_offsets_by_arithmetic_match_tokenizers(trained_json, scheme, split):
+    """Metaspace's `identity_words` (the prepended char's offsets computed, not listed)
+    against tokenizers, for every prepend scheme, with and without the split: leading,
+    repeated and trailing spaces, text that starts with the replacement char, pairs (the
+    second text starts past 0, where "first" does not prepend)."""
+    from tokenizers import Tokenizer as HF
+    spec = json.loads(trained_json("unigram"))
+    spec["pre_tokenizer"].update(prepend_scheme=scheme, split=split)
+    js = json.dumps(spec)
+    hf, ours = HF.from_str(js), Tokenizer.from_json(js)
+    assert (ours._identity_words("a b", 0) is not None) == split  # the path under test
+    texts = [t for lang in ("zh", "en", "ru") for t in corpus.sample(lang, 60, seed=21)]
+    texts += [" 中文", "  two  spaces ", "\u2581already", "x", "中", "a\u2581b c", ""]
+    for text in texts:
+        assert fields(ours.encode(text)) == fields(hf.encode(text)), text
+    for a, b in zip(texts[::2], texts[1::2]):
+        assert fields(ours.encode(a, b)) == fields(hf.encode(a, b)), (a, b)
