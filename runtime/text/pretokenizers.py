@@ -177,7 +177,7 @@ class ByteLevel(PreTokenizer):
         out = []
         for text, offs in pieces:
             if self.use_regex and isinstance(offs, int) and text:
-                out.extend(self._words(text, offs))
+                out.extend(_identity_pieces(self.identity_words(text, offs), offs))
                 continue
             if self.add_prefix_space and text and not text.startswith(" "):
                 text, offs = prepend(text, offs, " ")
@@ -201,14 +201,6 @@ class ByteLevel(PreTokenizer):
             return words, list(accumulate(map(len, words), initial=base)), False
         words = findall(" " + text)
         return words, list(accumulate(map(len, words), initial=base - 1)), True
-
-    def _words(self, text: str, base: int) -> list[Piece]:
-        words, starts, prepended = self.identity_words(text, base)
-        out = list(zip(words, starts))
-        if prepended:
-            out[0] = (words[0], [(base, base + 1)] + [(base + i, base + i + 1)
-                                                     for i in range(len(words[0]) - 1)])
-        return out
 
     def split(self, text, offs):
         return self([(text, offs)])
@@ -251,6 +243,18 @@ def byte_map(text: str, offs) -> Piece:
     return out, [offs[i] for i in rel]
 
 
+def _identity_pieces(split: tuple[list[str], list[int], bool], base: int) -> list[Piece]:
+    """`identity_words`' result (ByteLevel, Metaspace) as pieces: (word, start), except a
+    first word with a prepended char, whose offsets are listed per char because that char
+    takes the first char's range (NormalizedString::prepend)."""
+    words, starts, prepended = split
+    out = list(zip(words, starts))
+    if prepended:
+        out[0] = (words[0], [(base, base + 1)] + [(base + i, base + i + 1)
+                                                  for i in range(len(words[0]) - 1)])
+    return out
+
+
 class Metaspace(PreTokenizer):
     """' ' -> replacement, prepend it (always / first piece / never), split before it."""
 
@@ -281,20 +285,11 @@ class Metaspace(PreTokenizer):
         words = self._findall(r + text)
         return words, list(accumulate(map(len, words), initial=base - 1)), True
 
-    def _identity_split(self, text: str, base: int) -> list[Piece]:
-        words, starts, prepended = self.identity_words(text, base)
-        out = list(zip(words, starts))
-        if prepended:
-            # the prepended char takes the first char's range (NormalizedString::prepend)
-            out[0] = (words[0], [(base, base + 1)] + [(base + i, base + i + 1)
-                                                      for i in range(len(words[0]) - 1)])
-        return out
-
     def split(self, text, offs):
         if not text:
             return []
         if self._findall is not None and isinstance(offs, int):
-            return self._identity_split(text, offs)
+            return _identity_pieces(self.identity_words(text, offs), offs)
         text = text.replace(" ", self.replacement)
         if not text.startswith(self.replacement) and (
                 self.prepend_scheme == "always" or
