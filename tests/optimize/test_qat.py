@@ -187,7 +187,10 @@ def test_distillation_from_the_float_model_replaces_the_labels(outlier_net, digi
     while cross-entropy on them (alpha 0) teaches the wrong classes."""
     x_train, y_train, x_test, _ = digits8
     wrong = (y_train + 1) % 10
-    config = dataclasses.replace(QAT, epochs=2)
+    # 3 epochs: distilled agreement depends on the CPU's float rounding; measured at 2 / 3 /
+    # 4 epochs 0.945 / 0.970 / 0.975 on an AMD EPYC (0.952 there trained on the true
+    # labels for 2), >= 0.95 at 2 on an Intel Xeon
+    config = dataclasses.replace(QAT, epochs=3)
     taught = optimize.quantization_aware(outlier_net, (x_train, wrong), config)
     distilled = optimize.quantization_aware(
         outlier_net, (x_train, wrong), dataclasses.replace(config, distill_alpha=1.0))
