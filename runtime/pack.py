@@ -152,7 +152,7 @@ def _check_stream_and_stages(manifest: Manifest, members: Mapping[str, bytes], l
     (runtime/stream.py, runtime/stages.py): a bundle that packs is one whose stream and
     stages the runtime accepts. PipelineError (exit 4) / BundleError (exit 3)."""
     from .stages import check_stages
-    from .stream import StreamConfig
+    from .stream_config import StreamConfig
     if manifest.stages:
         for sub, _ in check_stages(manifest, members, out_path):
             _check_pipelines(sub, labels, assets)

@@ -32,7 +32,8 @@ from .bundle import Bundle
 from .errors import BundleError, PipelineError
 from .manifest import MODEL_SUFFIX, ModelEntry
 from .specs import TensorSpec
-from .stream import Stream, StreamConfig, WindowResult, stream_clip
+from .stream import Stream, WindowResult, stream_clip
+from .stream_config import StreamConfig
 
 
 class StagedModel:

@@ -20,7 +20,6 @@ A trailing partial window is not run; `flush()` closes open segments at the end.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
@@ -28,215 +27,19 @@ import numpy as np
 from .errors import InputError, PipelineError
 from .ops.audio.events import StreamClock
 from .ops.trace import Trace
-from .specs import TensorSpec, format_shape
+from .specs import format_shape
+# the configuration and the windowing live in their own modules; importers of
+# `edgepack.runtime.stream` (declare_stream in the docs) keep finding them here
+from .stream_config import StatePair, StreamConfig, _constant, _initial, declare_stream
+from .windowing import Windower
+
+__all__ = ["Stream", "StreamConfig", "StatePair", "WindowResult", "Windower",
+           "declare_stream", "stream_clip"]
 
 log = logging.getLogger(__name__)
 
 RESULT_KEYS = ("events", "segments")
 LEAN_DECODERS = ("events", "segments")  # decode steps that keep no array they are given
-
-
-@dataclass(frozen=True)
-class StatePair:
-    """A state input fed from an output of the previous run."""
-
-    input: str
-    output: str
-    init: Any = 0.0
-    dtype: str | None = None
-    shape: tuple[int, ...] | None = None
-
-
-@dataclass(frozen=True)
-class StreamConfig:
-    """Windowing, state and constant inputs of a stream (see the module docstring).
-
-    For a stage fed by another stage (runtime/stages.py), `window`/`hop`/`context` count
-    frames of the previous stage's output instead of samples, and `rate` is unused.
-    """
-
-    window: int
-    hop: int
-    context: int = 0
-    rate: int | None = None
-    input: str = ""
-    state: tuple[StatePair, ...] = ()
-    constants: Mapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_manifest(cls, stream: Mapping[str, Any] | None, inputs: Sequence[TensorSpec],
-                      outputs: Sequence[TensorSpec], examples: Mapping[str, Any] | None = None,
-                      *, where: str = "stream", needs_rate: bool = True) -> "StreamConfig":
-        """Check a manifest `stream` object against the model's specs; PipelineError if wrong."""
-        if not stream:
-            raise PipelineError(f"{where}: this bundle declares no stream (manifest 'stream' "
-                                "with rate/window/hop); pack it with --stream-window etc.")
-        if not isinstance(stream, Mapping):
-            raise PipelineError(f"{where} must be an object")
-        known = {"rate", "window", "hop", "context", "input", "state", "constants", "frames"}
-        unknown = sorted(set(stream) - known)
-        if unknown:
-            raise PipelineError(f"{where}: unknown field(s) {unknown}; known: {sorted(known)}")
-
-        def integer(key, default=None, minimum=1):
-            value = stream.get(key, default)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise PipelineError(f"{where}.{key} must be an integer >= {minimum}, got {value!r}")
-            return value
-
-        window = integer("window")
-        hop = integer("hop", window)
-        context = integer("context", 0, minimum=0)
-        rate = integer("rate") if needs_rate or "rate" in stream else None
-        in_names = {s.name: s for s in inputs}
-        out_names = {s.name for s in outputs}
-        pairs = []
-        for i, entry in enumerate(stream.get("state") or []):
-            loc = f"{where}.state[{i}]"
-            if not isinstance(entry, Mapping) or entry.get("input") not in in_names or \
-                    entry.get("output") not in out_names:
-                raise PipelineError(
-                    f"{loc} must be {{'input': one of {sorted(in_names)}, 'output': one of "
-                    f"{sorted(out_names)}, 'init': number}}, got {entry!r}")
-            spec = in_names[entry["input"]]
-            shape = entry.get("shape")
-            if shape is None:
-                if -1 in spec.shape:
-                    raise PipelineError(f"{loc}: input {spec.name!r} has dynamic shape "
-                                        f"{format_shape(spec.shape)}; give the state's 'shape'")
-                shape = spec.shape
-            pairs.append(StatePair(entry["input"], entry["output"], entry.get("init", 0.0),
-                                   entry.get("dtype") or spec.dtype, tuple(shape)))
-        constants = dict(stream.get("constants") or {})
-        state_inputs = {p.input for p in pairs}
-        free = [n for n in in_names if n not in state_inputs and n not in constants]
-        # manifest examples with a fixed value (e.g. sr = 16000) count as constants
-        examples = examples or {}
-        fixed = {n: examples[n]["value"] for n in free
-                 if isinstance(examples.get(n), Mapping) and "value" in examples[n]}
-        target = stream.get("input")
-        if target is None:
-            # the audio input: the one input left once state and constants are accounted for
-            rest = [n for n in free if n not in fixed]
-            if len(rest) != 1:
-                raise PipelineError(
-                    f"{where}: cannot tell which input gets the samples among {free}; set "
-                    f"{where}.input")
-            target = rest[0]
-        elif target not in in_names:
-            raise PipelineError(f"{where}.input {target!r} is not a model input {sorted(in_names)}")
-        for n, value in fixed.items():
-            if n != target:
-                constants[n] = value
-        missing = [n for n in in_names if n != target and n not in state_inputs and n not in constants]
-        if missing:
-            raise PipelineError(f"{where}: inputs {missing} get no value; add them to "
-                                f"{where}.constants or {where}.state")
-        return cls(window, hop, context, rate, target, tuple(pairs), constants)
-
-    @property
-    def span(self) -> int:
-        return self.context + self.window
-
-
-class Windower:
-    """Buffers items (samples, or frames of any shape) along axis 0; yields each complete
-    window of `context + window` items, windows `hop` items apart, with zeros before the
-    first item. Optional per-item (start_s, end_s) times travel with the items."""
-
-    def __init__(self, window: int, hop: int, context: int = 0):
-        self.window, self.hop, self.context = window, hop, context
-        self._span = context + window
-        self.reset()
-
-    def reset(self) -> None:
-        self._buf: np.ndarray | None = None
-        self._times: np.ndarray | None = None
-        self._first = -self.context      # absolute index of _buf[0]
-        self._len = 0                    # items held in _buf
-        self._next = 0                   # index of the next window
-        self.items_seen = 0
-        self.stale = False               # windows were assembled outside (skip())
-
-    def exact(self, n: int) -> bool:
-        """True when `n` new items make exactly the next window and nothing is pending
-        (hop == window): the caller may assemble that window itself and call skip()."""
-        return n == self.window == self.hop and self.items_seen == self._next * self.hop
-
-    def skip(self, n: int) -> int:
-        """Count a window the caller assembled from `n` new items; its index."""
-        index = self._next
-        self._next += 1
-        self.items_seen += n
-        self.stale = True
-        return index
-
-    def seed(self, history: np.ndarray) -> None:
-        """After skip(): refill the buffer with the `context` items before the next window
-        (the tail of the last window), so push() goes on as if it had seen every item."""
-        self._buf = np.zeros((4 * self._span,) + history.shape[1:], history.dtype)
-        self._buf[:self.context] = history
-        self._first = self._next * self.hop - self.context
-        self._len = self.context
-        self.stale = False
-
-    def push(self, items: np.ndarray, times: np.ndarray | None = None
-             ) -> list[tuple[int, np.ndarray, np.ndarray | None]]:
-        """Add items; return [(window index, items, times or None)] for complete windows.
-
-        Windows are views into the buffer. New items are only ever written after every
-        returned window, and the buffer is compacted into a *new* array, so a returned
-        window stays valid until the caller lets it go.
-        """
-        n = len(items)
-        buf = self._buf
-        if buf is None:
-            buf = self._start(items, times)
-        elif items.shape[1:] != buf.shape[1:]:
-            raise InputError(f"stream items changed shape: {items.shape[1:]} after "
-                             f"{buf.shape[1:]}")
-        end = self._len + n
-        if end > len(buf):
-            buf = self._compact(n)
-            end = self._len + n
-        buf[self._len:end] = items
-        if self._times is not None:
-            self._times[self._len:end] = times
-        self._len = end
-        self.items_seen += n
-        span, hop = self._span, self.hop
-        lo = self._next * hop - self.context - self._first
-        if lo + span > end:
-            return []
-        out = []
-        times_buf, context = self._times, self.context
-        while lo + span <= end:
-            out.append((self._next, buf[lo:lo + span],
-                        None if times_buf is None else times_buf[lo + context:lo + span]))
-            self._next += 1
-            lo += hop
-        return out
-
-    def _start(self, items: np.ndarray, times) -> np.ndarray:
-        self._buf = np.zeros((4 * self._span + len(items),) + items.shape[1:], items.dtype)
-        self._len = self.context  # zeros before the first item
-        if times is not None:
-            self._times = np.zeros((len(self._buf), 2))
-        return self._buf
-
-    def _compact(self, incoming: int) -> np.ndarray:
-        # leading items no window needs any more
-        drop = max(0, min(self._next * self.hop - self.context - self._first, self._len))
-        live = self._len - drop
-        size = max(2 * live + incoming, 4 * self._span)
-        buf = np.zeros((size,) + self._buf.shape[1:], self._buf.dtype)
-        buf[:live] = self._buf[drop:self._len]
-        if self._times is not None:
-            times = np.zeros((size, 2))
-            times[:live] = self._times[drop:self._len]
-            self._times = times
-        self._buf, self._first, self._len = buf, self._first + drop, live
-        return buf
 
 
 class WindowResult(NamedTuple):
@@ -593,27 +396,6 @@ def _as_items(samples: Any, frames: bool) -> np.ndarray:
     return a.astype(np.float32, copy=False)
 
 
-def _initial(pair: StatePair) -> np.ndarray:
-    try:
-        value = np.asarray(pair.init, dtype=pair.dtype)
-        return np.full(pair.shape, value, dtype=pair.dtype) if value.ndim == 0 else \
-            value.reshape(pair.shape)
-    except (TypeError, ValueError) as e:
-        raise PipelineError(f"stream.state {pair.input!r}: init {pair.init!r} does not give "
-                            f"{pair.dtype} {list(pair.shape)} ({e})") from e
-
-
-def _constant(spec: TensorSpec, value: Any) -> np.ndarray:
-    try:
-        a = np.asarray(value, dtype=spec.dtype)
-    except (TypeError, ValueError) as e:
-        raise PipelineError(f"stream.constants[{spec.name!r}] = {value!r} is not "
-                            f"{spec.dtype} ({e})") from e
-    if a.ndim == 0 and spec.shape:
-        a = np.full([1 if d == -1 else d for d in spec.shape], a, dtype=a.dtype)
-    return a
-
-
 def stream_clip(stream, samples: Any) -> dict[str, Any]:
     """Push a whole clip through a fresh stream and flush it: the task's result dict
     ({"segments": [...]} and/or {"events": [...]}); what `edgepack run` prints for audio."""
@@ -635,22 +417,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
-
-
-def declare_stream(path, stream: Mapping[str, Any], *, decode: Sequence[Mapping[str, Any]] | None = None,
-                   task: Mapping[str, Any] | None = None,
-                   examples: Mapping[str, Any] | None = None) -> None:
-    """Add (or replace) the `stream` (and `decode`/`task`/`examples`) of an existing bundle,
-    e.g. one `edgepack convert` wrote, keeping every member and record. The stream is
-    checked against the model first. A signed bundle loses its signature: sign it again."""
-    from dataclasses import replace
-    from .bundle import read_bundle, write_bundle
-    bundle = read_bundle(path)
-    m = bundle.manifest
-    StreamConfig.from_manifest(stream, m.inputs, m.outputs, examples or m.examples)
-    manifest = replace(m, stream=dict(stream),
-                       decode=tuple(decode) if decode is not None else m.decode,
-                       task=dict(task) if task is not None else m.task,
-                       examples=dict(examples) if examples is not None else m.examples)
-    members = {n: bundle.read(n) for n in bundle.members if n != "signature.ed25519"}
-    write_bundle(bundle.path, manifest, members, directory=bundle.path.is_dir())

@@ -125,7 +125,7 @@ def is_sequence_request(request: InferRequest) -> bool:
 
 
 def _state_pairs(model: Any, model_name: str):
-    from ..stream import StreamConfig
+    from ..stream_config import StreamConfig
     manifest = getattr(model, "manifest", None)
     stream = getattr(manifest, "stream", None) if manifest is not None else None
     if not stream or not stream.get("state"):
