@@ -409,7 +409,6 @@ def _distillation_step(teacher: nn.Module, student: nn.Module, source, config: Q
                              config.distill_alpha)
 
 
-
 __all__ = ["QATConfig", "QATResult", "ActivationQuant", "QuantizedLayer", "prepare_qat",
            "calibrate", "export_float", "export_bundle", "fake_quant_agreement", "faithful",
            "fake_quant_weight", "output_step",
