@@ -120,7 +120,7 @@ def follow_tags(path: Path, references: tuple[str, ...], poll: float,
     """For `serve --pull`: one started TagFollower per reference, writing into PATH."""
     if not references:
         return []
-    from edgepack.runtime.oci import TagFollower
+    from edgepack.runtime.oci_follow import TagFollower
 
     if not path.is_dir() or (path / "manifest.json").exists():
         raise click.UsageError("--pull needs PATH to be a model repository directory "
