@@ -30,7 +30,8 @@ from .ops.trace import Trace
 from .specs import format_shape
 # the configuration and the windowing live in their own modules; importers of
 # `edgepack.runtime.stream` (declare_stream in the docs) keep finding them here
-from .stream_config import StatePair, StreamConfig, _constant, _initial, declare_stream
+from .stream_config import (StatePair, StreamConfig, constant_input, declare_stream,
+                            initial_state)
 from .windowing import Windower
 
 __all__ = ["Stream", "StreamConfig", "StatePair", "WindowResult", "Windower",
@@ -75,7 +76,7 @@ class Stream:
         self._constants = {}
         for name, value in cfg.constants.items():
             spec = next(s for s in model.inputs if s.name == name)
-            self._constants[name] = _constant(spec, value)
+            self._constants[name] = constant_input(spec, value)
         self._windower = Windower(cfg.window, cfg.hop, cfg.context)
         # a window that already is the input tensor (samples -> [1, span] float32) skips _fit
         shape = self._spec.shape
@@ -122,7 +123,7 @@ class Stream:
     # -- state ------------------------------------------------------------------------------
     def reset(self) -> None:
         """Back to the start: state inputs to their init values, buffers and events cleared."""
-        self._state = {p.input: _initial(p) for p in self.config.state}
+        self._state = {p.input: initial_state(p) for p in self.config.state}
         self._feeds.update(self._state)
         if self._bound is not None:
             self._bound.parity = 0

@@ -115,7 +115,8 @@ class StreamConfig:
         return self.context + self.window
 
 
-def _initial(pair: StatePair) -> np.ndarray:
+def initial_state(pair: StatePair) -> np.ndarray:
+    """The value a state input starts from (and returns to on reset)."""
     try:
         value = np.asarray(pair.init, dtype=pair.dtype)
         return np.full(pair.shape, value, dtype=pair.dtype) if value.ndim == 0 else \
@@ -125,7 +126,8 @@ def _initial(pair: StatePair) -> np.ndarray:
                             f"{pair.dtype} {list(pair.shape)} ({e})") from e
 
 
-def _constant(spec: TensorSpec, value: Any) -> np.ndarray:
+def constant_input(spec: TensorSpec, value: Any) -> np.ndarray:
+    """A `constants` entry as the array fed to its input every run."""
     try:
         a = np.asarray(value, dtype=spec.dtype)
     except (TypeError, ValueError) as e:

@@ -93,7 +93,7 @@ class SequenceTable:
                 if s.name not in state_outputs]
 
     def _begin(self, key, model, pairs) -> _Sequence:
-        from ..stream import _initial
+        from ..stream_config import initial_state
         now = self._clock()
         with self._lock:
             self._expire(now)
@@ -101,7 +101,7 @@ class SequenceTable:
                 raise RequestError(429, f"{len(self._live)} sequences are live (the server "
                                         f"keeps at most {self.max_sequences}); end one with "
                                         "sequence_end or retry later")
-            seq = self._live[key] = _Sequence({p.input: _initial(p) for p in pairs}, now)
+            seq = self._live[key] = _Sequence({p.input: initial_state(p) for p in pairs}, now)
             return seq
 
     def _find(self, key, model_name) -> _Sequence:
