@@ -391,6 +391,9 @@ def standin_section(rounds: int = 40, config: StandinConfig = StandinConfig(),
           f"average {load_average()}")
     for m in record["methods"]:
         branch = f" [{m['branch']}]" if m.get("branch") else ""
+        if "skipped" in m:
+            print(f"      {m['method'] + branch:60s} skipped: {m['skipped']}")
+            continue
         print(f"      {m['method'] + branch:60s} {m['agreement_before']:.4f} -> "
               f"{m['agreement_after']:.4f} {'kept' if m['kept'] else 'undone'}"
               f"{' (' + m['chosen'] + ')' if m.get('chosen') else ''}: "

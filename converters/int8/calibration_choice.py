@@ -34,7 +34,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .quantize import METHODS, Calibrated, CalibrationSettings, float_graph_outputs
+from .quantize import (METHODS, Calibrated, CalibrationSettings, float_graph_outputs,
+                       recipe_float_nodes)
 from .recipes import Recipe
 
 log = logging.getLogger(__name__)
@@ -179,12 +180,14 @@ def fake_quant(x: np.ndarray, low: float, high: float, activation_type: str) -> 
 def prepare_calibrated(float_model: bytes, calibration: Mapping[str, np.ndarray],
                        recipe: Recipe, settings: CalibrationSettings, target,
                        exclude_nodes: Sequence[str] = (), *, equalization: bool = True,
-                       choice: bool = True, outputs: bool = True, metric=None
+                       choice: bool = True, outputs: bool = True, smoothing: bool = True,
+                       metric=None
                        ) -> tuple[Calibrated, tuple[dict[str, Any], ...]]:
     """The Calibrated for the accuracy-aware pass and the records of the methods tried.
 
     Plain int8 first; when it misses `target.min_agreement`, float model outputs
-    (`CalibrationSettings.float_outputs`: the last layer still computes in int8), cross-layer
+    (`CalibrationSettings.float_outputs`: the last layer still computes in int8), activation
+    smoothing of MatMul/Gemm inputs with outlier channels (smoothing.py), cross-layer
     equalization and then the calibration choice, each kept only when the all-int8 score is
     strictly better
     (records as in `accuracy_aware.methods`). The caller owns (closes) the result, whose
@@ -230,6 +233,10 @@ def prepare_calibrated(float_model: bytes, calibration: Mapping[str, np.ndarray]
                 current, best_model, best, settings = trial, model, after, floated
             else:
                 trial.close()
+        if smoothing:
+            stays_float = set(exclude_nodes) | set(recipe_float_nodes(float_model, recipe))
+            current, best_model, best = _try_smoothing(current, (best_model, best), calibration,
+                                                       settings, measured, records, stays_float)
         # The model before equalization stays open when equalization is kept: the
         # calibration choice then runs on both, and the better complete pipeline wins
         # (the methods interact: equalization moves the ranges the choice picks from).
@@ -280,6 +287,50 @@ def prepare_calibrated(float_model: bytes, calibration: Mapping[str, np.ndarray]
             unequalized[0].close()
         raise
     return current, tuple(records)
+
+
+def _try_smoothing(current: Calibrated, start: tuple[bytes, Any],
+                   calibration: Mapping[str, np.ndarray], settings: CalibrationSettings,
+                   measured, records: list, float_nodes: set[str]
+                   ) -> tuple[Calibrated, bytes, Any]:
+    """Activation smoothing at each strength of smoothing.ALPHAS; the better strength
+    (lower divergence: alternatives of equal cost) is kept when it beats `start` (the
+    status quo, selection.ptq_better). Appends one record; returns what the pass goes on
+    from (`current` closed if replaced)."""
+    from .selection import ptq_better
+    from .smoothing import ALPHAS, smooth
+    best_model, best = start
+    trials = []         # (Smoothing, Calibrated, model, score)
+    try:
+        for alpha in ALPHAS:
+            smoothed = smooth(current.model_bytes, calibration, alpha=alpha,
+                              float_nodes=float_nodes)
+            if not smoothed.tensors:
+                records.append({"method": "activation_smoothing", "kept": False,
+                                "skipped": smoothed.reason})
+                return current, best_model, best
+            trial = Calibrated(smoothed.model_bytes, calibration, settings)
+            trials.append((smoothed, trial, *measured(trial)))
+    except BaseException:
+        for _, trial, _, _ in trials:
+            trial.close()
+        raise
+    chosen = trials[0]
+    for other in trials[1:]:
+        if ptq_better(other[3], chosen[3], status_quo=False):
+            chosen = other
+    kept = ptq_better(chosen[3], best)
+    details = {**chosen[0].to_record(), "alphas": {
+        str(t[0].alpha): {"agreement": round(t[3].agreement, 6),
+                          "error": float(f"{t[3].error:.4g}")} for t in trials}}
+    records.append(_record("activation_smoothing", best, chosen[3], kept, details))
+    for trial in trials:
+        if not (kept and trial is chosen):
+            trial[1].close()
+    if not kept:
+        return current, best_model, best
+    current.close()
+    return chosen[1], chosen[2], chosen[3]
 
 
 def _choose_on_branches(float_model: bytes, calibration: Mapping[str, np.ndarray],

@@ -88,6 +88,16 @@ def recipe_float_nodes(model_bytes: bytes, recipe: Recipe) -> dict[str, str]:
     return chosen
 
 
+def smoothing_nodes(model_bytes: bytes) -> list[str]:
+    """The Mul nodes activation smoothing inserted (smoothing.py): never quantized."""
+    from .smoothing import SMOOTH_PREFIX
+    if SMOOTH_PREFIX.encode() not in model_bytes:
+        return []
+    import onnx
+    return [n.name for n in onnx.load_from_string(model_bytes).graph.node
+            if n.name.startswith(SMOOTH_PREFIX)]
+
+
 class Calibrated:
     """A prepared float model plus its activation ranges, quantizable many times.
 
@@ -201,6 +211,8 @@ class Calibrated:
                   "entropy": ortq.CalibrationMethod.Entropy,
                   "percentile": ortq.CalibrationMethod.Percentile}[self.settings.method]
         excluded = set(exclude_nodes) | set(recipe_float_nodes(self.model_bytes, recipe))
+        # smoothing.py's divisions run in float, before the 8-bit quantizer sees the tensor
+        excluded |= set(smoothing_nodes(self.model_bytes))
         self._count += 1
         out = self._dir / f"int8-{self._count}.onnx"
         extra = {"CalibPercentile": self.settings.percentile,

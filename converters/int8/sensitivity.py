@@ -45,6 +45,7 @@ from .fitted_trials import remembering, try_bias_correction, try_reconstruction
 from .layer_search import (MixedPrecision, keep_float_greedily, prune_float_layers,
                            rank_layers)
 from .quantize import QUANTIZABLE_OPS, Calibrated, recipe_float_nodes, weighted_nodes
+from .smoothing import SMOOTH_PREFIX
 from .recipes import Recipe
 from .scoring import AgreementMeter, Score, TaskMetric
 
@@ -174,7 +175,8 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
         return MixedPrecision(full, target, plain, base, (), (), n_used, methods=methods)
     by_recipe = recipe_float_nodes(calibrated.model_bytes, recipe)
     nodes = [(name, op) for name, op in weighted_nodes(calibrated.model_bytes, QUANTIZABLE_OPS)
-             if name and name not in by_recipe and name not in fixed]
+             if name and name not in by_recipe and name not in fixed
+             and not name.startswith(SMOOTH_PREFIX)]     # float already
     if not nodes:
         raise ConversionError("the model has no named quantizable layer to keep in float")
     ranking = rank_layers(calibrated, recipe, meter, base, nodes, target.method, fixed,

@@ -156,6 +156,9 @@ def _accuracy_aware(result: Mapping[str, Any]) -> Iterator[str]:
     yield line
     for method in result.get("methods") or []:
         _expect(method, Mapping)
+        if method.get("skipped"):
+            yield f"    {method.get('method', '?')}: not tried: {method['skipped']}"
+            continue
         verdict = "kept" if method.get("kept") else "undone (no better)"
         yield (f"    {method.get('method', '?')}: agreement "
                f"{_fraction(method.get('agreement_before', float('nan')))} -> "

@@ -76,7 +76,8 @@ def test_fake_quant_matches_the_uint8_grid():
 def test_prepare_calibrated_records_the_choice_when_plain_int8_misses():
     model, calib = _model(), _data(256, 1)
     calibrated, records = prepare_calibrated(model, calib, RECIPE, SETTINGS,
-                                             AccuracyTarget(0.99, samples=256), outputs=False)
+                                             AccuracyTarget(0.99, samples=256), outputs=False,
+                                             smoothing=False)
     try:
         assert [r["method"] for r in records] == ["calibration_choice"]   # no conv pairs
         record = records[0]

@@ -41,7 +41,7 @@ def test_prepare_calibrated_tries_float_outputs_first(calib):
     calibrated, records = prepare_calibrated(conv_net(seed=0, outlier=30.0), {"x": calib},
                                              RECIPE, CalibrationSettings(),
                                              AccuracyTarget(0.999), equalization=False,
-                                             choice=False)
+                                             choice=False, smoothing=False)
     try:
         assert [r["method"] for r in records] == ["float_outputs"]
         record = records[0]
