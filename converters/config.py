@@ -85,6 +85,8 @@ class QuantizationConfig:
     reduce_range: bool | None = None
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     accuracy_target: float | None = None
+    max_float_layers: int | None = None
+    reconstruction: bool = False
     speed_check: bool = True
     device: str | None = None
     examples: Any = None
@@ -106,6 +108,16 @@ class QuantizationConfig:
                     not 0.0 < self.accuracy_target <= 1.0:
                 raise ConversionError(f"the accuracy target is a top-1 agreement in (0, 1], "
                                       f"got {self.accuracy_target!r}")
+        for given, flag in ((self.max_float_layers is not None, "--max-float-layers"),
+                            (self.reconstruction, "--reconstruct")):
+            if given and self.accuracy_target is None:
+                raise ConversionError(f"{flag} steers the accuracy-aware int8 pass: add "
+                                      "--accuracy-target (e.g. 0.95)")
+        if self.max_float_layers is not None and (
+                isinstance(self.max_float_layers, bool) or
+                not isinstance(self.max_float_layers, int) or self.max_float_layers < 0):
+            raise ConversionError(f"max_float_layers is a layer count >= 0 (0: every layer "
+                                  f"int8), got {self.max_float_layers!r}")
 
     @property
     def needs_calibration(self) -> bool:
@@ -117,8 +129,18 @@ class QuantizationConfig:
         translation is written, for the ONNX and TFLite paths alike."""
         from .int8 import (AccuracyTarget, CalibrationSettings, Int8Options,
                            LiteRtInt8Options, SpeedSettings)
-        accuracy = (None if self.accuracy_target is None
-                    else AccuracyTarget(min_agreement=self.accuracy_target))
+        accuracy = None
+        if self.accuracy_target is not None:
+            fields: dict[str, Any] = {"min_agreement": self.accuracy_target}
+            if self.max_float_layers is not None:
+                fields["max_float_layers"] = self.max_float_layers
+            if self.reconstruction:
+                if engine == "litert":
+                    raise ConversionError("block reconstruction (--reconstruct) is for the "
+                                          "ONNX target only; drop it or use -t onnx")
+                from .int8.reconstruction import ReconstructionSettings
+                fields["reconstruction"] = ReconstructionSettings()
+            accuracy = AccuracyTarget(**fields)
         speed = SpeedSettings(examples=self.examples) if self.speed_check else None
         overrides: list[tuple[str, Any]] = [("per_channel", self.per_channel)]
         if engine == "litert":

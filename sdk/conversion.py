@@ -17,6 +17,7 @@ def convert(source: Any, out: str | Path, *, target: str | None = None,
             calibration_data: Any = None, calibration_method: str = "minmax",
             calibration_samples: int = 200, per_channel: bool = True, int8_io: bool = False,
             reduce_range: bool | None = None, accuracy_target: float | None = None,
+            max_float_layers: int | None = None, reconstruction: bool = False,
             speed_check: bool = True,
             validation_data: Any = None, validation_labels: Any = None,
             validation_samples: int | None = None, max_drop: float | None = None,
@@ -52,6 +53,11 @@ def convert(source: Any, out: str | Path, *, target: str | None = None,
     accuracy_target (int8): keep the most sensitive layers in float until top-1 agreement
         with the source on the calibration set reaches this (e.g. 0.99); the manifest
         lists the layers kept in float and why.
+    max_float_layers (with accuracy_target): at most this many layers kept float (default
+        8); 0 = every layer int8, only the post-training methods (docs/int8-accuracy.md).
+    reconstruction (with accuracy_target, ONNX): also try block reconstruction
+        (BRECQ/QDrop-style; about a minute more on a small CNN), kept only if better on
+        held-back calibration samples.
     task/decode/assets: DESIGN §7 fields for the bundle, e.g. task={"kind": "detect"} with
         decode=[{"op": "yolo"}, {"op": "nms"}]: validation then matches detections.
     stream/examples: the manifest's `stream` (window, hop, context, state pairs) and
@@ -72,7 +78,8 @@ def convert(source: Any, out: str | Path, *, target: str | None = None,
             raise ConversionError(_needs_calibration(device, target))
     quantization = QuantizationConfig(
         mode=quantize, per_channel=per_channel, int8_io=int8_io, reduce_range=reduce_range,
-        accuracy_target=accuracy_target, speed_check=speed_check,
+        accuracy_target=accuracy_target, max_float_layers=max_float_layers,
+        reconstruction=reconstruction, speed_check=speed_check,
         calibration=CalibrationConfig(method=calibration_method, samples=calibration_samples))
     if tolerances is None and max_drop is not None:
         tolerances = Tolerances.for_mode(quantize, max_drop=max_drop)

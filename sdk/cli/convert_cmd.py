@@ -54,6 +54,12 @@ def _json_file(path: str | None, what: str):
 @click.option("--accuracy-target", type=click.FloatRange(0.0, 1.0, min_open=True),
               help="int8: keep the most sensitive layers in float until top-1 agreement "
                    "with the source on the calibration data reaches this (e.g. 0.99).")
+@click.option("--max-float-layers", type=click.IntRange(min=0),
+              help="int8 with --accuracy-target: keep at most this many layers float "
+                   "[8]; 0 = every layer int8 (post-training methods only).")
+@click.option("--reconstruct", is_flag=True,
+              help="int8 with --accuracy-target (ONNX): also try block reconstruction "
+                   "(about a minute more on a small CNN; kept only if better).")
 @click.option("--no-speed-check", is_flag=True,
               help="int8: skip timing int8 against fp32 on this machine.")
 @click.option("--validation-data", type=click.Path(exists=True),
@@ -80,7 +86,7 @@ def _json_file(path: str | None, what: str):
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def convert_command(source, out, target, quantize, calibration_data, calibration_method,
                     calibration_samples, per_tensor, int8_io, full_range_weights,
-                    accuracy_target, no_speed_check,
+                    accuracy_target, max_float_layers, reconstruct, no_speed_check,
                     validation_data, validation_samples, max_drop,
                     accept, weights, input_shapes, name, bundle_version, labels, preprocess,
                     postprocess, opset, static_batch, device, as_json):
@@ -96,7 +102,8 @@ def convert_command(source, out, target, quantize, calibration_data, calibration
             as_json=as_json, weights=weights, input_shapes=input_shapes,
             preprocess=preprocess, postprocess=postprocess, labels=labels, int8_io=int8_io,
             accuracy_target=accuracy_target, validation_samples=validation_samples,
-            max_drop=max_drop, device=device)
+            max_drop=max_drop, device=device, max_float_layers=max_float_layers,
+            reconstruction=reconstruct)
     from edgepack.conversion import convert
     from edgepack.converters.progress import reporting
     from edgepack.converters.validation import format_table
@@ -124,7 +131,8 @@ def convert_command(source, out, target, quantize, calibration_data, calibration
                 calibration_method=calibration_method, calibration_samples=calibration_samples,
                 per_channel=not per_tensor, int8_io=int8_io,
                 reduce_range=False if full_range_weights else None,
-                accuracy_target=accuracy_target, speed_check=not no_speed_check,
+                accuracy_target=accuracy_target, max_float_layers=max_float_layers,
+                reconstruction=reconstruct, speed_check=not no_speed_check,
                 validation_data=validation_data, validation_samples=validation_samples,
                 max_drop=max_drop, accept=accept, name=name, version=bundle_version,
                 labels=label_list, preprocess=_json_file(preprocess, "preprocess"),

@@ -139,7 +139,8 @@ _NOT_FOR_TEXT = {"weights": "--weights", "input_shapes": "--input-shape",
                  "preprocess": "--preprocess", "postprocess": "--postprocess",
                  "labels": "--labels", "int8_io": "--int8-io",
                  "validation_samples": "--validation-samples", "max_drop": "--max-drop",
-                 "device": "--device"}
+                 "device": "--device", "max_float_layers": "--max-float-layers",
+                 "reconstruction": "--reconstruct"}
 
 
 def convert_hf_directory(source: str, out: str, *, target: str | None, quantize: str | None,
@@ -150,8 +151,10 @@ def convert_hf_directory(source: str, out: str, *, target: str | None, quantize:
     (as `convert-transformer`): tokenizer carried along, dynamic int8 by default. Text
     files (one text a line) stand in for --validation-data / --calibration-data."""
     from edgepack.converters.hf_onnx import TextConversionConfig, convert_transformer
+    # by identity: 0 (--max-float-layers 0) is given, though 0 == False
     given = [flag for k, flag in _NOT_FOR_TEXT.items()
-             if others.get(k) not in (None, False, (), [])]
+             if others.get(k) is not None and others.get(k) is not False
+             and others.get(k) not in ((), [])]
     if given:
         flags = ", ".join(given)
         raise InputError(f"{source} is a Hugging Face model directory (text path); {flags} "

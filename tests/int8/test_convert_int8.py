@@ -102,3 +102,43 @@ def test_cli_accuracy_target_and_speed_line(tmp_path, calib, held_out):
     assert quant["accuracy_aware"]["met"] and quant["kept_float"] == []
     bad = CliRunner().invoke(cli, ["convert", "x.onnx", "-o", "y", "--accuracy-target", "2"])
     assert bad.exit_code != 0 and "accuracy-target" in bad.output
+
+
+def test_max_float_layers_and_reconstruct_are_checked_up_front():
+    for extra, flag in (({"max_float_layers": 0}, "--max-float-layers"),
+                        ({"reconstruction": True}, "--reconstruct")):
+        with pytest.raises(ConversionError, match=f"{flag} steers .* add --accuracy-target"):
+            QuantizationConfig(mode="int8", **extra)
+    with pytest.raises(ConversionError, match="layer count >= 0"):
+        QuantizationConfig(mode="int8", accuracy_target=0.9, max_float_layers=-1)
+    config = QuantizationConfig(mode="int8", accuracy_target=0.9, reconstruction=True)
+    with pytest.raises(ConversionError, match="ONNX target only"):
+        config.int8_options("litert")
+    options = config.int8_options("onnxruntime")
+    assert options.accuracy.reconstruction is not None
+    assert options.accuracy.max_float_layers == 8         # the default, unless given
+    all_int8 = QuantizationConfig(mode="int8", accuracy_target=0.9, max_float_layers=0)
+    assert all_int8.int8_options("onnxruntime").accuracy.max_float_layers == 0
+
+
+def test_cli_every_layer_int8_with_reconstruction(tmp_path, calib, held_out):
+    import numpy as np
+    from click.testing import CliRunner
+
+    from edgepack.cli.main import cli
+    np.save(tmp_path / "calib.npy", calib)
+    np.save(tmp_path / "val.npy", held_out)
+    out = tmp_path / "m.edgepack"
+    # a target no PTQ method reaches on this model: the pass tries all of them
+    result = CliRunner().invoke(cli, [
+        "convert", str(_onnx_file(tmp_path, conv_net(seed=1))), "-o", str(out), "-q", "int8",
+        "--device", "rpi4b", "--calibration-data", str(tmp_path / "calib.npy"),
+        "--validation-data", str(tmp_path / "val.npy"), "--accuracy-target", "0.9999",
+        "--max-float-layers", "0", "--reconstruct", "--no-speed-check", "--accept"])
+    assert result.exit_code == 0, result.output
+    quant = read_bundle(out).manifest.quantization
+    assert quant["kept_float"] == []                      # every layer int8
+    methods = [m["method"] for m in quant["accuracy_aware"]["methods"]]
+    assert "block_reconstruction" in methods, methods
+    bad = CliRunner().invoke(cli, ["convert", "x.onnx", "-o", "y", "--reconstruct"])
+    assert bad.exit_code == 6 and "add --accuracy-target" in bad.output

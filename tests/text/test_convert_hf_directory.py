@@ -82,3 +82,12 @@ def test_accuracy_target_is_for_static_int8_only(encoder_dir, tmp_path):
         assert done.exit_code == 2, done.output
         assert "--accuracy-target is for static int8" in done.output
         assert not (tmp_path / "x.edgepack").exists()
+
+
+def test_pass_steering_flags_are_refused_for_a_transformer_directory(encoder_dir, tmp_path):
+    for flags in (("--max-float-layers", "0"), ("--reconstruct",)):
+        done = _cli("convert", encoder_dir, "-o", tmp_path / "x.edgepack", "-q", "int8",
+                    "--accuracy-target", "0.99", *flags)
+        assert done.exit_code == 2, done.output
+        assert f"{flags[0]} do not apply to it" in done.output
+        assert not (tmp_path / "x.edgepack").exists()
