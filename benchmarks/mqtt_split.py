@@ -1,6 +1,7 @@
 """A measured prototype, not the bridge: the MQTT network side in a process of its own.
 
     .venv/bin/python benchmarks/mqtt_split.py [--rounds 4] [--duration 3] [--batches 1,8]
+    .venv/bin/python benchmarks/mqtt_split.py --answer-path
 
 Question (issue 16, the tiny line): does moving paho out of the process that decodes and
 predicts bring QoS 0 to 0.8 of the anchor? Here one process runs paho (edgepack's lean
@@ -244,6 +245,56 @@ def bench(rounds: int, duration: float, batches: list[int]) -> None:
         broker.stop()
 
 
+def answer_path(seconds: float = 2.0, repeats: int = 3) -> None:
+    """CPU per message in one process: the anchor's loop, the bridge's answer code, and
+    the same with a pipe round trip per message (an echo process), 1 engine thread."""
+    import multiprocessing as mp
+    import tempfile
+
+    from mqtt import LINES, build
+    from edgepack.runtime.benchmark import cpu_description
+    ctx = mp.get_context("fork")           # before onnxruntime is imported
+    ours, theirs = ctx.Pipe()
+    echo = ctx.Process(target=_echo, args=(theirs,), daemon=True)
+    echo.start()
+    from edgepack.runtime import load
+    from edgepack.runtime.images import decode_image
+    from edgepack.runtime.mqtt.results import predict_raw, result_bytes
+    print(cpu_description())
+    bundle, payload = build(Path(tempfile.mkdtemp(prefix="split-")), *LINES["tiny"])
+    model = load(bundle, threads=1)
+    meta = {"topic": "bench/in/x", "mid": 0, "correlation": "12"}
+
+    def cpu_us(fn) -> float:
+        for _ in range(50):
+            fn()
+        count, cpu0, start = 0, time.process_time(), time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            fn()
+            count += 1
+        return (time.process_time() - cpu0) / count * 1e6
+
+    def answer(data: bytes) -> None:
+        result, _ = predict_raw(model, data)
+        result_bytes(model.name, model.version, result, 0.1, meta)
+
+    def piped() -> None:
+        ours.send_bytes(payload)
+        answer(ours.recv_bytes())
+    for _ in range(repeats):
+        print(f"anchor {cpu_us(lambda: model.predict(decode_image(payload))):.0f} us, the "
+              f"bridge's answer code {cpu_us(lambda: answer(payload)):.0f} us, + a pipe "
+              f"round trip {cpu_us(piped):.0f} us (CPU of this process per message)",
+              flush=True)
+    ours.send_bytes(b"stop")
+    echo.join(5)
+
+
+def _echo(conn) -> None:
+    while (message := conn.recv_bytes()) != b"stop":
+        conn.send_bytes(message)
+
+
 def main() -> None:
     import argparse
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -253,8 +304,12 @@ def main() -> None:
                         help="prototype variants: messages per hand-over, comma-separated")
     parser.add_argument("--serve", nargs=2, metavar=("BUNDLE", "PORT"),
                         help=argparse.SUPPRESS)       # the prototype itself (the harness starts it)
+    parser.add_argument("--answer-path", action="store_true",
+                        help="only the in-process loops: anchor, answer code, + pipe")
     args = parser.parse_args()
-    if args.serve:
+    if args.answer_path:
+        answer_path()
+    elif args.serve:
         serve(args.serve[0], int(args.serve[1]))
     else:
         bench(args.rounds, args.duration, [int(b) for b in args.batches.split(",")])
