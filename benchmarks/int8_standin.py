@@ -655,7 +655,8 @@ def reconstruction_section(fresh_seeds: tuple[int, ...] = (4242, 9001), rounds: 
         assert not result.record["accuracy_aware"]["kept_float"]
     for name, record in records.items():
         print(f"  {name}: " + "; ".join(
-            f"{m['method']} {'kept' if m.get('kept') else 'undone'}"
+            f"{m['method']} "
+            f"{'not tried' if 'skipped' in m else 'kept' if m.get('kept') else 'undone'}"
             + (f" ({m['chosen']})" if "chosen" in m else "") for m in record["methods"]))
     rec = next((m for m in records["automatic PTQ + reconstruction"]["methods"]
                 if m["method"] == "block_reconstruction"), None)

@@ -32,7 +32,8 @@ from collections import deque
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests"), str(ROOT / "tests" / "mqtt")]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests"),
+                str(ROOT / "tests" / "mqtt")]
 
 
 def _pack(*parts: bytes) -> bytes:
@@ -303,7 +304,7 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8",
                         help="prototype variants: messages per hand-over, comma-separated")
     parser.add_argument("--serve", nargs=2, metavar=("BUNDLE", "PORT"),
-                        help=argparse.SUPPRESS)       # the prototype itself (the harness starts it)
+                        help=argparse.SUPPRESS)   # the prototype (the harness starts it)
     parser.add_argument("--answer-path", action="store_true",
                         help="only the in-process loops: anchor, answer code, + pipe")
     args = parser.parse_args()

@@ -56,10 +56,9 @@ def _layer_norm_net(seed: int = 0, outliers: dict[int, float] | None = None,
               helper.make_node("Add", ["m1", "b1"], ["a1"], name="ffn_bias"),
               helper.make_node("Relu", ["a1"], ["r1"], name="ffn_relu"),
               helper.make_node("MatMul", ["r1", "w2"], ["logits"], name="head")]
-    graph = helper.make_graph(nodes, "ln_net",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", WIDTH])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
-                                                             ["N", 10])], inits)
+    graph = helper.make_graph(
+        nodes, "ln_net", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", WIDTH])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model.SerializeToString()
