@@ -162,9 +162,33 @@ def _convert(source: Any, out: str | Path, config: ConversionConfig, *,
         record["accepted"] = True
         log.warning("validation outside tolerance, accepted: %s", "; ".join(record["failures"]))
     path = _pack(out, converted, loaded, config, source_record, record, directory=directory)
+    hint = accuracy_hint(converted.quantization, config)
     return ConversionResult(path, record, len(converted.model_bytes),
                             dict(converted.quantization) if converted.quantization else None,
-                            converted.notes)
+                            converted.notes + ((hint,) if hint else ()))
+
+
+def accuracy_hint(quantization: Any, config: ConversionConfig) -> str | None:
+    """A note for a conversion whose int8 accuracy target was not met: what it reached,
+    and the options not used yet that go further (the manifest has the details)."""
+    aware = (quantization or {}).get("accuracy_aware")
+    if not isinstance(aware, dict) or aware.get("met") is not False:
+        return None
+    q = config.quantization
+    steps = []
+    if not q.reconstruction and config.target == "onnx":
+        steps.append("--reconstruct (block reconstruction, about a minute more on a small "
+                     "CNN)")
+    floated = len(aware.get("kept_float") or ())
+    if q.max_float_layers == 0:
+        steps.append("--max-float-layers N (layers kept float cost speed)")
+    elif floated >= (q.max_float_layers if q.max_float_layers is not None else 8):
+        steps.append(f"a --max-float-layers above {floated}")
+    steps += ["more calibration samples (--calibration-samples)",
+              "quantization-aware training (edgepack optimize qat, docs/qat.md)"]
+    return (f"int8 accuracy target {aware.get('target_agreement')} not met on the calibration "
+            f"samples: agreement {float(aware.get('agreement', float('nan'))):.4f} with "
+            f"{floated} layer(s) float; to go further: {'; '.join(steps)}")
 
 
 def _pack(out: Path, converted: ConvertedModel, source: SourceModel, config: ConversionConfig,

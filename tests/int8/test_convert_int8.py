@@ -140,5 +140,26 @@ def test_cli_every_layer_int8_with_reconstruction(tmp_path, calib, held_out):
     assert quant["kept_float"] == []                      # every layer int8
     methods = [m["method"] for m in quant["accuracy_aware"]["methods"]]
     assert "block_reconstruction" in methods, methods
+    # the target was out of reach: the CLI says so, and names what is left to try
+    assert not quant["accuracy_aware"]["met"]
+    note = next(line for line in result.output.splitlines()
+                if line.startswith("note: int8 accuracy target 0.9999 not met"))
+    assert "--max-float-layers N" in note and "edgepack optimize qat" in note
+    assert "--reconstruct" not in note                  # already used
     bad = CliRunner().invoke(cli, ["convert", "x.onnx", "-o", "y", "--reconstruct"])
     assert bad.exit_code == 6 and "add --accuracy-target" in bad.output
+
+
+def test_the_hint_names_only_what_was_not_used():
+    from edgepack.converters.pipeline import accuracy_hint
+    unmet = {"accuracy_aware": {"target_agreement": 0.95, "agreement": 0.9424, "met": False,
+                                "kept_float": [{"node": f"conv{i}"} for i in range(8)]}}
+    plain = ConversionConfig(quantization=QuantizationConfig(mode="int8", accuracy_target=0.95))
+    hint = accuracy_hint(unmet, plain)
+    assert hint.startswith("int8 accuracy target 0.95 not met on the calibration samples: "
+                           "agreement 0.9424 with 8 layer(s) float")
+    assert "--reconstruct" in hint and "a --max-float-layers above 8" in hint
+    tflite = ConversionConfig(target="tflite", quantization=plain.quantization)
+    assert "--reconstruct" not in accuracy_hint(unmet, tflite)     # ONNX only
+    met = {"accuracy_aware": {**unmet["accuracy_aware"], "met": True}}
+    assert accuracy_hint(met, plain) is None and accuracy_hint(None, plain) is None
