@@ -310,7 +310,12 @@ def _try_smoothing(current: Calibrated, start: tuple[bytes, Any],
                                 "skipped": smoothed.reason})
                 return current, best_model, best
             trial = Calibrated(smoothed.model_bytes, calibration, settings)
-            trials.append((smoothed, trial, *measured(trial)))
+            try:
+                scored = measured(trial)
+            except BaseException:
+                trial.close()
+                raise
+            trials.append((smoothed, trial, *scored))
     except BaseException:
         for _, trial, _, _ in trials:
             trial.close()
