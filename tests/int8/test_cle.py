@@ -94,3 +94,35 @@ def test_relaxed_cle_equalizes_through_relu6_as_relu(held_out):
     reference = run(clipped, held_out)
     assert np.max(np.abs(run(result.model_bytes, held_out) - reference)) <= \
         1e-5 * np.max(np.abs(reference))
+
+
+def _clipped(bound: float) -> bytes:
+    """conv_net with its first Relu a Clip(0, bound) (so only the relaxed variant pairs)."""
+    model = onnx.load_from_string(conv_net(seed=3, outlier=100.0))
+    relu = next(n for n in model.graph.node if n.op_type == "Relu")
+    relu.op_type = "Clip"
+    relu.input.extend(["lo", "hi"])
+    model.graph.initializer.extend([numpy_helper.from_array(np.array(0, np.float32), "lo"),
+                                    numpy_helper.from_array(np.array(bound, np.float32), "hi")])
+    return model.SerializeToString()
+
+
+def test_the_relaxed_variant_is_not_quantized_when_its_float_model_already_loses(calib):
+    from edgepack.converters.int8 import AccuracyTarget
+    from edgepack.converters.int8.calibration_choice import prepare_calibrated
+    from edgepack.converters.int8.quantize import CalibrationSettings
+    recipe = choose_recipe("onnxruntime", "x86_64-workstation", float_thin_convs=0)
+
+    def relaxed_record(bound: float) -> dict:
+        calibrated, records = prepare_calibrated(
+            _clipped(bound), {"x": calib}, recipe, CalibrationSettings(),
+            AccuracyTarget(0.9999, samples=200), choice=False, outputs=False,
+            smoothing=False)
+        calibrated.close()
+        return next(r for r in records
+                    if r["method"] == "cross_layer_equalization_relu6_as_relu")
+    # a bound never reached: ReLU and Clip agree, so the variant is quantized and judged
+    assert "skipped" not in relaxed_record(1e4)
+    # a bound most activations exceed: dropping it changes the float function itself
+    clipping = relaxed_record(0.05)
+    assert clipping["kept"] is False and "in float, scores below" in clipping["skipped"]
