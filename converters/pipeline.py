@@ -180,9 +180,12 @@ def accuracy_hint(quantization: Any, config: ConversionConfig) -> str | None:
         steps.append("--reconstruct (block reconstruction, about a minute more on a small "
                      "CNN)")
     floated = len(aware.get("kept_float") or ())
-    if q.max_float_layers == 0:
+    from .int8 import AccuracyTarget
+    allowed = q.max_float_layers if q.max_float_layers is not None else \
+        AccuracyTarget().max_float_layers
+    if allowed == 0:
         steps.append("--max-float-layers N (layers kept float cost speed)")
-    elif floated >= (q.max_float_layers if q.max_float_layers is not None else 8):
+    elif floated >= allowed:
         steps.append(f"a --max-float-layers above {floated}")
     steps += ["more calibration samples (--calibration-samples)",
               "quantization-aware training (edgepack optimize qat, docs/qat.md)"]
