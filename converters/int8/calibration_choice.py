@@ -312,17 +312,16 @@ def _try_smoothing(current: Calibrated, start: tuple[bytes, Any],
     status quo, selection.ptq_better). Appends one record; returns what the pass goes on
     from (`current` closed if replaced)."""
     from .selection import ptq_better
-    from .smoothing import ALPHAS, smooth
+    from .smoothing import ALPHAS, smooth_each
     best_model, best = start
+    variants = smooth_each(current.model_bytes, calibration, ALPHAS, float_nodes=float_nodes)
+    if not variants[0].tensors:     # the same tensors qualify at every strength
+        records.append({"method": "activation_smoothing", "kept": False,
+                        "skipped": variants[0].reason})
+        return current, best_model, best
     trials = []         # (Smoothing, Calibrated, model, score)
     try:
-        for alpha in ALPHAS:
-            smoothed = smooth(current.model_bytes, calibration, alpha=alpha,
-                              float_nodes=float_nodes)
-            if not smoothed.tensors:
-                records.append({"method": "activation_smoothing", "kept": False,
-                                "skipped": smoothed.reason})
-                return current, best_model, best
+        for smoothed in variants:
             trial = Calibrated(smoothed.model_bytes, calibration, settings)
             try:
                 scored = measured(trial)

@@ -90,7 +90,8 @@ class Smoothing:
 
 def smooth(model_bytes: bytes, calibration: Mapping[str, np.ndarray], *,
            alpha: float = ALPHA, outlier_ratio: float = OUTLIER_RATIO,
-           samples: int | None = SAMPLES, float_nodes: Collection[str] | None = None) -> Smoothing:
+           samples: int | None = SAMPLES, float_nodes: Collection[str] | None = None
+           ) -> Smoothing:
     """`model_bytes` (float ONNX) with the inputs of its MatMul/Gemm layers that have
     outlier channels smoothed. Returns the model unchanged, with a `reason`, when there is
     no such input.
@@ -99,16 +100,40 @@ def smooth(model_bytes: bytes, calibration: Mapping[str, np.ndarray], *,
     inserted after a float producer (or a graph input): a quantized producer's output is
     already 8-bit, outliers and all, when the Mul reads it. None: every node but the
     MatMul/Gemm/Conv layers stays float (static int8 of transformers, MatMuls only)."""
+    return smooth_each(model_bytes, calibration, (alpha,), outlier_ratio=outlier_ratio,
+                       samples=samples, float_nodes=float_nodes)[0]
+
+
+def smooth_each(model_bytes: bytes, calibration: Mapping[str, np.ndarray],
+                alphas: tuple[float, ...] = ALPHAS, *, outlier_ratio: float = OUTLIER_RATIO,
+                samples: int | None = SAMPLES, float_nodes: Collection[str] | None = None
+                ) -> tuple[Smoothing, ...]:
+    """`smooth` at each strength in `alphas`, from one run of the float model for the
+    channel maxima (they do not depend on the strength)."""
+    import onnx
+    groups = _reader_groups(onnx.load_from_string(model_bytes).graph)
+    if not groups:
+        return tuple(Smoothing(model_bytes, (), alpha, "no MatMul/Gemm with constant "
+                               "weights reads an activation") for alpha in alphas)
+    maxima = channel_maxima(model_bytes, calibration, list(groups), samples)
+    return tuple(_smoothed(model_bytes, maxima, alpha, outlier_ratio, float_nodes)
+                 for alpha in alphas)
+
+
+def _smoothed(model_bytes: bytes, maxima: Mapping[str, np.ndarray], alpha: float,
+              outlier_ratio: float, float_nodes: Collection[str] | None) -> Smoothing:
     import onnx
     from onnx import numpy_helper
 
     model = onnx.load_from_string(model_bytes)
     graph = model.graph
     groups = _reader_groups(graph)
-    if not groups:
-        return Smoothing(model_bytes, (), alpha,
-                         "no MatMul/Gemm with constant weights reads an activation")
-    maxima = channel_maxima(model_bytes, calibration, list(groups), samples)
+    # Taken before any rewrite: a rewrite moves only the readers of the tensor it smooths.
+    producers = {o: n for n in graph.node for o in n.output}
+    readers_of: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers_of.setdefault(name, []).append(node)
     inits = {i.name: i for i in graph.initializer}
     weights = {n: numpy_helper.to_array(inits[n]) for n in {
         node.input[1] for readers in groups.values() for node in readers}}
@@ -117,14 +142,18 @@ def smooth(model_bytes: bytes, calibration: Mapping[str, np.ndarray], *,
     blocked = 0         # outliers, but neither foldable nor after a float producer
     for tensor, readers in groups.items():
         a = maxima.get(tensor)
-        if a is None or a.shape[0] != _rows(weights[readers[0].input[1]], readers[0]):
+        channels = _as_rows(weights[readers[0].input[1]], readers[0]).shape[0]
+        if a is None or a.shape[0] != channels:
             continue
         ratio = _outlier_ratio(a)
         largest = max(largest, ratio)
         if ratio <= outlier_ratio:
             continue
-        foldable = _layer_norm_to_fold(graph, inits, tensor, readers, len(a))
-        if foldable is None and not _after_float(graph, tensor, float_nodes):
+        producer = producers.get(tensor)
+        only_readers = tensor not in {o.name for o in graph.output} and \
+            all(n in readers for n in readers_of.get(tensor, ()))
+        foldable = _layer_norm_to_fold(producer, tensor, only_readers, inits, len(a))
+        if foldable is None and not _after_float(producer, float_nodes):
             blocked += 1
             continue
         w = np.max([np.abs(_as_rows(weights[n.input[1]], n)).max(axis=1) for n in readers],
@@ -145,7 +174,7 @@ def smooth(model_bytes: bytes, calibration: Mapping[str, np.ndarray], *,
         if foldable is not None:
             folded = _fold(graph, inits, foldable, s)
         else:
-            _insert_division(graph, tensor, readers, s)
+            _insert_division(graph, tensor, producer, readers, s)
         done.append(SmoothedTensor(tensor, tuple(n.name for n in readers), folded, ratio,
                                    _outlier_ratio(a / s),
                                    float(np.max(np.maximum(s, 1.0 / s)))))
@@ -160,8 +189,8 @@ def smooth(model_bytes: bytes, calibration: Mapping[str, np.ndarray], *,
                          f"no MatMul/Gemm input has outlier channels (largest channel "
                          f"max / median {largest:.3g} <= {outlier_ratio:g})")
     _drop_unused_initializers(graph)
-    log.info("activation smoothing: %d tensor(s), largest outlier ratio %.3g -> %.3g",
-             len(done), max(t.outlier_ratio_before for t in done),
+    log.info("activation smoothing (alpha %g): %d tensor(s), largest outlier ratio %.3g -> "
+             "%.3g", alpha, len(done), max(t.outlier_ratio_before for t in done),
              max(t.outlier_ratio_after for t in done))
     return Smoothing(model.SerializeToString(), tuple(done), alpha)
 
@@ -211,33 +240,25 @@ def _as_rows(w: np.ndarray, node) -> np.ndarray:
     return w.T if node.op_type == "Gemm" and _attr(node, "transB", 0) else w
 
 
-def _rows(w: np.ndarray, node) -> int:
-    return _as_rows(w, node).shape[0]
-
-
 def _scale_rows(graph, inits, node, s: np.ndarray) -> None:
     """Multiply `node`'s weight rows (input channels) by s, in a weight of its own."""
     from onnx import numpy_helper
     w = numpy_helper.to_array(inits[node.input[1]])
     rows = _as_rows(w.astype(np.float64), node) * s[:, None]
-    scaled = (rows.T if node.op_type == "Gemm" and _attr(node, "transB", 0) else rows)
     name = _unique(graph, f"{node.input[1]}/smoothed")
-    init = numpy_helper.from_array(scaled.astype(w.dtype), name)
+    init = numpy_helper.from_array(_as_rows(rows, node).astype(w.dtype), name)   # back
     graph.initializer.append(init)
     inits[name] = init
     node.input[1] = name
 
 
-def _layer_norm_to_fold(graph, inits, tensor: str, readers: list, channels: int):
-    """The LayerNormalization producing `tensor` when 1/s can go into its scale and bias:
-    over the last axis, constant parameters of one value per channel, `tensor` read only by
-    `readers`. Else None."""
-    producer = next((n for n in graph.node if tensor in n.output), None)
+def _layer_norm_to_fold(producer, tensor: str, only_readers: bool, inits, channels: int):
+    """`producer` when it is a LayerNormalization 1/s can go into: over the last axis,
+    constant scale and bias of one value per channel, its output `tensor` read only by the
+    smoothed MatMuls (`only_readers`). Else None."""
     if producer is None or producer.op_type != "LayerNormalization" or \
-            producer.output[0] != tensor or _attr(producer, "axis", -1) != -1:
-        return None
-    others = [n for n in graph.node if tensor in n.input and n not in readers]
-    if others or tensor in {o.name for o in graph.output}:
+            producer.output[0] != tensor or _attr(producer, "axis", -1) != -1 or \
+            not only_readers:
         return None
     params = [n for n in producer.input[1:3] if n]
     if not params or any(n not in inits or list(inits[n].dims) != [channels] for n in params):
@@ -245,8 +266,7 @@ def _layer_norm_to_fold(graph, inits, tensor: str, readers: list, channels: int)
     return producer
 
 
-def _after_float(graph, tensor: str, float_nodes: Collection[str] | None) -> bool:
-    producer = next((n for n in graph.node if tensor in n.output), None)
+def _after_float(producer, float_nodes: Collection[str] | None) -> bool:
     if producer is None:            # a graph input: only its readers quantize it
         return True
     if float_nodes is None:
@@ -276,9 +296,9 @@ def _fold(graph, inits, producer, s: np.ndarray) -> str:
     return producer.name or producer.output[0]
 
 
-def _insert_division(graph, tensor: str, readers: list, s: np.ndarray) -> None:
-    """A Mul by 1/s feeding `readers`, inserted right after the producer of `tensor` (or
-    first, for a graph input): the graph stays topologically sorted."""
+def _insert_division(graph, tensor: str, producer, readers: list, s: np.ndarray) -> None:
+    """A Mul by 1/s feeding `readers`, inserted right after `producer` (or first, for a
+    graph input): the graph stays topologically sorted."""
     from onnx import helper, numpy_helper
     inverse = _unique(graph, f"{SMOOTH_PREFIX}{tensor}/inverse_scale")
     graph.initializer.append(numpy_helper.from_array((1.0 / s).astype(np.float32), inverse))
@@ -287,8 +307,7 @@ def _insert_division(graph, tensor: str, readers: list, s: np.ndarray) -> None:
                            name=_unique(graph, f"{SMOOTH_PREFIX}{tensor}/divide"))
     for node in readers:
         node.input[0] = smoothed
-    nodes = list(graph.node)
-    at = next((i + 1 for i, n in enumerate(nodes) if tensor in n.output), 0)
+    at = 0 if producer is None else list(graph.node).index(producer) + 1
     graph.node.insert(at, mul)
 
 
