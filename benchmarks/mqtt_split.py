@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "tests"),
                 str(ROOT / "tests" / "mqtt")]
 
+from mqtt_bench.procstat import cpu_seconds  # noqa: E402
+
 
 def _pack(*parts: bytes) -> bytes:
     return struct.pack("!" + "I" * len(parts), *map(len, parts)) + b"".join(parts)
@@ -160,15 +162,11 @@ def serve(bundle: str, port: int) -> None:
     print(json.dumps({"subscriptions": [counts]}), flush=True)
 
 
-def _cpu(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _tree_cpu(pid: int) -> float:
-    total = _cpu(pid)
+    """CPU seconds of a process and its children (the prototype's network process)."""
+    total = cpu_seconds(pid)
     for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        total += _cpu(int(child))
+        total += cpu_seconds(int(child))
     return total
 
 
@@ -212,7 +210,8 @@ def bench(rounds: int, duration: float, batches: list[int]) -> None:
                 side.forget("probe")
                 time.sleep(0.3)
                 cpu0 = _tree_cpu(pid)
-                main0, broker0, own0 = _cpu(pid), _cpu(broker.process.pid), time.process_time()
+                main0, broker0 = cpu_seconds(pid), cpu_seconds(broker.process.pid)
+                own0 = time.process_time()
                 start = time.perf_counter()
                 sent, _ = raw.paced(f"bench/in/{phase}", payload, 1.25 * anchor.rate,
                                     duration)
@@ -221,9 +220,9 @@ def bench(rounds: int, duration: float, batches: list[int]) -> None:
                 cpu1 = _tree_cpu(pid)
                 n = max(1, len(side.results(phase)))
                 row[kind + "_split"] = (
-                    f"main {(_cpu(pid) - main0) * 1000 / n:.3f}, children "
-                    f"{(cpu1 - cpu0 - _cpu(pid) + main0) * 1000 / n:.3f}, broker "
-                    f"{(_cpu(broker.process.pid) - broker0) * 1000 / n:.3f}, harness "
+                    f"main {(cpu_seconds(pid) - main0) * 1000 / n:.3f}, children "
+                    f"{(cpu1 - cpu0 - cpu_seconds(pid) + main0) * 1000 / n:.3f}, broker "
+                    f"{(cpu_seconds(broker.process.pid) - broker0) * 1000 / n:.3f}, harness "
                     f"{(time.process_time() - own0) * 1000 / n:.3f} ms/answer")
                 window = got[-1][0] - start if got else duration
                 row[kind] = len(got) / window / anchor.rate

@@ -153,8 +153,7 @@ def convert_hf_directory(source: str, out: str, *, target: str | None, quantize:
     from edgepack.converters.hf_onnx import TextConversionConfig, convert_transformer
     # by identity: 0 (--max-float-layers 0) is given, though 0 == False
     given = [flag for k, flag in _NOT_FOR_TEXT.items()
-             if others.get(k) is not None and others.get(k) is not False
-             and others.get(k) not in ((), [])]
+             if (v := others.get(k)) is not None and v is not False and v not in ((), [])]
     if given:
         flags = ", ".join(given)
         raise InputError(f"{source} is a Hugging Face model directory (text path); {flags} "
