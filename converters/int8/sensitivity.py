@@ -136,9 +136,10 @@ def accuracy_aware(calibrated: Calibrated, recipe: Recipe, samples: Mapping[str,
     full, base = calibrated.measured(fixed, meter.samples) or measure([])
     log.info("accuracy-aware: all-int8 agreement %.4f (target %.4f), error %.3g on %d samples",
              base.agreement, target.min_agreement, base.error, n_used)
-    # The manifest's all-int8 figure is the plain one, before the caller's methods.
-    plain = Score(methods_before[0]["agreement_before"], methods_before[0]["error_before"]) \
-        if methods_before else base
+    # The manifest's all-int8 figure is the plain one, before the caller's methods (the
+    # first method that was measured: a method not tried has no scores).
+    first = next((m for m in methods_before if "agreement_before" in m), None)
+    plain = Score(first["agreement_before"], first["error_before"]) if first else base
     if base.agreement >= target.min_agreement:
         return MixedPrecision(full, target, plain, base, (), (), n_used,
                               methods=tuple(methods_before))

@@ -200,3 +200,20 @@ def test_inspect_shows_smoothing_kept_and_why_a_method_was_not_tried():
                      "skipped": "no weighted layer to reconstruct"}]}})
     assert "    activation_smoothing: agreement 0.9000 -> 0.9900, kept" in lines
     assert "    block_reconstruction: not tried: no weighted layer to reconstruct" in lines
+
+
+def test_a_not_tried_method_first_does_not_break_the_pass(calib):
+    # Float outputs asked up front (as the text path does): the pass's first record is then
+    # smoothing's "not tried", which has no scores; the all-int8 figure comes from the
+    # first method that was measured.
+    from edgepack.converters.int8 import Int8Options, quantize_int8
+    from int8_models import conv_net
+    result = quantize_int8(conv_net(seed=3, outlier=100.0), {"x": calib}, Int8Options(
+        device="x86_64-workstation", recipe_overrides=(("float_thin_convs", 0),),
+        calibration=CalibrationSettings(float_outputs=True),
+        accuracy=AccuracyTarget(0.9999, max_float_layers=0)))
+    aware = result.record["accuracy_aware"]
+    assert aware["methods"][0]["method"] == "activation_smoothing"
+    assert "skipped" in aware["methods"][0]
+    measured = next(m for m in aware["methods"] if "agreement_before" in m)
+    assert aware["agreement_all_int8"] == measured["agreement_before"]
